@@ -1,0 +1,195 @@
+/**
+ * Which commands conflict, and the index that finds a command's conflicts.
+ *
+ * The core knows nothing of keys or values. The replicated state machine says,
+ * for each command, which spans of its key space the command touches and whether
+ * it writes them (seed 003's `Span` and `Writing`). Two commands conflict when
+ * one of their spans overlap and at least one of the two writes it; reads never
+ * conflict with reads.
+ *
+ * @module
+ */
+
+import type { Deps } from "./deps.ts";
+
+/**
+ * One span a command touches: the single key `key` when `end` is absent,
+ * otherwise every key `k` with `key <= k < end` (UTF-16 code unit order).
+ */
+export interface Access {
+  /** The key, or the first key of the span. */
+  readonly key: string;
+  /** The end of the span (exclusive); absent for a single key. */
+  readonly end?: string;
+  /** Whether the command writes the span. */
+  readonly write: boolean;
+}
+
+/** What the replicated state machine tells the core about its commands. */
+export interface ConflictModel<C> {
+  /** The spans `command` touches. Must be a pure function of the command. */
+  accesses(command: C): readonly Access[];
+}
+
+function spansOverlap(a: Access, b: Access): boolean {
+  if (a.end === undefined && b.end === undefined) return a.key === b.key;
+  if (a.end === undefined) return a.key >= b.key && a.key < b.end!;
+  if (b.end === undefined) return b.key >= a.key && b.key < a.end;
+  return a.key < b.end && b.key < a.end;
+}
+
+/** Whether two access lists conflict: some pair overlaps and at least one of the pair writes. */
+export function accessesConflict(a: readonly Access[], b: readonly Access[]): boolean {
+  for (const x of a) {
+    for (const y of b) {
+      if ((x.write || y.write) && spansOverlap(x, y)) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Merges the accesses of a batch of commands: one entry per distinct span, a
+ * write wherever any member writes. A batch conflicts with whatever any of its
+ * members conflicts with (SOSP'13 §5).
+ */
+export function batchAccesses<C>(model: ConflictModel<C>, commands: readonly C[]): Access[] {
+  if (commands.length === 1) return [...model.accesses(commands[0]!)];
+  const merged = new Map<string, Access>();
+  for (const command of commands) {
+    for (const access of model.accesses(command)) {
+      const id = access.end === undefined ? access.key : `${access.key}\u0000${access.end}`;
+      const seen = merged.get(id);
+      if (seen === undefined || (!seen.write && access.write)) merged.set(id, access);
+    }
+  }
+  return [...merged.values()];
+}
+
+interface KeyEntry {
+  /** Per row, the highest instance number that writes this key. */
+  readonly write: number[];
+  /** Per row, the highest instance number that touches this key at all. */
+  readonly any: number[];
+}
+
+/**
+ * Answers `ConflictingIds(p, c)` of EPaxos* Figure 3 as a dependency vector: for
+ * each row, the highest instance number known here whose command conflicts with
+ * `c`. The set it denotes (see `deps.ts`) is a superset of the exact conflicts,
+ * which is all the protocol needs.
+ *
+ * Per key it keeps the latest write and the latest access of each row, so a
+ * write depends on the latest write and the reads since, and a read only on the
+ * latest write. Spans (range accesses) are indexed coarsely: a range read
+ * conflicts with every write, a range write with everything. Coarser is safe;
+ * it only adds dependencies.
+ *
+ * Memory stays bounded by forgetting keys whose every entry is at or below a
+ * floor every replica has pruned past. A key the index does not know answers
+ * `absentFloor`, which covers every instance whose key was forgotten and, after
+ * a restart, every instance pruned before it; so the answer is always a superset.
+ * Coordinators put their own prune floor into D0, so in the common case the
+ * absent floor adds nothing a PreAccept did not already carry.
+ */
+export class ConflictIndex {
+  readonly #replicas: number;
+  readonly #keys = new Map<string, KeyEntry>();
+  readonly #anyWrite: number[];
+  readonly #anyAccess: number[];
+  readonly #spanWrite: number[];
+  readonly #spanAccess: number[];
+  readonly #absentFloor: number[];
+
+  /** Creates an empty index for `replicas` rows. */
+  constructor(replicas: number) {
+    this.#replicas = replicas;
+    this.#anyWrite = new Array<number>(replicas).fill(0);
+    this.#anyAccess = new Array<number>(replicas).fill(0);
+    this.#spanWrite = new Array<number>(replicas).fill(0);
+    this.#spanAccess = new Array<number>(replicas).fill(0);
+    this.#absentFloor = new Array<number>(replicas).fill(0);
+  }
+
+  /** Number of keys indexed exactly. */
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  /** What a key the index does not know answers: covers everything forgotten or lost. */
+  get absentFloor(): Deps {
+    return this.#absentFloor;
+  }
+
+  /**
+   * Raises the answer for unknown keys to cover `floor`. After a restart the
+   * per-key history of pruned instances is gone, so the replica raises it to its
+   * persisted prune floor.
+   */
+  raiseAbsentFloor(floor: Deps): void {
+    raise(this.#absentFloor, floor);
+  }
+
+  /** Adds `into` the instances that conflict with `accesses`; rows only ever rise. */
+  collect(accesses: readonly Access[], into: number[]): void {
+    for (const access of accesses) {
+      if (access.end !== undefined) {
+        raise(into, access.write ? this.#anyAccess : this.#anyWrite);
+        continue;
+      }
+      const entry = this.#keys.get(access.key);
+      raise(into, entry === undefined ? this.#absentFloor : access.write ? entry.any : entry.write);
+      raise(into, access.write ? this.#spanAccess : this.#spanWrite);
+    }
+  }
+
+  /** Records that instance `(owner, number)` touches `accesses`. */
+  add(owner: number, number: number, accesses: readonly Access[]): void {
+    for (const access of accesses) {
+      if (number > this.#anyAccess[owner]!) this.#anyAccess[owner] = number;
+      if (access.write && number > this.#anyWrite[owner]!) this.#anyWrite[owner] = number;
+      if (access.end !== undefined) {
+        if (number > this.#spanAccess[owner]!) this.#spanAccess[owner] = number;
+        if (access.write && number > this.#spanWrite[owner]!) this.#spanWrite[owner] = number;
+        continue;
+      }
+      let entry = this.#keys.get(access.key);
+      if (entry === undefined) {
+        entry = { write: [...this.#absentFloor], any: [...this.#absentFloor] };
+        this.#keys.set(access.key, entry);
+      }
+      if (number > entry.any[owner]!) entry.any[owner] = number;
+      if (access.write && number > entry.write[owner]!) entry.write[owner] = number;
+    }
+  }
+
+  /**
+   * Forgets keys whose every instance is at or below `globalFloor`, a prune
+   * floor every replica had reached some time ago, and raises the absent floor
+   * to it. Returns the number of keys forgotten.
+   */
+  forgetBelow(globalFloor: Deps): number {
+    raise(this.#absentFloor, globalFloor);
+    let forgotten = 0;
+    for (const [key, entry] of this.#keys) {
+      let covered = true;
+      for (let r = 0; r < this.#replicas; r++) {
+        if (entry.any[r]! > globalFloor[r]!) {
+          covered = false;
+          break;
+        }
+      }
+      if (covered) {
+        this.#keys.delete(key);
+        forgotten++;
+      }
+    }
+    return forgotten;
+  }
+}
+
+function raise(target: number[], source: readonly number[]): void {
+  for (let r = 0; r < target.length; r++) {
+    if (source[r]! > target[r]!) target[r] = source[r]!;
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The in-memory form of an instance at one replica: the spec's per-instance
+ * variables plus volatile bookkeeping that is rebuilt after a restart.
+ *
+ * @module
+ */
+
+import type { Access } from "./conflict.ts";
+import type { Deps } from "./deps.ts";
+import { type InstanceRecord, type Payload, Phase } from "./types.ts";
+
+/** Bits reserved for the owner in an instance key (supports up to 16 replicas). */
+const OWNER_BITS = 16;
+
+/** A number naming instance `(owner, number)`, for maps. */
+export function instanceKey(owner: number, number: number): number {
+  return number * OWNER_BITS + owner;
+}
+
+/** The owner of the instance named by `key`. */
+export function keyOwner(key: number): number {
+  return key % OWNER_BITS;
+}
+
+/** The number of the instance named by `key`. */
+export function keyNumber(key: number): number {
+  return Math.floor(key / OWNER_BITS);
+}
+
+/** Renders an instance id as `owner.number`. */
+export function describeId(owner: number, number: number): string {
+  return `${owner}.${number}`;
+}
+
+/** An instance at one replica. Mutable; only the replica and its executor touch it. */
+export interface Instance<C> {
+  /** Row owner. */
+  readonly owner: number;
+  /** Number in the row. */
+  readonly number: number;
+  /** `instanceKey(owner, number)`. */
+  readonly key: number;
+  /** `phase`. */
+  phase: Phase;
+  /** `bal`. */
+  ballot: number;
+  /** `abal`. */
+  acceptedBallot: number;
+  /** `cmd`. */
+  command: Payload<C> | undefined;
+  /** `dep`. */
+  deps: Deps | undefined;
+  /** `initCmd`. */
+  initialCommand: Payload<C> | undefined;
+  /** `initDep`. */
+  initialDeps: Deps | undefined;
+  /** Executed here, in memory: the executor emitted it. */
+  executed: boolean;
+  /**
+   * The persisted `executed` flag: set when the record that carries the
+   * instance's execution effects is handed to storage, not before. A record
+   * persisted earlier (a commit) must not claim an execution whose effects are
+   * not durable.
+   */
+  executedMarked: boolean;
+
+  // Volatile bookkeeping.
+  /** Accesses of the first non-Nop command learned, as indexed for conflicts. */
+  accesses: readonly Access[] | undefined;
+  /** Tick at which this replica first learned of the instance or last saw it progress. */
+  sinceTick: number;
+  /** Executor: Tarjan visit epoch. */
+  visitEpoch: number;
+  /** Executor: Tarjan index. */
+  visitIndex: number;
+  /** Executor: Tarjan low link. */
+  lowLink: number;
+  /** Executor: on the Tarjan stack. */
+  onStack: boolean;
+  /** Executor: key of the instance whose commit or arrival this one waits for. */
+  blockedOn: number | undefined;
+  /** Executor: epoch mark used to deduplicate edges. */
+  edgeMark: number;
+}
+
+/** Creates an instance in the initial phase. */
+export function newInstance<C>(owner: number, number: number, tick: number): Instance<C> {
+  return {
+    owner,
+    number,
+    key: instanceKey(owner, number),
+    phase: Phase.Initial,
+    ballot: 0,
+    acceptedBallot: 0,
+    command: undefined,
+    deps: undefined,
+    initialCommand: undefined,
+    initialDeps: undefined,
+    executed: false,
+    executedMarked: false,
+    accesses: undefined,
+    sinceTick: tick,
+    visitEpoch: 0,
+    visitIndex: 0,
+    lowLink: 0,
+    onStack: false,
+    blockedOn: undefined,
+    edgeMark: 0,
+  };
+}
+
+/** Snapshots the persistent part of an instance. */
+export function toRecord<C>(instance: Instance<C>): InstanceRecord<C> {
+  const record: {
+    owner: number;
+    number: number;
+    phase: Phase;
+    ballot: number;
+    acceptedBallot: number;
+    executed: boolean;
+    command?: Payload<C>;
+    deps?: Deps;
+    initialCommand?: Payload<C>;
+    initialDeps?: Deps;
+  } = {
+    owner: instance.owner,
+    number: instance.number,
+    phase: instance.phase,
+    ballot: instance.ballot,
+    acceptedBallot: instance.acceptedBallot,
+    executed: instance.executedMarked,
+  };
+  if (instance.command !== undefined) record.command = instance.command;
+  if (instance.deps !== undefined) record.deps = instance.deps;
+  if (instance.initialCommand !== undefined) record.initialCommand = instance.initialCommand;
+  if (instance.initialDeps !== undefined) record.initialDeps = instance.initialDeps;
+  return record;
+}
+
+/** Rebuilds an instance from its persisted record. */
+export function fromRecord<C>(record: InstanceRecord<C>, tick: number): Instance<C> {
+  const instance = newInstance<C>(record.owner, record.number, tick);
+  instance.phase = record.phase;
+  instance.ballot = record.ballot;
+  instance.acceptedBallot = record.acceptedBallot;
+  instance.command = record.command;
+  instance.deps = record.deps;
+  instance.initialCommand = record.initialCommand;
+  instance.initialDeps = record.initialDeps;
+  instance.executed = record.executed;
+  instance.executedMarked = record.executed;
+  return instance;
+}

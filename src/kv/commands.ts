@@ -1,0 +1,165 @@
+/**
+ * Commands of the replicated key-value state machine, and which of them conflict.
+ *
+ * @module
+ */
+
+import type { Access, ConflictModel } from "../core/conflict.ts";
+
+/** Longest key accepted, in UTF-8 bytes (Deno KV allows 2 KiB keys; the rest is ours). */
+export const MAX_KEY_BYTES = 1024;
+/** Largest value accepted, in bytes (Deno KV's 64 KiB value limit, less room for metadata). */
+export const MAX_VALUE_BYTES = 60 * 1024;
+/** Most entries one list returns. */
+export const MAX_LIST_LIMIT = 1000;
+
+/**
+ * A precondition on the current version of a key: a version string (HTTP
+ * `If-Match`), or `null` for "the key must not exist" (`If-None-Match: *`).
+ */
+export type VersionCondition = string | null;
+
+/** Writes `value` under `key`, if the condition holds. */
+export interface PutCommand {
+  /** Discriminant. */
+  readonly op: "put";
+  /** Request id, unique per client request; routes the result back. */
+  readonly request: string;
+  /** Key. */
+  readonly key: string;
+  /** Value. */
+  readonly value: Uint8Array;
+  /** Compare-and-set condition; absent for a blind write. */
+  readonly ifVersion?: VersionCondition;
+}
+
+/** Reads `key` linearizably. */
+export interface GetCommand {
+  /** Discriminant. */
+  readonly op: "get";
+  /** Request id. */
+  readonly request: string;
+  /** Key. */
+  readonly key: string;
+}
+
+/** Deletes `key`, if the condition holds; deleting a missing key succeeds. */
+export interface DeleteCommand {
+  /** Discriminant. */
+  readonly op: "delete";
+  /** Request id. */
+  readonly request: string;
+  /** Key. */
+  readonly key: string;
+  /** Compare-and-delete condition; absent for an unconditional delete. */
+  readonly ifVersion?: VersionCondition;
+}
+
+/** Lists keys with `prefix`, in key order, after `after`, at most `limit` of them. */
+export interface ListCommand {
+  /** Discriminant. */
+  readonly op: "list";
+  /** Request id. */
+  readonly request: string;
+  /** Key prefix; empty for every key. */
+  readonly prefix: string;
+  /** Exclusive start (the previous page's cursor); absent for the first page. */
+  readonly after?: string;
+  /** Page size, 1 to {@linkcode MAX_LIST_LIMIT}. */
+  readonly limit: number;
+}
+
+/** Every command of the key-value state machine. */
+export type KvCommand = PutCommand | GetCommand | DeleteCommand | ListCommand;
+
+/** The upper bound of the span of keys starting with `prefix` (keys never contain U+FFFF). */
+export function prefixEnd(prefix: string): string {
+  return `${prefix}\uffff`;
+}
+
+/**
+ * Conflicts between key-value commands: writes (put, delete) write their key,
+ * get reads it, and list reads the span of its prefix. Reads never conflict
+ * with reads.
+ */
+export const kvConflicts: ConflictModel<KvCommand> = {
+  accesses(command: KvCommand): readonly Access[] {
+    switch (command.op) {
+      case "put":
+      case "delete":
+        return [{ key: command.key, write: true }];
+      case "get":
+        return [{ key: command.key, write: false }];
+      case "list":
+        return [{ key: command.prefix, end: prefixEnd(command.prefix), write: false }];
+    }
+  },
+};
+
+const encoder = new TextEncoder();
+
+/** Why `key` is not acceptable, or `undefined` if it is. */
+export function keyProblem(key: string): string | undefined {
+  if (key.length === 0) return "Key must not be empty";
+  if (key.length > MAX_KEY_BYTES || encoder.encode(key).length > MAX_KEY_BYTES) {
+    return `Key is longer than ${MAX_KEY_BYTES} bytes`;
+  }
+  if (key.includes("\uffff")) return "Key must not contain U+FFFF";
+  if (!key.isWellFormed()) return "Key must be valid Unicode";
+  return undefined;
+}
+
+function isCondition(value: unknown): value is VersionCondition | undefined {
+  return value === undefined || value === null ||
+    (typeof value === "string" && value.length > 0 && value.length <= 64);
+}
+
+/**
+ * Checks that a value received from a peer is a well-formed command, so that a
+ * malformed batch is refused before it reaches the core.
+ */
+export function isKvCommand(value: unknown): value is KvCommand {
+  if (typeof value !== "object" || value === null) return false;
+  const command = value as Record<string, unknown>;
+  if (typeof command.request !== "string" || command.request.length > 128) return false;
+  switch (command.op) {
+    case "put":
+      return typeof command.key === "string" && keyProblem(command.key) === undefined &&
+        command.value instanceof Uint8Array && command.value.length <= MAX_VALUE_BYTES &&
+        isCondition(command.ifVersion);
+    case "get":
+      return typeof command.key === "string" && keyProblem(command.key) === undefined;
+    case "delete":
+      return typeof command.key === "string" && keyProblem(command.key) === undefined &&
+        isCondition(command.ifVersion);
+    case "list":
+      return typeof command.prefix === "string" && command.prefix.length <= MAX_KEY_BYTES &&
+        !command.prefix.includes("\uffff") &&
+        (command.after === undefined ||
+          (typeof command.after === "string" && command.after.length <= MAX_KEY_BYTES)) &&
+        Number.isInteger(command.limit) && (command.limit as number) >= 1 &&
+        (command.limit as number) <= MAX_LIST_LIMIT;
+    default:
+      return false;
+  }
+}
+
+/** Renders a command as one short line, for `describe*` output. */
+export function describeKvCommand(command: KvCommand): string {
+  switch (command.op) {
+    case "put":
+      return `put(${command.key}=${command.value.length}B${
+        command.ifVersion === undefined ? "" : ` if ${command.ifVersion ?? "absent"}`
+      })`;
+    case "get":
+      return `get(${command.key})`;
+    case "delete":
+      return `del(${command.key}${
+        command.ifVersion === undefined ? "" : ` if ${command.ifVersion ?? "absent"}`
+      })`;
+    case "list":
+      return `list(${command.prefix}*${
+        command.after === undefined ? "" : ` after ${command.after}`
+      } limit ${command.limit})`;
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * The replicated key-value state machine: applies committed batches in
+ * execution order and produces one result per command.
+ *
+ * Execution is deterministic: the same batches in the same order give the same
+ * state and results on every replica. A write's version is derived from the
+ * instance that carries it (`number.owner.index`), so versions are unique for
+ * ever, and a compare-and-set can never match a different incarnation of a key
+ * that was deleted and created again.
+ *
+ * @module
+ */
+
+import type { Execution } from "../core/types.ts";
+import { NOP } from "../core/types.ts";
+import type { KvCommand } from "./commands.ts";
+import { prefixEnd } from "./commands.ts";
+
+/** A stored value and its version. */
+export interface KvEntry {
+  /** The bytes. */
+  readonly value: Uint8Array;
+  /** Opaque version, unique per write (the HTTP ETag). */
+  readonly version: string;
+}
+
+/** The result of one command. */
+export type KvResult =
+  | { readonly op: "put"; readonly ok: true; readonly version: string }
+  | { readonly op: "get"; readonly ok: true; readonly entry: KvEntry | undefined }
+  | { readonly op: "delete"; readonly ok: true; readonly existed: boolean }
+  | {
+    readonly op: "list";
+    readonly ok: true;
+    readonly entries: readonly (KvEntry & { readonly key: string })[];
+    /** Cursor for the next page, absent on the last page. */
+    readonly next?: string;
+  }
+  | {
+    readonly op: "put" | "delete";
+    readonly ok: false;
+    /** The key's current version, `null` if absent (the 412 answer). */
+    readonly current: string | null;
+  };
+
+/** One change to persist with the executed marker of its instance. */
+export type KvMutation =
+  | { readonly kind: "set"; readonly key: string; readonly entry: KvEntry }
+  | { readonly kind: "delete"; readonly key: string };
+
+/** The outcome of applying one committed instance. */
+export interface AppliedInstance {
+  /** Results in command order (empty for a Nop). */
+  readonly results: readonly { readonly request: string; readonly result: KvResult }[];
+  /** Net changes to persist. */
+  readonly mutations: readonly KvMutation[];
+}
+
+/** The version a write gets: unique to its instance and position in the batch. */
+export function versionOf(owner: number, number: number, index: number): string {
+  return `${number}.${owner}.${index}`;
+}
+
+/**
+ * The key-value state, held in memory (loaded from storage at start) and
+ * changed only by {@linkcode KvStateMachine.apply}.
+ */
+export class KvStateMachine {
+  readonly #entries = new Map<string, KvEntry>();
+  #sortedKeys: string[] | undefined;
+  #digest = 0;
+
+  /** Creates a state machine holding `entries` (what storage had). */
+  constructor(entries?: Iterable<readonly [string, KvEntry]>) {
+    if (entries !== undefined) {
+      for (const [key, entry] of entries) {
+        this.#entries.set(key, entry);
+        this.#digest = (this.#digest + entryHash(key, entry.version)) >>> 0;
+      }
+    }
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * An order-independent digest of the state (sum of per-entry hashes of key
+   * and version): equal on replicas that executed the same set of writes.
+   */
+  get digest(): string {
+    return `${this.#entries.size}:${this.#digest.toString(16).padStart(8, "0")}`;
+  }
+
+  /** Reads `key` from local state (no consensus; `?consistency=local`). */
+  read(key: string): KvEntry | undefined {
+    return this.#entries.get(key);
+  }
+
+  /** Every entry, in no particular order. */
+  entries(): IterableIterator<[string, KvEntry]> {
+    return this.#entries.entries();
+  }
+
+  /** Lists local state (no consensus). */
+  list(prefix: string, after: string | undefined, limit: number): KvResult & { op: "list" } {
+    const keys = this.#sorted();
+    const end = prefixEnd(prefix);
+    let index = lowerBound(keys, after === undefined || after < prefix ? prefix : after);
+    if (after !== undefined && keys[index] === after) index++;
+    const entries: (KvEntry & { key: string })[] = [];
+    while (index < keys.length && entries.length < limit) {
+      const key = keys[index++]!;
+      if (key >= end) break;
+      entries.push({ key, ...this.#entries.get(key)! });
+    }
+    const more = index < keys.length && keys[index]! < end && entries.length === limit;
+    return more
+      ? { op: "list", ok: true, entries, next: entries[entries.length - 1]!.key }
+      : { op: "list", ok: true, entries };
+  }
+
+  /** Applies one committed instance and returns its results and mutations. */
+  apply(execution: Execution<KvCommand>): AppliedInstance {
+    if (execution.command === NOP) return { results: [], mutations: [] };
+    const results: { request: string; result: KvResult }[] = [];
+    const changed = new Map<string, KvEntry | undefined>();
+    execution.command.forEach((command, index) => {
+      const result = this.#applyOne(command, versionOf(execution.owner, execution.number, index));
+      if (result.ok && (command.op === "put" || command.op === "delete")) {
+        changed.set(command.key, this.#entries.get(command.key));
+      }
+      results.push({ request: command.request, result });
+    });
+    const mutations: KvMutation[] = [];
+    for (const [key, entry] of changed) {
+      mutations.push(entry === undefined ? { kind: "delete", key } : { kind: "set", key, entry });
+    }
+    return { results, mutations };
+  }
+
+  #applyOne(command: KvCommand, version: string): KvResult {
+    switch (command.op) {
+      case "get":
+        return { op: "get", ok: true, entry: this.#entries.get(command.key) };
+      case "list":
+        return this.list(command.prefix, command.after, command.limit);
+      case "put": {
+        const current = this.#entries.get(command.key);
+        if (!conditionHolds(command.ifVersion, current)) {
+          return { op: "put", ok: false, current: current?.version ?? null };
+        }
+        this.#set(command.key, { value: command.value, version });
+        return { op: "put", ok: true, version };
+      }
+      case "delete": {
+        const current = this.#entries.get(command.key);
+        if (!conditionHolds(command.ifVersion, current)) {
+          return { op: "delete", ok: false, current: current?.version ?? null };
+        }
+        if (current !== undefined) this.#remove(command.key, current);
+        return { op: "delete", ok: true, existed: current !== undefined };
+      }
+    }
+  }
+
+  #set(key: string, entry: KvEntry): void {
+    const previous = this.#entries.get(key);
+    if (previous !== undefined) {
+      this.#digest = (this.#digest - entryHash(key, previous.version)) >>> 0;
+    } else {
+      this.#sortedKeys = undefined;
+    }
+    this.#entries.set(key, entry);
+    this.#digest = (this.#digest + entryHash(key, entry.version)) >>> 0;
+  }
+
+  #remove(key: string, previous: KvEntry): void {
+    this.#entries.delete(key);
+    this.#sortedKeys = undefined;
+    this.#digest = (this.#digest - entryHash(key, previous.version)) >>> 0;
+  }
+
+  #sorted(): string[] {
+    this.#sortedKeys ??= [...this.#entries.keys()].sort();
+    return this.#sortedKeys;
+  }
+}
+
+function conditionHolds(
+  condition: string | null | undefined,
+  current: KvEntry | undefined,
+): boolean {
+  if (condition === undefined) return true;
+  if (condition === null) return current === undefined;
+  return current !== undefined && current.version === condition;
+}
+
+function lowerBound(keys: readonly string[], target: string): number {
+  let low = 0;
+  let high = keys.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (keys[middle]! < target) {
+      low = middle + 1;
+    } else {
+      high = middle;
+    }
+  }
+  return low;
+}
+
+/** FNV-1a over key and version: cheap, deterministic, good enough for a convergence check. */
+function entryHash(key: string, version: string): number {
+  let hash = 0x811c9dc5;
+  for (const text of [key, "\u0000", version]) {
+    for (let i = 0; i < text.length; i++) {
+      hash ^= text.charCodeAt(i);
+      hash = Math.imul(hash, 0x01000193);
+    }
+  }
+  return hash >>> 0;
+}

@@ -1,0 +1,273 @@
+/**
+ * The protocol invariants the simulator checks (see shared testing.md and the
+ * `Agreement` and `Visibility` invariants of the EPaxos* TLA+ module).
+ *
+ * @module
+ */
+
+import { accessesConflict, batchAccesses } from "../core/conflict.ts";
+import type { Access } from "../core/conflict.ts";
+import { type Deps, depsContain, depsEqual, describeDeps } from "../core/deps.ts";
+import { describeId, instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
+import {
+  type InstanceRecord,
+  NOP,
+  type Payload,
+  Phase,
+  type StorageRecord,
+} from "../core/types.ts";
+import { type KvCommand, kvConflicts } from "../kv/commands.ts";
+
+/** A broken invariant. */
+export class InvariantViolation extends Error {
+  /** Creates a violation of `invariant`. */
+  constructor(invariant: string, detail: string) {
+    super(`${invariant}: ${detail}`);
+    this.name = "InvariantViolation";
+  }
+}
+
+interface Decision {
+  readonly command: Payload<KvCommand>;
+  readonly deps: Deps;
+  readonly accesses: readonly Access[];
+  readonly firstCommitAt: number;
+}
+
+interface ExecutedEntry {
+  readonly instance: number;
+  readonly write: boolean;
+}
+
+/** Watches every persisted record and every execution of every replica. */
+export class InvariantChecker {
+  readonly #replicas: number;
+  readonly #decided = new Map<number, Decision>();
+  readonly #lastRecord: Map<number, InstanceRecord<KvCommand>>[];
+  /** When an instance was first pruned anywhere: it had executed on every replica. */
+  readonly #prunedAt = new Map<number, number>();
+  /** Per replica, per key: the durable execution order. */
+  readonly #executionLogs: Map<string, ExecutedEntry[]>[];
+
+  /** Creates a checker for `replicas` replicas. */
+  constructor(replicas: number) {
+    this.#replicas = replicas;
+    this.#lastRecord = Array.from({ length: replicas }, () => new Map());
+    this.#executionLogs = Array.from({ length: replicas }, () => new Map());
+  }
+
+  /** Number of instances decided anywhere. */
+  get decidedCount(): number {
+    return this.#decided.size;
+  }
+
+  /**
+   * Checks records as replica `replica` persists them: ballots never decrease,
+   * committed records never change, and Agreement (every replica that commits
+   * an instance commits the same command and dependencies).
+   */
+  onPersist(replica: number, records: readonly StorageRecord<KvCommand>[], now: number): void {
+    const last = this.#lastRecord[replica]!;
+    for (const entry of records) {
+      if (entry.kind === "delete") {
+        const key = instanceKey(entry.owner, entry.number);
+        last.delete(key);
+        if (!this.#prunedAt.has(key)) this.#prunedAt.set(key, now);
+        continue;
+      }
+      if (entry.kind !== "instance") continue;
+      const record = entry.record;
+      const key = instanceKey(record.owner, record.number);
+      const id = describeId(record.owner, record.number);
+      const previous = last.get(key);
+      if (previous !== undefined) {
+        if (record.ballot < previous.ballot) {
+          throw new InvariantViolation(
+            "ballots never decrease",
+            `replica ${replica} instance ${id} ballot ${previous.ballot} -> ${record.ballot}`,
+          );
+        }
+        if (previous.phase === Phase.Committed) {
+          if (
+            record.phase !== Phase.Committed || record.command !== previous.command ||
+            !depsEqual(record.deps!, previous.deps!)
+          ) {
+            throw new InvariantViolation(
+              "committed records never change",
+              `replica ${replica} instance ${id}`,
+            );
+          }
+        }
+      }
+      last.set(key, record);
+      if (record.phase !== Phase.Committed) continue;
+      const decided = this.#decided.get(key);
+      if (decided === undefined) {
+        const command = record.command!;
+        this.#decided.set(key, {
+          command,
+          deps: record.deps!,
+          accesses: command === NOP ? [] : batchAccesses(kvConflicts, command),
+          firstCommitAt: now,
+        });
+      } else if (
+        !sameCommand(decided.command, record.command!) || !depsEqual(decided.deps, record.deps!)
+      ) {
+        throw new InvariantViolation(
+          "Agreement",
+          `instance ${id} committed as ${describePayload(decided.command)} ${
+            describeDeps(decided.deps)
+          } and as ${describePayload(record.command!)} ${
+            describeDeps(record.deps)
+          } at replica ${replica}`,
+        );
+      }
+    }
+  }
+
+  /** Records that `replica` durably executed `owner.number` (in order). */
+  onDurableExecution(replica: number, owner: number, number: number): void {
+    const key = instanceKey(owner, number);
+    const decided = this.#decided.get(key);
+    if (decided === undefined) {
+      throw new InvariantViolation(
+        "nothing executes before it commits",
+        `replica ${replica} executed ${describeId(owner, number)} which is not committed anywhere`,
+      );
+    }
+    const logs = this.#executionLogs[replica]!;
+    for (const access of decided.accesses) {
+      const logKey = access.end === undefined ? access.key : `[${access.key},${access.end})`;
+      let log = logs.get(logKey);
+      if (log === undefined) logs.set(logKey, log = []);
+      log.push({ instance: key, write: access.write });
+    }
+  }
+
+  /**
+   * Visibility: of two committed conflicting non-Nop commands, one is in the
+   * other's dependencies. A pair where one instance had executed on every
+   * replica (and been pruned) before the other first committed is exempt:
+   * pruning makes that instance invisible to recovery, and the order of the
+   * two is fixed anyway, everywhere.
+   */
+  checkVisibility(): void {
+    const byKey = new Map<string, number[]>();
+    for (const [key, decision] of this.#decided) {
+      if (decision.command === NOP) continue;
+      for (const access of decision.accesses) {
+        const group = access.end === undefined ? access.key : "\u0000spans";
+        let list = byKey.get(group);
+        if (list === undefined) byKey.set(group, list = []);
+        list.push(key);
+      }
+    }
+    const spans = byKey.get("\u0000spans") ?? [];
+    for (const [group, keys] of byKey) {
+      const candidates = group === "\u0000spans" ? keys : [...keys, ...spans];
+      for (let i = 0; i < keys.length; i++) {
+        for (let j = 0; j < candidates.length; j++) {
+          const a = keys[i]!;
+          const b = candidates[j]!;
+          if (a >= b && candidates === keys) continue;
+          if (a === b) continue;
+          this.#checkPair(a, b);
+        }
+      }
+    }
+  }
+
+  #checkPair(a: number, b: number): void {
+    const first = this.#decided.get(a)!;
+    const second = this.#decided.get(b)!;
+    if (!accessesConflict(first.accesses, second.accesses)) return;
+    if (depsContain(first.deps, keyOwner(b), keyNumber(b))) return;
+    if (depsContain(second.deps, keyOwner(a), keyNumber(a))) return;
+    const prunedA = this.#prunedAt.get(a);
+    const prunedB = this.#prunedAt.get(b);
+    if (prunedA !== undefined && prunedA <= second.firstCommitAt) return;
+    if (prunedB !== undefined && prunedB <= first.firstCommitAt) return;
+    throw new InvariantViolation(
+      "Visibility",
+      `${describeId(keyOwner(a), keyNumber(a))} ${describeDeps(first.deps)} and ${
+        describeId(keyOwner(b), keyNumber(b))
+      } ${describeDeps(second.deps)} conflict and neither depends on the other`,
+    );
+  }
+
+  /**
+   * Conflicting commands executed in the same order on every replica: per key,
+   * replicas agree on the order of writes, and each read sees the same last
+   * write before it (reads may reorder among themselves).
+   */
+  checkExecutionOrder(): void {
+    const keys = new Set<string>();
+    for (const logs of this.#executionLogs) for (const key of logs.keys()) keys.add(key);
+    for (const key of keys) {
+      const reference = this.#executionLogs.map((logs) => logs.get(key) ?? []);
+      for (let a = 0; a < this.#replicas; a++) {
+        for (let b = a + 1; b < this.#replicas; b++) {
+          compareLogs(key, a, reference[a]!, b, reference[b]!);
+        }
+      }
+    }
+  }
+}
+
+function compareLogs(
+  key: string,
+  replicaA: number,
+  logA: readonly ExecutedEntry[],
+  replicaB: number,
+  logB: readonly ExecutedEntry[],
+): void {
+  const inB = new Set(logB.map((entry) => entry.instance));
+  const inA = new Set(logA.map((entry) => entry.instance));
+  const projectedA = logA.filter((entry) => inB.has(entry.instance));
+  const projectedB = logB.filter((entry) => inA.has(entry.instance));
+  const shape = (log: readonly ExecutedEntry[]) => {
+    const writes: number[] = [];
+    const readsAfter = new Map<number, number>();
+    for (const entry of log) {
+      if (entry.write) {
+        writes.push(entry.instance);
+      } else {
+        readsAfter.set(entry.instance, writes.length === 0 ? -1 : writes[writes.length - 1]!);
+      }
+    }
+    return { writes, readsAfter };
+  };
+  const shapeA = shape(projectedA);
+  const shapeB = shape(projectedB);
+  const describe = (instance: number) => describeId(keyOwner(instance), keyNumber(instance));
+  for (let i = 0; i < shapeA.writes.length; i++) {
+    if (shapeA.writes[i] !== shapeB.writes[i]) {
+      throw new InvariantViolation(
+        "conflicting commands execute in the same order",
+        `key ${key}: write #${i} is ${describe(shapeA.writes[i]!)} at replica ${replicaA} but ${
+          shapeB.writes[i] === undefined ? "nothing" : describe(shapeB.writes[i]!)
+        } at replica ${replicaB}`,
+      );
+    }
+  }
+  for (const [read, lastWrite] of shapeA.readsAfter) {
+    if (shapeB.readsAfter.get(read) !== lastWrite) {
+      throw new InvariantViolation(
+        "conflicting commands execute in the same order",
+        `key ${key}: read ${
+          describe(read)
+        } follows different writes at replicas ${replicaA} and ${replicaB}`,
+      );
+    }
+  }
+}
+
+function sameCommand(a: Payload<KvCommand>, b: Payload<KvCommand>): boolean {
+  if (a === b) return true;
+  if (a === NOP || b === NOP || a.length !== b.length) return false;
+  return a.every((command, index) => command.request === b[index]!.request);
+}
+
+function describePayload(payload: Payload<KvCommand>): string {
+  return payload === NOP ? "nop" : `[${payload.map((command) => command.request).join(" ")}]`;
+}

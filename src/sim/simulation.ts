@@ -1,0 +1,746 @@
+/**
+ * The seeded simulator: many replicas of the real core over a simulated network
+ * with drop, duplication, reordering, delay, partitions, crashes that keep only
+ * persisted records (including a crash between persist and send), and pauses.
+ * A safety phase with faults is followed by a liveness phase that heals
+ * everything and demands that every operation finish and every replica converge
+ * (TigerBeetle's VOPR and FoundationDB's simulation are the models).
+ *
+ * Everything derives from the seed; the same config replays the same run.
+ *
+ * @module
+ */
+
+import { describeKeyFailure, HistoryRecorder } from "../check/mod.ts";
+import { describeExecution, describeMessage, describeStorageRecord } from "../core/describe.ts";
+import { instanceKey } from "../core/instance.ts";
+import { Replica, type TimingOptions } from "../core/replica.ts";
+import type { Message, Ready } from "../core/types.ts";
+import { describeKvCommand, type KvCommand, kvConflicts } from "../kv/commands.ts";
+import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
+import { SeededRandom } from "../runtime/random.ts";
+import { MemoryStorage } from "../storage/memory.ts";
+import type { SimConfig } from "./config.ts";
+import { EventQueue } from "./event_queue.ts";
+import { InvariantChecker, InvariantViolation } from "./invariants.ts";
+
+/** The outcome of one run. */
+export interface SimResult {
+  /** Whether every invariant held. */
+  readonly ok: boolean;
+  /** The first violation, if any. */
+  readonly failure?: string;
+  /** Client operations completed (ok or fail). */
+  readonly completed: number;
+  /** Client operations with an unknown outcome. */
+  readonly indeterminate: number;
+  /** Instances decided. */
+  readonly decided: number;
+  /** Fast and slow commits, recoveries, summed over replicas. */
+  readonly fastCommits: number;
+  /** Slow-path commits. */
+  readonly slowCommits: number;
+  /** Recoveries started. */
+  readonly recoveries: number;
+  /** Simulated milliseconds. */
+  readonly simulatedMs: number;
+  /** Messages sent. */
+  readonly messages: number;
+  /** Fault events injected (crashes, pauses, partitions). */
+  readonly faultEvents: number;
+  /** Recovery decisions by branch, summed over replicas. */
+  readonly recoveryOutcomes: Readonly<Record<string, number>>;
+}
+
+/** Timers for simulated time, where a tick is a millisecond and the network is fast. */
+const SIM_TIMING: Partial<TimingOptions> = {
+  defaultRoundTripTicks: 30,
+  widenMarginTicks: 10,
+  retransmitTicks: 60,
+  maxRetransmitTicks: 800,
+  commitRequestTicks: 80,
+  recoveryTicks: 200,
+  recoveryStaggerTicks: 80,
+  orphanTicks: 1500,
+  recoveryAttemptTicks: 300,
+  frontierTicks: 40,
+  scanTicks: 10,
+  forgetTicks: 1000,
+};
+
+interface Waiter {
+  readonly client: Client;
+}
+
+interface Node {
+  readonly id: number;
+  core: Replica<KvCommand>;
+  kv: KvStateMachine;
+  readonly storage: MemoryStorage<KvCommand>;
+  up: boolean;
+  paused: boolean;
+  /** Messages that arrived while paused (delivered on resume, as from a socket buffer). */
+  inbox: Message<KvCommand>[];
+  /** Effects of the last executions, persisted with the next Ready. */
+  pendingEffects: Map<number, readonly KvMutation[]>;
+  /** Executions whose effects are not durable yet. */
+  pendingLog: { owner: number; number: number }[];
+  /** Requests this node proposed and a client waits on. */
+  waiters: Map<string, Waiter>;
+  /** Commands waiting to be batched. */
+  batch: KvCommand[];
+}
+
+interface Client {
+  readonly id: number;
+  readonly node: number;
+  busy: boolean;
+  /** Request id of the operation outstanding. */
+  request: string | undefined;
+  deadline: number;
+  /** Value read or written last, with its version, per key (for compare-and-set). */
+  readonly known: Map<string, { value: string | null; version: string | null }>;
+  operation: { key: string; kind: "put" | "get" | "cas" | "delete"; value?: string } | undefined;
+  invokedInLiveness: boolean;
+}
+
+function sumOutcomes(all: readonly object[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const outcomes of all) {
+    for (const [name, count] of Object.entries(outcomes)) sum[name] = (sum[name] ?? 0) + count;
+  }
+  return sum;
+}
+
+/** Receives one line per interesting event when tracing a run. */
+export type SimTrace = (line: string) => void;
+
+/** Runs one simulation; `trace`, if given, receives a line per event (for debugging a seed). */
+export function simulate(config: SimConfig, trace?: SimTrace): SimResult {
+  return new Simulation(config, trace).run();
+}
+
+export class Simulation {
+  readonly #config: SimConfig;
+  readonly #random: SeededRandom;
+  readonly #faultRandom: SeededRandom;
+  readonly #queue = new EventQueue();
+  readonly #nodes: Node[] = [];
+  readonly #clients: Client[] = [];
+  readonly #checker: InvariantChecker;
+  readonly #history: HistoryRecorder;
+  readonly #blocked: boolean[][];
+  #now = 0;
+  #issued = 0;
+  #completed = 0;
+  #indeterminate = 0;
+  #messages = 0;
+  #faultEvents = 0;
+  #valueCounter = 0;
+  #liveness = false;
+  #failure: string | undefined;
+
+  readonly #trace: SimTrace | undefined;
+
+  constructor(config: SimConfig, trace?: SimTrace) {
+    this.#config = config;
+    this.#trace = trace;
+    const root = new SeededRandom(config.seed);
+    this.#random = root.fork();
+    this.#faultRandom = root.fork();
+    this.#checker = new InvariantChecker(config.replicas);
+    this.#history = new HistoryRecorder({ now: () => this.#now });
+    this.#blocked = Array.from(
+      { length: config.replicas },
+      () => new Array(config.replicas).fill(false),
+    );
+    for (let id = 0; id < config.replicas; id++) {
+      const storage = new MemoryStorage<KvCommand>();
+      this.#nodes.push({
+        id,
+        core: this.#newCore(id, storage),
+        kv: new KvStateMachine(),
+        storage,
+        up: true,
+        paused: false,
+        inbox: [],
+        pendingEffects: new Map(),
+        pendingLog: [],
+        waiters: new Map(),
+        batch: [],
+      });
+    }
+    let clientId = 0;
+    for (let node = 0; node < config.replicas; node++) {
+      for (let i = 0; i < config.clientsPerReplica; i++) {
+        this.#clients.push({
+          id: clientId++,
+          node,
+          busy: false,
+          request: undefined,
+          deadline: 0,
+          known: new Map(),
+          operation: undefined,
+          invokedInLiveness: false,
+        });
+      }
+    }
+  }
+
+  /** The client history so far, as JSON lines (the checker's own format). */
+  historyJsonLines(): string {
+    return this.#history.toJsonLines();
+  }
+
+  run(): SimResult {
+    try {
+      this.#runPhases();
+    } catch (error) {
+      if (!(error instanceof InvariantViolation)) throw error;
+      this.#failure = error.message;
+    }
+    const stats = this.#nodes.map((node) => node.core.stats);
+    return {
+      ok: this.#failure === undefined,
+      ...(this.#failure === undefined ? {} : { failure: this.#failure }),
+      completed: this.#completed,
+      indeterminate: this.#indeterminate,
+      decided: this.#checker.decidedCount,
+      fastCommits: stats.reduce((sum, s) => sum + s.fastCommits, 0),
+      slowCommits: stats.reduce((sum, s) => sum + s.slowCommits, 0),
+      recoveries: stats.reduce((sum, s) => sum + s.recoveriesStarted, 0),
+      simulatedMs: this.#now,
+      messages: this.#messages,
+      faultEvents: this.#faultEvents,
+      recoveryOutcomes: sumOutcomes(stats.map((s) => s.recoveryOutcomes)),
+    };
+  }
+
+  #runPhases(): void {
+    const config = this.#config;
+    for (let ms = 1; ms <= config.safetyMs; ms++) this.#queue.schedule(ms, () => this.#tickAll());
+    if (config.faults !== undefined) this.#scheduleFaults();
+    for (const client of this.#clients) {
+      this.#queue.schedule(1 + this.#random.int(10), () => this.#nextOperation(client));
+    }
+    // Safety phase: faults until most operations are issued or time runs out.
+    const safetyTarget = Math.floor(config.commands * 0.7);
+    while (this.#now < config.safetyMs && this.#issued < safetyTarget) this.#step();
+    // Liveness phase: heal everything, then every operation must finish and
+    // every replica converge within the bound.
+    this.#heal();
+    const deadline = this.#now + config.livenessMs;
+    let nextTick = Math.max(this.#now, config.safetyMs) + 1;
+    const scheduleTicks = (until: number) => {
+      for (; nextTick <= until; nextTick++) this.#queue.schedule(nextTick, () => this.#tickAll());
+    };
+    while (this.#now < deadline) {
+      scheduleTicks(this.#now + 100);
+      const target = this.#now + 100;
+      while (this.#now < target) this.#step();
+      if (this.#issued >= config.commands && this.#clients.every((client) => !client.busy)) {
+        if (this.#converged()) break;
+      }
+    }
+    const stuck = this.#clients.filter((client) => client.busy);
+    if (this.#issued < config.commands || stuck.length > 0 || !this.#converged()) {
+      for (const node of this.#nodes) {
+        for (const line of node.core.describeState(20)) this.#trace?.(`state ${line}`);
+      }
+    }
+    if (this.#issued < config.commands || stuck.length > 0) {
+      throw new InvariantViolation(
+        "liveness",
+        `after healing, ${
+          config.commands - this.#issued
+        } operations not issued and ${stuck.length} outstanding after ${config.livenessMs} ms`,
+      );
+    }
+    if (!this.#converged()) {
+      const frontiers = this.#nodes.map((node) =>
+        `${node.id}:[${node.core.executedFrontier.join(" ")}]`
+      );
+      throw new InvariantViolation(
+        "liveness",
+        `replicas did not converge within ${config.livenessMs} ms: ${frontiers.join(" ")}`,
+      );
+    }
+    this.#checker.checkVisibility();
+    this.#checker.checkExecutionOrder();
+    const digests = new Set(this.#nodes.map((node) => node.kv.digest));
+    if (digests.size !== 1) {
+      throw new InvariantViolation(
+        "identical state",
+        `replicas that executed the same instances hold different state: ${[...digests].join(" ")}`,
+      );
+    }
+    if (config.faults === undefined && config.sharedKeys === 0) {
+      const slow = this.#nodes.reduce((sum, node) => sum + node.core.stats.slowCommits, 0);
+      const recoveries = this.#nodes.reduce(
+        (sum, node) => sum + node.core.stats.recoveriesStarted,
+        0,
+      );
+      if (slow > 0 || recoveries > 0) {
+        throw new InvariantViolation(
+          "fast path",
+          `no faults and no conflicts, yet ${slow} slow commits and ${recoveries} recoveries`,
+        );
+      }
+    }
+    // One hot key with many concurrent clients and indeterminate operations is
+    // the search's worst case; give it room rather than report "unknown".
+    const verdict = this.#history.check({ maxStepsPerKey: 400_000_000 });
+    if (verdict.verdict !== "linearizable") {
+      const failed = verdict.keys.find((key) => key.verdict !== "linearizable");
+      if (failed !== undefined && this.#trace !== undefined) {
+        const history = this.#history.toHistory();
+        for (const line of describeKeyFailure(history, failed)) this.#trace(`history ${line}`);
+      }
+      throw new InvariantViolation(
+        "linearizability",
+        `${verdict.verdict} on key ${failed?.key ?? "?"} (${verdict.keys.length} keys checked)`,
+      );
+    }
+  }
+
+  #step(): void {
+    const time = this.#queue.nextTime;
+    if (time === Number.POSITIVE_INFINITY) {
+      this.#now++;
+      return;
+    }
+    this.#now = Math.max(this.#now, time);
+    this.#queue.pop()!();
+  }
+
+  #converged(): boolean {
+    const reference = this.#nodes[0]!.core;
+    for (const node of this.#nodes) {
+      if (!node.up || node.paused) return false;
+      const core = node.core;
+      if (core.uncommittedCount > 0 || core.pendingExecution > 0 || core.inflightProposals > 0) {
+        return false;
+      }
+      for (let row = 0; row < this.#config.replicas; row++) {
+        if (core.executedFrontier[row] !== reference.executedFrontier[row]) return false;
+        if (core.executedFrontier[row]! < core.rowHighest[row]!) return false;
+        if (core.executedFrontier[row]! < reference.rowHighest[row]!) return false;
+      }
+      if (node.kv.digest !== this.#nodes[0]!.kv.digest) return false;
+    }
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Replicas.
+
+  #newCore(id: number, storage: MemoryStorage<KvCommand>): Replica<KvCommand> {
+    const loaded = storage.loadSync();
+    return new Replica<KvCommand>(
+      { id, replicas: this.#config.replicas, conflicts: kvConflicts, timing: SIM_TIMING },
+      { records: loaded.records, pruneFloor: loaded.pruneFloor },
+    );
+  }
+
+  #tickAll(): void {
+    for (const node of this.#nodes) {
+      if (!node.up || node.paused) continue;
+      this.#flushBatch(node);
+      node.core.tick();
+      this.#drain(node);
+    }
+  }
+
+  #flushBatch(node: Node): void {
+    if (node.batch.length === 0) return;
+    const commands = node.batch;
+    node.batch = [];
+    const id = node.core.propose(commands);
+    this.#trace?.(
+      `${this.#now} r${node.id} propose ${id.owner}.${id.number} {${
+        commands.map(describeKvCommand).join(", ")
+      }}`,
+    );
+  }
+
+  /** The driver loop: persist, then send, then execute, then advance. */
+  #drain(node: Node, crashAfterPersist = false): void {
+    while (node.core.hasReady()) {
+      const ready = node.core.ready();
+      this.#persist(node, ready);
+      if (crashAfterPersist) return;
+      for (const message of ready.messages) this.#send(message);
+      this.#execute(node, ready);
+      node.core.advance();
+    }
+  }
+
+  #persist(node: Node, ready: Ready<KvCommand>): void {
+    if (this.#trace !== undefined) {
+      for (const record of ready.records) {
+        this.#trace(`${this.#now} r${node.id} ${describeStorageRecord(record, describeKvCommand)}`);
+      }
+      for (const execution of ready.executions) {
+        this.#trace(`${this.#now} r${node.id} ${describeExecution(execution, describeKvCommand)}`);
+      }
+    }
+    node.storage.commitSync({ records: ready.records, effects: node.pendingEffects });
+    node.pendingEffects = new Map();
+    this.#checker.onPersist(node.id, ready.records, this.#now);
+    for (const executed of node.pendingLog) {
+      this.#checker.onDurableExecution(node.id, executed.owner, executed.number);
+    }
+    node.pendingLog = [];
+  }
+
+  #execute(node: Node, ready: Ready<KvCommand>): void {
+    for (const execution of ready.executions) {
+      const applied = node.kv.apply(execution);
+      node.pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
+      node.pendingLog.push({ owner: execution.owner, number: execution.number });
+      if (!execution.local) continue;
+      for (const { request, result } of applied.results) {
+        const waiter = node.waiters.get(request);
+        if (waiter === undefined) continue;
+        node.waiters.delete(request);
+        this.#complete(waiter.client, request, result);
+      }
+    }
+    for (const abandoned of ready.abandoned) {
+      for (const command of abandoned.commands) {
+        const waiter = node.waiters.get(command.request);
+        if (waiter === undefined) continue;
+        node.waiters.delete(command.request);
+        // Replaced by a Nop every time: it never executed anywhere.
+        this.#notApplied(waiter.client, command.request);
+      }
+    }
+  }
+
+  #send(message: Message<KvCommand>): void {
+    this.#messages++;
+    if (this.#blocked[message.from]![message.to]) return;
+    const faults = this.#liveness ? undefined : this.#config.faults;
+    const random = this.#faultRandom;
+    if (faults !== undefined && random.next() < faults.dropRate) return;
+    const copies = faults !== undefined && random.next() < faults.duplicateRate ? 2 : 1;
+    for (let copy = 0; copy < copies; copy++) {
+      let delay = this.#config.minDelayMs +
+        random.int(this.#config.maxDelayMs - this.#config.minDelayMs + 1);
+      if (faults !== undefined && random.next() < faults.reorderRate) {
+        delay += random.int(this.#config.maxDelayMs * 5 + 1);
+      }
+      this.#queue.schedule(this.#now + delay, () => this.#deliver(message));
+    }
+  }
+
+  #deliver(message: Message<KvCommand>): void {
+    const node = this.#nodes[message.to]!;
+    if (!node.up) return;
+    if (node.paused) {
+      if (node.inbox.length < 100_000) node.inbox.push(message);
+      return;
+    }
+    this.#trace?.(`${this.#now} deliver ${describeMessage(message, describeKvCommand)}`);
+    node.core.step(message);
+    this.#drain(node);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Faults.
+
+  #scheduleFaults(): void {
+    const faults = this.#config.faults!;
+    const random = this.#faultRandom;
+    for (let second = 0; second * 1000 < this.#config.safetyMs; second++) {
+      const at = (offset: number) => second * 1000 + offset;
+      if (random.next() < faults.crashRate) {
+        const node = random.int(this.#config.replicas);
+        const afterPersist = random.next() < faults.crashAfterPersistRate;
+        this.#queue.schedule(at(random.int(1000)), () => this.#crash(node, afterPersist));
+      }
+      if (random.next() < faults.pauseRate) {
+        const node = random.int(this.#config.replicas);
+        this.#queue.schedule(at(random.int(1000)), () => this.#pause(node));
+      }
+      if (random.next() < faults.partitionRate) {
+        this.#queue.schedule(at(random.int(1000)), () => this.#partition());
+      }
+    }
+  }
+
+  #crash(id: number, afterPersist: boolean): void {
+    if (this.#liveness) return;
+    const node = this.#nodes[id]!;
+    if (!node.up) return;
+    this.#faultEvents++;
+    this.#trace?.(`${this.#now} r${id} crash${afterPersist ? " after persist" : ""}`);
+    if (afterPersist && !node.paused) {
+      // Persist what the replica is about to do, then die before sending it.
+      this.#drain(node, true);
+    }
+    node.up = false;
+    node.paused = false;
+    node.inbox = [];
+    node.batch = [];
+    node.pendingEffects = new Map();
+    node.pendingLog = [];
+    for (const waiter of node.waiters.values()) waiter.client.request = undefined;
+    node.waiters.clear();
+    this.#queue.schedule(
+      this.#now + Math.ceil(this.#config.faults!.downMs),
+      () => this.#restart(id),
+    );
+  }
+
+  #restart(id: number): void {
+    const node = this.#nodes[id]!;
+    if (node.up) return;
+    const loaded = node.storage.loadSync();
+    node.kv = new KvStateMachine(loaded.entries);
+    node.core = this.#newCore(id, node.storage);
+    node.up = true;
+    this.#trace?.(`${this.#now} r${id} restart`);
+    this.#drain(node);
+  }
+
+  #pause(id: number): void {
+    if (this.#liveness) return;
+    const node = this.#nodes[id]!;
+    if (!node.up || node.paused) return;
+    this.#faultEvents++;
+    node.paused = true;
+    this.#queue.schedule(
+      this.#now + Math.ceil(this.#config.faults!.pauseMs),
+      () => this.#resume(id),
+    );
+  }
+
+  #resume(id: number): void {
+    const node = this.#nodes[id]!;
+    if (!node.paused) return;
+    node.paused = false;
+    const inbox = node.inbox;
+    node.inbox = [];
+    for (const message of inbox) {
+      if (!node.up || node.paused) break;
+      node.core.step(message);
+      this.#drain(node);
+    }
+  }
+
+  #partition(): void {
+    if (this.#liveness) return;
+    this.#faultEvents++;
+    const n = this.#config.replicas;
+    const random = this.#faultRandom;
+    const block = (from: number, to: number) => {
+      if (from !== to) this.#blocked[from]![to] = true;
+    };
+    const order = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = random.int(i + 1);
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    switch (random.int(5)) {
+      case 0: { // isolate one replica
+        const isolated = order[0]!;
+        for (let other = 0; other < n; other++) {
+          block(isolated, other);
+          block(other, isolated);
+        }
+        break;
+      }
+      case 1: // minority / majority split
+      case 2: {
+        const minority = new Set(order.slice(0, (n - 1) / 2));
+        for (let a = 0; a < n; a++) {
+          for (let b = 0; b < n; b++) if (minority.has(a) !== minority.has(b)) block(a, b);
+        }
+        break;
+      }
+      case 3: { // ring: each replica reaches only its two neighbours
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < n; j++) {
+            const distance = Math.abs(i - j);
+            if (distance > 1 && distance < n - 1) block(order[i]!, order[j]!);
+          }
+        }
+        break;
+      }
+      default: { // asymmetric: some directed links only
+        for (let a = 0; a < n; a++) {
+          for (let b = 0; b < n; b++) if (random.next() < 0.3) block(a, b);
+        }
+      }
+    }
+    this.#queue.schedule(this.#now + Math.ceil(this.#config.faults!.partitionMs), () => {
+      for (const row of this.#blocked) row.fill(false);
+    });
+  }
+
+  #heal(): void {
+    this.#liveness = true;
+    for (const row of this.#blocked) row.fill(false);
+    for (const node of this.#nodes) {
+      if (!node.up) this.#restart(node.id);
+      if (node.paused) this.#resume(node.id);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Clients: one operation outstanding each, unique written values.
+
+  #nextOperation(client: Client): void {
+    if (client.busy || this.#issued >= this.#config.commands) return;
+    if (!this.#liveness && this.#issued >= Math.floor(this.#config.commands * 0.7)) {
+      this.#queue.schedule(this.#now + 50, () => this.#nextOperation(client));
+      return;
+    }
+    const random = this.#random;
+    const key = this.#config.sharedKeys === 0
+      ? `c${client.id}k${random.int(3)}`
+      : `k${random.int(this.#config.sharedKeys)}`;
+    const roll = random.next();
+    const kind = roll < 0.45 ? "put" : roll < 0.8 ? "get" : roll < 0.95 ? "cas" : "delete";
+    const request = `${client.id}.${this.#issued}`;
+    const node = this.#nodes[client.node]!;
+    this.#issued++;
+    if (!node.up || node.paused) {
+      // The replica cannot be reached: the request never leaves the client, so
+      // it is no operation at all (a recorded cas "fail" would claim that the
+      // comparison failed).
+      this.#queue.schedule(this.#now + 20, () => this.#nextOperation(client));
+      return;
+    }
+    client.busy = true;
+    client.invokedInLiveness = this.#liveness;
+    let command: KvCommand;
+    switch (kind) {
+      case "put": {
+        const value = `v${++this.#valueCounter}`;
+        client.operation = { key, kind, value };
+        this.#history.invoke(client.id, { f: "put", key, value });
+        command = { op: "put", request, key, value: new TextEncoder().encode(value) };
+        break;
+      }
+      case "get":
+        client.operation = { key, kind };
+        this.#history.invoke(client.id, { f: "get", key });
+        command = { op: "get", request, key };
+        break;
+      case "delete":
+        client.operation = { key, kind };
+        this.#history.invoke(client.id, { f: "delete", key });
+        command = { op: "delete", request, key };
+        break;
+      case "cas": {
+        const value = `v${++this.#valueCounter}`;
+        const expected = client.known.get(key) ?? { value: null, version: null };
+        client.operation = { key, kind, value };
+        this.#history.invoke(client.id, { f: "cas", key, from: expected.value, to: value });
+        command = {
+          op: "put",
+          request,
+          key,
+          value: new TextEncoder().encode(value),
+          ifVersion: expected.version,
+        };
+        break;
+      }
+    }
+    client.request = request;
+    node.waiters.set(request, { client });
+    node.batch.push(command);
+    if (node.batch.length >= this.#config.batchSize) this.#flushBatch(node);
+    this.#drain(node);
+    const timeout = this.#liveness ? this.#config.livenessMs : this.#config.clientTimeoutMs;
+    client.deadline = this.#now + timeout;
+    const deadline = client.deadline;
+    this.#queue.schedule(client.deadline, () => {
+      if (client.busy && client.request === request && client.deadline === deadline) {
+        this.#timeout(client, request);
+      } else if (client.busy && client.request === undefined && client.deadline === deadline) {
+        this.#timeout(client, request);
+      }
+    });
+  }
+
+  #complete(client: Client, request: string, result: KvResult): void {
+    if (!client.busy || client.request !== request) return;
+    const operation = client.operation!;
+    switch (result.op) {
+      case "get": {
+        const value = result.ok && result.entry !== undefined
+          ? new TextDecoder().decode(result.entry.value)
+          : null;
+        client.known.set(operation.key, {
+          value,
+          version: result.ok && result.entry !== undefined ? result.entry.version : null,
+        });
+        this.#history.ok(client.id, { value });
+        break;
+      }
+      case "put":
+        if (result.ok) {
+          client.known.set(operation.key, { value: operation.value!, version: result.version });
+          this.#history.ok(client.id);
+        } else {
+          client.known.delete(operation.key);
+          this.#history.fail(client.id);
+        }
+        break;
+      case "delete":
+        if (result.ok) {
+          client.known.set(operation.key, { value: null, version: null });
+          this.#history.ok(client.id);
+        } else {
+          this.#history.fail(client.id);
+        }
+        break;
+      case "list":
+        this.#history.ok(client.id);
+    }
+    this.#completed++;
+    this.#release(client);
+  }
+
+  /**
+   * The operation certainly did not take effect. For put, get and delete that
+   * is a `fail`; a cas `fail` would mean "the comparison failed", so a cas that
+   * never ran is recorded as indeterminate instead (weaker, still sound).
+   */
+  #notApplied(client: Client, request: string): void {
+    if (!client.busy || client.request !== request) return;
+    if (client.operation?.kind === "cas") {
+      this.#history.info(client.id);
+      this.#indeterminate++;
+    } else {
+      this.#history.fail(client.id);
+      this.#completed++;
+    }
+    this.#release(client);
+  }
+
+  #timeout(client: Client, request: string): void {
+    if (!client.busy) return;
+    for (const node of this.#nodes) node.waiters.delete(request);
+    if (this.#liveness && client.invokedInLiveness) {
+      throw new InvariantViolation(
+        "liveness",
+        `operation ${request} of client ${client.id} on replica ${client.node} did not finish within ${this.#config.livenessMs} ms of healing`,
+      );
+    }
+    this.#history.info(client.id);
+    this.#indeterminate++;
+    client.known.delete(client.operation!.key);
+    this.#release(client);
+  }
+
+  #release(client: Client): void {
+    client.busy = false;
+    client.request = undefined;
+    client.operation = undefined;
+    this.#queue.schedule(this.#now + 1 + this.#random.int(5), () => this.#nextOperation(client));
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * In-memory storage: the reference implementation of the storage contract, and
+ * the simulator's disk. What it holds survives a simulated crash; what the
+ * replica held in memory does not.
+ *
+ * @module
+ */
+
+import type { Deps } from "../core/deps.ts";
+import { instanceKey } from "../core/instance.ts";
+import type { InstanceRecord } from "../core/types.ts";
+import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
+import type { LoadedState, PersistBatch, ReplicaStorage } from "./types.ts";
+
+/** Storage held in memory; synchronous underneath, asynchronous to fit the interface. */
+export class MemoryStorage<C> implements ReplicaStorage<C> {
+  readonly #records = new Map<number, InstanceRecord<C>>();
+  readonly #entries = new Map<string, KvEntry>();
+  #pruneFloor: Deps | undefined;
+  #commits = 0;
+
+  /** Number of batches committed so far. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /** Number of instance records held. */
+  get recordCount(): number {
+    return this.#records.size;
+  }
+
+  /** Number of key-value entries held. */
+  get entryCount(): number {
+    return this.#entries.size;
+  }
+
+  /** {@linkcode ReplicaStorage.load}, synchronously. */
+  loadSync(): LoadedState<C> {
+    return {
+      records: [...this.#records.values()],
+      pruneFloor: this.#pruneFloor,
+      entries: [...this.#entries.entries()],
+    };
+  }
+
+  /**
+   * {@linkcode ReplicaStorage.commit}, synchronously. With `units`, only the
+   * first `units` atomic units are applied: a crash in the middle of a commit.
+   */
+  commitSync(batch: PersistBatch<C>, units = Number.POSITIVE_INFINITY): void {
+    let applied = 0;
+    const effects = new Map(batch.effects);
+    for (const record of batch.records) {
+      if (applied >= units) return;
+      applied++;
+      switch (record.kind) {
+        case "floor":
+          this.#pruneFloor = [...record.pruneFloor];
+          break;
+        case "delete":
+          this.#records.delete(instanceKey(record.owner, record.number));
+          break;
+        case "instance": {
+          const key = instanceKey(record.record.owner, record.record.number);
+          this.#records.set(key, record.record);
+          const mutations = effects.get(key);
+          if (mutations !== undefined) {
+            this.#apply(mutations);
+            effects.delete(key);
+          }
+          break;
+        }
+      }
+    }
+    for (const mutations of effects.values()) {
+      if (applied >= units) return;
+      applied++;
+      this.#apply(mutations);
+    }
+    this.#commits++;
+  }
+
+  /** Reads everything persisted. */
+  load(): Promise<LoadedState<C>> {
+    return Promise.resolve(this.loadSync());
+  }
+
+  /** Persists a batch. */
+  commit(batch: PersistBatch<C>): Promise<void> {
+    this.commitSync(batch);
+    return Promise.resolve();
+  }
+
+  /** Nothing to release. */
+  close(): void {}
+
+  #apply(mutations: readonly KvMutation[]): void {
+    for (const mutation of mutations) {
+      if (mutation.kind === "set") {
+        this.#entries.set(mutation.key, mutation.entry);
+      } else {
+        this.#entries.delete(mutation.key);
+      }
+    }
+  }
+}

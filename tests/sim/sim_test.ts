@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { deriveConfig, reproduceCommand } from "../../src/sim/config.ts";
+import { parseSimArguments, runSimulations } from "../../src/sim/main.ts";
+import { simulate } from "../../src/sim/simulation.ts";
+
+/** Seeds for this run: fixed by SIM_SEED, otherwise new each run (and printed). */
+const baseSeed = Number(Deno.env.get("SIM_SEED") ?? Math.floor(Math.random() * 1e9));
+
+for (const replicas of [3, 5, 7]) {
+  Deno.test(`simulation swarm with faults holds every invariant (n=${replicas}, seed ${baseSeed})`, () => {
+    const count = replicas === 3 ? 30 : 15;
+    for (let offset = 0; offset < count; offset++) {
+      const request = { seed: baseSeed + offset, replicas, commands: 200 };
+      const config = deriveConfig(request);
+      const result = simulate(config);
+      assert.ok(result.ok, `${result.failure}\nreproduce: ${reproduceCommand(request, config)}`);
+    }
+  });
+}
+
+Deno.test(`without faults or conflicts every commit is a fast commit (seed ${baseSeed})`, () => {
+  for (const replicas of [3, 5, 7]) {
+    const request = { seed: baseSeed, replicas, faults: "none", conflicts: "none" } as const;
+    const config = deriveConfig(request);
+    const result = simulate(config);
+    assert.ok(result.ok, `${result.failure}\nreproduce: ${reproduceCommand(request, config)}`);
+    assert.equal(result.slowCommits, 0);
+    assert.equal(result.recoveries, 0);
+    assert.equal(result.indeterminate, 0);
+  }
+});
+
+Deno.test("the same seed replays the same run, and the printed line derives the same config", () => {
+  const request = { seed: 4242, replicas: 5 };
+  const config = deriveConfig(request);
+  const again = deriveConfig({
+    seed: 4242,
+    replicas: 5,
+    commands: 300,
+    faults: "all",
+    conflicts: config.sharedKeys === 0 ? "none" : "some",
+  });
+  assert.deepEqual(again, config);
+  assert.deepEqual(simulate(config), simulate(deriveConfig(request)));
+  assert.match(reproduceCommand(request, config), /^deno task sim --seed 4242 --replicas 5 /);
+});
+
+Deno.test("the sim command line is validated and reports failures with a reproduction line", () => {
+  assert.throws(() => parseSimArguments(["--replicas", "4"]), /odd/);
+  assert.throws(() => parseSimArguments(["--faults", "some"]), /none or all/);
+  assert.throws(() => parseSimArguments(["--bogus", "1"]), /Unknown option/);
+  const lines: string[] = [];
+  const code = runSimulations(
+    parseSimArguments(["--seed", "7", "--replicas", "3", "--commands", "50"]),
+    (line) => lines.push(line),
+  );
+  assert.equal(code, 0);
+  assert.match(lines[0]!, /^ok seed 7 n=3/);
+});
