@@ -53,8 +53,11 @@ export function accessesConflict(a: readonly Access[], b: readonly Access[]): bo
  * write wherever any member writes. A batch conflicts with whatever any of its
  * members conflicts with (SOSP'13 §5).
  */
-export function batchAccesses<C>(model: ConflictModel<C>, commands: readonly C[]): Access[] {
-  if (commands.length === 1) return [...model.accesses(commands[0]!)];
+export function batchAccesses<C>(
+  model: ConflictModel<C>,
+  commands: readonly C[],
+): readonly Access[] {
+  if (commands.length === 1) return model.accesses(commands[0]!);
   const merged = new Map<string, Access>();
   for (const command of commands) {
     for (const access of model.accesses(command)) {
@@ -100,6 +103,8 @@ export class ConflictIndex {
   readonly #spanWrite: number[];
   readonly #spanAccess: number[];
   readonly #absentFloor: number[];
+  /** Whether any span access was ever indexed (most workloads have none). */
+  #hasSpans = false;
 
   /** Creates an empty index for `replicas` rows. */
   constructor(replicas: number) {
@@ -139,7 +144,7 @@ export class ConflictIndex {
       }
       const entry = this.#keys.get(access.key);
       raise(into, entry === undefined ? this.#absentFloor : access.write ? entry.any : entry.write);
-      raise(into, access.write ? this.#spanAccess : this.#spanWrite);
+      if (this.#hasSpans) raise(into, access.write ? this.#spanAccess : this.#spanWrite);
     }
   }
 
@@ -149,6 +154,7 @@ export class ConflictIndex {
       if (number > this.#anyAccess[owner]!) this.#anyAccess[owner] = number;
       if (access.write && number > this.#anyWrite[owner]!) this.#anyWrite[owner] = number;
       if (access.end !== undefined) {
+        this.#hasSpans = true;
         if (number > this.#spanAccess[owner]!) this.#spanAccess[owner] = number;
         if (access.write && number > this.#spanWrite[owner]!) this.#spanWrite[owner] = number;
         continue;

@@ -113,9 +113,11 @@ export function describeStorageRecord<C>(
 ): string {
   switch (record.kind) {
     case "instance":
-      return `persist ${describeRecord(record.record, describeCommand)}`;
+      return `persist ${describeRecord(record, describeCommand)}`;
     case "delete":
-      return `delete ${describeId(record.owner, record.number)}`;
+      return record.from === record.to
+        ? `delete ${describeId(record.owner, record.from)}`
+        : `delete ${describeId(record.owner, record.from)}..${record.to}`;
     case "floor":
       return `floor ${describeDeps(record.pruneFloor)}`;
   }

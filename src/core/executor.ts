@@ -31,8 +31,29 @@ import type { Access } from "./conflict.ts";
 import { type Instance, instanceKey } from "./instance.ts";
 import { NOP, Phase } from "./types.ts";
 
-/** Pending instances that touch one key, with whether each writes it. */
-type KeyWaiters<C> = Map<Instance<C>, boolean>;
+/** A pending instance that touches a key, and whether it writes it. */
+interface KeyEntry<C> {
+  readonly instance: Instance<C>;
+  readonly write: boolean;
+}
+
+/**
+ * Pending instances touching one key: per row, sorted by instance number.
+ * Executed entries are removed lazily (skipped, then compacted).
+ */
+interface KeyRows<C> {
+  /** Per row; a row is created when its first entry arrives. */
+  readonly rows: (KeyEntry<C>[] | undefined)[];
+  /** Unexecuted entries in all rows. */
+  live: number;
+  /** Executed entries not yet compacted away. */
+  stale: number;
+}
+
+const NOTHING: readonly never[] = Object.freeze([]);
+
+/** Keys whose pending rows are kept while empty, before idle ones are dropped. */
+const MAX_IDLE_KEYS = 16384;
 
 /** Executes committed instances in dependency order without ever blocking. */
 export class Executor<C> {
@@ -45,11 +66,11 @@ export class Executor<C> {
   /** Per row: executed instance numbers above the prefix. */
   readonly #executedAbove: Set<number>[];
   /** Known, unexecuted instances by key they touch. */
-  readonly #byKey = new Map<string, KeyWaiters<C>>();
+  readonly #byKey = new Map<string, KeyRows<C>>();
   /** Known, unexecuted instances with a span (range) access. */
   readonly #withSpans = new Set<Instance<C>>();
-  /** Known, unexecuted instances. */
-  readonly #pending = new Set<Instance<C>>();
+  /** Number of known, unexecuted instances (those with accesses). */
+  #pendingCount = 0;
   /** Instances parked on the key of the instance they wait for. */
   readonly #parked = new Map<number, Instance<C>[]>();
   /** Committed instances to try. */
@@ -58,6 +79,8 @@ export class Executor<C> {
   #output: Instance<C>[] = [];
   #epoch = 0;
   #visitCounter = 0;
+  /** Reused by the fast path of `run`, which needs the edges only to count them. */
+  readonly #scratchEdges: Instance<C>[] = [];
 
   /**
    * Creates an executor over `replicas` rows; `lookup` finds an instance by its
@@ -83,7 +106,7 @@ export class Executor<C> {
 
   /** Number of known instances not yet executed. */
   get pendingCount(): number {
-    return this.#pending.size;
+    return this.#pendingCount;
   }
 
   /** Keys of the instances something is parked on (unknown or uncommitted). */
@@ -120,18 +143,19 @@ export class Executor<C> {
    */
   noteKnown(instance: Instance<C>): void {
     if (!instance.executed && instance.accesses !== undefined) {
-      this.#pending.add(instance);
+      this.#pendingCount++;
       for (const access of instance.accesses) {
         if (access.end !== undefined) {
           this.#withSpans.add(instance);
           continue;
         }
-        let waiters = this.#byKey.get(access.key);
-        if (waiters === undefined) {
-          waiters = new Map();
-          this.#byKey.set(access.key, waiters);
+        let rows = this.#byKey.get(access.key);
+        if (rows === undefined) {
+          rows = { rows: new Array(this.#replicas), live: 0, stale: 0 };
+          this.#byKey.set(access.key, rows);
         }
-        waiters.set(instance, (waiters.get(instance) ?? false) || access.write);
+        insertSorted(rows.rows[instance.owner] ??= [], { instance, write: access.write });
+        rows.live++;
       }
     }
     if (instance.number === this.#knownPrefix[instance.owner]! + 1) {
@@ -161,7 +185,8 @@ export class Executor<C> {
    * Executes everything that can be executed now and returns it in execution
    * order. Work is bounded by the instances queued and those they reach.
    */
-  run(): Instance<C>[] {
+  run(): readonly Instance<C>[] {
+    if (this.#queue.length === 0 && this.#output.length === 0) return NOTHING;
     while (this.#queue.length > 0) {
       const queue = this.#queue;
       this.#queue = [];
@@ -169,7 +194,19 @@ export class Executor<C> {
         if (root.executed || root.phase !== Phase.Committed || root.blockedOn !== undefined) {
           continue;
         }
-        this.#search(root);
+        // Fast path: nothing pending conflicts with it, so it is a component
+        // of its own with no unexecuted dependency (the usual case without
+        // conflicts). Anything else goes through the full search.
+        const edges = this.#scratchEdges;
+        edges.length = 0;
+        const missing = this.#edges(root, edges);
+        if (missing === undefined && edges.length === 0) {
+          this.#execute(root);
+        } else if (missing !== undefined) {
+          this.#park([root], missing);
+        } else {
+          this.#search(root);
+        }
       }
     }
     const output = this.#output;
@@ -222,6 +259,15 @@ export class Executor<C> {
   /**
    * Computes the outgoing edges of `instance` into `edges`, or returns the key
    * of an instance that must arrive or commit first.
+   *
+   * Edges are a transitive reduction that keeps reachability, which is all the
+   * execution order depends on: in one row, a later command that conflicts with
+   * an earlier one on the same key always has it in its dependencies (its
+   * coordinator indexed the earlier one before proposing it; slow-path and
+   * recovered dependencies are supersets of the coordinator's). So per row and
+   * key, an edge to the latest non-Nop write in the set covers every instance
+   * below it; a write also needs the reads above that write. In the instance's
+   * own row only a write below the instance ends the walk.
    */
   #edges(instance: Instance<C>, edges: Instance<C>[]): number | undefined {
     if (instance.blockedOn !== undefined) return instance.blockedOn;
@@ -236,39 +282,74 @@ export class Executor<C> {
     }
     const mark = ++this.#epoch;
     instance.edgeMark = mark;
-    let blocked: number | undefined;
-    const consider = (candidate: Instance<C>): boolean => {
-      if (candidate.edgeMark === mark || candidate.executed) return true;
-      if (candidate.number > deps[candidate.owner]!) return true;
-      candidate.edgeMark = mark;
-      if (candidate.phase !== Phase.Committed) {
-        blocked = candidate.key;
-        return false;
-      }
-      if (candidate.command !== NOP) edges.push(candidate);
-      return true;
-    };
     for (const access of accesses) {
       if (access.end !== undefined) {
-        for (const candidate of this.#pending) {
-          if (candidate.edgeMark === mark) continue;
-          if (!spanConflicts(access, candidate.accesses!)) continue;
-          if (!consider(candidate)) return blocked;
-        }
+        // A span is rare: scan every pending instance, key by key.
+        const blocked = this.#spanEdges(instance, access, mark, edges);
+        if (blocked !== undefined) return blocked;
         continue;
       }
-      const waiters = this.#byKey.get(access.key);
-      if (waiters !== undefined) {
-        for (const [candidate, writes] of waiters) {
-          if (!access.write && !writes) continue;
-          if (!consider(candidate)) return blocked;
+      const keyRows = this.#byKey.get(access.key);
+      if (keyRows !== undefined) {
+        for (let r = 0; r < this.#replicas; r++) {
+          const row = keyRows.rows[r];
+          if (row === undefined) continue;
+          for (let i = lastAtMost(row, deps[r]!); i >= 0; i--) {
+            const entry = row[i]!;
+            const candidate = entry.instance;
+            if (candidate === instance || candidate.executed) continue;
+            if (!access.write && !entry.write) continue;
+            if (candidate.phase !== Phase.Committed) return candidate.key;
+            if (candidate.command === NOP) continue;
+            addEdge(candidate, mark, edges);
+            // A write covers what lies below it in its row, by induction on the
+            // number: its own walk of its row always ends at a lower write. In
+            // this instance's own row a later write (our deps may name one)
+            // covers nothing for us: its walk would end at us.
+            if (entry.write && (r !== instance.owner || candidate.number < instance.number)) break;
+          }
         }
       }
       for (const candidate of this.#withSpans) {
-        if (candidate.edgeMark === mark) continue;
+        if (candidate === instance || candidate.edgeMark === mark || candidate.executed) continue;
+        if (candidate.number > deps[candidate.owner]!) continue;
         if (!spanConflicts(access, candidate.accesses!)) continue;
-        if (!consider(candidate)) return blocked;
+        if (candidate.phase !== Phase.Committed) return candidate.key;
+        if (candidate.command !== NOP) addEdge(candidate, mark, edges);
       }
+    }
+    return undefined;
+  }
+
+  #spanEdges(
+    instance: Instance<C>,
+    access: Access,
+    mark: number,
+    edges: Instance<C>[],
+  ): number | undefined {
+    const deps = instance.deps!;
+    const consider = (candidate: Instance<C>): number | undefined => {
+      if (candidate === instance || candidate.edgeMark === mark || candidate.executed) {
+        return undefined;
+      }
+      if (candidate.number > deps[candidate.owner]!) return undefined;
+      if (!spanConflicts(access, candidate.accesses!)) return undefined;
+      if (candidate.phase !== Phase.Committed) return candidate.key;
+      if (candidate.command !== NOP) addEdge(candidate, mark, edges);
+      return undefined;
+    };
+    for (const keyRows of this.#byKey.values()) {
+      for (const row of keyRows.rows) {
+        if (row === undefined) continue;
+        for (const entry of row) {
+          const blocked = consider(entry.instance);
+          if (blocked !== undefined) return blocked;
+        }
+      }
+    }
+    for (const candidate of this.#withSpans) {
+      const blocked = consider(candidate);
+      if (blocked !== undefined) return blocked;
     }
     return undefined;
   }
@@ -330,15 +411,30 @@ export class Executor<C> {
   #execute(instance: Instance<C>): void {
     instance.executed = true;
     this.#output.push(instance);
-    this.#pending.delete(instance);
+    if (instance.accesses !== undefined) this.#pendingCount--;
     this.#withSpans.delete(instance);
     if (instance.accesses !== undefined) {
       for (const access of instance.accesses) {
         if (access.end !== undefined) continue;
-        const waiters = this.#byKey.get(access.key);
-        if (waiters === undefined) continue;
-        waiters.delete(instance);
-        if (waiters.size === 0) this.#byKey.delete(access.key);
+        const keyRows = this.#byKey.get(access.key);
+        if (keyRows === undefined) continue;
+        keyRows.live--;
+        keyRows.stale++;
+        if (keyRows.live === 0) {
+          // Keep the rows of a key that may come back soon; forget keys only
+          // when many are idle, so memory stays bounded by the working set.
+          for (const row of keyRows.rows) if (row !== undefined) row.length = 0;
+          keyRows.stale = 0;
+          if (this.#byKey.size > MAX_IDLE_KEYS) this.#byKey.delete(access.key);
+        } else if (keyRows.stale > 32 && keyRows.stale > keyRows.live) {
+          for (let r = 0; r < keyRows.rows.length; r++) {
+            const row = keyRows.rows[r];
+            if (row !== undefined) {
+              keyRows.rows[r] = row.filter((entry) => !entry.instance.executed);
+            }
+          }
+          keyRows.stale = 0;
+        }
       }
     }
     this.#recordExecuted(instance);
@@ -354,6 +450,39 @@ export class Executor<C> {
       this.#executedAbove[owner]!.add(instance.number);
     }
   }
+}
+
+function addEdge<C>(candidate: Instance<C>, mark: number, edges: Instance<C>[]): void {
+  if (candidate.edgeMark === mark) return;
+  candidate.edgeMark = mark;
+  edges.push(candidate);
+}
+
+/** Inserts `entry` keeping `row` sorted by instance number (usually at the end). */
+function insertSorted<C>(row: KeyEntry<C>[], entry: KeyEntry<C>): void {
+  const last = row[row.length - 1];
+  if (last === undefined || last.instance.number <= entry.instance.number) {
+    row.push(entry);
+    return;
+  }
+  let index = row.length;
+  while (index > 0 && row[index - 1]!.instance.number > entry.instance.number) index--;
+  row.splice(index, 0, entry);
+}
+
+/** Index of the last entry of `row` whose number is at most `bound`, or -1. */
+function lastAtMost<C>(row: readonly KeyEntry<C>[], bound: number): number {
+  let low = 0;
+  let high = row.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (row[middle]!.instance.number <= bound) {
+      low = middle + 1;
+    } else {
+      high = middle;
+    }
+  }
+  return low - 1;
 }
 
 function spanConflicts(access: Access, others: readonly Access[]): boolean {

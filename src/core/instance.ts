@@ -7,7 +7,7 @@
 
 import type { Access } from "./conflict.ts";
 import type { Deps } from "./deps.ts";
-import { type InstanceRecord, type Payload, Phase } from "./types.ts";
+import { type InstanceRecord, type Payload, Phase, type StoredInstance } from "./types.ts";
 
 /** Bits reserved for the owner in an instance key (supports up to 16 replicas). */
 const OWNER_BITS = 16;
@@ -81,6 +81,8 @@ export interface Instance<C> {
   blockedOn: number | undefined;
   /** Executor: epoch mark used to deduplicate edges. */
   edgeMark: number;
+  /** Replica: whether the instance is already listed for the next Ready's records. */
+  dirty: boolean;
 }
 
 /** Creates an instance in the initial phase. */
@@ -106,12 +108,14 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     onStack: false,
     blockedOn: undefined,
     edgeMark: 0,
+    dirty: false,
   };
 }
 
-/** Snapshots the persistent part of an instance. */
-export function toRecord<C>(instance: Instance<C>): InstanceRecord<C> {
+/** Snapshots the persistent part of an instance, tagged for a Ready. */
+export function toRecord<C>(instance: Instance<C>): StoredInstance<C> {
   const record: {
+    kind: "instance";
     owner: number;
     number: number;
     phase: Phase;
@@ -123,6 +127,7 @@ export function toRecord<C>(instance: Instance<C>): InstanceRecord<C> {
     initialCommand?: Payload<C>;
     initialDeps?: Deps;
   } = {
+    kind: "instance",
     owner: instance.owner,
     number: instance.number,
     phase: instance.phase,

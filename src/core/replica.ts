@@ -184,7 +184,7 @@ interface Lead<C> {
   preAcceptReplies: (Deps | undefined)[];
   /** Bitmask of AcceptOK senders at `ballot`. */
   acks: number;
-  /** RecoverOK by replica (including late ones). */
+  /** RecoverOK by replica (including late ones); empty unless recovering. */
   recoverReplies: (RecoverReply<C> | undefined)[];
   /** Recovery: the quorum `Q` of the decision, as a bitmask. */
   quorum: number;
@@ -261,7 +261,8 @@ export class Replica<C> {
   readonly #gaps: { at: number; since: number }[];
 
   // The next Ready.
-  readonly #dirty = new Map<number, Instance<C>>();
+  /** Instances to write in the next Ready (each once: see `Instance.dirty`). */
+  #dirty: Instance<C>[] = [];
   #extraRecords: StorageRecord<C>[] = [];
   #outbox: Message<C>[] = [];
   #executions: Execution<C>[] = [];
@@ -542,7 +543,7 @@ export class Replica<C> {
   /** Whether {@linkcode Replica.ready} has anything to hand out. */
   hasReady(): boolean {
     this.#runExecutor();
-    return this.#dirty.size > 0 || this.#extraRecords.length > 0 || this.#outbox.length > 0 ||
+    return this.#dirty.length > 0 || this.#extraRecords.length > 0 || this.#outbox.length > 0 ||
       this.#executions.length > 0 || this.#abandoned.length > 0 ||
       this.#markersToPersist.length > 0;
   }
@@ -565,22 +566,38 @@ export class Replica<C> {
     // executed markers in execution order, so that whatever part of a split
     // commit survives a crash is a prefix of the execution order.
     const records: StorageRecord<C>[] = [];
-    for (const record of this.#extraRecords) if (record.kind === "floor") records.push(record);
-    const markerKeys = new Set<number>();
-    for (const instance of markers) markerKeys.add(instance.key);
-    for (const instance of this.#dirty.values()) {
-      if (!markerKeys.has(instance.key)) {
-        records.push({ kind: "instance", record: toRecord(instance) });
+    const extra = this.#extraRecords;
+    for (const record of extra) if (record.kind === "floor") records.push(record);
+    // An instance already executed in memory is written once, with its
+    // executed marker in a later Ready. Its commit record is not needed for
+    // safety: EPaxos* rests on the PreAccept and Accept records (a fast-path
+    // decision is recovered through Validate, a slow one from the accepted
+    // value), and nothing sent in this Ready depends on the commit being durable.
+    if (markers.length === 0) {
+      for (const instance of this.#dirty) {
+        if (!instance.dirty) continue;
+        if (instance.executed && !instance.executedMarked) continue;
+        records.push(toRecord(instance));
+      }
+    } else {
+      const markerKeys = new Set<number>();
+      for (const instance of markers) markerKeys.add(instance.key);
+      for (const instance of this.#dirty) {
+        if (!instance.dirty) continue;
+        if (instance.executed && !instance.executedMarked) continue;
+        if (!markerKeys.has(instance.key)) {
+          records.push(toRecord(instance));
+        }
+      }
+      for (const instance of markers) {
+        if (this.#instances.get(instance.key) !== instance || !markerKeys.delete(instance.key)) {
+          continue;
+        }
+        instance.executedMarked = true;
+        records.push(toRecord(instance));
       }
     }
-    for (const instance of markers) {
-      if (this.#instances.get(instance.key) !== instance || !markerKeys.delete(instance.key)) {
-        continue;
-      }
-      instance.executedMarked = true;
-      records.push({ kind: "instance", record: toRecord(instance) });
-    }
-    for (const record of this.#extraRecords) if (record.kind !== "floor") records.push(record);
+    for (const record of extra) if (record.kind !== "floor") records.push(record);
     const ready: Ready<C> = {
       records,
       messages: this.#outbox,
@@ -588,7 +605,8 @@ export class Replica<C> {
       abandoned: this.#abandoned,
     };
     this.#inFlight = { executions: this.#executions, markers };
-    this.#dirty.clear();
+    for (const instance of this.#dirty) instance.dirty = false;
+    this.#dirty = [];
     this.#extraRecords = [];
     this.#outbox = [];
     this.#executions = [];
@@ -1318,6 +1336,7 @@ export class Replica<C> {
       }
       let current = this.#pruneFloor[row]!;
       if (floor <= current) continue;
+      const from = current + 1;
       while (current < floor && budget > 0) {
         current++;
         budget--;
@@ -1325,13 +1344,13 @@ export class Replica<C> {
         const instance = this.#instances.get(key);
         if (instance === undefined) continue;
         this.#instances.delete(key);
-        this.#dirty.delete(key);
+        instance.dirty = false; // a pruned instance is not written again
         this.#uncommitted.delete(instance);
         this.#dropLead(key);
         this.#ownProposals.delete(key);
         this.#stats.prunedInstances++;
-        this.#extraRecords.push({ kind: "delete", owner: row, number: current });
       }
+      this.#extraRecords.push({ kind: "delete", owner: row, from, to: current });
       this.#pruneFloor[row] = current;
       this.#executor.markPrunedPrefix(row, current);
       changed = true;
@@ -1580,15 +1599,15 @@ export class Replica<C> {
       widened: false,
       attempts: 0,
       deadline: Number.POSITIVE_INFINITY,
-      preAcceptReplies: new Array(this.#n).fill(undefined),
+      preAcceptReplies: stage === "preaccept" ? new Array(this.#n) : NO_REPLIES,
       acks: 0,
-      recoverReplies: new Array(this.#n).fill(undefined),
+      recoverReplies: stage === "recover" ? new Array(this.#n) : NO_REPLIES,
       quorum: 0,
       validatedCommand: undefined,
       validatedDeps: undefined,
       rmaxSize: 0,
-      validateReplies: [],
-      invalidators: new Map(),
+      validateReplies: NO_REPLIES,
+      invalidators: NO_INVALIDATORS,
     };
     this.#leads.set(instance.key, lead);
     return lead;
@@ -1657,13 +1676,26 @@ export class Replica<C> {
       | { type: "acceptok"; ballot: number }
       | { type: "validateok"; ballot: number; invalidators: readonly number[] },
   ): void {
-    this.#outbox.push({
-      ...body,
-      from: this.#id,
-      to,
-      owner: instance.owner,
-      number: instance.number,
-    } as Message<C>);
+    const from = this.#id;
+    const { owner, number } = instance;
+    switch (body.type) {
+      case "preacceptok":
+        this.#outbox.push({ type: "preacceptok", from, to, owner, number, deps: body.deps });
+        return;
+      case "acceptok":
+        this.#outbox.push({ type: "acceptok", from, to, owner, number, ballot: body.ballot });
+        return;
+      case "validateok":
+        this.#outbox.push({
+          type: "validateok",
+          from,
+          to,
+          owner,
+          number,
+          ballot: body.ballot,
+          invalidators: body.invalidators,
+        });
+    }
   }
 
   #sendNack(instance: Instance<C>, to: number): void {
@@ -1705,7 +1737,9 @@ export class Replica<C> {
   }
 
   #markDirty(instance: Instance<C>): void {
-    this.#dirty.set(instance.key, instance);
+    if (instance.dirty) return;
+    instance.dirty = true;
+    this.#dirty.push(instance);
   }
 
   #runExecutor(): void {
@@ -1734,7 +1768,12 @@ export class Replica<C> {
       if (record.owner < 0 || record.owner >= this.#n) continue;
       if (record.number <= this.#pruneFloor[record.owner]!) {
         // Pruned before the crash but its delete was not persisted: finish it.
-        this.#extraRecords.push({ kind: "delete", owner: record.owner, number: record.number });
+        this.#extraRecords.push({
+          kind: "delete",
+          owner: record.owner,
+          from: record.number,
+          to: record.number,
+        });
         continue;
       }
       const instance = fromRecord(record, this.#tick);
@@ -1794,6 +1833,10 @@ export class Replica<C> {
     }
   }
 }
+
+/** Shared empty values for the fields a lead's current stage does not use; never mutated. */
+const NO_INVALIDATORS: Map<number, Phase> = new Map();
+const NO_REPLIES = Object.freeze([]) as unknown as never[];
 
 function popCount(mask: number): number {
   let count = 0;

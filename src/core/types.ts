@@ -56,10 +56,19 @@ export interface InstanceRecord<C> {
   readonly executed: boolean;
 }
 
+/** An instance record as it travels in a Ready (the record itself, tagged). */
+export type StoredInstance<C> = InstanceRecord<C> & { readonly kind: "instance" };
+
 /** A record the driver must persist before sending the messages of the same Ready. */
 export type StorageRecord<C> =
-  | { readonly kind: "instance"; readonly record: InstanceRecord<C> }
-  | { readonly kind: "delete"; readonly owner: number; readonly number: number }
+  | StoredInstance<C>
+  | {
+    /** Delete the records of instances `from..to` (inclusive) of row `owner`: pruned. */
+    readonly kind: "delete";
+    readonly owner: number;
+    readonly from: number;
+    readonly to: number;
+  }
   | { readonly kind: "floor"; readonly pruneFloor: Deps };
 
 interface Envelope {

@@ -56,6 +56,13 @@ export interface AppliedInstance {
   readonly mutations: readonly KvMutation[];
 }
 
+const NO_MUTATIONS: readonly KvMutation[] = Object.freeze([]);
+const NO_RESULTS: AppliedInstance["results"] = Object.freeze([]);
+const NOTHING_APPLIED: AppliedInstance = Object.freeze({
+  results: NO_RESULTS,
+  mutations: NO_MUTATIONS,
+});
+
 /** The version a write gets: unique to its instance and position in the batch. */
 export function versionOf(owner: number, number: number, index: number): string {
   return `${number}.${owner}.${index}`;
@@ -75,7 +82,7 @@ export class KvStateMachine {
     if (entries !== undefined) {
       for (const [key, entry] of entries) {
         this.#entries.set(key, entry);
-        this.#digest = (this.#digest + entryHash(key, entry.version)) >>> 0;
+        this.#digest = (this.#digest + versionHash(entry.version)) >>> 0;
       }
     }
   }
@@ -86,8 +93,9 @@ export class KvStateMachine {
   }
 
   /**
-   * An order-independent digest of the state (sum of per-entry hashes of key
-   * and version): equal on replicas that executed the same set of writes.
+   * An order-independent digest of the state (sum of per-entry hashes of the
+   * version, which names the write and so its key): equal on replicas that
+   * executed the same set of writes.
    */
   get digest(): string {
     return `${this.#entries.size}:${this.#digest.toString(16).padStart(8, "0")}`;
@@ -121,9 +129,30 @@ export class KvStateMachine {
       : { op: "list", ok: true, entries };
   }
 
-  /** Applies one committed instance and returns its results and mutations. */
-  apply(execution: Execution<KvCommand>): AppliedInstance {
-    if (execution.command === NOP) return { results: [], mutations: [] };
+  /**
+   * Applies one committed instance and returns its mutations and, unless
+   * `wantResults` is false (no client waits here), its results.
+   */
+  apply(execution: Execution<KvCommand>, wantResults = true): AppliedInstance {
+    if (execution.command === NOP) return NOTHING_APPLIED;
+    if (execution.command.length === 1) {
+      // The unbatched common case, without the bookkeeping a batch needs.
+      const command = execution.command[0]!;
+      const result = this.#applyOne(command, versionOf(execution.owner, execution.number, 0));
+      let mutations: readonly KvMutation[] = NO_MUTATIONS;
+      if (result.ok && (command.op === "put" || command.op === "delete")) {
+        const entry = this.#entries.get(command.key);
+        mutations = [
+          entry === undefined
+            ? { kind: "delete", key: command.key }
+            : { kind: "set", key: command.key, entry },
+        ];
+      }
+      return {
+        results: wantResults ? [{ request: command.request, result }] : NO_RESULTS,
+        mutations,
+      };
+    }
     const results: { request: string; result: KvResult }[] = [];
     const changed = new Map<string, KvEntry | undefined>();
     execution.command.forEach((command, index) => {
@@ -168,18 +197,18 @@ export class KvStateMachine {
   #set(key: string, entry: KvEntry): void {
     const previous = this.#entries.get(key);
     if (previous !== undefined) {
-      this.#digest = (this.#digest - entryHash(key, previous.version)) >>> 0;
+      this.#digest = (this.#digest - versionHash(previous.version)) >>> 0;
     } else {
       this.#sortedKeys = undefined;
     }
     this.#entries.set(key, entry);
-    this.#digest = (this.#digest + entryHash(key, entry.version)) >>> 0;
+    this.#digest = (this.#digest + versionHash(entry.version)) >>> 0;
   }
 
   #remove(key: string, previous: KvEntry): void {
     this.#entries.delete(key);
     this.#sortedKeys = undefined;
-    this.#digest = (this.#digest - entryHash(key, previous.version)) >>> 0;
+    this.#digest = (this.#digest - versionHash(previous.version)) >>> 0;
   }
 
   #sorted(): string[] {
@@ -211,14 +240,12 @@ function lowerBound(keys: readonly string[], target: string): number {
   return low;
 }
 
-/** FNV-1a over key and version: cheap, deterministic, good enough for a convergence check. */
-function entryHash(key: string, version: string): number {
+/** FNV-1a of a version: cheap, deterministic, good enough for a convergence check. */
+function versionHash(version: string): number {
   let hash = 0x811c9dc5;
-  for (const text of [key, "\u0000", version]) {
-    for (let i = 0; i < text.length; i++) {
-      hash ^= text.charCodeAt(i);
-      hash = Math.imul(hash, 0x01000193);
-    }
+  for (let i = 0; i < version.length; i++) {
+    hash ^= version.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
   }
   return hash >>> 0;
 }

@@ -70,13 +70,15 @@ export class InvariantChecker {
     const last = this.#lastRecord[replica]!;
     for (const entry of records) {
       if (entry.kind === "delete") {
-        const key = instanceKey(entry.owner, entry.number);
-        last.delete(key);
-        if (!this.#prunedAt.has(key)) this.#prunedAt.set(key, now);
+        for (let number = entry.from; number <= entry.to; number++) {
+          const key = instanceKey(entry.owner, number);
+          last.delete(key);
+          if (!this.#prunedAt.has(key)) this.#prunedAt.set(key, now);
+        }
         continue;
       }
       if (entry.kind !== "instance") continue;
-      const record = entry.record;
+      const record = entry;
       const key = instanceKey(record.owner, record.number);
       const id = describeId(record.owner, record.number);
       const previous = last.get(key);

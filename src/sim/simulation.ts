@@ -395,7 +395,7 @@ export class Simulation {
 
   #execute(node: Node, ready: Ready<KvCommand>): void {
     for (const execution of ready.executions) {
-      const applied = node.kv.apply(execution);
+      const applied = node.kv.apply(execution, execution.local);
       node.pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
       node.pendingLog.push({ owner: execution.owner, number: execution.number });
       if (!execution.local) continue;

@@ -49,7 +49,9 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
    */
   commitSync(batch: PersistBatch<C>, units = Number.POSITIVE_INFINITY): void {
     let applied = 0;
-    const effects = new Map(batch.effects);
+    const effects = batch.effects;
+    let effectsApplied = 0;
+    let appliedKeys: Set<number> | undefined;
     for (const record of batch.records) {
       if (applied >= units) return;
       applied++;
@@ -58,24 +60,30 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
           this.#pruneFloor = [...record.pruneFloor];
           break;
         case "delete":
-          this.#records.delete(instanceKey(record.owner, record.number));
+          for (let number = record.from; number <= record.to; number++) {
+            this.#records.delete(instanceKey(record.owner, number));
+          }
           break;
         case "instance": {
-          const key = instanceKey(record.record.owner, record.record.number);
-          this.#records.set(key, record.record);
+          const key = instanceKey(record.owner, record.number);
+          this.#records.set(key, record);
           const mutations = effects.get(key);
-          if (mutations !== undefined) {
+          if (mutations !== undefined && !(appliedKeys?.has(key) ?? false)) {
             this.#apply(mutations);
-            effects.delete(key);
+            effectsApplied++;
+            (appliedKeys ??= new Set()).add(key);
           }
           break;
         }
       }
     }
-    for (const mutations of effects.values()) {
-      if (applied >= units) return;
-      applied++;
-      this.#apply(mutations);
+    if (effectsApplied < effects.size) {
+      for (const [key, mutations] of effects) {
+        if (appliedKeys?.has(key)) continue;
+        if (applied >= units) return;
+        applied++;
+        this.#apply(mutations);
+      }
     }
     this.#commits++;
   }

@@ -88,7 +88,7 @@ Deno.test("a batch touches the union of its members' keys, writing where any mem
     { key: "a", write: true },
   ]);
   assert.deepEqual(
-    merged.sort((x, y) => x.key.localeCompare(y.key)),
+    [...merged].sort((x, y) => x.key.localeCompare(y.key)),
     [{ key: "a", write: true }, { key: "b", write: false }],
   );
 });

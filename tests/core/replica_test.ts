@@ -127,7 +127,7 @@ Deno.test("a restarted coordinator resumes its unfinished proposal from its reco
   const first = new Replica<Command>({ id: 0, replicas: 3, conflicts: model });
   first.propose([{ key: "a", write: true }]);
   const ready = first.ready();
-  const records = ready.records.flatMap((r) => r.kind === "instance" ? [r.record] : []);
+  const records = ready.records.flatMap((r) => r.kind === "instance" ? [r] : []);
   // Crash after persisting, before sending: restart from the records alone.
   const restarted = new Replica<Command>({ id: 0, replicas: 3, conflicts: model }, { records });
   const resumed = restarted.ready();
