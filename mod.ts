@@ -88,3 +88,15 @@ export { type Random, SeededRandom, SystemRandom } from "./src/runtime/random.ts
 export { deriveConfig, type SimConfig, type SimRequest } from "./src/sim/config.ts";
 export { type SimResult, simulate } from "./src/sim/simulation.ts";
 export { checkHistoryText, checkKvEvents, HistoryRecorder, type KvEvent } from "./src/check/mod.ts";
+export * from "./src/client/mod.ts";
+export {
+  DenoKvStorage,
+  type DenoKvStorageOptions,
+  openDenoKvStorage,
+} from "./src/storage/deno_kv.ts";
+export { type AppOptions, createApp } from "./src/server/app.ts";
+export { ReplicaNode, type ReplicaNodeOptions } from "./src/server/node.ts";
+export { HttpTransport, type HttpTransportOptions } from "./src/transport/http.ts";
+export { MemoryNetwork } from "./src/transport/memory.ts";
+export type { PeerStats, PeerTransport } from "./src/transport/types.ts";
+export { type ClusterConfig, parseClusterConfig } from "./src/server/config.ts";

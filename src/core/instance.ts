@@ -83,6 +83,12 @@ export interface Instance<C> {
   edgeMark: number;
   /** Replica: whether the instance is already listed for the next Ready's records. */
   dirty: boolean;
+  /**
+   * Replica: this replica decided the instance on the fast path as its
+   * coordinator, so its commit record must be written before its Commits leave
+   * (see `Replica.ready`).
+   */
+  commitMustPersist: boolean;
 }
 
 /** Creates an instance in the initial phase. */
@@ -109,6 +115,7 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     blockedOn: undefined,
     edgeMark: 0,
     dirty: false,
+    commitMustPersist: false,
   };
 }
 

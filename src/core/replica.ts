@@ -257,8 +257,11 @@ export class Replica<C> {
   readonly #peerPruned: number[][];
   #peerOrder: number[];
   readonly #roundTrips: number[];
-  /** Per row, where the known prefix stopped short of the highest number, and since when. */
-  readonly #gaps: { at: number; since: number }[];
+  /**
+   * Per row, where the known prefix stopped short of the highest number, since
+   * when, and when the missing range was last asked for.
+   */
+  readonly #gaps: { at: number; since: number; lastRequest: number }[];
 
   // The next Ready.
   /** Instances to write in the next Ready (each once: see `Instance.dirty`). */
@@ -326,7 +329,10 @@ export class Replica<C> {
       this.#peerOrder.push((this.#id + distance) % this.#n);
     }
     this.#roundTrips = new Array<number>(this.#n).fill(this.#timing.defaultRoundTripTicks);
-    this.#gaps = Array.from({ length: this.#n }, () => ({ at: -1, since: 0 }));
+    this.#gaps = Array.from(
+      { length: this.#n },
+      () => ({ at: -1, since: 0, lastRequest: -Infinity }),
+    );
     if (restored !== undefined) this.#restore(restored);
   }
 
@@ -568,23 +574,29 @@ export class Replica<C> {
     const records: StorageRecord<C>[] = [];
     const extra = this.#extraRecords;
     for (const record of extra) if (record.kind === "floor") records.push(record);
-    // An instance already executed in memory is written once, with its
-    // executed marker in a later Ready. Its commit record is not needed for
-    // safety: EPaxos* rests on the PreAccept and Accept records (a fast-path
-    // decision is recovered through Validate, a slow one from the accepted
-    // value), and nothing sent in this Ready depends on the commit being durable.
+    // An instance already executed in memory is usually written once, with its
+    // executed marker in a later Ready: its commit record is not needed for
+    // safety, because a recovery finds the decision in the PreAccept or Accept
+    // records a quorum persisted (a fast-path decision through Validate, a
+    // slow one as the accepted value).
+    // Except a fast-path commit at its own coordinator (found by
+    // tests/scenarios/testdata/fast_commit_durability.txt): recovery trusts
+    // the coordinator's answer (Figure 5: initCoord in Q => accept a Nop). If
+    // it crashed after this Ready's Commits left and before the marker, it
+    // would restart "pre-accepted", answer Recover so, and a recovery with it
+    // in the quorum could commit a Nop over the committed command.
+    const deferCommit = (instance: Instance<C>) =>
+      instance.executed && !instance.executedMarked && !instance.commitMustPersist;
     if (markers.length === 0) {
       for (const instance of this.#dirty) {
-        if (!instance.dirty) continue;
-        if (instance.executed && !instance.executedMarked) continue;
+        if (!instance.dirty || deferCommit(instance)) continue;
         records.push(toRecord(instance));
       }
     } else {
       const markerKeys = new Set<number>();
       for (const instance of markers) markerKeys.add(instance.key);
       for (const instance of this.#dirty) {
-        if (!instance.dirty) continue;
-        if (instance.executed && !instance.executedMarked) continue;
+        if (!instance.dirty || deferCommit(instance)) continue;
         if (!markerKeys.has(instance.key)) {
           records.push(toRecord(instance));
         }
@@ -730,6 +742,7 @@ export class Replica<C> {
     // Fast path: at least n-e replies (ours included) equal initDep exactly.
     if (matching >= this.#quorum.fastQuorumSize) {
       this.#stats.fastCommits++;
+      instance.commitMustPersist = true;
       this.#commit(instance, 0, instance.command!, initialDeps);
       this.#broadcastCommit(instance);
       return;
@@ -830,9 +843,13 @@ export class Replica<C> {
   #onCommit(message: Message<C> & { type: "commit" }): void {
     const instance = this.#getOrCreate(message.owner, message.number);
     if (instance.phase === Phase.Committed) return;
+    const leading = this.#leads.get(instance.key);
     // Departure: the spec's `ApplyCommit` requires `bal = b`. A committed value
     // is unique (Agreement), so a replica records it whatever its ballot.
     this.#commit(instance, message.ballot, message.command, message.deps);
+    // A recovery that learns the decision from a committed peer passes it on:
+    // the peers that promised its ballot are waiting for it.
+    if (leading !== undefined && leading.ballot > 0) this.#broadcastCommit(instance);
   }
 
   #commit(instance: Instance<C>, ballot: number, command: Payload<C>, deps: Deps): void {
@@ -1277,7 +1294,7 @@ export class Replica<C> {
   }
 
   #onCommitRequest(from: number, owner: number, number: number, count: number): void {
-    const last = number + Math.min(Math.max(count, 1), 256) - 1;
+    const last = number + Math.min(Math.max(count, 1), CATCH_UP_RANGE) - 1;
     for (let current = number; current <= last; current++) {
       const instance = this.#instances.get(instanceKey(owner, current));
       if (instance?.phase === Phase.Committed) this.#sendCommit(instance, from);
@@ -1384,24 +1401,34 @@ export class Replica<C> {
   #scan(): void {
     for (const key of this.#executor.waitedOn()) this.#want(key);
     const orphanAge = this.#scaled(this.#timing.orphanTicks, 20);
+    const requestDelay = this.#scaled(this.#timing.commitRequestTicks, 2);
     for (let row = 0; row < this.#n; row++) {
       const known = this.#executor.knownPrefix[row]!;
+      const highest = this.#rowHighest[row]!;
       const gap = this.#gaps[row]!;
-      if (known >= this.#rowHighest[row]!) {
+      if (known >= highest) {
         gap.at = -1;
-      } else if (gap.at !== known) {
+        continue;
+      }
+      if (gap.at !== known) {
         gap.at = known;
         gap.since = this.#tick;
-      } else if (this.#tick - gap.since >= orphanAge) {
-        this.#want(instanceKey(row, known + 1));
+        continue;
       }
+      const age = this.#tick - gap.since;
+      if (age >= requestDelay && this.#tick - gap.lastRequest >= requestDelay) {
+        // Instances this replica never heard of (a lost Commit, or it was down):
+        // ask peers for a whole range of commits at once, not one at a time.
+        gap.lastRequest = this.#tick;
+        this.#sendCommitRequest(row, known + 1, Math.min(CATCH_UP_RANGE, highest - known));
+      }
+      if (age >= orphanAge) this.#want(instanceKey(row, known + 1));
     }
     for (const instance of this.#uncommitted) {
       if (this.#tick - instance.sinceTick >= orphanAge && !this.#leads.has(instance.key)) {
         this.#want(instance.key);
       }
     }
-    const requestDelay = this.#scaled(this.#timing.commitRequestTicks, 2);
     const recoveryDelay = this.#scaled(this.#timing.recoveryTicks, 5);
     const stagger = this.#scaled(this.#timing.recoveryStaggerTicks, 1);
     const requests = new Map<number, number>();
@@ -1451,18 +1478,7 @@ export class Replica<C> {
       numbers.sort((a, b) => a - b);
       let start = numbers[0]!;
       let count = 1;
-      const flush = () => {
-        const number = start;
-        const size = count;
-        this.#sendTo(this.#allPeers, (to) => ({
-          type: "commitrequest",
-          from: this.#id,
-          to,
-          owner: row,
-          number,
-          count: size,
-        }));
-      };
+      const flush = () => this.#sendCommitRequest(row, start, count);
       for (let i = 1; i < numbers.length; i++) {
         if (numbers[i] === start + count && count < 256) {
           count++;
@@ -1474,6 +1490,17 @@ export class Replica<C> {
       }
       flush();
     }
+  }
+
+  #sendCommitRequest(owner: number, number: number, count: number): void {
+    this.#sendTo(this.#allPeers, (to) => ({
+      type: "commitrequest",
+      from: this.#id,
+      to,
+      owner,
+      number,
+      count,
+    }));
   }
 
   #want(key: number): void {
@@ -1835,6 +1862,9 @@ export class Replica<C> {
 }
 
 /** Shared empty values for the fields a lead's current stage does not use; never mutated. */
+/** Most instances one commit request asks for (and one answer carries). */
+const CATCH_UP_RANGE = 64;
+
 const NO_INVALIDATORS: Map<number, Phase> = new Map();
 const NO_REPLIES = Object.freeze([]) as unknown as never[];
 

@@ -101,6 +101,9 @@ const encoder = new TextEncoder();
 /** Why `key` is not acceptable, or `undefined` if it is. */
 export function keyProblem(key: string): string | undefined {
   if (key.length === 0) return "Key must not be empty";
+  // URL parsers collapse these path segments (even percent-encoded), so no
+  // HTTP client could address them.
+  if (key === "." || key === "..") return "Key must not be . or ..";
   if (key.length > MAX_KEY_BYTES || encoder.encode(key).length > MAX_KEY_BYTES) {
     return `Key is longer than ${MAX_KEY_BYTES} bytes`;
   }

@@ -1,0 +1,173 @@
+/**
+ * Real replica processes for tests: each spawned with the same least-privilege
+ * command line `deno task start` uses, on free loopback ports, with its Deno KV
+ * file under a temporary directory. Replicas can be killed (any signal) and
+ * restarted on the same data.
+ *
+ * @module
+ */
+
+import { replicaCommand } from "../cli/start.ts";
+
+/** A running cluster of replica processes. */
+export interface ProcessCluster {
+  /** Base URLs by replica id. */
+  readonly urls: readonly string[];
+  /** The cluster secret. */
+  readonly secret: string;
+  /** The temporary directory holding config and data. */
+  readonly root: string;
+  /** Whether replica `id` is running. */
+  running(id: number): boolean;
+  /** Sends `signal` to replica `id` (SIGKILL and SIGTERM wait for it to exit). */
+  kill(id: number, signal?: Deno.Signal): Promise<void>;
+  /** Starts replica `id` if it is not running, without waiting for it. */
+  start(id: number): Promise<void>;
+  /** Starts replica `id` again on its data and waits until it answers `/livez`. */
+  restart(id: number): Promise<void>;
+  /** Recent output of replica `id`, for failure reports. */
+  output(id: number): string;
+  /** Stops every replica and removes the directory. */
+  stop(): Promise<void>;
+}
+
+/** Finds `count` consecutive free TCP ports on 127.0.0.1. */
+export function freePorts(count: number): number[] {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const listeners: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        listeners.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
+      }
+      return listeners.map((_, i) => base + i);
+    } catch {
+      // Taken: try another range.
+    } finally {
+      for (const listener of listeners) listener.close();
+    }
+  }
+  throw new Error(`No ${count} consecutive free ports found`);
+}
+
+/** Waits until `condition` resolves true, polling every `intervalMs`, or throws after `deadlineMs`. */
+export async function waitUntil(
+  condition: () => Promise<boolean> | boolean,
+  options: { readonly deadlineMs: number; readonly what: string; readonly intervalMs?: number },
+): Promise<void> {
+  const deadline = Date.now() + options.deadlineMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${options.deadlineMs} ms waiting for ${options.what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 50));
+  }
+}
+
+/** GETs `url` and reports whether it answered 200 (false on any failure). */
+export async function answers(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts `replicas` replica processes and waits until every one is ready. */
+export async function startProcessCluster(
+  replicas = 3,
+  options: { readonly extraArgs?: readonly string[]; readonly env?: Record<string, string> } = {},
+): Promise<ProcessCluster> {
+  const root = await Deno.makeTempDir({ prefix: "epaxos-test-" });
+  const ports = freePorts(replicas);
+  const urls = ports.map((port) => `http://127.0.0.1:${port}`);
+  const secret = crypto.randomUUID();
+  const configPath = `${root}/cluster.json`;
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({
+      replicas: urls.map((url, id) => ({ id, name: `r${id}`, url })),
+      secret: { env: "EPAXOS_CLUSTER_SECRET" },
+    }),
+  );
+  const processes: (Deno.ChildProcess | undefined)[] = new Array(replicas);
+  const logs: string[][] = Array.from({ length: replicas }, () => []);
+  const spawn = async (id: number) => {
+    const dataDir = `${root}/replica-${id}`;
+    await Deno.mkdir(dataDir, { recursive: true });
+    const args = replicaCommand({
+      configPath,
+      id,
+      dataDir,
+      listen: `127.0.0.1:${ports[id]}`,
+      peerUrls: urls,
+      secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+    });
+    args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
+    const child = new Deno.Command(Deno.execPath(), {
+      args,
+      env: { EPAXOS_CLUSTER_SECRET: secret, ...options.env },
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+    processes[id] = child;
+    const collect = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        const log = logs[id]!;
+        log.push(chunk);
+        if (log.length > 200) log.splice(0, log.length - 200);
+      }
+    };
+    collect(child.stdout);
+    collect(child.stderr);
+  };
+  for (let id = 0; id < replicas; id++) await spawn(id);
+  const cluster: ProcessCluster = {
+    urls,
+    secret,
+    root,
+    running: (id) => processes[id] !== undefined,
+    async kill(id, signal = "SIGKILL") {
+      const child = processes[id];
+      if (child === undefined) return;
+      try {
+        child.kill(signal);
+      } catch { /* already exited */ }
+      if (signal === "SIGKILL" || signal === "SIGTERM") {
+        await child.status;
+        processes[id] = undefined;
+      }
+    },
+    async start(id) {
+      if (processes[id] === undefined) await spawn(id);
+    },
+    async restart(id) {
+      await cluster.kill(id);
+      await spawn(id);
+      await waitUntil(() => answers(`${urls[id]}/livez`), {
+        deadlineMs: 30_000,
+        what: `replica ${id} to restart`,
+      });
+    },
+    output: (id) => logs[id]!.join(""),
+    async stop() {
+      await Promise.all(processes.map((_, id) => cluster.kill(id)));
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    },
+  };
+  try {
+    await waitUntil(
+      async () => (await Promise.all(urls.map((url) => answers(`${url}/readyz`)))).every(Boolean),
+      { deadlineMs: 60_000, what: "every replica to be ready" },
+    );
+  } catch (error) {
+    const outputs = urls.map((_, id) => `--- replica ${id}\n${cluster.output(id)}`).join("\n");
+    await cluster.stop();
+    throw new Error(`${(error as Error).message}\n${outputs}`);
+  }
+  return cluster;
+}

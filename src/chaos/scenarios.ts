@@ -1,0 +1,270 @@
+/**
+ * The nemeses of the chaos harness: one fault pattern per scenario, applied to
+ * real replica processes (signals) and to their peer links (the fault layer).
+ * The list covers every fault the seeds tried, including seed 004's packet
+ * loss, delay, random kill and duplication, and seed 002's two replicas down.
+ *
+ * @module
+ */
+
+import type { SeededRandom } from "../runtime/random.ts";
+import type { FaultConfig } from "../transport/faults.ts";
+import type { ProcessCluster } from "./process_cluster.ts";
+
+/** What a nemesis can act on. */
+export interface NemesisContext {
+  /** The replica processes. */
+  readonly cluster: ProcessCluster;
+  /** Number of replicas. */
+  readonly replicas: number;
+  /** Seeded choices. */
+  readonly random: SeededRandom;
+  /** How long the fault phase lasts, in milliseconds. */
+  readonly faultMs: number;
+  /** Sets replica `id`'s outgoing-link faults. */
+  setFaults(id: number, config: FaultConfig): Promise<void>;
+  /** Waits `ms` milliseconds (or less if the run is being stopped). */
+  sleep(ms: number): Promise<void>;
+  /** Notes an event in the run's log. */
+  note(line: string): void;
+}
+
+/** One chaos scenario. */
+export interface Scenario {
+  /** Name used on the command line. */
+  readonly name: string;
+  /** What it does, for reports. */
+  readonly description: string;
+  /** A cluster size this scenario needs, if fixed. */
+  readonly replicas?: number;
+  /** Whether the cluster is expected to keep committing during the fault phase. */
+  readonly availableDuringFault: boolean;
+  /** Applies the faults for the fault phase; healing is done by the runner afterwards. */
+  inject(context: NemesisContext): Promise<void>;
+}
+
+function shuffled(random: SeededRandom, count: number): number[] {
+  const order = Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const j = random.int(i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
+async function everyLink(context: NemesisContext, faults: FaultConfig["default"]): Promise<void> {
+  for (let id = 0; id < context.replicas; id++) await context.setFaults(id, { default: faults! });
+  await context.sleep(context.faultMs);
+}
+
+/** Blocks the directed links `from -> to` for which `blocked(from, to)` holds. */
+async function partition(
+  context: NemesisContext,
+  blocked: (from: number, to: number) => boolean,
+): Promise<void> {
+  for (let from = 0; from < context.replicas; from++) {
+    const links: Record<string, { blocked: boolean }> = {};
+    for (let to = 0; to < context.replicas; to++) {
+      if (from !== to && blocked(from, to)) links[String(to)] = { blocked: true };
+    }
+    await context.setFaults(from, { links });
+  }
+  await context.sleep(context.faultMs);
+}
+
+const maxFailures = (replicas: number) => (replicas - 1) / 2;
+
+/** Every scenario, by name. */
+export const SCENARIOS: readonly Scenario[] = [
+  {
+    name: "kill-random",
+    description: "SIGKILL a random replica, restart it; twice",
+    availableDuringFault: true,
+    async inject(context) {
+      for (let round = 0; round < 2; round++) {
+        const victim = context.random.int(context.replicas);
+        context.note(`SIGKILL replica ${victim}`);
+        await context.cluster.kill(victim, "SIGKILL");
+        await context.sleep(context.faultMs / 4);
+        context.note(`restart replica ${victim}`);
+        await context.cluster.start(victim);
+        await context.sleep(context.faultMs / 4);
+      }
+    },
+  },
+  {
+    name: "kill-f",
+    description: "SIGKILL f replicas at once, restart them",
+    availableDuringFault: true,
+    async inject(context) {
+      const victims = shuffled(context.random, context.replicas).slice(
+        0,
+        maxFailures(context.replicas),
+      );
+      context.note(`SIGKILL replicas ${victims.join(", ")}`);
+      await Promise.all(victims.map((victim) => context.cluster.kill(victim, "SIGKILL")));
+      await context.sleep(context.faultMs * 0.7);
+      context.note(`restart replicas ${victims.join(", ")}`);
+      for (const victim of victims) await context.cluster.start(victim);
+      await context.sleep(context.faultMs * 0.3);
+    },
+  },
+  {
+    name: "pause",
+    description: "SIGSTOP a random replica, SIGCONT it; twice",
+    availableDuringFault: true,
+    async inject(context) {
+      for (let round = 0; round < 2; round++) {
+        const victim = context.random.int(context.replicas);
+        context.note(`SIGSTOP replica ${victim}`);
+        await context.cluster.kill(victim, "SIGSTOP");
+        await context.sleep(context.faultMs / 4);
+        context.note(`SIGCONT replica ${victim}`);
+        await context.cluster.kill(victim, "SIGCONT");
+        await context.sleep(context.faultMs / 4);
+      }
+    },
+  },
+  {
+    name: "partition-one",
+    description: "isolate one replica from all others",
+    availableDuringFault: true,
+    inject(context) {
+      const isolated = context.random.int(context.replicas);
+      context.note(`isolate replica ${isolated}`);
+      return partition(context, (from, to) => from === isolated || to === isolated);
+    },
+  },
+  {
+    name: "partition-split",
+    description: "split into a minority and a majority",
+    availableDuringFault: true,
+    inject(context) {
+      const minority = new Set(
+        shuffled(context.random, context.replicas).slice(0, maxFailures(context.replicas)),
+      );
+      context.note(`minority ${[...minority].join(", ")} | majority`);
+      return partition(context, (from, to) => minority.has(from) !== minority.has(to));
+    },
+  },
+  {
+    name: "partition-ring",
+    description: "each replica reaches only its two neighbours in a ring",
+    availableDuringFault: true,
+    inject(context) {
+      const order = shuffled(context.random, context.replicas);
+      const position = new Map(order.map((replica, index) => [replica, index]));
+      context.note(`ring ${order.join(" - ")}`);
+      return partition(context, (from, to) => {
+        const distance = Math.abs(position.get(from)! - position.get(to)!);
+        return distance > 1 && distance < context.replicas - 1;
+      });
+    },
+  },
+  {
+    name: "partition-asymmetric",
+    description: "one replica can send to the others but hears nothing back",
+    availableDuringFault: true,
+    inject(context) {
+      const deaf = context.random.int(context.replicas);
+      context.note(`links into replica ${deaf} blocked (one way)`);
+      return partition(context, (_from, to) => to === deaf);
+    },
+  },
+  {
+    name: "loss-10",
+    description: "10 % of peer batches lost (seed 004)",
+    availableDuringFault: true,
+    inject: (context) => everyLink(context, { drop: 0.1 }),
+  },
+  {
+    name: "delay-1000",
+    description: "1000 ms one-way delay on every link (seed 004)",
+    availableDuringFault: true,
+    inject: (context) => everyLink(context, { delayMs: 1000, jitterMs: 50 }),
+  },
+  {
+    name: "dup-0.1",
+    description: "0.1 % of peer batches duplicated (seed 004)",
+    availableDuringFault: true,
+    inject: (context) => everyLink(context, { duplicate: 0.001 }),
+  },
+  {
+    name: "dup-5",
+    description: "5 % of peer batches duplicated",
+    availableDuringFault: true,
+    inject: (context) => everyLink(context, { duplicate: 0.05 }),
+  },
+  {
+    name: "reorder",
+    description: "30 % of peer batches held back up to 100 ms, so later ones overtake them",
+    availableDuringFault: true,
+    inject: (context) => everyLink(context, { reorder: 0.3, reorderMs: 100, jitterMs: 5 }),
+  },
+  {
+    name: "kill-coordinator",
+    description: "SIGKILL the coordinator of in-flight commands (forces recovery); three times",
+    availableDuringFault: true,
+    async inject(context) {
+      for (let round = 0; round < 3; round++) {
+        const victim = context.random.int(context.replicas);
+        const url = context.cluster.urls[victim]!;
+        // A burst of writes to the victim, then kill it while they are in flight.
+        const burst = Array.from(
+          { length: 20 },
+          (_, i) =>
+            fetch(`${url}/kv/chaos-burst-${round}-${i}`, {
+              method: "PUT",
+              body: `burst-${round}-${i}`,
+              signal: AbortSignal.timeout(2000),
+            }).then((response) => response.body?.cancel()).catch(() => {}),
+        );
+        await context.sleep(3);
+        context.note(`SIGKILL replica ${victim} with a burst in flight`);
+        await context.cluster.kill(victim, "SIGKILL");
+        await Promise.all(burst);
+        await context.sleep(context.faultMs / 6);
+        context.note(`restart replica ${victim}`);
+        await context.cluster.start(victim);
+        await context.sleep(context.faultMs / 6);
+      }
+    },
+  },
+  {
+    name: "seed-002",
+    description:
+      "5 replicas; 2 down for most of the fault phase, then restarted, under steady load (seed 002)",
+    replicas: 5,
+    availableDuringFault: true,
+    async inject(context) {
+      const victims = shuffled(context.random, context.replicas).slice(0, 2);
+      context.note(`SIGKILL replicas ${victims.join(", ")}`);
+      await Promise.all(victims.map((victim) => context.cluster.kill(victim, "SIGKILL")));
+      await context.sleep(context.faultMs * 0.8);
+      context.note(`restart replicas ${victims.join(", ")}`);
+      for (const victim of victims) await context.cluster.start(victim);
+      await context.sleep(context.faultMs * 0.2);
+    },
+  },
+  {
+    name: "durability",
+    description:
+      "SIGKILL every replica mid-load, restart all; every acknowledged write must survive",
+    availableDuringFault: false,
+    async inject(context) {
+      context.note("SIGKILL every replica");
+      await Promise.all(
+        Array.from({ length: context.replicas }, (_, id) => context.cluster.kill(id, "SIGKILL")),
+      );
+      await context.sleep(Math.min(2000, context.faultMs / 4));
+      context.note("restart every replica");
+      for (let id = 0; id < context.replicas; id++) await context.cluster.start(id);
+      await context.sleep(context.faultMs / 2);
+    },
+  },
+];
+
+/** The scenario called `name`. */
+export function scenarioNamed(name: string): Scenario | undefined {
+  return SCENARIOS.find((scenario) => scenario.name === name);
+}

@@ -1,0 +1,255 @@
+/**
+ * The chaos workload: concurrent clients issuing get, put and compare-and-set
+ * on a small key set against real replicas, one request per client at a time,
+ * with unique written values (etcd robustness-test style), recording a history
+ * for the linearizability checker.
+ *
+ * How outcomes are recorded:
+ * - 200 / 204 / 404: `ok` (a 404 read reads absence).
+ * - 412 on a compare-and-set: `fail` (the comparison failed).
+ * - a refused connection or 503: the request was not proposed, so `fail` for
+ *   get and put, but `info` for a compare-and-set (a cas `fail` would claim
+ *   the comparison failed, which is a constraint).
+ * - 504, a timeout, or a connection lost after sending: `info` (indeterminate).
+ *
+ * @module
+ */
+
+import { HistoryRecorder } from "../check/mod.ts";
+import type { SeededRandom } from "../runtime/random.ts";
+
+/** Settings of a workload. */
+export interface WorkloadOptions {
+  /** Replica base URLs. */
+  readonly urls: readonly string[];
+  /** Concurrent clients. */
+  readonly clients: number;
+  /** Keys the clients share. */
+  readonly keys: number;
+  /** Per-request timeout; longer is indeterminate. */
+  readonly timeoutMs: number;
+  /** Randomness (seeded, so a run's choices repeat). */
+  readonly random: SeededRandom;
+  /** The replica each client talks to (default: client number modulo replicas). */
+  readonly assign?: (client: number) => number;
+}
+
+type Outcome = "ok" | "fail" | "info" | "refused";
+
+interface Known {
+  readonly value: string | null;
+  readonly version: string | null;
+}
+
+/** Outcome counts. */
+export interface WorkloadCounts {
+  /** Operations that completed (ok or a definite fail). */
+  ok: number;
+  /** Definite failures (not applied, or a failed comparison). */
+  fail: number;
+  /** Indeterminate operations. */
+  info: number;
+}
+
+/** Runs clients until stopped; records the history and a per-second timeline. */
+export class Workload {
+  readonly recorder: HistoryRecorder;
+  readonly counts: WorkloadCounts = { ok: 0, fail: 0, info: 0 };
+  /** Successful operations per second since the start. */
+  readonly timeline: number[] = [];
+  readonly #options: WorkloadOptions;
+  readonly #started = performance.now();
+  #running = false;
+  #loops: Promise<void>[] = [];
+  #unique = 0;
+
+  /** Creates a workload; nothing runs until `start`. */
+  constructor(options: WorkloadOptions) {
+    this.#options = options;
+    this.recorder = new HistoryRecorder({
+      now: () => Math.round(performance.now() - this.#started),
+    });
+  }
+
+  /** Seconds since the workload was created. */
+  elapsedSeconds(): number {
+    return (performance.now() - this.#started) / 1000;
+  }
+
+  /** Starts every client. */
+  start(): void {
+    this.#running = true;
+    this.#loops = Array.from(
+      { length: this.#options.clients },
+      (_, client) => this.#client(client),
+    );
+  }
+
+  /** Stops issuing new operations and waits for those in flight. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    await Promise.all(this.#loops);
+  }
+
+  /**
+   * Reads every key once more through consensus, as one more client, so the
+   * checker verifies that no acknowledged write was lost.
+   */
+  async finalReads(url: string): Promise<void> {
+    const process = `final`;
+    for (let key = 0; key < this.#options.keys; key++) {
+      await this.#get(process, url, `chaos-${key}`, new Map());
+    }
+  }
+
+  async #client(client: number): Promise<void> {
+    const known = new Map<string, Known>();
+    const options = this.#options;
+    const replica = options.assign?.(client) ?? client % options.urls.length;
+    while (this.#running) {
+      const url = options.urls[replica]!;
+      const key = `chaos-${options.random.int(options.keys)}`;
+      const roll = options.random.next();
+      let outcome: Outcome;
+      if (roll < 0.4) {
+        outcome = await this.#get(client, url, key, known);
+      } else if (roll < 0.8) {
+        outcome = await this.#put(client, url, key, known);
+      } else {
+        outcome = await this.#cas(client, url, key, known);
+      }
+      if (outcome === "refused") {
+        // The replica is down: wait a little instead of spinning.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  /** Completes `process`'s operation with `outcome` in the history and the counts. */
+  #complete(
+    process: number | string,
+    outcome: "ok" | "fail" | "info",
+    value?: string | null,
+  ): void {
+    if (outcome === "ok") {
+      this.recorder.ok(process, value === undefined ? {} : { value });
+    } else if (outcome === "fail") {
+      this.recorder.fail(process);
+    } else {
+      this.recorder.info(process);
+    }
+    this.counts[outcome]++;
+    if (outcome !== "ok") return;
+    const second = Math.floor(this.elapsedSeconds());
+    while (this.timeline.length <= second) this.timeline.push(0);
+    this.timeline[second]!++;
+  }
+
+  async #request(url: string, init: RequestInit): Promise<Response | "refused" | "unknown"> {
+    try {
+      return await fetch(url, { ...init, signal: AbortSignal.timeout(this.#options.timeoutMs) });
+    } catch (error) {
+      // Nothing was sent if the connection was refused; anything else may have arrived.
+      return /refused|os error 111/i.test(String(error)) ? "refused" : "unknown";
+    }
+  }
+
+  async #get(
+    process: number | string,
+    url: string,
+    key: string,
+    known: Map<string, Known>,
+  ): Promise<Outcome> {
+    this.recorder.invoke(process, { f: "get", key });
+    const response = await this.#request(`${url}/kv/${key}`, {});
+    if (response === "refused") {
+      this.#complete(process, "fail");
+      return "refused";
+    }
+    if (response !== "unknown" && (response.status === 200 || response.status === 404)) {
+      const value = response.status === 200 ? await response.text() : null;
+      if (value === null) await response.body?.cancel();
+      known.set(key, {
+        value,
+        version: value === null ? null : response.headers.get("kv-version"),
+      });
+      this.#complete(process, "ok", value);
+      return "ok";
+    }
+    if (response !== "unknown") await response.body?.cancel();
+    const outcome = response !== "unknown" && response.status === 503 ? "fail" : "info";
+    this.#complete(process, outcome);
+    return outcome;
+  }
+
+  async #put(
+    process: number,
+    url: string,
+    key: string,
+    known: Map<string, Known>,
+  ): Promise<Outcome> {
+    const value = `c${process}-${++this.#unique}`;
+    this.recorder.invoke(process, { f: "put", key, value });
+    return await this.#write(process, { url, key, value, known, headers: {}, compare: false });
+  }
+
+  async #cas(
+    process: number,
+    url: string,
+    key: string,
+    known: Map<string, Known>,
+  ): Promise<Outcome> {
+    const expected = known.get(key) ?? { value: null, version: null };
+    const value = `c${process}-${++this.#unique}`;
+    this.recorder.invoke(process, { f: "cas", key, from: expected.value, to: value });
+    const headers: Record<string, string> = expected.version === null
+      ? { "if-none-match": "*" }
+      : { "if-match": `"${expected.version}"` };
+    return await this.#write(process, { url, key, value, known, headers, compare: true });
+  }
+
+  /**
+   * Sends a put (`compare` false) or compare-and-set and records its outcome.
+   * A cas that never ran is recorded as indeterminate, never as a failed
+   * comparison; a put that never ran is a plain failure.
+   */
+  async #write(
+    process: number,
+    write: {
+      url: string;
+      key: string;
+      value: string;
+      known: Map<string, Known>;
+      headers: Record<string, string>;
+      compare: boolean;
+    },
+  ): Promise<Outcome> {
+    const { url, key, value, known, headers, compare } = write;
+    const response = await this.#request(`${url}/kv/${key}`, {
+      method: "PUT",
+      body: value,
+      headers,
+    });
+    known.delete(key);
+    if (response === "refused") {
+      this.#complete(process, compare ? "info" : "fail");
+      return "refused";
+    }
+    if (response === "unknown") {
+      this.#complete(process, "info");
+      return "info";
+    }
+    const body = await response.json().catch(() => ({}));
+    let outcome: "ok" | "fail" | "info";
+    if (response.status === 200) {
+      known.set(key, { value, version: body.version });
+      outcome = "ok";
+    } else if (compare) {
+      outcome = response.status === 412 ? "fail" : "info";
+    } else {
+      outcome = response.status === 503 ? "fail" : "info";
+    }
+    this.#complete(process, outcome);
+    return outcome;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Runs one replica: `deno run <least permissions> src/cli/replica.ts --config
+ * FILE --id ID --data DIR [--listen HOST:PORT]`. Normally started by
+ * `deno task start`, which grants exactly the permissions this needs.
+ *
+ * Environment: `EPAXOS_CONFIG`, `EPAXOS_ID`, `EPAXOS_DATA`, `EPAXOS_LISTEN` stand
+ * in for the flags; the secrets come from where the cluster file points.
+ *
+ * @module
+ */
+
+import { isKvCommand } from "../kv/commands.ts";
+import { SystemClock } from "../runtime/clock.ts";
+import { SystemRandom } from "../runtime/random.ts";
+import { createApp } from "../server/app.ts";
+import { faultRoutes } from "../server/fault_routes.ts";
+import { ConfigError, loadClusterConfig, resolveSecret } from "../server/config.ts";
+import { ReplicaNode } from "../server/node.ts";
+import { openDenoKvStorage } from "../storage/deno_kv.ts";
+import { FaultInjector } from "../transport/faults.ts";
+import { HttpTransport } from "../transport/http.ts";
+import { integerOption, option, parseArgs, UsageError } from "./args.ts";
+
+const USAGE =
+  "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
+  " [--enable-fault-injection]";
+
+/** Starts a replica and serves until SIGINT or SIGTERM. */
+export async function runReplica(argv: readonly string[]): Promise<void> {
+  const args = parseArgs(argv, {
+    options: ["config", "id", "data", "listen"],
+    flags: ["log-messages", "enable-fault-injection"],
+  });
+  const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
+  const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
+  const dataDir = option(args, "data", Deno.env.get("EPAXOS_DATA"));
+  if (configPath === undefined || idText === undefined || dataDir === undefined) {
+    throw new UsageError(USAGE);
+  }
+  const config = await loadClusterConfig(configPath);
+  const id = integerOption(
+    parseArgs(["--id", idText], { options: ["id"] }),
+    "id",
+    { min: 0, max: config.replicas.length - 1 },
+  )!;
+  const self = config.replicas[id]!;
+  const secret = await resolveSecret(config.secret, "The cluster secret");
+  const clientToken = config.clientToken === undefined
+    ? undefined
+    : await resolveSecret(config.clientToken, "The client token");
+  const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
+    `${new URL(self.url).hostname}:${new URL(self.url).port || "80"}`;
+  const match = /^(.*):(\d+)$/.exec(listen);
+  if (match === null) throw new UsageError(`--listen must be HOST:PORT, got ${listen}`);
+  const hostname = match[1]!.replace(/^\[(.*)\]$/, "$1");
+  const port = Number(match[2]);
+
+  const log = (line: string) => console.log(`${new Date().toISOString()} ${self.name}: ${line}`);
+  await Deno.mkdir(dataDir, { recursive: true });
+  const storage = await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
+    isCommand: isKvCommand,
+    replicas: config.replicas.length,
+  });
+  const clock = new SystemClock();
+  const random = new SystemRandom();
+  // The fault layer exists only when asked for explicitly (chaos tests).
+  const faults = args.flags.has("enable-fault-injection") ? new FaultInjector(random) : undefined;
+  if (faults !== undefined) log("fault injection is ENABLED (test use only)");
+  const transport = new HttpTransport({
+    self: id,
+    peers: config.replicas.map((replica) => ({ id: replica.id, url: replica.url })),
+    secret,
+    clock,
+    random,
+    ...(faults === undefined
+      ? {}
+      : { interpose: (peer, deliver) => faults.interpose(peer, deliver) }),
+  });
+  const node = await ReplicaNode.open({
+    id,
+    replicas: config.replicas.length,
+    storage,
+    transport,
+    clock,
+    log,
+    traceMessages: args.flags.has("log-messages"),
+  });
+  const app = await createApp({
+    node,
+    replicas: config.replicas.length,
+    secret,
+    ...(clientToken === undefined ? {} : { clientToken }),
+    ...(self.region === undefined ? {} : { region: self.region }),
+    names: config.replicas.map((replica) => replica.name),
+    ...(faults === undefined
+      ? {}
+      : { extraOps: faultRoutes(faults, { secret, replicas: config.replicas.length }) }),
+  });
+  node.start();
+  const server = Deno.serve({
+    hostname,
+    port,
+    onListen: () =>
+      log(
+        `replica ${id} of ${config.replicas.length} listening on ${hostname}:${port}, data in ${dataDir}`,
+      ),
+  }, app.fetch);
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping`);
+    await server.shutdown();
+    await node.stop();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => shutdown("SIGTERM"));
+  await server.finished;
+}
+
+if (import.meta.main) {
+  try {
+    await runReplica(Deno.args);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      console.error(error.message);
+      Deno.exit(2);
+    }
+    throw error;
+  }
+}

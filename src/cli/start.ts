@@ -1,0 +1,280 @@
+/**
+ * `deno task start`: starts replicas, each as its own process with the least
+ * Deno permissions it needs (network to its own and its peers' addresses, read
+ * and write on its data directory, read of the cluster file, the named
+ * environment variables).
+ *
+ * ```
+ * deno task start                                  # local cluster: 3 replicas on 127.0.0.1:8001-8003, data under ./data/
+ * deno task start --replicas 5 --base-port 9001    # a local cluster of another size
+ * deno task start --config cluster.json --id 2     # one replica of a real cluster, as each region runs it
+ *                 [--data DIR] [--listen HOST:PORT]
+ * ```
+ *
+ * Ctrl-C stops every replica it started.
+ *
+ * @module
+ */
+
+import { ConfigError, loadClusterConfig, type SecretReference } from "../server/config.ts";
+import { integerOption, option, parseArgs, UsageError } from "./args.ts";
+
+const ROOT = new URL("../../", import.meta.url);
+const REPLICA_SCRIPT = new URL("src/cli/replica.ts", ROOT).pathname;
+const DENO_CONFIG = new URL("deno.json", ROOT).pathname;
+const SECRET_ENV = "EPAXOS_CLUSTER_SECRET";
+
+interface ChildSpec {
+  readonly name: string;
+  readonly args: string[];
+  readonly env: Record<string, string>;
+}
+
+function hostPort(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname}:${parsed.port || (parsed.protocol === "https:" ? "443" : "80")}`;
+}
+
+/** The `deno run` arguments for one replica, with the least permissions it needs. */
+export function replicaCommand(options: {
+  readonly configPath: string;
+  readonly id: number;
+  readonly dataDir: string;
+  readonly listen: string;
+  readonly peerUrls: readonly string[];
+  readonly secrets: readonly SecretReference[];
+  readonly logMessages?: boolean;
+}): string[] {
+  const net = new Set([options.listen, ...options.peerUrls.map(hostPort)]);
+  const read = new Set([options.configPath, options.dataDir]);
+  const env = new Set(["EPAXOS_CONFIG", "EPAXOS_ID", "EPAXOS_DATA", "EPAXOS_LISTEN"]);
+  for (const secret of options.secrets) {
+    if ("env" in secret) env.add(secret.env);
+    if ("file" in secret) read.add(secret.file);
+  }
+  return [
+    "run",
+    `--config=${DENO_CONFIG}`,
+    `--allow-net=${[...net].join(",")}`,
+    `--allow-read=${[...read].join(",")}`,
+    `--allow-write=${options.dataDir}`,
+    `--allow-env=${[...env].join(",")}`,
+    REPLICA_SCRIPT,
+    "--config",
+    options.configPath,
+    "--id",
+    String(options.id),
+    "--data",
+    options.dataDir,
+    "--listen",
+    options.listen,
+    ...(options.logMessages ? ["--log-messages"] : []),
+  ];
+}
+
+async function pipeLines(
+  stream: ReadableStream<Uint8Array>,
+  prefix: string,
+  write: (line: string) => void,
+) {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const chunk of stream) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      write(`${prefix} ${buffer.slice(0, newline)}`);
+      buffer = buffer.slice(newline + 1);
+    }
+  }
+  if (buffer.length > 0) write(`${prefix} ${buffer}`);
+}
+
+/** Runs the children until they exit or a signal stops them. */
+async function supervise(
+  children: readonly ChildSpec[],
+  onReady?: () => Promise<void>,
+): Promise<number> {
+  const processes = children.map((child) => {
+    const process = new Deno.Command(Deno.execPath(), {
+      args: child.args,
+      env: child.env,
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+    pipeLines(process.stdout, `[${child.name}]`, (line) => console.log(line));
+    pipeLines(process.stderr, `[${child.name}]`, (line) => console.error(line));
+    return process;
+  });
+  let stopping = false;
+  const stopAll = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const process of processes) {
+      try {
+        process.kill("SIGTERM");
+      } catch { /* already gone */ }
+    }
+    setTimeout(() => {
+      for (const process of processes) {
+        try {
+          process.kill("SIGKILL");
+        } catch { /* already gone */ }
+      }
+    }, 5000).unref?.();
+  };
+  Deno.addSignalListener("SIGINT", stopAll);
+  Deno.addSignalListener("SIGTERM", stopAll);
+  if (onReady !== undefined) onReady().catch((error) => console.error(String(error)));
+  const statuses = await Promise.all(processes.map((process) => process.status));
+  Deno.removeSignalListener("SIGINT", stopAll);
+  Deno.removeSignalListener("SIGTERM", stopAll);
+  return statuses.every((status) => status.success || stopping) ? 0 : 1;
+}
+
+async function waitReady(urls: readonly string[], deadlineMs: number): Promise<boolean> {
+  const deadline = Date.now() + deadlineMs;
+  while (Date.now() < deadline) {
+    const ready = await Promise.all(urls.map(async (url) => {
+      try {
+        const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) });
+        await response.body?.cancel();
+        return response.ok;
+      } catch {
+        return false;
+      }
+    }));
+    if (ready.every(Boolean)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return false;
+}
+
+async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<number> {
+  const replicas = integerOption(args, "replicas", { min: 3, max: 9, fallback: 3 })!;
+  if (replicas % 2 === 0) throw new UsageError(`--replicas must be odd, got ${replicas}`);
+  const basePort = integerOption(args, "base-port", { min: 1024, max: 65000, fallback: 8001 })!;
+  const dataRoot = await Deno.realPath(await ensureDir(option(args, "data", "data")!));
+  const configPath = `${dataRoot}/local-cluster.json`;
+  const urls = Array.from({ length: replicas }, (_, id) => `http://127.0.0.1:${basePort + id}`);
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify(
+      {
+        replicas: urls.map((url, id) => ({ id, name: `local-${id}`, region: "local", url })),
+        secret: { env: SECRET_ENV },
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  // A fresh credential for every launch: all local replicas start together.
+  const secret = Array.from(
+    crypto.getRandomValues(new Uint8Array(24)),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+  const children: ChildSpec[] = [];
+  for (let id = 0; id < replicas; id++) {
+    const dataDir = await ensureDir(`${dataRoot}/replica-${id}`);
+    children.push({
+      name: `local-${id}`,
+      args: replicaCommand({
+        configPath,
+        id,
+        dataDir,
+        listen: `127.0.0.1:${basePort + id}`,
+        peerUrls: urls,
+        secrets: [{ env: SECRET_ENV }],
+        logMessages: args.flags.has("log-messages"),
+      }),
+      env: { [SECRET_ENV]: secret },
+    });
+  }
+  console.log(
+    `Starting ${replicas} replicas on ${
+      urls.join(", ")
+    }; data under ${dataRoot}; Ctrl-C stops them.`,
+  );
+  return await supervise(children, async () => {
+    if (!(await waitReady(urls, 30_000))) {
+      console.error("The replicas did not all become ready within 30 s; see their logs above.");
+      return;
+    }
+    const [first, , third] = [urls[0]!, urls[1]!, urls[2]!];
+    console.log(`
+All ${replicas} replicas are ready. Try:
+
+  curl -X PUT ${first}/kv/greeting --data-binary hello
+  curl ${third}/kv/greeting
+  curl -i -X PUT ${first}/kv/greeting -H 'If-Match: "<version from the ETag>"' --data-binary hi
+  curl -X PUT ${first}/kv/fresh -H 'If-None-Match: *' --data-binary new
+  curl '${first}/kv?prefix=gr'
+  curl -X DELETE ${first}/kv/greeting
+  curl ${first}/status
+  curl ${first}/metrics
+`);
+  });
+}
+
+async function ensureDir(path: string): Promise<string> {
+  await Deno.mkdir(path, { recursive: true });
+  return path;
+}
+
+async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
+  const configPath = await Deno.realPath(option(args, "config")!);
+  const config = await loadClusterConfig(configPath);
+  const id = integerOption(args, "id", { min: 0, max: config.replicas.length - 1 });
+  if (id === undefined) throw new UsageError("--config needs --id");
+  const self = config.replicas[id]!;
+  const dataDir = await Deno.realPath(await ensureDir(option(args, "data", `data/${self.name}`)!));
+  const listen = option(args, "listen", hostPort(self.url))!;
+  const secrets = [
+    config.secret,
+    ...(config.clientToken === undefined ? [] : [config.clientToken]),
+  ];
+  const env: Record<string, string> = {};
+  for (const secret of secrets) {
+    if ("env" in secret) {
+      const value = Deno.env.get(secret.env);
+      if (value === undefined) {
+        throw new ConfigError(`Environment variable ${secret.env} is not set`);
+      }
+      env[secret.env] = value;
+    }
+  }
+  return await supervise([{
+    name: self.name,
+    args: replicaCommand({
+      configPath,
+      id,
+      dataDir,
+      listen,
+      peerUrls: config.replicas.map((replica) => replica.url),
+      secrets,
+      logMessages: args.flags.has("log-messages"),
+    }),
+    env,
+  }]);
+}
+
+if (import.meta.main) {
+  try {
+    const args = parseArgs(Deno.args, {
+      options: ["config", "id", "data", "listen", "replicas", "base-port"],
+      flags: ["log-messages"],
+    });
+    const code = option(args, "config") === undefined
+      ? await startLocalCluster(args)
+      : await startOne(args);
+    Deno.exit(code);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      console.error(error.message);
+      Deno.exit(2);
+    }
+    throw error;
+  }
+}

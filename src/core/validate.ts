@@ -1,0 +1,119 @@
+/**
+ * Validation of messages received from peers. Everything the core steps must
+ * have passed here: a malformed message is refused with a reason and never
+ * reaches the state machine.
+ *
+ * @module
+ */
+
+import { isDeps } from "./deps.ts";
+import { type Message, NOP, type Payload } from "./types.ts";
+
+/** Largest instance number accepted (instance keys must stay exact doubles). */
+export const MAX_INSTANCE_NUMBER = 2 ** 40;
+/** Largest ballot accepted. */
+export const MAX_BALLOT = 2 ** 46;
+/** Most commands one instance may carry. */
+export const MAX_BATCH_COMMANDS = 4096;
+
+/** Settings for {@linkcode validateMessage}. */
+export interface ValidateOptions<C> {
+  /** Cluster size. */
+  readonly replicas: number;
+  /** Whether a value is a well-formed command. */
+  readonly isCommand: (value: unknown) => value is C;
+}
+
+/**
+ * Checks that `value` is a well-formed message for this cluster. Returns the
+ * message, or a sentence saying what is wrong.
+ */
+export function validateMessage<C>(
+  value: unknown,
+  options: ValidateOptions<C>,
+): { ok: true; message: Message<C> } | { ok: false; reason: string } {
+  const fail = (reason: string) => ({ ok: false as const, reason });
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return fail("Message is not an object");
+  }
+  const m = value as Record<string, unknown>;
+  const n = options.replicas;
+  const replica = (field: string) =>
+    Number.isInteger(m[field]) && (m[field] as number) >= 0 && (m[field] as number) < n;
+  const natural = (field: string, max: number, min = 0) =>
+    Number.isInteger(m[field]) && (m[field] as number) >= min && (m[field] as number) <= max;
+  const deps = (field: string) => isDeps(m[field], n);
+  const payload = (field: string): boolean => isPayload(m[field], options.isCommand);
+  if (!replica("from") || !replica("to")) return fail("Message has no valid from and to");
+  if (m.type === "frontier") {
+    if (!deps("executed") || !deps("pruned")) return fail("Frontier has malformed vectors");
+    if (!natural("highest", MAX_INSTANCE_NUMBER)) return fail("Frontier has a malformed highest");
+    return { ok: true, message: m as unknown as Message<C> };
+  }
+  if (!replica("owner") || !natural("number", MAX_INSTANCE_NUMBER, 1)) {
+    return fail("Message names no valid instance");
+  }
+  const ballot = () => natural("ballot", MAX_BALLOT);
+  let valid: boolean;
+  switch (m.type) {
+    case "preaccept":
+      valid = m.command !== NOP && payload("command") && deps("deps");
+      break;
+    case "preacceptok":
+      valid = deps("deps");
+      break;
+    case "accept":
+    case "commit":
+    case "validate":
+      valid = ballot() && payload("command") && deps("deps");
+      break;
+    case "acceptok":
+    case "recover":
+    case "nack":
+      valid = ballot();
+      break;
+    case "recoverok":
+      valid = ballot() && natural("acceptedBallot", MAX_BALLOT) && natural("phase", 3) &&
+        (m.command === undefined || payload("command")) &&
+        (m.deps === undefined || deps("deps")) &&
+        (m.initialDeps === undefined || deps("initialDeps"));
+      break;
+    case "validateok":
+      valid = ballot() && isTriples(m.invalidators, n);
+      break;
+    case "waiting":
+      valid = natural("rmaxSize", n);
+      break;
+    case "commitrequest":
+      valid = natural("count", 256, 1);
+      break;
+    default:
+      return fail(`Unknown message type ${JSON.stringify(m.type)}`);
+  }
+  return valid
+    ? { ok: true, message: m as unknown as Message<C> }
+    : fail(`Malformed ${String(m.type)} message`);
+}
+
+function isPayload<C>(
+  value: unknown,
+  isCommand: (value: unknown) => value is C,
+): value is Payload<C> {
+  if (value === NOP) return true;
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_BATCH_COMMANDS) {
+    return false;
+  }
+  for (const command of value) if (!isCommand(command)) return false;
+  return true;
+}
+
+function isTriples(value: unknown, replicas: number): boolean {
+  if (!Array.isArray(value) || value.length % 3 !== 0 || value.length > 3 * 65536) return false;
+  for (let i = 0; i < value.length; i += 3) {
+    const [owner, number, phase] = [value[i], value[i + 1], value[i + 2]];
+    if (!Number.isInteger(owner) || owner < 0 || owner >= replicas) return false;
+    if (!Number.isInteger(number) || number < 1 || number > MAX_INSTANCE_NUMBER) return false;
+    if (!Number.isInteger(phase) || phase < 0 || phase > 3) return false;
+  }
+  return true;
+}

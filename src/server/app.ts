@@ -1,0 +1,382 @@
+/**
+ * The Hono app of one replica: client routes, the peer route and operations
+ * routes. Conventions follow ../shared/reference/http_api.md (Consul, etcd and
+ * rqlite): raw bodies, ETags for versions, compare-and-set with `If-Match` and
+ * `If-None-Match: *`, JSON errors with a message, 503 with `Retry-After` when
+ * nothing was proposed, 504 when the outcome is unknown.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import {
+  isKvCommand,
+  keyProblem,
+  type KvCommand,
+  MAX_LIST_LIMIT,
+  MAX_VALUE_BYTES,
+} from "../kv/commands.ts";
+import type { KvEntry, KvResult } from "../kv/state_machine.ts";
+import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "../transport/codec.ts";
+import { PEER_BATCH_PATH } from "../transport/http.ts";
+import { OutcomeUnknownError, type ReplicaNode, UnavailableError } from "./node.ts";
+import { renderMetrics } from "./render_metrics.ts";
+
+/** Settings of the app. */
+export interface AppOptions {
+  /** The replica this app serves. */
+  readonly node: ReplicaNode;
+  /** Cluster size. */
+  readonly replicas: number;
+  /** The cluster credential peers must present. */
+  readonly secret: string;
+  /** If set, client routes require `Authorization: Bearer <token>`. */
+  readonly clientToken?: string;
+  /** This replica's region, for `/status`. */
+  readonly region?: string;
+  /** Names of the replicas, by id, for `/status`. */
+  readonly names?: readonly string[];
+  /** Extra routes mounted under `/ops/` (the test-only fault layer). */
+  readonly extraOps?: Hono;
+}
+
+const encoder = new TextEncoder();
+
+/** A JSON error answer. */
+function problem(c: Context, status: number, message: string, extra: Record<string, unknown> = {}) {
+  return c.json({ error: message, ...extra }, status as 400);
+}
+
+/** Compares two secrets in time that depends only on their digests. */
+async function sameSecret(candidate: string, expected: Uint8Array): Promise<boolean> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(candidate)));
+  let difference = 0;
+  for (let i = 0; i < digest.length; i++) difference |= digest[i]! ^ expected[i]!;
+  return difference === 0;
+}
+
+function bearer(c: Context): string | undefined {
+  const header = c.req.header("authorization");
+  if (header === undefined) return undefined;
+  const match = /^Bearer\s+(.+)$/i.exec(header.trim());
+  return match?.[1];
+}
+
+/** Parses an entity tag list's first tag (`"v"` or `W/"v"`), `*`, or undefined. */
+function entityTag(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const first = header.split(",")[0]!.trim();
+  if (first === "*") return "*";
+  const match = /^(?:W\/)?"([^"]*)"$/.exec(first);
+  return match === null ? first : match[1];
+}
+
+function etag(version: string): string {
+  return `"${version}"`;
+}
+
+/** Answers a command's outcome, or the error that stopped it. */
+async function run(
+  c: Context,
+  node: ReplicaNode,
+  command: KvCommand,
+  answer: (result: KvResult) => Response,
+): Promise<Response> {
+  try {
+    return answer(await node.submit(command));
+  } catch (error) {
+    if (error instanceof UnavailableError) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return problem(c, 503, error.message);
+    }
+    if (error instanceof OutcomeUnknownError) {
+      return problem(c, 504, `${error.message}; read the key to learn whether it applied`);
+    }
+    throw error;
+  }
+}
+
+function keyFromPath(c: Context): { key: string } | { error: Response } {
+  let key: string;
+  try {
+    key = decodeURIComponent(c.req.path.slice("/kv/".length));
+  } catch {
+    return { error: problem(c, 400, "Key is not valid percent-encoding") };
+  }
+  const reason = keyProblem(key);
+  if (reason === undefined) return { key };
+  const status = reason.startsWith("Key is longer") ? 414 : 400;
+  return { error: problem(c, status, reason) };
+}
+
+function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
+  let text: string | undefined;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(entry.value);
+  } catch {
+    text = undefined;
+  }
+  return text === undefined
+    ? { key, valueBase64: btoa(String.fromCharCode(...entry.value)), version: entry.version }
+    : { key, value: text, version: entry.version };
+}
+
+/** Builds the app of one replica. */
+export async function createApp(options: AppOptions): Promise<Hono> {
+  const { node } = options;
+  const secretDigest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", encoder.encode(options.secret)),
+  );
+  const tokenDigest = options.clientToken === undefined
+    ? undefined
+    : new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(options.clientToken)));
+  const app = new Hono();
+
+  app.onError((error, c) => {
+    console.error(`replica ${node.id}: ${c.req.method} ${c.req.path}: ${error.stack ?? error}`);
+    return problem(c, 500, "Internal error");
+  });
+  app.notFound((c) => problem(c, 404, `No route for ${c.req.method} ${c.req.path}`));
+
+  // --- Operations --------------------------------------------------------
+  app.get("/livez", (c) => c.text("ok\n"));
+  app.get("/readyz", (c) => {
+    if (node.fastQuorumReachable()) return c.text("ok\n");
+    c.header("Retry-After", "1");
+    return problem(c, 503, "A fast quorum of replicas is not reachable", {
+      reachablePeers: node.reachablePeers(),
+      needed: node.core.quorum.fastQuorumSize - 1,
+    });
+  });
+  app.get("/status", (c) => {
+    const core = node.core;
+    const stats = core.stats;
+    const now = node.now();
+    return c.json({
+      id: node.id,
+      name: options.names?.[node.id] ?? `replica-${node.id}`,
+      region: options.region ?? null,
+      replicas: options.replicas,
+      uptimeSeconds: Math.round(node.uptimeMs / 1000),
+      quorum: core.quorum,
+      ready: node.fastQuorumReachable(),
+      peers: node.peers().map((peer) => ({
+        id: peer.peer,
+        name: options.names?.[peer.peer] ?? `replica-${peer.peer}`,
+        roundTripMs: peer.roundTripMs === undefined ? null : Number(peer.roundTripMs.toFixed(2)),
+        lastContactMsAgo: peer.lastContactMs === undefined
+          ? null
+          : Math.max(0, Math.round(now - peer.lastContactMs)),
+        queued: peer.queued,
+        sentBatches: peer.sentBatches,
+        failedBatches: peer.failedBatches,
+        droppedMessages: peer.droppedMessages,
+      })),
+      frontiers: {
+        executed: core.executedFrontier,
+        pruned: core.pruneFloor,
+        highest: core.rowHighest,
+      },
+      commits: {
+        fast: stats.fastCommits,
+        slow: stats.slowCommits,
+        fastRatio: stats.fastCommits + stats.slowCommits === 0
+          ? null
+          : Number((stats.fastCommits / (stats.fastCommits + stats.slowCommits)).toFixed(4)),
+      },
+      recoveries: { started: stats.recoveriesStarted, committed: stats.recoveriesCommitted },
+      pending: {
+        instances: core.uncommittedCount,
+        execution: core.pendingExecution,
+        proposals: core.inflightProposals,
+      },
+      instancesHeld: core.instanceCount,
+      executed: { instances: stats.executedInstances, commands: stats.executedCommands },
+      keys: node.state.size,
+      stateDigest: node.state.digest,
+    });
+  });
+  app.get("/metrics", (c) => {
+    c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return c.body(renderMetrics(node, options.names));
+  });
+  if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
+
+  // --- Peer route --------------------------------------------------------
+  app.post(
+    PEER_BATCH_PATH,
+    bodyLimit({
+      maxSize: MAX_BATCH_BYTES,
+      onError: (c) => problem(c, 413, `Batch is larger than ${MAX_BATCH_BYTES} bytes`),
+    }),
+    async (c) => {
+      const token = bearer(c);
+      if (token === undefined || !(await sameSecret(token, secretDigest))) {
+        return problem(c, 401, "The peer route needs the cluster credential");
+      }
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      let batch;
+      try {
+        batch = decodeBatch<KvCommand>(bytes, {
+          replicas: options.replicas,
+          self: node.id,
+          isCommand: isKvCommand,
+        });
+      } catch (error) {
+        if (error instanceof BatchError) {
+          const status = error.message.startsWith("Batch sender is not a replica") ? 403 : 400;
+          return problem(c, status, error.message);
+        }
+        throw error;
+      }
+      node.receive(batch);
+      return c.body(null, 204);
+    },
+  );
+
+  // --- Client routes -----------------------------------------------------
+  const client = new Hono();
+  client.use("*", async (c, next) => {
+    if (tokenDigest !== undefined) {
+      const token = bearer(c);
+      if (token === undefined || !(await sameSecret(token, tokenDigest))) {
+        c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
+        return problem(c, 401, "This route needs the client token");
+      }
+    }
+    await next();
+    return undefined;
+  });
+
+  client.get("/kv", async (c) => {
+    const prefix = c.req.query("prefix") ?? "";
+    const cursor = c.req.query("cursor");
+    const limitText = c.req.query("limit") ?? "100";
+    const limit = Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      return problem(c, 400, `limit must be an integer from 1 to ${MAX_LIST_LIMIT}`);
+    }
+    if (prefix.length > 1024 || prefix.includes("\uffff")) return problem(c, 400, "Invalid prefix");
+    if (cursor !== undefined && cursor.length > 1024) return problem(c, 400, "Invalid cursor");
+    const page = (result: KvResult) => {
+      if (result.op !== "list" || !result.ok) return problem(c, 500, "Unexpected result");
+      return c.json({
+        items: result.entries.map((entry) => entryJson(entry.key, entry)),
+        cursor: result.next ?? null,
+      });
+    };
+    const consistency = c.req.query("consistency") ?? "linearizable";
+    if (consistency === "local") return page(node.state.list(prefix, cursor, limit));
+    if (consistency !== "linearizable") {
+      return problem(c, 400, "consistency must be linearizable or local");
+    }
+    return await run(c, node, {
+      op: "list",
+      request: node.newRequestId(),
+      prefix,
+      ...(cursor === undefined ? {} : { after: cursor }),
+      limit,
+    }, page);
+  });
+
+  client.get("/kv/*", async (c) => {
+    const parsed = keyFromPath(c);
+    if ("error" in parsed) return parsed.error;
+    const answer = (entry: KvEntry | undefined) => {
+      if (entry === undefined) return problem(c, 404, "Key not found", { key: parsed.key });
+      c.header("ETag", etag(entry.version));
+      c.header("Kv-Version", entry.version);
+      c.header("Content-Type", "application/octet-stream");
+      return c.body(entry.value as Uint8Array<ArrayBuffer>);
+    };
+    const consistency = c.req.query("consistency") ?? "linearizable";
+    if (consistency === "local") return answer(node.state.read(parsed.key));
+    if (consistency !== "linearizable") {
+      return problem(c, 400, "consistency must be linearizable or local");
+    }
+    return await run(
+      c,
+      node,
+      { op: "get", request: node.newRequestId(), key: parsed.key },
+      (result) =>
+        result.op === "get" && result.ok
+          ? answer(result.entry)
+          : problem(c, 500, "Unexpected result"),
+    );
+  });
+
+  client.put(
+    "/kv/*",
+    bodyLimit({
+      maxSize: MAX_VALUE_BYTES,
+      onError: (c) => problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`),
+    }),
+    async (c) => {
+      const parsed = keyFromPath(c);
+      if ("error" in parsed) return parsed.error;
+      const condition = conditionOf(c);
+      if ("error" in condition) return condition.error;
+      const value = new Uint8Array(await c.req.arrayBuffer());
+      if (value.length > MAX_VALUE_BYTES) {
+        return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
+      }
+      return await run(c, node, {
+        op: "put",
+        request: node.newRequestId(),
+        key: parsed.key,
+        value,
+        ...(condition.ifVersion === undefined ? {} : { ifVersion: condition.ifVersion }),
+      }, (result) => {
+        if (result.op !== "put") return problem(c, 500, "Unexpected result");
+        if (!result.ok) return preconditionFailed(c, result.current);
+        c.header("ETag", etag(result.version));
+        return c.json({ key: parsed.key, version: result.version });
+      });
+    },
+  );
+
+  client.delete("/kv/*", async (c) => {
+    const parsed = keyFromPath(c);
+    if ("error" in parsed) return parsed.error;
+    const condition = conditionOf(c);
+    if ("error" in condition) return condition.error;
+    return await run(c, node, {
+      op: "delete",
+      request: node.newRequestId(),
+      key: parsed.key,
+      ...(condition.ifVersion === undefined ? {} : { ifVersion: condition.ifVersion }),
+    }, (result) => {
+      if (result.op !== "delete") return problem(c, 500, "Unexpected result");
+      if (!result.ok) return preconditionFailed(c, result.current);
+      return c.body(null, 204);
+    });
+  });
+
+  app.route("/", client);
+  return app;
+}
+
+function preconditionFailed(c: Context, current: string | null): Response {
+  if (current !== null) c.header("ETag", etag(current));
+  return problem(c, 412, "Precondition failed: the key's version does not match", { current });
+}
+
+/** The compare-and-set condition of a write: `If-Match`, `?cas=`, or `If-None-Match: *`. */
+function conditionOf(c: Context): { ifVersion: string | null | undefined } | { error: Response } {
+  const ifMatch = entityTag(c.req.header("if-match")) ?? c.req.query("cas");
+  const ifNoneMatch = entityTag(c.req.header("if-none-match"));
+  if (ifNoneMatch !== undefined && ifNoneMatch !== "*") {
+    return { error: problem(c, 400, "If-None-Match supports only *, meaning create only") };
+  }
+  if (ifMatch !== undefined && ifNoneMatch !== undefined) {
+    return { error: problem(c, 400, "Use either If-Match or If-None-Match, not both") };
+  }
+  if (ifNoneMatch === "*") return { ifVersion: null };
+  if (ifMatch === undefined) return { ifVersion: undefined };
+  if (ifMatch === "*" || ifMatch.length === 0 || ifMatch.length > 64) {
+    return { error: problem(c, 400, "If-Match needs one version, as returned in ETag") };
+  }
+  return { ifVersion: ifMatch };
+}

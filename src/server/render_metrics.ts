@@ -1,0 +1,124 @@
+/**
+ * Renders one replica's `/metrics` page (Prometheus text format), with names
+ * mirroring etcd's: `epaxos_proposals_committed_total{path}` (the fast-path
+ * ratio is EPaxos's key health signal), `epaxos_storage_commit_duration_seconds`
+ * (the analogue of etcd's WAL fsync duration), `epaxos_peer_round_trip_time_seconds`.
+ *
+ * @module
+ */
+
+import { labelValue, MetricsPage } from "./metrics.ts";
+import type { ReplicaNode } from "./node.ts";
+
+/** The `/metrics` page of `node`. */
+export function renderMetrics(node: ReplicaNode, names?: readonly string[]): string {
+  const stats = node.stats;
+  const core = node.core;
+  const metrics = node.metrics;
+  const peerName = (id: number) => labelValue(names?.[id] ?? `replica-${id}`);
+  const peers = node.peers();
+  const now = node.now();
+  const page = new MetricsPage()
+    .family(
+      "epaxos_proposals_committed_total",
+      "counter",
+      "Instances this replica coordinated to commit, by path.",
+      [
+        `epaxos_proposals_committed_total{path="fast"} ${stats.fastCommits}`,
+        `epaxos_proposals_committed_total{path="slow"} ${stats.slowCommits}`,
+      ],
+    )
+    .family("epaxos_recoveries_total", "counter", "Recoveries started by this replica.", [
+      `epaxos_recoveries_total ${stats.recoveriesStarted}`,
+    ])
+    .family(
+      "epaxos_reproposals_total",
+      "counter",
+      "Own proposals replaced by a Nop and proposed again.",
+      [
+        `epaxos_reproposals_total ${stats.reproposals}`,
+      ],
+    )
+    .family("epaxos_executed_commands_total", "counter", "Client commands executed here.", [
+      `epaxos_executed_commands_total ${stats.executedCommands}`,
+    ])
+    .family("epaxos_executed_instances_total", "counter", "Instances executed here.", [
+      `epaxos_executed_instances_total ${stats.executedInstances}`,
+    ])
+    .family(
+      "epaxos_pruned_instances_total",
+      "counter",
+      "Instances executed everywhere and forgotten here.",
+      [
+        `epaxos_pruned_instances_total ${stats.prunedInstances}`,
+      ],
+    )
+    .family("epaxos_instances_pending", "gauge", "Instances known here and not yet committed.", [
+      `epaxos_instances_pending ${core.uncommittedCount}`,
+    ])
+    .family("epaxos_instances_held", "gauge", "Instances held in memory.", [
+      `epaxos_instances_held ${core.instanceCount}`,
+    ])
+    .family("epaxos_execution_pending", "gauge", "Known instances waiting to execute here.", [
+      `epaxos_execution_pending ${core.pendingExecution}`,
+    ])
+    .family("epaxos_client_commands_total", "counter", "Client commands by outcome.", [
+      `epaxos_client_commands_total{outcome="proposed"} ${metrics.commandsProposed}`,
+      `epaxos_client_commands_total{outcome="answered"} ${metrics.commandsAnswered}`,
+      `epaxos_client_commands_total{outcome="refused"} ${metrics.requestsRefused}`,
+      `epaxos_client_commands_total{outcome="timed_out"} ${metrics.requestsTimedOut}`,
+    ])
+    .family("epaxos_peer_batches_received_total", "counter", "Peer batches received.", [
+      `epaxos_peer_batches_received_total ${metrics.batchesReceived}`,
+    ])
+    .family("epaxos_peer_messages_received_total", "counter", "Peer messages received.", [
+      `epaxos_peer_messages_received_total ${metrics.messagesReceived}`,
+    ])
+    .family(
+      "epaxos_storage_commit_duration_seconds",
+      "histogram",
+      "Duration of one storage commit (a group commit of one Ready).",
+      metrics.storageCommitSeconds.render("epaxos_storage_commit_duration_seconds"),
+    )
+    .family(
+      "epaxos_batch_commands",
+      "histogram",
+      "Client commands carried by each instance this replica proposed.",
+      metrics.batchSize.render("epaxos_batch_commands"),
+    )
+    .family(
+      "epaxos_request_duration_seconds",
+      "histogram",
+      "Client-seen latency from submission to execution here.",
+      metrics.requestSeconds.render("epaxos_request_duration_seconds"),
+    )
+    .family(
+      "epaxos_peer_round_trip_time_seconds",
+      "gauge",
+      "Smoothed round trip to each peer.",
+      peers.filter((peer) => peer.roundTripMs !== undefined).map((peer) =>
+        `epaxos_peer_round_trip_time_seconds{peer="${peerName(peer.peer)}"} ${
+          peer.roundTripMs! / 1000
+        }`
+      ),
+    )
+    .family(
+      "epaxos_peer_last_contact_seconds",
+      "gauge",
+      "Seconds since the last successful exchange with each peer.",
+      peers.filter((peer) => peer.lastContactMs !== undefined).map((peer) =>
+        `epaxos_peer_last_contact_seconds{peer="${peerName(peer.peer)}"} ${
+          (now - peer.lastContactMs!) / 1000
+        }`
+      ),
+    )
+    .family("epaxos_peer_messages_dropped_total", "counter", "Messages a peer link gave up on.", [
+      ...peers.map((peer) =>
+        `epaxos_peer_messages_dropped_total{peer="${peerName(peer.peer)}"} ${peer.droppedMessages}`
+      ),
+    ])
+    .family("epaxos_keys", "gauge", "Keys in the executed state.", [
+      `epaxos_keys ${node.state.size}`,
+    ]);
+  return page.toString();
+}

@@ -1,0 +1,291 @@
+/**
+ * Byte encodings used by {@linkcode DenoKvStorage}: instance records, key-value
+ * entries, dependency vectors and key-value keys, plus the exact size Deno KV
+ * charges for a key. Decoders validate everything they return, so that a
+ * corrupted or foreign file gives a clear error instead of bad state.
+ *
+ * Instance records are MessagePack arrays rather than maps, to keep field names
+ * out of every record:
+ *
+ * `[owner, number, phase, ballot, acceptedBallot, executed, command, deps,
+ *   initialCommand, initialDeps]`
+ *
+ * with `nil` for an absent field, and `true` in `initialCommand` /
+ * `initialDeps` meaning "the same as `command` / `deps`" (the core usually
+ * shares one value between them, and a batch of large puts would otherwise be
+ * stored twice).
+ *
+ * @module
+ */
+
+import { decode, Encoder } from "@msgpack/msgpack";
+import type { Deps } from "../core/deps.ts";
+import { instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
+import { type InstanceRecord, NOP, type Payload, type Phase } from "../core/types.ts";
+import type { KvEntry } from "../kv/state_machine.ts";
+
+/** What a decoder needs to know to validate a record. */
+export interface RecordCodecOptions<C> {
+  /** Whether a decoded value is a well-formed command. */
+  readonly isCommand: (value: unknown) => value is C;
+  /** Cluster size: when given, owners must be below it and vectors must have this length. */
+  readonly replicas?: number;
+}
+
+/** Most elements in any decoded array (a batch's commands, a vector, a redo log). */
+const MAX_DECODED_ARRAY = 1 << 20;
+/** Longest version string accepted in a stored entry (versions are `number.owner.index`). */
+const MAX_VERSION_LENGTH = 256;
+
+// One encoder, reused: `encodeSharedRef` avoids a copy per record, and every
+// caller copies the bytes out before encoding again.
+const sharedEncoder = new Encoder({ ignoreUndefined: true });
+const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+const decodeOptions = {
+  maxArrayLength: MAX_DECODED_ARRAY,
+  maxMapLength: 4096,
+  maxExtLength: 0,
+} as const;
+
+/**
+ * Encodes a record (without its `kind` tag). The result is a view of a shared
+ * buffer, valid only until the next call of any encoder in this module: copy
+ * it out first.
+ */
+export function encodeRecordShared<C>(record: InstanceRecord<C>): Uint8Array {
+  const initialCommand = record.initialCommand !== undefined &&
+      record.initialCommand === record.command
+    ? true
+    : record.initialCommand;
+  const initialDeps = record.initialDeps !== undefined && record.initialDeps === record.deps
+    ? true
+    : record.initialDeps;
+  return sharedEncoder.encodeSharedRef([
+    record.owner,
+    record.number,
+    record.phase,
+    record.ballot,
+    record.acceptedBallot,
+    record.executed,
+    record.command ?? null,
+    record.deps ?? null,
+    initialCommand ?? null,
+    initialDeps ?? null,
+  ]);
+}
+
+/**
+ * Decodes and validates a record.
+ *
+ * @throws {Error} saying what is wrong; the caller names the key.
+ */
+export function decodeRecord<C>(
+  bytes: Uint8Array,
+  options: RecordCodecOptions<C>,
+): InstanceRecord<C> {
+  const value = decodeMsgpack(bytes);
+  if (!Array.isArray(value) || value.length !== 10) {
+    throw new Error("Record is not an array of 10 fields");
+  }
+  const [owner, number, phase, ballot, acceptedBallot, executed, command, deps, initCmd, initDeps] =
+    value;
+  if (!isNatural(owner) || (options.replicas !== undefined && owner >= options.replicas)) {
+    throw new Error(`Record has an invalid owner ${JSON.stringify(owner)}`);
+  }
+  if (!isNatural(number) || number < 1) {
+    throw new Error(`Record has an invalid instance number ${JSON.stringify(number)}`);
+  }
+  // instanceKey packs owner and number into one double: both must survive the trip.
+  const key = instanceKey(owner, number);
+  if (keyOwner(key) !== owner || keyNumber(key) !== number) {
+    throw new Error(`Record names instance ${owner}.${number}, which has no instance key`);
+  }
+  if (phase !== 0 && phase !== 1 && phase !== 2 && phase !== 3) {
+    throw new Error(`Record has an invalid phase ${JSON.stringify(phase)}`);
+  }
+  if (!isNatural(ballot) || !isNatural(acceptedBallot)) {
+    throw new Error("Record has an invalid ballot");
+  }
+  if (typeof executed !== "boolean") throw new Error("Record has an invalid executed flag");
+  const record: {
+    owner: number;
+    number: number;
+    phase: Phase;
+    ballot: number;
+    acceptedBallot: number;
+    executed: boolean;
+    command?: Payload<C>;
+    deps?: Deps;
+    initialCommand?: Payload<C>;
+    initialDeps?: Deps;
+  } = { owner, number, phase, ballot, acceptedBallot, executed };
+  if (command !== null) {
+    if (!isPayload(command, options.isCommand)) throw new Error("Record has a malformed command");
+    record.command = command;
+  }
+  if (deps !== null) {
+    if (!isVector(deps, options.replicas)) throw new Error("Record has malformed deps");
+    record.deps = deps;
+  }
+  if (initCmd === true) {
+    if (record.command === undefined) throw new Error("Record's initial command refers to none");
+    record.initialCommand = record.command;
+  } else if (initCmd !== null) {
+    if (!isPayload(initCmd, options.isCommand)) {
+      throw new Error("Record has a malformed initial command");
+    }
+    record.initialCommand = initCmd;
+  }
+  if (initDeps === true) {
+    if (record.deps === undefined) throw new Error("Record's initial deps refer to none");
+    record.initialDeps = record.deps;
+  } else if (initDeps !== null) {
+    if (!isVector(initDeps, options.replicas)) throw new Error("Record has malformed initial deps");
+    record.initialDeps = initDeps;
+  }
+  return record;
+}
+
+/** Encodes a dependency vector (the prune floor). */
+export function encodeDeps(deps: Deps): Uint8Array {
+  return sharedEncoder.encode(deps);
+}
+
+/**
+ * Decodes and validates a dependency vector.
+ *
+ * @throws {Error} saying what is wrong.
+ */
+export function decodeDeps(bytes: Uint8Array, replicas?: number): Deps {
+  const value = decodeMsgpack(bytes);
+  if (!isVector(value, replicas)) throw new Error("Value is not a vector of instance numbers");
+  return value;
+}
+
+/** Encodes a key-value entry as `[version, value]`. */
+export function encodeEntry(entry: KvEntry): Uint8Array {
+  return sharedEncoder.encode([entry.version, entry.value]);
+}
+
+/**
+ * Decodes and validates a key-value entry.
+ *
+ * @throws {Error} saying what is wrong.
+ */
+export function decodeEntry(bytes: Uint8Array): KvEntry {
+  const value = decodeMsgpack(bytes);
+  if (!Array.isArray(value) || value.length !== 2) {
+    throw new Error("Entry is not a [version, value] pair");
+  }
+  const [version, data] = value;
+  if (typeof version !== "string" || version.length > MAX_VERSION_LENGTH) {
+    throw new Error("Entry has an invalid version");
+  }
+  if (!(data instanceof Uint8Array)) throw new Error("Entry value is not bytes");
+  return { value: data, version };
+}
+
+/**
+ * The Deno KV key part for a key-value key: its UTF-8 bytes, each plus one.
+ *
+ * Why: Deno KV's key encoding escapes every 0x00 byte as two bytes, so a
+ * 1024-byte key of NULs (a valid key) would take 2048 bytes and, with the
+ * prefix, exceed Deno KV's 2048-byte key limit. UTF-8 never produces a byte
+ * above 0xF4, so adding one is a bijection onto bytes 0x01..0xF5: no byte needs
+ * escaping, the stored key is exactly as long as the key, and byte order (hence
+ * key order) is kept.
+ */
+export function encodeKvKey(key: string): Uint8Array {
+  const bytes = utf8.encode(key);
+  for (let i = 0; i < bytes.length; i++) bytes[i]! += 1;
+  return bytes;
+}
+
+/**
+ * The key-value key stored as `bytes` by {@linkcode encodeKvKey}.
+ *
+ * @throws {Error} if the bytes are not such a key.
+ */
+export function decodeKvKey(bytes: Uint8Array): string {
+  const raw = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!;
+    if (byte === 0 || byte > 0xf5) throw new Error("Key bytes are out of range");
+    raw[i] = byte - 1;
+  }
+  try {
+    return strictUtf8.decode(raw);
+  } catch {
+    throw new Error("Key is not valid UTF-8");
+  }
+}
+
+/**
+ * The size Deno KV charges for `key`: its encoded length in the FoundationDB
+ * tuple encoding Deno KV uses (strings and bytes: a tag, the bytes with each
+ * 0x00 doubled, a terminator; numbers: a tag and 8 bytes). Only the part
+ * types this storage uses are supported.
+ */
+export function encodedKeyLength(key: Deno.KvKey): number {
+  let length = 0;
+  for (const part of key) {
+    if (typeof part === "number") {
+      length += 9;
+    } else if (typeof part === "string") {
+      const bytes = utf8.encode(part);
+      length += 2 + bytes.length + countZeros(bytes);
+    } else if (part instanceof Uint8Array) {
+      length += 2 + part.length + countZeros(part);
+    } else {
+      throw new TypeError(`Unsupported key part type ${typeof part}`);
+    }
+  }
+  return length;
+}
+
+/**
+ * Decodes MessagePack with bounded arrays and no extensions.
+ *
+ * @throws {Error} if the bytes are not valid MessagePack.
+ */
+export function decodeMsgpack(bytes: Uint8Array): unknown {
+  try {
+    return decode(bytes, decodeOptions);
+  } catch (error) {
+    throw new Error(`Value is not valid MessagePack: ${(error as Error).message}`);
+  }
+}
+
+/** Encodes any value as MessagePack (a fresh copy). */
+export function encodeMsgpack(value: unknown): Uint8Array {
+  return sharedEncoder.encode(value);
+}
+
+function countZeros(bytes: Uint8Array): number {
+  let zeros = 0;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0) zeros++;
+  return zeros;
+}
+
+function isNatural(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isVector(value: unknown, replicas: number | undefined): value is Deps {
+  if (!Array.isArray(value) || value.length === 0) return false;
+  if (replicas !== undefined && value.length !== replicas) return false;
+  for (const entry of value) if (!isNatural(entry)) return false;
+  return true;
+}
+
+function isPayload<C>(
+  value: unknown,
+  isCommand: (value: unknown) => value is C,
+): value is Payload<C> {
+  if (value === NOP) return true;
+  if (!Array.isArray(value) || value.length === 0) return false;
+  for (const command of value) if (!isCommand(command)) return false;
+  return true;
+}

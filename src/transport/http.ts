@@ -1,0 +1,260 @@
+/**
+ * The HTTP peer transport. Per peer, a FIFO of messages; whenever one of the
+ * link's request slots is free, everything queued (up to a size cap) leaves as
+ * one MessagePack batch in one `POST /peer/v1/batch` on a kept-alive
+ * connection. Several requests may be in flight per peer (pipelining), so a
+ * message never waits a whole round trip behind an earlier batch on a distant
+ * link; when every slot is busy, messages accumulate into the next batch. A
+ * failed batch is
+ * retried with exponential backoff and jitter, then dropped (the protocol
+ * retransmits what matters). Queues are bounded: when a peer cannot keep up,
+ * the oldest messages are shed. Every batch's round trip feeds a smoothed
+ * round-trip estimate per peer.
+ *
+ * @module
+ */
+
+import type { Message } from "../core/types.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { Random } from "../runtime/random.ts";
+import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
+import type { PeerStats, PeerTransport } from "./types.ts";
+
+/** The path of the peer route. */
+export const PEER_BATCH_PATH = "/peer/v1/batch";
+
+/** Settings of an HTTP transport. */
+export interface HttpTransportOptions {
+  /** This replica's id. */
+  readonly self: number;
+  /** Peers, by id, with their base URLs (`http://host:port`). */
+  readonly peers: readonly { readonly id: number; readonly url: string }[];
+  /** The cluster credential sent with every batch. */
+  readonly secret: string;
+  /** Clock for round trips and backoff. */
+  readonly clock: Clock;
+  /** Randomness for backoff jitter. */
+  readonly random: Random;
+  /** Most messages queued per peer before the oldest are shed (default 100,000). */
+  readonly maxQueuedMessages?: number;
+  /** Most messages per batch (default 10,000). */
+  readonly maxBatchMessages?: number;
+  /** Most requests in flight per peer (default 4). */
+  readonly maxInFlight?: number;
+  /** Request timeout in milliseconds (default 5000). */
+  readonly timeoutMs?: number;
+  /** Attempts per batch before it is dropped (default 4). */
+  readonly maxAttempts?: number;
+  /** First backoff after a failure, in milliseconds (default 20); doubles per attempt. */
+  readonly backoffMs?: number;
+  /** Cap on the backoff (default 1000). */
+  readonly maxBackoffMs?: number;
+  /**
+   * A hook between encoding and sending, for the test-only fault layer: it may
+   * delay, drop or duplicate a batch by calling `deliver` zero or more times.
+   */
+  readonly interpose?: (
+    peer: number,
+    deliver: () => Promise<boolean>,
+  ) => Promise<boolean>;
+}
+
+interface Link {
+  readonly peer: number;
+  readonly url: string;
+  queue: Message<unknown>[];
+  inFlight: number;
+  attempts: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  roundTripMs: number | undefined;
+  lastContactMs: number | undefined;
+  sentBatches: number;
+  sentMessages: number;
+  failedBatches: number;
+  droppedMessages: number;
+}
+
+/** Sends batches to peers over HTTP. */
+export class HttpTransport<C> implements PeerTransport<C> {
+  readonly #options: HttpTransportOptions;
+  readonly #links = new Map<number, Link>();
+  readonly #authorization: string;
+  #closed = false;
+  readonly #inFlight = new Set<Promise<void>>();
+
+  /** Creates links to every peer; nothing is sent until `send`. */
+  constructor(options: HttpTransportOptions) {
+    this.#options = options;
+    this.#authorization = `Bearer ${options.secret}`;
+    for (const peer of options.peers) {
+      if (peer.id === options.self) continue;
+      this.#links.set(peer.id, {
+        peer: peer.id,
+        url: new URL(PEER_BATCH_PATH, peer.url).href,
+        queue: [],
+        inFlight: 0,
+        attempts: 0,
+        timer: undefined,
+        roundTripMs: undefined,
+        lastContactMs: undefined,
+        sentBatches: 0,
+        sentMessages: 0,
+        failedBatches: 0,
+        droppedMessages: 0,
+      });
+    }
+  }
+
+  /** Queues messages; each peer's share leaves as one batch when its link is free. */
+  send(messages: readonly Message<C>[]): void {
+    if (this.#closed) return;
+    const limit = this.#options.maxQueuedMessages ?? 100_000;
+    const touched = new Set<Link>();
+    for (const message of messages) {
+      const link = this.#links.get(message.to);
+      if (link === undefined) continue;
+      link.queue.push(message);
+      touched.add(link);
+    }
+    for (const link of touched) {
+      if (link.queue.length > limit) {
+        const shed = link.queue.length - limit;
+        link.queue.splice(0, shed);
+        link.droppedMessages += shed;
+      }
+      this.#pump(link);
+    }
+  }
+
+  /**
+   * Sends an empty batch to `peer` if nothing is queued or in flight: a probe
+   * that measures the round trip and refreshes contact while idle.
+   */
+  probe(peer: number): void {
+    const link = this.#links.get(peer);
+    if (link === undefined || this.#closed || link.inFlight > 0 || link.queue.length > 0) return;
+    if (link.timer !== undefined) return;
+    this.#transmit(link, []);
+  }
+
+  /** What the transport knows about each peer. */
+  stats(): PeerStats[] {
+    return [...this.#links.values()].map((link) => ({
+      peer: link.peer,
+      url: link.url,
+      roundTripMs: link.roundTripMs,
+      lastContactMs: link.lastContactMs,
+      queued: link.queue.length,
+      sentBatches: link.sentBatches,
+      sentMessages: link.sentMessages,
+      failedBatches: link.failedBatches,
+      droppedMessages: link.droppedMessages,
+    }));
+  }
+
+  /** Stops sending and waits for requests in flight to settle. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const link of this.#links.values()) {
+      if (link.timer !== undefined) clearTimeout(link.timer);
+      link.timer = undefined;
+      link.queue = [];
+    }
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  #pump(link: Link): void {
+    if (
+      this.#closed || link.inFlight >= (this.#options.maxInFlight ?? 4) ||
+      link.timer !== undefined || link.queue.length === 0
+    ) {
+      return;
+    }
+    const max = this.#options.maxBatchMessages ?? 10_000;
+    const batch = link.queue.length <= max ? link.queue : link.queue.slice(0, max);
+    link.queue = link.queue.length <= max ? [] : link.queue.slice(max);
+    this.#transmit(link, batch);
+  }
+
+  #transmit(link: Link, batch: Message<unknown>[]): void {
+    let body = encodeBatch({ from: this.#options.self, messages: batch });
+    // Too large for the receiver: send the first half now, the rest after it.
+    while (body.length > MAX_BATCH_BYTES && batch.length > 1) {
+      const half = Math.ceil(batch.length / 2);
+      link.queue = batch.slice(half).concat(link.queue);
+      batch = batch.slice(0, half);
+      body = encodeBatch({ from: this.#options.self, messages: batch });
+    }
+    if (body.length > MAX_BATCH_BYTES) {
+      // One message alone is too large: it can never be delivered.
+      link.droppedMessages++;
+      this.#pump(link);
+      return;
+    }
+    link.inFlight++;
+    const started = this.#options.clock.now();
+    const deliver = () => this.#post(link, body);
+    const attempt = (this.#options.interpose?.(link.peer, deliver) ?? deliver())
+      .then((delivered) => this.#settle(link, batch, started, delivered))
+      .catch(() => this.#settle(link, batch, started, false));
+    this.#inFlight.add(attempt);
+    attempt.finally(() => this.#inFlight.delete(attempt));
+  }
+
+  async #post(link: Link, body: Uint8Array): Promise<boolean> {
+    const response = await fetch(link.url, {
+      method: "POST",
+      headers: {
+        "authorization": this.#authorization,
+        "content-type": "application/x-msgpack",
+      },
+      body: body as Uint8Array<ArrayBuffer>,
+      signal: AbortSignal.timeout(this.#options.timeoutMs ?? 5000),
+    });
+    // Read the (small) answer so the connection goes back to the pool.
+    await response.arrayBuffer();
+    return response.ok;
+  }
+
+  #settle(link: Link, batch: Message<unknown>[], started: number, delivered: boolean): void {
+    link.inFlight--;
+    if (this.#closed) return;
+    const now = this.#options.clock.now();
+    if (delivered) {
+      const sample = Math.max(0, now - started);
+      // Exponentially weighted, as TCP's SRTT (RFC 6298), gain 1/8.
+      link.roundTripMs = link.roundTripMs === undefined
+        ? sample
+        : link.roundTripMs + (sample - link.roundTripMs) / 8;
+      link.lastContactMs = now;
+      link.attempts = 0;
+      link.sentBatches++;
+      link.sentMessages += batch.length;
+      this.#pump(link);
+      return;
+    }
+    link.failedBatches++;
+    link.attempts++;
+    if (link.attempts >= (this.#options.maxAttempts ?? 4)) {
+      link.droppedMessages += batch.length;
+      link.attempts = 0;
+    } else if (batch.length > 0) {
+      // Retry: back at the head of the queue, still within the bound.
+      link.queue = batch.concat(link.queue);
+      const limit = this.#options.maxQueuedMessages ?? 100_000;
+      if (link.queue.length > limit) {
+        const shed = link.queue.length - limit;
+        link.queue.splice(0, shed);
+        link.droppedMessages += shed;
+      }
+    }
+    const base = this.#options.backoffMs ?? 20;
+    const cap = this.#options.maxBackoffMs ?? 1000;
+    const backoff = Math.min(cap, base * 2 ** Math.min(link.attempts, 10));
+    const delay = backoff / 2 + this.#options.random.next() * (backoff / 2);
+    link.timer = setTimeout(() => {
+      link.timer = undefined;
+      this.#pump(link);
+    }, delay);
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * The peer transport interface. Two implementations pass one contract suite
+ * (`tests/transport/contract.ts`): HTTP between processes, and in-memory.
+ *
+ * @module
+ */
+
+import type { Message } from "../core/types.ts";
+import type { PeerBatch } from "./codec.ts";
+
+/** What a transport knows about one peer. */
+export interface PeerStats {
+  /** Peer replica id. */
+  readonly peer: number;
+  /** Where it is reached, if over a network. */
+  readonly url?: string;
+  /** Smoothed round trip, in milliseconds, once measured. */
+  readonly roundTripMs: number | undefined;
+  /** Clock reading of the last successful exchange with the peer. */
+  readonly lastContactMs: number | undefined;
+  /** Messages waiting to be sent. */
+  readonly queued: number;
+  /** Batches delivered. */
+  readonly sentBatches: number;
+  /** Messages delivered. */
+  readonly sentMessages: number;
+  /** Batch attempts that failed. */
+  readonly failedBatches: number;
+  /** Messages given up on (queue full, or retries exhausted). */
+  readonly droppedMessages: number;
+}
+
+/** Sends the core's messages to peers, batched per peer. */
+export interface PeerTransport<C> {
+  /**
+   * Queues `messages` for their receivers; never blocks. Every message queued
+   * for one peer in one call leaves in one batch when the link is free.
+   */
+  send(messages: readonly Message<C>[]): void;
+  /** What the transport knows about each peer. */
+  stats(): PeerStats[];
+  /** Stops sending; pending messages are dropped. */
+  close(): Promise<void>;
+}
+
+/** Receives batches from peers (the HTTP route, or the in-memory network). */
+export type BatchHandler<C> = (batch: PeerBatch<C>) => void;

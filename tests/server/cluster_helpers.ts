@@ -1,0 +1,81 @@
+/**
+ * In-process clusters for tests: real `ReplicaNode`s, memory storage and the
+ * in-memory transport (with the real codec), on the system clock.
+ *
+ * @module
+ */
+
+import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
+import { SystemClock } from "../../src/runtime/clock.ts";
+import { ReplicaNode, type ReplicaNodeOptions } from "../../src/server/node.ts";
+import { MemoryStorage } from "../../src/storage/memory.ts";
+import { MemoryNetwork } from "../../src/transport/memory.ts";
+
+/** A running in-process cluster. */
+export interface TestCluster {
+  readonly network: MemoryNetwork<KvCommand>;
+  readonly storages: MemoryStorage<KvCommand>[];
+  readonly nodes: ReplicaNode[];
+  /** Stops replica `id` (its storage survives) and starts it again from storage. */
+  restart(id: number): Promise<void>;
+  /** Stops every replica. */
+  stop(): Promise<void>;
+}
+
+/** Node settings a test may override. */
+export type TestNodeOptions = Partial<
+  Omit<ReplicaNodeOptions, "id" | "replicas" | "storage" | "transport" | "clock">
+>;
+
+/** Starts `replicas` nodes and waits until each reaches a quorum. */
+export async function startTestCluster(
+  replicas = 3,
+  options: TestNodeOptions = {},
+): Promise<TestCluster> {
+  const clock = new SystemClock();
+  const network = new MemoryNetwork<KvCommand>({ replicas, isCommand: isKvCommand, clock });
+  const storages = Array.from({ length: replicas }, () => new MemoryStorage<KvCommand>());
+  const open = async (id: number) => {
+    const node = await ReplicaNode.open({
+      ...options,
+      id,
+      replicas,
+      storage: storages[id]!,
+      transport: network.transport(id),
+      clock,
+    });
+    network.attach(id, (batch) => node.receive(batch));
+    node.start();
+    return node;
+  };
+  const nodes = await Promise.all(storages.map((_, id) => open(id)));
+  await waitFor(() => nodes.every((node) => node.quorumReachable()), 5000, "quorum");
+  return {
+    network,
+    storages,
+    nodes,
+    async restart(id: number) {
+      network.detach(id);
+      await nodes[id]!.stop();
+      nodes[id] = await open(id);
+    },
+    async stop() {
+      await Promise.all(nodes.map((node) => node.stop()));
+    },
+  };
+}
+
+/** Waits until `condition` holds, checking every 10 ms, or fails after `deadlineMs`. */
+export async function waitFor(
+  condition: () => boolean,
+  deadlineMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  while (!condition()) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${deadlineMs} ms waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -1,0 +1,135 @@
+import assert from "node:assert/strict";
+import type { KvResult } from "../../src/kv/state_machine.ts";
+import { startTestCluster, waitFor } from "./cluster_helpers.ts";
+
+const text = (value: string) => new TextEncoder().encode(value);
+
+Deno.test("a write through one replica reads back through every other", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const [a, b, c] = cluster.nodes as [
+      typeof cluster.nodes[0],
+      typeof cluster.nodes[0],
+      typeof cluster.nodes[0],
+    ];
+    const put = await a.submit({
+      op: "put",
+      request: a.newRequestId(),
+      key: "greeting",
+      value: text("hello"),
+    });
+    assert.equal(put.op, "put");
+    assert.ok(put.ok);
+    for (const node of [b, c]) {
+      const got = await node.submit({ op: "get", request: node.newRequestId(), key: "greeting" });
+      assert.ok(got.op === "get" && got.ok && got.entry !== undefined);
+      assert.equal(new TextDecoder().decode(got.entry.value), "hello");
+      assert.equal(got.entry.version, put.ok ? put.version : "");
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("concurrent commands are batched into few instances and all answered", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const node = cluster.nodes[0]!;
+    const results = await Promise.all(
+      Array.from(
+        { length: 500 },
+        (_, i) =>
+          node.submit({
+            op: "put",
+            request: node.newRequestId(),
+            key: `k${i % 50}`,
+            value: text(`v${i}`),
+          }),
+      ),
+    );
+    assert.ok(results.every((result) => result.ok));
+    assert.equal(node.metrics.commandsAnswered, 500);
+    assert.ok(
+      node.metrics.instancesProposed < 500,
+      `expected batching, got ${node.metrics.instancesProposed} instances for 500 commands`,
+    );
+    await waitFor(
+      () => cluster.nodes.every((other) => other.state.digest === node.state.digest),
+      5000,
+      "identical state on every replica",
+    );
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("compare-and-set races have exactly one winner", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const created = await cluster.nodes[0]!.submit({
+      op: "put",
+      request: cluster.nodes[0]!.newRequestId(),
+      key: "lock",
+      value: text("free"),
+    });
+    assert.ok(created.op === "put" && created.ok);
+    const attempts: Promise<KvResult>[] = cluster.nodes.flatMap((node, id) =>
+      [0, 1, 2].map((j) =>
+        node.submit({
+          op: "put",
+          request: node.newRequestId(),
+          key: "lock",
+          value: text(`owner-${id}-${j}`),
+          ifVersion: created.ok ? created.version : "",
+        })
+      )
+    );
+    const outcomes = await Promise.all(attempts);
+    assert.equal(outcomes.filter((outcome) => outcome.ok).length, 1);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("a restarted replica reloads its state and keeps serving", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const node = cluster.nodes[1]!;
+    for (let i = 0; i < 20; i++) {
+      await node.submit({
+        op: "put",
+        request: node.newRequestId(),
+        key: `r${i}`,
+        value: text(`${i}`),
+      });
+    }
+    const digest = node.state.digest;
+    await cluster.restart(1);
+    assert.equal(cluster.nodes[1]!.state.digest, digest);
+    const again = cluster.nodes[1]!;
+    await waitFor(() => again.quorumReachable(), 5000, "quorum after restart");
+    const got = await again.submit({ op: "get", request: again.newRequestId(), key: "r7" });
+    assert.ok(got.op === "get" && got.ok && got.entry !== undefined);
+    assert.equal(new TextDecoder().decode(got.entry.value), "7");
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("without a reachable quorum a write is refused and nothing is proposed", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    cluster.network.setDown(1, true);
+    cluster.network.setDown(2, true);
+    const node = cluster.nodes[0]!;
+    await waitFor(() => !node.quorumReachable(), 10_000, "peers to be considered unreachable");
+    const proposedBefore = node.metrics.commandsProposed;
+    await assert.rejects(
+      node.submit({ op: "put", request: node.newRequestId(), key: "x", value: text("y") }),
+      { name: "UnavailableError" },
+    );
+    assert.equal(node.metrics.commandsProposed, proposedBefore);
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
+import {
+  decodeEntry,
+  decodeKvKey,
+  decodeRecord,
+  encodedKeyLength,
+  encodeEntry,
+  encodeKvKey,
+  encodeMsgpack,
+  encodeRecordShared,
+} from "../../src/storage/codec.ts";
+import { executed, instance, put } from "./contract.ts";
+
+const CODEC = { isCommand: isKvCommand, replicas: 3 };
+const wellFormed = fc.string({ unit: "binary", maxLength: 40 }).filter((s) => s.isWellFormed());
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i]! - b[i]!;
+  }
+  return a.length - b.length;
+}
+
+Deno.test("key-value keys round-trip, keep their length and order, and never hold a NUL", () => {
+  const utf8 = new TextEncoder();
+  fc.assert(fc.property(wellFormed, wellFormed, (a, b) => {
+    const [encodedA, encodedB] = [encodeKvKey(a), encodeKvKey(b)];
+    assert.equal(decodeKvKey(encodedA), a);
+    assert.equal(encodedA.length, utf8.encode(a).length);
+    assert.ok(!encodedA.includes(0));
+    assert.equal(encodedKeyLength(["kv", encodedA]), 4 + 2 + encodedA.length);
+    assert.equal(
+      Math.sign(compareBytes(encodedA, encodedB)),
+      Math.sign(compareBytes(utf8.encode(a), utf8.encode(b))),
+    );
+  }));
+  assert.throws(() => decodeKvKey(new Uint8Array([0x62, 0])), /out of range/);
+  assert.throws(() => decodeKvKey(new Uint8Array([0xc1])), /not valid UTF-8/);
+});
+
+Deno.test("records round-trip and keep a shared initial command shared", () => {
+  const shared = executed([1, 4], [put("a", new Uint8Array([1, 2]))]);
+  const decoded = decodeRecord<KvCommand>(encodeRecordShared(shared).slice(), CODEC);
+  const { kind: _, ...expected } = shared;
+  assert.deepStrictEqual(decoded, expected);
+  assert.equal(decoded.initialCommand, decoded.command);
+  assert.equal(decoded.initialDeps, decoded.deps);
+  const bare = instance([0, 1]);
+  const { kind: __, ...bareExpected } = bare;
+  assert.deepStrictEqual(decodeRecord(encodeRecordShared(bare).slice(), CODEC), bareExpected);
+});
+
+Deno.test("malformed records say what is wrong", () => {
+  const cases: [unknown[], RegExp][] = [
+    [[0, 1, 1, 0, 0, false, null, null, null], /array of 10 fields/],
+    [[3, 1, 1, 0, 0, false, null, null, null, null], /invalid owner 3/],
+    [[0, 0, 1, 0, 0, false, null, null, null, null], /invalid instance number 0/],
+    [[0, 1, 4, 0, 0, false, null, null, null, null], /invalid phase 4/],
+    [[0, 1, 1, -1, 0, false, null, null, null, null], /invalid ballot/],
+    [[0, 1, 1, 0, 0, 1, null, null, null, null], /executed flag/],
+    [[0, 1, 1, 0, 0, false, [{ op: "put" }], null, null, null], /malformed command/],
+    [[0, 1, 1, 0, 0, false, null, [1, 2], null, null], /malformed deps/],
+    [[0, 1, 1, 0, 0, false, null, null, true, null], /initial command refers to none/],
+  ];
+  for (const [fields, error] of cases) {
+    assert.throws(() => decodeRecord(encodeMsgpack(fields), CODEC), error);
+  }
+});
+
+Deno.test("entries round-trip", () => {
+  const entry = { value: new Uint8Array([0, 255]), version: "3.1.0" };
+  assert.deepStrictEqual(decodeEntry(encodeEntry(entry)), entry);
+  assert.throws(() => decodeEntry(encodeMsgpack(["v", "not bytes"])), /not bytes/);
+});

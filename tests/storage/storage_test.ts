@@ -1,0 +1,410 @@
+import assert from "node:assert/strict";
+import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
+import { encodedKeyLength } from "../../src/storage/codec.ts";
+import {
+  DENO_KV_LIMITS,
+  DenoKvStorage,
+  type DenoKvStorageOptions,
+  FailpointCrash,
+  FORMAT_VERSION,
+  openDenoKvStorage,
+  StorageFormatError,
+} from "../../src/storage/deno_kv.ts";
+import { MemoryStorage } from "../../src/storage/memory.ts";
+import {
+  batch,
+  executed,
+  instance,
+  normalize,
+  prefixOf,
+  put,
+  reference,
+  REPLICAS,
+  runStorageContract,
+  set,
+  type StorageFactory,
+  whole,
+} from "./contract.ts";
+
+/** Asserts that `promise` rejects with an instance of `type` whose message contains `text`. */
+async function rejectsWith(
+  promise: Promise<unknown>,
+  type: abstract new (...args: never[]) => Error,
+  text: string,
+): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof type, `expected a ${type.name}, got ${error}`);
+    assert.ok(error.message.includes(text), `expected "${text}" in "${error.message}"`);
+    return true;
+  });
+}
+
+const OPTIONS: DenoKvStorageOptions<KvCommand> = { isCommand: isKvCommand, replicas: REPLICAS };
+
+const memoryFactory: StorageFactory = {
+  name: "MemoryStorage",
+  propertyRuns: 100,
+  create() {
+    const storage = new MemoryStorage<KvCommand>();
+    return Promise.resolve({
+      storage,
+      reopen: () => Promise.resolve(),
+      crashDuring(b, step) {
+        const before = storage.commits;
+        storage.commitSync(b, step);
+        return Promise.resolve(storage.commits === before);
+      },
+      dispose: () => Promise.resolve(),
+    });
+  },
+};
+
+/** A temporary directory, removed by `dispose`. */
+async function tempDir(): Promise<{ path: string; dispose: () => Promise<void> }> {
+  const path = await Deno.makeTempDir({ prefix: "epaxos-kv-storage-" });
+  return { path, dispose: () => Deno.remove(path, { recursive: true }) };
+}
+
+const denoKvFactory: StorageFactory = {
+  name: "DenoKvStorage",
+  propertyRuns: 25,
+  async create() {
+    const dir = await tempDir();
+    const path = `${dir.path}/replica.kv`;
+    let storage = await openDenoKvStorage(path, OPTIONS);
+    return {
+      get storage() {
+        return storage;
+      },
+      async reopen() {
+        storage.close();
+        storage = await openDenoKvStorage(path, OPTIONS);
+      },
+      async crashDuring(b, step) {
+        storage.close();
+        const crashing = await openDenoKvStorage(path, { ...OPTIONS, crashAfterCommits: step });
+        let crashed = false;
+        try {
+          await crashing.commit(b);
+        } catch (error) {
+          if (!(error instanceof FailpointCrash)) throw error;
+          crashed = true;
+        } finally {
+          crashing.close();
+        }
+        storage = await openDenoKvStorage(path, OPTIONS);
+        return crashed;
+      },
+      async dispose() {
+        storage.close();
+        await dir.dispose();
+      },
+    };
+  },
+};
+
+runStorageContract(memoryFactory);
+runStorageContract(denoKvFactory);
+
+// --- Deno KV specifics -------------------------------------------------------
+
+/** Runs `fn` with a path to a fresh file in a temporary directory. */
+async function withFile(fn: (path: string) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  try {
+    await fn(`${dir.path}/replica.kv`);
+  } finally {
+    await dir.dispose();
+  }
+}
+
+/** Runs `fn` on the file opened as a plain `Deno.Kv`. */
+async function rawKv(path: string, fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
+  const kv = await Deno.openKv(path);
+  try {
+    await fn(kv);
+  } finally {
+    kv.close();
+  }
+}
+
+async function keysUnder(path: string, prefix: Deno.KvKey): Promise<Deno.KvKey[]> {
+  const keys: Deno.KvKey[] = [];
+  await rawKv(path, async (kv) => {
+    for await (const entry of kv.list({ prefix })) keys.push(entry.key);
+  });
+  return keys;
+}
+
+const bytes = (length: number, seed = 1) => new Uint8Array(length).fill(seed);
+
+Deno.test("DenoKvStorage: a fresh file gets the current format version", async () => {
+  await withFile(async (path) => {
+    (await openDenoKvStorage(path, OPTIONS)).close();
+    await rawKv(path, async (kv) => {
+      assert.equal((await kv.get(["meta", "format"])).value, FORMAT_VERSION);
+    });
+  });
+});
+
+Deno.test("DenoKvStorage: a file with another format version is refused", async () => {
+  await withFile(async (path) => {
+    await rawKv(path, async (kv) => {
+      await kv.set(["meta", "format"], 2);
+    });
+    await assert.rejects(
+      openDenoKvStorage(path, OPTIONS),
+      (error: Error) =>
+        error instanceof StorageFormatError &&
+        error.message === "File has storage format 2, but this build reads only format 1",
+    );
+  });
+});
+
+Deno.test("DenoKvStorage: a file of another application is refused", async () => {
+  await withFile(async (path) => {
+    await rawKv(path, async (kv) => {
+      await kv.set(["users", "alice"], { name: "Alice" });
+    });
+    await rejectsWith(
+      openDenoKvStorage(path, OPTIONS),
+      StorageFormatError,
+      'File holds data (key ["users", "alice"]) but no storage format version',
+    );
+  });
+});
+
+Deno.test("DenoKvStorage: a corrupted record is a clear error naming its key", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    await storage.commit(batch([instance([0, 1]), instance([1, 2])]));
+    storage.close();
+    await rawKv(path, async (kv) => {
+      // Count 1, then 0xc1, a byte MessagePack never uses.
+      await kv.set(["i", 1, 2, 0], new Uint8Array([0, 0, 0, 1, 0xc1]));
+    });
+    const reopened = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await rejectsWith(
+        reopened.load(),
+        StorageFormatError,
+        'Malformed instance record at key ["i", 1, 2, 0]: Value is not valid MessagePack',
+      );
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a record with a foreign command is refused", async () => {
+  await withFile(async (path) => {
+    const anything = (_: unknown): _ is KvCommand => true;
+    const lax = await openDenoKvStorage(path, { isCommand: anything });
+    const bogus = [{ op: "explode", request: "r" } as unknown as KvCommand];
+    await lax.commit(batch([instance([2, 7], { command: bogus })]));
+    lax.close();
+    const strict = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await rejectsWith(
+        strict.load(),
+        StorageFormatError,
+        'Malformed instance record at key ["i", 2, 7, 0]: Record has a malformed command',
+      );
+    } finally {
+      strict.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a missing chunk or a bad entry is a clear error", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    const large = [put("a", bytes(50_000)), put("b", bytes(50_000))];
+    await storage.commit(batch([executed([0, 3], large)], [[0, 3, [set("a", bytes(1))]]]));
+    storage.close();
+    assert.equal((await keysUnder(path, ["i", 0, 3])).length, 2);
+    await rawKv(path, async (kv) => {
+      await kv.delete(["i", 0, 3, 1]);
+    });
+    let reopened = await openDenoKvStorage(path, OPTIONS);
+    await rejectsWith(
+      reopened.load(),
+      StorageFormatError,
+      'Malformed instance record at key ["i", 0, 3, 0]: chunk 1 of 2 is missing',
+    );
+    await reopened.commit(batch([{ kind: "delete", owner: 0, from: 3, to: 3 }]));
+    reopened.close();
+    await rawKv(path, async (kv) => {
+      await kv.set(["kv", new Uint8Array([0x62])], new Uint8Array([0x90]));
+    });
+    reopened = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await rejectsWith(
+        reopened.load(),
+        StorageFormatError,
+        'Malformed key-value entry at key ["kv", <1 bytes>]: Entry is not a [version, value] pair',
+      );
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: 1000 small records with effects take the fewest atomic commits", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      const records = [];
+      const effects: [number, number, ReturnType<typeof set>[]][] = [];
+      for (let n = 1; n <= 1000; n++) {
+        records.push(executed([0, n], [put(`key-${n}`, bytes(16))]));
+        effects.push([0, n, [set(`key-${n}`, bytes(16), { version: `${n}.0.0` })]]);
+      }
+      await storage.commit(batch(records, effects));
+      // 2000 writes in units of 2, at most 1000 mutations per atomic commit.
+      assert.equal(storage.atomicCommits, 2);
+      assert.equal(storage.redoUnits, 0);
+    } finally {
+      storage.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a unit too large for one commit is all or nothing across crashes", async () => {
+  // Over 800 KiB: the redo log itself takes two atomic commits.
+  const huge = Array.from({ length: 14 }, (_, i) => put(`v${i}`, bytes(60 * 1024, i)));
+  const unit = batch([executed([1, 1], huge)], [[1, 1, [set("v0", bytes(60 * 1024))]]]);
+  const before = batch([instance([0, 1])]);
+  let replayed = 0;
+  let crashed = true;
+  for (let step = 0; crashed; step++) {
+    assert.ok(step < 100, "the batch never completes");
+    await withFile(async (path) => {
+      const first = await openDenoKvStorage(path, OPTIONS);
+      await first.commit(before);
+      first.close();
+      const crashing = await openDenoKvStorage(path, { ...OPTIONS, crashAfterCommits: step });
+      crashed = await crashing.commit(unit).then(() => false, (error) => {
+        assert.ok(error instanceof FailpointCrash);
+        return true;
+      });
+      assert.equal(crashing.redoUnits, 1);
+      crashing.close();
+      const restarted = await openDenoKvStorage(path, OPTIONS);
+      try {
+        const units = prefixOf(await restarted.load(), { before: whole(before), last: unit });
+        if (crashed && units === 1) replayed++;
+        assert.deepStrictEqual(await keysUnder(path, ["redo"]), []);
+      } finally {
+        restarted.close();
+      }
+    });
+  }
+  assert.ok(replayed > 0, "no crash landed between the redo marker and the end of the unit");
+});
+
+Deno.test("DenoKvStorage: a write that can never fit is refused before anything is written", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await rejectsWith(
+        storage.commit(batch([instance([0, 1])], [[0, 1, [set("k", bytes(65_536))]]])),
+        Error,
+        'Entry of key "k" encodes to 65548 bytes, more than the 65536 Deno KV allows in one value',
+      );
+      assert.deepStrictEqual(normalize(await storage.load()), reference([]));
+      // The largest key and value the key-value layer accepts do fit.
+      const b = batch([instance([0, 1])], [[0, 1, [set("\u0000".repeat(1024), bytes(60 * 1024))]]]);
+      await storage.commit(b);
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(b)));
+    } finally {
+      storage.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: calls are serialized and a closed storage refuses them", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    const first = batch([instance([0, 1])]);
+    const second = batch([instance([0, 1], { phase: 2 })]);
+    await Promise.all([storage.commit(first), storage.commit(second)]);
+    assert.deepStrictEqual(normalize(await storage.load()), reference(whole(first, second)));
+    storage.close();
+    await rejectsWith(storage.load(), Error, "Storage is closed");
+  });
+});
+
+Deno.test("DenoKvStorage: a passed-in Deno.Kv is checked on first use", async () => {
+  await withFile(async (path) => {
+    await rawKv(path, async (kv) => {
+      await kv.set(["meta", "format"], 7);
+    });
+    const storage = new DenoKvStorage(await Deno.openKv(path), OPTIONS);
+    try {
+      await rejectsWith(storage.load(), StorageFormatError, "File has storage format 7");
+    } finally {
+      storage.close();
+    }
+  });
+});
+
+Deno.test("DENO_KV_LIMITS and encodedKeyLength match this Deno", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const tooLarge = (op: Deno.AtomicOperation) => rejectsWith(op.commit(), TypeError, "too large");
+    const empty = new Uint8Array(0);
+    // Keys padded to exactly the limit, by the computed length, fit; one byte more does not.
+    const shapes: ((pad: string) => Deno.KvKey)[] = [
+      (pad) => ["i", 1, 2, 3, pad],
+      (pad) => ["kv", new Uint8Array([1, 0, 2]), pad],
+      (pad) => ["kv", `\u0000é😀${pad}`],
+    ];
+    for (const shape of shapes) {
+      const pad = "x".repeat(DENO_KV_LIMITS.key - encodedKeyLength(shape("")));
+      assert.equal(encodedKeyLength(shape(pad)), DENO_KV_LIMITS.key);
+      assert.ok((await kv.atomic().set(shape(pad), empty).commit()).ok);
+      await tooLarge(kv.atomic().set(shape(`${pad}x`), empty));
+    }
+    // Mutations.
+    const many = (n: number) => {
+      const op = kv.atomic();
+      for (let i = 0; i < n; i++) op.delete(["m", i]);
+      return op;
+    };
+    assert.ok((await many(DENO_KV_LIMITS.mutations).commit()).ok);
+    await rejectsWith(many(DENO_KV_LIMITS.mutations + 1).commit(), TypeError, "Too many");
+    // Keys of sets: 40 keys of 2048 bytes is exactly 80 KiB.
+    const longKeys = (extra: number) => {
+      const op = kv.atomic();
+      for (let i = 0; i < 40; i++) {
+        const key = ["k", `${i}`.padStart(2, "0")];
+        op.set([...key, "x".repeat(DENO_KV_LIMITS.key - encodedKeyLength([...key, ""]))], empty);
+      }
+      if (extra > 0) op.set(["e"], empty);
+      return op;
+    };
+    assert.ok((await longKeys(0).commit()).ok);
+    await tooLarge(longKeys(1));
+    // Total: each set costs its key twice and its value.
+    const total = (extra: number) => {
+      const op = kv.atomic();
+      let used = 0;
+      for (let i = 0; used < DENO_KV_LIMITS.totalBytes; i++) {
+        const key = ["t", i];
+        const cost = 2 * encodedKeyLength(key);
+        const value = Math.min(DENO_KV_LIMITS.value, DENO_KV_LIMITS.totalBytes - used - cost);
+        op.set(
+          key,
+          new Uint8Array(value + (used + cost + value === DENO_KV_LIMITS.totalBytes ? extra : 0)),
+        );
+        used += cost + value;
+      }
+      return op;
+    };
+    assert.ok((await total(0).commit()).ok);
+    await tooLarge(total(1));
+  } finally {
+    kv.close();
+  }
+});
