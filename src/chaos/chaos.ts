@@ -35,6 +35,13 @@ export interface ChaosOptions {
   readonly keys?: number;
   /** Writes the timeline as CSV here, if given. */
   readonly timelineCsv?: string;
+  /**
+   * Writes the history (JSON lines, the checker's format) here when a check
+   * fails, and each replica's log beside it.
+   */
+  readonly historyOnFailure?: string;
+  /** Start replicas with `--log-messages` (every message and execution logged). */
+  readonly trace?: boolean;
   /** Receives progress lines. */
   readonly log?: (line: string) => void;
 }
@@ -118,7 +125,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const warmupMs = Math.max(2000, durationMs * 0.15);
   const faultMs = durationMs * 0.5;
   const recoveryMs = Math.max(3000, durationMs - warmupMs - faultMs);
-  const cluster = await startProcessCluster(replicas, { extraArgs: ["--enable-fault-injection"] });
+  const cluster = await startProcessCluster(replicas, {
+    extraArgs: ["--enable-fault-injection", ...(options.trace ? ["--log-messages"] : [])],
+  });
   const workload = new Workload({
     urls: cluster.urls,
     clients: options.clients ?? replicas * 2,
@@ -174,6 +183,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       failures.push((error as Error).message);
     }
     await workload.finalReads(cluster.urls[0]!);
+    workload.close();
     const locals = await Promise.all(cluster.urls.map(async (url) => {
       const values: (string | null)[] = [];
       for (let key = 0; key < (options.keys ?? 5); key++) {
@@ -204,6 +214,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       );
     }
   } finally {
+    if (failures.length > 0 && options.historyOnFailure !== undefined) {
+      for (let id = 0; id < replicas; id++) {
+        await Deno.copyFile(
+          `${cluster.root}/replica-${id}.log`,
+          `${options.historyOnFailure}.replica-${id}.log`,
+        )
+          .catch(() => {});
+      }
+    }
     await cluster.stop();
   }
   const timeline = workload.timeline;
@@ -219,6 +238,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const throughputAfter = window(faultWindow[1] + 1, timeline.length - 1);
   if (scenario.availableDuringFault && throughputDuring === 0) {
     failures.push("nothing committed during the fault phase although a quorum remained");
+  }
+  if (failures.length > 0 && options.historyOnFailure !== undefined) {
+    for (const [reason, count] of workload.cancelReasons) {
+      failures.push(`cancelled ${count}x: ${reason}`);
+    }
+    await Deno.writeTextFile(options.historyOnFailure, workload.recorder.toJsonLines());
+    failures.push(`history written to ${options.historyOnFailure}`);
   }
   if (options.timelineCsv !== undefined) {
     const rows = timeline.map((ops, second) =>

@@ -68,6 +68,8 @@ if (import.meta.main) {
       replicas,
       seed,
       timelineCsv: `${directory}${scenario!.name}.csv`,
+      historyOnFailure: `${directory}${scenario!.name}-history.jsonl`,
+      trace: Deno.env.get("CHAOS_TRACE") === "1",
       log: (line) => console.log(line),
     });
     reports.push(report);

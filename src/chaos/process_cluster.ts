@@ -79,7 +79,12 @@ export async function answers(url: string): Promise<boolean> {
 /** Starts `replicas` replica processes and waits until every one is ready. */
 export async function startProcessCluster(
   replicas = 3,
-  options: { readonly extraArgs?: readonly string[]; readonly env?: Record<string, string> } = {},
+  options: {
+    readonly extraArgs?: readonly string[];
+    readonly env?: Record<string, string>;
+    /** Files every replica may read besides its config and data (e.g. a WAN matrix). */
+    readonly readFiles?: readonly string[];
+  } = {},
 ): Promise<ProcessCluster> {
   const root = await Deno.makeTempDir({ prefix: "epaxos-test-" });
   const ports = freePorts(replicas);
@@ -105,6 +110,7 @@ export async function startProcessCluster(
       listen: `127.0.0.1:${ports[id]}`,
       peerUrls: urls,
       secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+      ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
     });
     args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
     const child = new Deno.Command(Deno.execPath(), {
@@ -115,12 +121,23 @@ export async function startProcessCluster(
       stdin: "null",
     }).spawn();
     processes[id] = child;
+    // The whole output goes to a file beside the data (kept for failure
+    // reports); the tail stays in memory.
+    const file = await Deno.open(`${root}/replica-${id}.log`, {
+      append: true,
+      create: true,
+      write: true,
+    });
+    const encoder = new TextEncoder();
+    let open = 2;
     const collect = async (stream: ReadableStream<Uint8Array>) => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
         const log = logs[id]!;
         log.push(chunk);
         if (log.length > 200) log.splice(0, log.length - 200);
+        await file.write(encoder.encode(chunk));
       }
+      if (--open === 0) file.close();
     };
     collect(child.stdout);
     collect(child.stderr);

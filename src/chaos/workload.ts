@@ -7,15 +7,19 @@
  * How outcomes are recorded:
  * - 200 / 204 / 404: `ok` (a 404 read reads absence).
  * - 412 on a compare-and-set: `fail` (the comparison failed).
- * - a refused connection or 503: the request was not proposed, so `fail` for
- *   get and put, but `info` for a compare-and-set (a cas `fail` would claim
- *   the comparison failed, which is a constraint).
+ * - a refused connection or 503: the request never reached consensus, so it is
+ *   withdrawn from the history (`cancel`), and the client backs off a little.
+ *   A refusal proves that only because connections are never reused: on a
+ *   reused keep-alive connection, Deno's HTTP client retries a request whose
+ *   server died after receiving it, and reports the retry's "Connection
+ *   refused" (see tests/chaos/http_client_test.ts).
  * - 504, a timeout, or a connection lost after sending: `info` (indeterminate).
  *
  * @module
  */
 
 import { HistoryRecorder } from "../check/mod.ts";
+import { failedToConnect } from "../client/client.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 
 /** Settings of a workload. */
@@ -34,7 +38,7 @@ export interface WorkloadOptions {
   readonly assign?: (client: number) => number;
 }
 
-type Outcome = "ok" | "fail" | "info" | "refused";
+type Outcome = "ok" | "fail" | "info" | "cancelled";
 
 interface Known {
   readonly value: string | null;
@@ -49,16 +53,22 @@ export interface WorkloadCounts {
   fail: number;
   /** Indeterminate operations. */
   info: number;
+  /** Requests that never reached consensus (refused connection, 503). */
+  cancelled: number;
 }
 
 /** Runs clients until stopped; records the history and a per-second timeline. */
 export class Workload {
   readonly recorder: HistoryRecorder;
-  readonly counts: WorkloadCounts = { ok: 0, fail: 0, info: 0 };
+  readonly counts: WorkloadCounts = { ok: 0, fail: 0, info: 0, cancelled: 0 };
+  /** Why operations were withdrawn, with counts (for failure reports). */
+  readonly cancelReasons = new Map<string, number>();
   /** Successful operations per second since the start. */
   readonly timeline: number[] = [];
   readonly #options: WorkloadOptions;
   readonly #started = performance.now();
+  /** No connection reuse, so that a refused connection means nothing was sent. */
+  readonly #http = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   #running = false;
   #loops: Promise<void>[] = [];
   #unique = 0;
@@ -91,6 +101,11 @@ export class Workload {
     await Promise.all(this.#loops);
   }
 
+  /** Releases the HTTP client (after `stop` and `finalReads`). */
+  close(): void {
+    this.#http.close();
+  }
+
   /**
    * Reads every key once more through consensus, as one more client, so the
    * checker verifies that no acknowledged write was lost.
@@ -118,19 +133,20 @@ export class Workload {
       } else {
         outcome = await this.#cas(client, url, key, known);
       }
-      if (outcome === "refused") {
-        // The replica is down: wait a little instead of spinning.
+      if (outcome === "cancelled") {
+        // The replica is down or has no quorum: wait a little instead of spinning.
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     }
   }
 
   /** Completes `process`'s operation with `outcome` in the history and the counts. */
-  #complete(
-    process: number | string,
-    outcome: "ok" | "fail" | "info",
-    value?: string | null,
-  ): void {
+  #complete(process: number | string, outcome: Outcome, value?: string | null): void {
+    if (outcome === "cancelled") {
+      this.recorder.cancel(process);
+      this.counts.cancelled++;
+      return;
+    }
     if (outcome === "ok") {
       this.recorder.ok(process, value === undefined ? {} : { value });
     } else if (outcome === "fail") {
@@ -147,10 +163,22 @@ export class Workload {
 
   async #request(url: string, init: RequestInit): Promise<Response | "refused" | "unknown"> {
     try {
-      return await fetch(url, { ...init, signal: AbortSignal.timeout(this.#options.timeoutMs) });
+      return await fetch(url, {
+        ...init,
+        client: this.#http,
+        signal: AbortSignal.timeout(this.#options.timeoutMs),
+      });
     } catch (error) {
-      // Nothing was sent if the connection was refused; anything else may have arrived.
-      return /refused|os error 111/i.test(String(error)) ? "refused" : "unknown";
+      // Nothing was sent if the connection never opened; anything else may have arrived.
+      if (!failedToConnect(error)) return "unknown";
+      const reasons: string[] = [];
+      for (let cause: unknown = error, depth = 0; cause instanceof Error && depth < 4; depth++) {
+        reasons.push(cause.message.replace(/\d+/g, "N"));
+        cause = cause.cause;
+      }
+      const reason = reasons.join(" <- ").slice(0, 300);
+      this.cancelReasons.set(reason, (this.cancelReasons.get(reason) ?? 0) + 1);
+      return "refused";
     }
   }
 
@@ -163,8 +191,8 @@ export class Workload {
     this.recorder.invoke(process, { f: "get", key });
     const response = await this.#request(`${url}/kv/${key}`, {});
     if (response === "refused") {
-      this.#complete(process, "fail");
-      return "refused";
+      this.#complete(process, "cancelled");
+      return "cancelled";
     }
     if (response !== "unknown" && (response.status === 200 || response.status === 404)) {
       const value = response.status === 200 ? await response.text() : null;
@@ -177,7 +205,7 @@ export class Workload {
       return "ok";
     }
     if (response !== "unknown") await response.body?.cancel();
-    const outcome = response !== "unknown" && response.status === 503 ? "fail" : "info";
+    const outcome = response !== "unknown" && response.status === 503 ? "cancelled" : "info";
     this.#complete(process, outcome);
     return outcome;
   }
@@ -232,22 +260,26 @@ export class Workload {
     });
     known.delete(key);
     if (response === "refused") {
-      this.#complete(process, compare ? "info" : "fail");
-      return "refused";
+      this.#complete(process, "cancelled");
+      return "cancelled";
     }
     if (response === "unknown") {
       this.#complete(process, "info");
       return "info";
     }
     const body = await response.json().catch(() => ({}));
-    let outcome: "ok" | "fail" | "info";
+    let outcome: Outcome;
     if (response.status === 200) {
       known.set(key, { value, version: body.version });
       outcome = "ok";
-    } else if (compare) {
-      outcome = response.status === 412 ? "fail" : "info";
+    } else if (response.status === 503) {
+      const reason = `503 ${String(body.error)}`;
+      this.cancelReasons.set(reason, (this.cancelReasons.get(reason) ?? 0) + 1);
+      outcome = "cancelled";
+    } else if (compare && response.status === 412) {
+      outcome = "fail";
     } else {
-      outcome = response.status === 503 ? "fail" : "info";
+      outcome = "info";
     }
     this.#complete(process, outcome);
     return outcome;

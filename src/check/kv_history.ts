@@ -315,6 +315,20 @@ export class HistoryRecorder {
     this.#complete(this.#take(process), { type: "info" });
   }
 
+  /**
+   * Withdraws `process`'s outstanding operation: it certainly never reached
+   * the system (a refused connection, a 503 before anything was proposed), so
+   * it is no operation at all. Unlike `fail`, this says nothing about a cas's
+   * comparison, and unlike `info`, it adds no uncertainty to the search.
+   *
+   * @throws {Error} when nothing is outstanding
+   */
+  cancel(process: number | string): void {
+    const call = this.#take(process);
+    const index = this.#events.lastIndexOf(call);
+    if (index >= 0) this.#events.splice(index, 1);
+  }
+
   /** The history as JSON lines. */
   toJsonLines(): string {
     return formatKvJsonLines(this.#events);

@@ -19,16 +19,17 @@ import { ReplicaNode } from "../server/node.ts";
 import { openDenoKvStorage } from "../storage/deno_kv.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
+import { loadRttMatrix } from "../wan/matrix.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const USAGE =
   "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
-  " [--enable-fault-injection]";
+  " [--enable-fault-injection | --emulate-wan MATRIX.json]";
 
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
-    options: ["config", "id", "data", "listen"],
+    options: ["config", "id", "data", "listen", "emulate-wan"],
     flags: ["log-messages", "enable-fault-injection"],
   });
   const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
@@ -63,9 +64,38 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   });
   const clock = new SystemClock();
   const random = new SystemRandom();
-  // The fault layer exists only when asked for explicitly (chaos tests).
-  const faults = args.flags.has("enable-fault-injection") ? new FaultInjector(random) : undefined;
-  if (faults !== undefined) log("fault injection is ENABLED (test use only)");
+  // The fault layer exists only when asked for explicitly (chaos tests), and so
+  // does wide-area emulation (benchmarks): one-way delays of RTT/2 per link.
+  const wanMatrix = option(args, "emulate-wan");
+  if (wanMatrix !== undefined && args.flags.has("enable-fault-injection")) {
+    throw new UsageError("--emulate-wan and --enable-fault-injection cannot be combined");
+  }
+  const faults = args.flags.has("enable-fault-injection") || wanMatrix !== undefined
+    ? new FaultInjector(random)
+    : undefined;
+  if (wanMatrix !== undefined) {
+    const matrix = await loadRttMatrix(wanMatrix);
+    if (matrix.regions.length !== config.replicas.length) {
+      throw new UsageError(
+        `${wanMatrix} has ${matrix.regions.length} regions for ${config.replicas.length} replicas`,
+      );
+    }
+    const links: Record<string, { delayMs: number }> = {};
+    matrix.rtt_ms[id]!.forEach((rtt, peer) => {
+      if (peer !== id) links[String(peer)] = { delayMs: rtt / 2 };
+    });
+    faults!.set({ links });
+    log(
+      `wide-area emulation ENABLED: region ${matrix.regions[id]}, one-way delays ${
+        Object.entries(links).map(([peer, link]) =>
+          `${matrix.regions[Number(peer)]}:${link.delayMs}ms`
+        )
+          .join(" ")
+      }`,
+    );
+  } else if (faults !== undefined) {
+    log("fault injection is ENABLED (test use only)");
+  }
   const transport = new HttpTransport({
     self: id,
     peers: config.replicas.map((replica) => ({ id: replica.id, url: replica.url })),
@@ -92,7 +122,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     ...(clientToken === undefined ? {} : { clientToken }),
     ...(self.region === undefined ? {} : { region: self.region }),
     names: config.replicas.map((replica) => replica.name),
-    ...(faults === undefined
+    ...(faults === undefined || wanMatrix !== undefined
       ? {}
       : { extraOps: faultRoutes(faults, { secret, replicas: config.replicas.length }) }),
   });

@@ -44,9 +44,11 @@ export function replicaCommand(options: {
   readonly peerUrls: readonly string[];
   readonly secrets: readonly SecretReference[];
   readonly logMessages?: boolean;
+  /** More files the replica must read (a wide-area matrix). */
+  readonly readFiles?: readonly string[];
 }): string[] {
   const net = new Set([options.listen, ...options.peerUrls.map(hostPort)]);
-  const read = new Set([options.configPath, options.dataDir]);
+  const read = new Set([options.configPath, options.dataDir, ...(options.readFiles ?? [])]);
   const env = new Set(["EPAXOS_CONFIG", "EPAXOS_ID", "EPAXOS_DATA", "EPAXOS_LISTEN"]);
   for (const secret of options.secrets) {
     if ("env" in secret) env.add(secret.env);

@@ -325,9 +325,11 @@ function keyPath(key: string): string {
  * Whether a fetch failure happened before anything was sent (the connection
  * never opened). Fetch reports every failure as a TypeError; only the text of
  * Deno's error (hyper's "client error (Connect)") tells a refused connection
- * from a lost one. Anything not recognized counts as sent, the safe side.
+ * from a lost one. Anything not recognized counts as sent, the safe side. This
+ * is only sound when the connection was not reused (see `#attempt`): a reused
+ * one may report a refusal for a request that was delivered.
  */
-function failedToConnect(error: unknown): boolean {
+export function failedToConnect(error: unknown): boolean {
   const texts: string[] = [];
   for (let current = error, depth = 0; current instanceof Error && depth < 4; depth++) {
     texts.push(current.message);
@@ -701,7 +703,13 @@ export class KvClient {
     path: string,
     options: SendOptions,
   ): Promise<{ answer: RawAnswer } | { notConnected: unknown }> {
-    const headers: Record<string, string> = { ...options.headers };
+    // Never reuse a connection. On a reused keep-alive connection, Deno's HTTP
+    // client retries a request whose server died after receiving it, and
+    // reports the retry's "Connection refused": a delivered write would look
+    // undelivered and be failed over, applying it twice. With every request on
+    // a fresh connection, a refusal proves nothing was sent
+    // (tests/chaos/http_client_test.ts).
+    const headers: Record<string, string> = { ...options.headers, connection: "close" };
     if (this.#token !== undefined) headers.authorization = `Bearer ${this.#token}`;
     const controller = new AbortController();
     let timedOut = false;

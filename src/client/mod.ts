@@ -8,6 +8,7 @@ export {
   ClientRequestError,
   type Consistency,
   type DeleteOptions,
+  failedToConnect,
   type GetOptions,
   KvClient,
   type KvClientEntry,

@@ -147,11 +147,17 @@ export function isKvCommand(value: unknown): value is KvCommand {
   }
 }
 
+function previewValue(value: Uint8Array): string {
+  if (value.length > 24) return `${value.length}B`;
+  const text = new TextDecoder().decode(value);
+  return /^[\x20-\x7e]*$/.test(text) ? JSON.stringify(text) : `${value.length}B`;
+}
+
 /** Renders a command as one short line, for `describe*` output. */
 export function describeKvCommand(command: KvCommand): string {
   switch (command.op) {
     case "put":
-      return `put(${command.key}=${command.value.length}B${
+      return `put(${command.key}=${previewValue(command.value)}${
         command.ifVersion === undefined ? "" : ` if ${command.ifVersion ?? "absent"}`
       })`;
     case "get":

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { describeMessage } from "../core/describe.ts";
+import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
 import { DEFAULT_TIMING, Replica, type ReplicaStats, type TimingOptions } from "../core/replica.ts";
 import type { Message, Ready } from "../core/types.ts";
@@ -74,6 +74,13 @@ export interface ReplicaNodeOptions {
   readonly requestTimeoutMs?: number;
   /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */
   readonly contactWindowMs?: number;
+  /**
+   * A peer leaves the thrifty preference order when a request to it has been
+   * unanswered for twice its round trip plus this margin (default 20 ms).
+   */
+  readonly silenceMarginMs?: number;
+  /** Idle peers are probed this often, in milliseconds (default 100). */
+  readonly probeIntervalMs?: number;
   /** Receives one line per notable event (default: nothing). */
   readonly log?: (line: string) => void;
   /** Log every message sent and received (debugging). */
@@ -416,13 +423,32 @@ export class ReplicaNode {
     this.#kick();
   }
 
-  /** Feeds the core the closest live peers first, and round trips in ticks. */
+  /**
+   * Feeds the core the closest responsive peers first, and round trips in
+   * ticks (SOSP'13 §4.4: thrifty quorums pick the closest live replicas). A
+   * peer that leaves a request unanswered for twice its round trip plus a
+   * margin drops to the back at once, and comes back when it answers.
+   */
   #updatePeerOrder(): void {
     const now = this.#clock.now();
     const window = this.#options.contactWindowMs ?? 3000;
+    const margin = this.#options.silenceMarginMs ?? 20;
     const peers = this.#transport.stats();
-    const live = (peer: PeerStats) =>
-      peer.lastContactMs !== undefined && now - peer.lastContactMs <= window;
+    const live = (peer: PeerStats) => {
+      if (peer.lastContactMs === undefined || now - peer.lastContactMs > window) return false;
+      if (peer.oldestOutstandingMs === undefined) return true;
+      const patience = 2 * (peer.roundTripMs ?? this.#tickMs * 10) + margin;
+      return now - peer.oldestOutstandingMs <= patience;
+    };
+    const probeInterval = this.#options.probeIntervalMs ?? 100;
+    if (this.#transport.probe !== undefined) {
+      for (const peer of peers) {
+        const idle = peer.lastContactMs === undefined || now - peer.lastContactMs >= probeInterval;
+        if (idle && peer.oldestOutstandingMs === undefined && peer.queued === 0) {
+          this.#transport.probe(peer.peer);
+        }
+      }
+    }
     const order = [...peers].sort((a, b) => {
       if (live(a) !== live(b)) return live(a) ? -1 : 1;
       return (a.roundTripMs ?? Number.POSITIVE_INFINITY) -
@@ -491,7 +517,9 @@ export class ReplicaNode {
 
   #execute(ready: Ready<KvCommand>): void {
     const now = this.#clock.now();
+    const trace = this.#options.traceMessages ? this.#options.log : undefined;
     for (const execution of ready.executions) {
+      trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
       const applied = this.#kv.apply(execution, execution.local);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
       for (const { request, result } of applied.results) {

@@ -64,6 +64,8 @@ interface Link {
   readonly url: string;
   queue: Message<unknown>[];
   inFlight: number;
+  /** Send times of the requests in flight. */
+  readonly outstanding: Set<number>;
   attempts: number;
   timer: ReturnType<typeof setTimeout> | undefined;
   roundTripMs: number | undefined;
@@ -93,6 +95,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
         url: new URL(PEER_BATCH_PATH, peer.url).href,
         queue: [],
         inFlight: 0,
+        outstanding: new Set(),
         attempts: 0,
         timer: undefined,
         roundTripMs: undefined,
@@ -144,6 +147,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       url: link.url,
       roundTripMs: link.roundTripMs,
       lastContactMs: link.lastContactMs,
+      oldestOutstandingMs: link.outstanding.size === 0 ? undefined : Math.min(...link.outstanding),
       queued: link.queue.length,
       sentBatches: link.sentBatches,
       sentMessages: link.sentMessages,
@@ -192,7 +196,10 @@ export class HttpTransport<C> implements PeerTransport<C> {
       return;
     }
     link.inFlight++;
-    const started = this.#options.clock.now();
+    let started = this.#options.clock.now();
+    // Distinct send times, so each request's entry can be removed on its own.
+    while (link.outstanding.has(started)) started += 1e-6;
+    link.outstanding.add(started);
     const deliver = () => this.#post(link, body);
     const attempt = (this.#options.interpose?.(link.peer, deliver) ?? deliver())
       .then((delivered) => this.#settle(link, batch, started, delivered))
@@ -218,6 +225,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
 
   #settle(link: Link, batch: Message<unknown>[], started: number, delivered: boolean): void {
     link.inFlight--;
+    link.outstanding.delete(started);
     if (this.#closed) return;
     const now = this.#options.clock.now();
     if (delivered) {

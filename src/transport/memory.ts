@@ -142,6 +142,7 @@ export class MemoryNetwork<C> {
         peer,
         roundTripMs: link.lastContactMs === undefined ? undefined : 0,
         lastContactMs: link.lastContactMs,
+        oldestOutstandingMs: undefined,
         queued: link.queue.length,
         sentBatches: link.sentBatches,
         sentMessages: link.sentMessages,

@@ -18,6 +18,8 @@ export interface PeerStats {
   readonly roundTripMs: number | undefined;
   /** Clock reading of the last successful exchange with the peer. */
   readonly lastContactMs: number | undefined;
+  /** Clock reading at which the oldest request still unanswered was sent, if any. */
+  readonly oldestOutstandingMs: number | undefined;
   /** Messages waiting to be sent. */
   readonly queued: number;
   /** Batches delivered. */
@@ -39,6 +41,11 @@ export interface PeerTransport<C> {
   send(messages: readonly Message<C>[]): void;
   /** What the transport knows about each peer. */
   stats(): PeerStats[];
+  /**
+   * Sends `peer` an empty batch if nothing is queued or in flight to it: measures
+   * the round trip and shows whether it answers while idle. Optional.
+   */
+  probe?(peer: number): void;
   /** Stops sending; pending messages are dropped. */
   close(): Promise<void>;
 }

@@ -1,0 +1,218 @@
+/**
+ * `deno task bench:wan [--matrix FILE] [--conflict PCT] [--ops N] [--clients K]
+ * [--kill REGION] [--out FILE]`: wide-area latency against the physical floor.
+ *
+ * One replica process per region of the round-trip matrix, with every directed
+ * link delayed by RTT/2 (`--emulate-wan`), and K closed-loop clients co-located
+ * with each replica (0 ms to it). Each client writes its own keys, except that
+ * with probability `--conflict` % an operation writes one key shared by every
+ * region. Latency is client-seen: the answer comes after the command executed.
+ *
+ * Per region it reports p50 and p99 latency, the fast-path ratio of the
+ * commands that replica coordinated, the fast-path floor (round trip to the
+ * farthest member of the nearest fast quorum), the slow-path floor and the best
+ * leader-based latency, as a Markdown table and as JSON (`--out`):
+ * `{"regions": [{region, p50_ms, p99_ms, floor_ms, slow_floor_ms, leader_ms,
+ * fast_path_ratio}], conflict_pct, matrix}`.
+ *
+ * With `--kill REGION`, that region's replica is killed before the run and
+ * floors are recomputed without it.
+ *
+ * @module
+ */
+
+import { integerOption, option, parseArgs, UsageError } from "../src/cli/args.ts";
+import { startProcessCluster, waitUntil } from "../src/chaos/process_cluster.ts";
+import { SeededRandom } from "../src/runtime/random.ts";
+import {
+  fastFloor,
+  leaderLatencies,
+  loadRttMatrix,
+  type RttMatrix,
+  slowFloor,
+} from "../src/wan/matrix.ts";
+
+/** One region's results. */
+export interface RegionResult {
+  readonly region: string;
+  readonly p50_ms: number;
+  readonly p99_ms: number;
+  readonly floor_ms: number;
+  readonly slow_floor_ms: number;
+  readonly leader_ms: number;
+  readonly fast_path_ratio: number | null;
+  readonly operations: number;
+}
+
+/** A run's results. */
+export interface WanReport {
+  readonly regions: readonly RegionResult[];
+  readonly conflict_pct: number;
+  readonly matrix: RttMatrix;
+  readonly killed: string | null;
+}
+
+/** Settings of a run. */
+export interface WanOptions {
+  readonly matrixPath: string;
+  readonly conflictPct: number;
+  readonly opsPerRegion: number;
+  readonly clientsPerRegion: number;
+  readonly kill?: string;
+  readonly seed?: number;
+  readonly log?: (line: string) => void;
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+}
+
+async function commits(url: string): Promise<{ fast: number; slow: number }> {
+  const status = await (await fetch(`${url}/status`, { signal: AbortSignal.timeout(5000) })).json();
+  return status.commits;
+}
+
+/** Runs the benchmark once. */
+export async function runWan(options: WanOptions): Promise<WanReport> {
+  const log = options.log ?? (() => {});
+  const matrixPath = await Deno.realPath(options.matrixPath);
+  const matrix = await loadRttMatrix(matrixPath);
+  const n = matrix.regions.length;
+  const killed = options.kill === undefined ? undefined : matrix.regions.indexOf(options.kill);
+  if (killed === -1) throw new UsageError(`No region ${options.kill} in ${options.matrixPath}`);
+  const dead = new Set(killed === undefined ? [] : [killed]);
+  const cluster = await startProcessCluster(n, {
+    extraArgs: ["--emulate-wan", matrixPath],
+    readFiles: [matrixPath],
+  });
+  try {
+    if (killed !== undefined) {
+      log(`killing ${matrix.regions[killed]}`);
+      await cluster.kill(killed, "SIGKILL");
+    }
+    const live = [...Array(n).keys()].filter((region) => !dead.has(region));
+    // Let every replica measure its round trips before measuring anything.
+    await waitUntil(async () => {
+      for (const region of live) {
+        const status = await (await fetch(`${cluster.urls[region]}/status`)).json();
+        for (const peer of status.peers) {
+          if (dead.has(peer.id)) continue;
+          const expected = matrix.rtt_ms[region]![peer.id]!;
+          if (
+            peer.roundTripMs === null || Math.abs(peer.roundTripMs - expected) > expected * 0.25 + 5
+          ) {
+            return false;
+          }
+        }
+      }
+      return true;
+    }, { deadlineMs: 30_000, what: "round trips to be measured", intervalMs: 200 });
+    log("round trips measured");
+    const random = new SeededRandom(options.seed ?? 1);
+    const latencies: number[][] = Array.from({ length: n }, () => []);
+    const runClients = async (opsPerRegion: number, record: boolean) => {
+      const clients: Promise<void>[] = [];
+      for (const region of live) {
+        let remaining = opsPerRegion;
+        for (let client = 0; client < options.clientsPerRegion; client++) {
+          const stream = random.fork();
+          clients.push((async () => {
+            let i = 0;
+            while (remaining > 0) {
+              remaining--;
+              const shared = stream.next() * 100 < options.conflictPct;
+              const key = shared ? "wan-shared" : `wan-${region}-${client}-${i++ % 8}`;
+              const started = performance.now();
+              const response = await fetch(`${cluster.urls[region]}/kv/${key}`, {
+                method: "PUT",
+                body: `${region}.${client}.${i}`,
+                signal: AbortSignal.timeout(20_000),
+              });
+              await response.arrayBuffer();
+              if (!response.ok) {
+                throw new Error(`PUT ${key} at ${matrix.regions[region]}: ${response.status}`);
+              }
+              if (record) latencies[region]!.push(performance.now() - started);
+            }
+          })());
+        }
+      }
+      await Promise.all(clients);
+    };
+    await runClients(Math.max(20, Math.floor(options.opsPerRegion / 10)), false);
+    const before = await Promise.all(live.map((region) => commits(cluster.urls[region]!)));
+    await runClients(options.opsPerRegion, true);
+    const after = await Promise.all(live.map((region) => commits(cluster.urls[region]!)));
+    const leader = leaderLatencies(matrix, dead);
+    const regions: RegionResult[] = live.map((region, index) => {
+      const sorted = [...latencies[region]!].sort((a, b) => a - b);
+      const fast = after[index]!.fast - before[index]!.fast;
+      const slow = after[index]!.slow - before[index]!.slow;
+      return {
+        region: matrix.regions[region]!,
+        p50_ms: Number(percentile(sorted, 0.5).toFixed(1)),
+        p99_ms: Number(percentile(sorted, 0.99).toFixed(1)),
+        floor_ms: fastFloor(matrix, region, dead),
+        slow_floor_ms: Number(slowFloor(matrix, region, dead).toFixed(1)),
+        leader_ms: Number(leader.latencies[region]!.toFixed(1)),
+        fast_path_ratio: fast + slow === 0 ? null : Number((fast / (fast + slow)).toFixed(4)),
+        operations: sorted.length,
+      };
+    });
+    return {
+      regions,
+      conflict_pct: options.conflictPct,
+      matrix,
+      killed: killed === undefined ? null : matrix.regions[killed]!,
+    };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/** Renders a report as a Markdown table with ratios to the floors. */
+export function wanTable(report: WanReport): string {
+  const rows = report.regions.map((r) =>
+    `| ${r.region} | ${r.operations} | ${r.p50_ms} | ${r.p99_ms} | ${r.floor_ms} | ${
+      (r.p50_ms / r.floor_ms).toFixed(3)
+    } | ${r.slow_floor_ms} | ${r.leader_ms} | ${
+      r.fast_path_ratio === null ? "-" : (r.fast_path_ratio * 100).toFixed(1) + "%"
+    } |`
+  );
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return [
+    `conflict ${report.conflict_pct}%${report.killed === null ? "" : `, ${report.killed} killed`}`,
+    "",
+    "| region | ops | p50 ms | p99 ms | floor ms | p50/floor | slow floor ms | leader ms | fast path |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...rows,
+    `| mean | | ${mean(report.regions.map((r) => r.p50_ms)).toFixed(1)} | | ${
+      mean(report.regions.map((r) => r.floor_ms)).toFixed(1)
+    } | | | ${mean(report.regions.map((r) => r.leader_ms)).toFixed(1)} | |`,
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  let args;
+  try {
+    args = parseArgs(Deno.args, {
+      options: ["matrix", "conflict", "ops", "clients", "kill", "out", "seed"],
+    });
+  } catch (error) {
+    console.error((error as Error).message);
+    Deno.exit(2);
+  }
+  const report = await runWan({
+    matrixPath: option(args, "matrix", new URL("./wan/aws5.json", import.meta.url).pathname)!,
+    conflictPct: integerOption(args, "conflict", { min: 0, max: 100, fallback: 0 })!,
+    opsPerRegion: integerOption(args, "ops", { min: 10, max: 1_000_000, fallback: 200 })!,
+    clientsPerRegion: integerOption(args, "clients", { min: 1, max: 64, fallback: 4 })!,
+    seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,
+    ...(option(args, "kill") === undefined ? {} : { kill: option(args, "kill")! }),
+    log: (line) => console.error(line),
+  });
+  console.log(wanTable(report));
+  const out = option(args, "out");
+  if (out !== undefined) await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+}
