@@ -18,6 +18,13 @@
  * With `--kill REGION`, that region's replica is killed before the run and
  * floors are recomputed without it.
  *
+ * Replicas persist in Deno KV under `--data-root` (default: the system's
+ * temporary directory), fsync included. Every region here shares this
+ * machine's one disk, so one replica's WAL checkpoint stalls every other
+ * replica's fsync at once, a correlation no real multi-region deployment has.
+ * `--volatile-storage` keeps records in memory instead, which isolates the
+ * protocol and the network from the disk (the report says which was used).
+ *
  * @module
  */
 
@@ -47,6 +54,8 @@ export interface RegionResult {
 /** A run's results. */
 export interface WanReport {
   readonly regions: readonly RegionResult[];
+  /** `deno-kv` (fsync'd) or `volatile`. */
+  readonly storage: "deno-kv" | "volatile";
   readonly conflict_pct: number;
   readonly matrix: RttMatrix;
   readonly killed: string | null;
@@ -60,6 +69,10 @@ export interface WanOptions {
   readonly clientsPerRegion: number;
   readonly kill?: string;
   readonly seed?: number;
+  /** Replicas keep their records in memory instead of Deno KV (isolates the disk). */
+  readonly volatileStorage?: boolean;
+  /** Where replica data goes (see the module documentation). */
+  readonly dataRoot?: string;
   readonly log?: (line: string) => void;
 }
 
@@ -83,8 +96,13 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
   if (killed === -1) throw new UsageError(`No region ${options.kill} in ${options.matrixPath}`);
   const dead = new Set(killed === undefined ? [] : [killed]);
   const cluster = await startProcessCluster(n, {
-    extraArgs: ["--emulate-wan", matrixPath],
+    extraArgs: [
+      "--emulate-wan",
+      matrixPath,
+      ...(options.volatileStorage ? ["--volatile-storage"] : []),
+    ],
     readFiles: [matrixPath],
+    ...(options.dataRoot === undefined ? {} : { parentDir: options.dataRoot }),
   });
   try {
     if (killed !== undefined) {
@@ -162,6 +180,7 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
     });
     return {
       regions,
+      storage: options.volatileStorage ? "volatile" : "deno-kv",
       conflict_pct: options.conflictPct,
       matrix,
       killed: killed === undefined ? null : matrix.regions[killed]!,
@@ -182,7 +201,9 @@ export function wanTable(report: WanReport): string {
   );
   const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
   return [
-    `conflict ${report.conflict_pct}%${report.killed === null ? "" : `, ${report.killed} killed`}`,
+    `conflict ${report.conflict_pct}%, storage ${report.storage}${
+      report.killed === null ? "" : `, ${report.killed} killed`
+    }`,
     "",
     "| region | ops | p50 ms | p99 ms | floor ms | p50/floor | slow floor ms | leader ms | fast path |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -197,7 +218,8 @@ if (import.meta.main) {
   let args;
   try {
     args = parseArgs(Deno.args, {
-      options: ["matrix", "conflict", "ops", "clients", "kill", "out", "seed"],
+      options: ["matrix", "conflict", "ops", "clients", "kill", "out", "seed", "data-root"],
+      flags: ["volatile-storage"],
     });
   } catch (error) {
     console.error((error as Error).message);
@@ -209,6 +231,8 @@ if (import.meta.main) {
     opsPerRegion: integerOption(args, "ops", { min: 10, max: 1_000_000, fallback: 200 })!,
     clientsPerRegion: integerOption(args, "clients", { min: 1, max: 64, fallback: 4 })!,
     seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,
+    volatileStorage: args.flags.has("volatile-storage"),
+    ...(option(args, "data-root") === undefined ? {} : { dataRoot: option(args, "data-root")! }),
     ...(option(args, "kill") === undefined ? {} : { kill: option(args, "kill")! }),
     log: (line) => console.error(line),
   });

@@ -84,9 +84,20 @@ export async function startProcessCluster(
     readonly env?: Record<string, string>;
     /** Files every replica may read besides its config and data (e.g. a WAN matrix). */
     readonly readFiles?: readonly string[];
+    /** Directory to create the cluster's directory in (default: the system's temp directory). */
+    readonly parentDir?: string;
   } = {},
 ): Promise<ProcessCluster> {
-  const root = await Deno.makeTempDir({ prefix: "epaxos-test-" });
+  // Under a given parent, build the name ourselves: makeTempDir returns the
+  // resolved path, and the parent may be a link to a place (such as tmpfs
+  // under /dev) that Deno's scoped permissions only allow through the link.
+  let root: string;
+  if (options.parentDir === undefined) {
+    root = await Deno.makeTempDir({ prefix: "epaxos-test-" });
+  } else {
+    root = `${options.parentDir}/epaxos-test-${crypto.randomUUID().slice(0, 12)}`;
+    await Deno.mkdir(root, { recursive: true });
+  }
   const ports = freePorts(replicas);
   const urls = ports.map((port) => `http://127.0.0.1:${port}`);
   const secret = crypto.randomUUID();

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { isKvCommand } from "../kv/commands.ts";
+import { isKvCommand, type KvCommand } from "../kv/commands.ts";
+import { MemoryStorage } from "../storage/memory.ts";
 import { SystemClock } from "../runtime/clock.ts";
 import { SystemRandom } from "../runtime/random.ts";
 import { createApp } from "../server/app.ts";
@@ -24,13 +25,13 @@ import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const USAGE =
   "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
-  " [--enable-fault-injection | --emulate-wan MATRIX.json]";
+  " [--enable-fault-injection | --emulate-wan MATRIX.json] [--volatile-storage]";
 
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
     options: ["config", "id", "data", "listen", "emulate-wan"],
-    flags: ["log-messages", "enable-fault-injection"],
+    flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
   const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
@@ -58,10 +59,16 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
 
   const log = (line: string) => console.log(`${new Date().toISOString()} ${self.name}: ${line}`);
   await Deno.mkdir(dataDir, { recursive: true });
-  const storage = await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
-    isCommand: isKvCommand,
-    replicas: config.replicas.length,
-  });
+  // Volatile storage is for latency benchmarks only: it keeps nothing across a
+  // restart, so it is never a default and always announced.
+  const volatile = args.flags.has("volatile-storage");
+  if (volatile) log("VOLATILE storage: nothing survives a restart (benchmark use only)");
+  const storage = volatile
+    ? new MemoryStorage<KvCommand>()
+    : await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
+      isCommand: isKvCommand,
+      replicas: config.replicas.length,
+    });
   const clock = new SystemClock();
   const random = new SystemRandom();
   // The fault layer exists only when asked for explicitly (chaos tests), and so
@@ -115,7 +122,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     log,
     traceMessages: args.flags.has("log-messages"),
   });
-  const app = await createApp({
+  const app = createApp({
     node,
     replicas: config.replicas.length,
     secret,

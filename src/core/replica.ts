@@ -548,10 +548,19 @@ export class Replica<C> {
 
   /** Whether {@linkcode Replica.ready} has anything to hand out. */
   hasReady(): boolean {
+    return this.hasUrgentReady() || this.#markersToPersist.length > 0;
+  }
+
+  /**
+   * Whether the next Ready holds anything but executed markers. A Ready of
+   * markers only gates no message and answers no client (only the durable
+   * executed frontier, and so pruning, waits for it), so a driver may hold it
+   * back briefly and let it ride with the next storage commit.
+   */
+  hasUrgentReady(): boolean {
     this.#runExecutor();
     return this.#dirty.length > 0 || this.#extraRecords.length > 0 || this.#outbox.length > 0 ||
-      this.#executions.length > 0 || this.#abandoned.length > 0 ||
-      this.#markersToPersist.length > 0;
+      this.#executions.length > 0 || this.#abandoned.length > 0;
   }
 
   /**

@@ -85,6 +85,12 @@ export interface ReplicaNodeOptions {
   readonly log?: (line: string) => void;
   /** Log every message sent and received (debugging). */
   readonly traceMessages?: boolean;
+  /**
+   * How long executed markers may wait to ride with the next storage commit
+   * before they get one of their own, in milliseconds (default 20; 0 writes
+   * them at once). They gate no message and answer no client.
+   */
+  readonly markerDelayMs?: number;
 }
 
 /** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */
@@ -151,6 +157,7 @@ export class ReplicaNode {
   #batch: KvCommand[] = [];
   #batchBytes = 0;
   #batchTimer: ReturnType<typeof setTimeout> | undefined;
+  #markerTimer: ReturnType<typeof setTimeout> | undefined;
   #pendingEffects = new Map<number, readonly KvMutation[]>();
   #running = false;
   #stopped = false;
@@ -254,6 +261,9 @@ export class ReplicaNode {
     this.#stopped = true;
     if (this.#ticker !== undefined) clearInterval(this.#ticker);
     if (this.#batchTimer !== undefined) clearTimeout(this.#batchTimer);
+    if (this.#markerTimer !== undefined) clearTimeout(this.#markerTimer);
+    // Write whatever markers are held back before closing.
+    this.#kick(true);
     await this.#idle;
     for (const [request, waiter] of this.#waiters) {
       if (waiter.timer !== undefined) clearTimeout(waiter.timer);
@@ -463,19 +473,41 @@ export class ReplicaNode {
     }
   }
 
-  /** Runs the Ready loop if it is not running already. */
-  #kick(): void {
+  /**
+   * Runs the Ready loop if it is not running already. With `flushMarkers`,
+   * held-back executed markers are written too.
+   */
+  #kick(flushMarkers = false): void {
+    if (flushMarkers) this.#flushMarkers = true;
     if (this.#running) return;
     this.#running = true;
     this.#idle = new Promise((resolve) => this.#idleResolve = resolve);
     queueMicrotask(() => this.#loop());
   }
 
+  #flushMarkers = false;
+
   async #loop(): Promise<void> {
     try {
       for (;;) {
         this.#flushBatch();
-        if (!this.#core.hasReady()) break;
+        if (!this.#core.hasUrgentReady()) {
+          if (!this.#core.hasReady()) break;
+          const delay = this.#options.markerDelayMs ?? 20;
+          if (!this.#flushMarkers && delay > 0) {
+            // Only executed markers: let them ride with the next commit.
+            this.#markerTimer ??= setTimeout(() => {
+              this.#markerTimer = undefined;
+              this.#kick(true);
+            }, delay);
+            break;
+          }
+        }
+        this.#flushMarkers = false;
+        if (this.#markerTimer !== undefined) {
+          clearTimeout(this.#markerTimer);
+          this.#markerTimer = undefined;
+        }
         const ready = this.#core.ready();
         await this.#persist(ready);
         this.#send(ready.messages);
@@ -491,7 +523,7 @@ export class ReplicaNode {
       this.#running = false;
       this.#idleResolve?.();
     }
-    if (this.#loopError === undefined && (this.#batch.length > 0 || this.#core.hasReady())) {
+    if (this.#loopError === undefined && (this.#batch.length > 0 || this.#core.hasUrgentReady())) {
       this.#kick();
     }
   }
@@ -502,7 +534,15 @@ export class ReplicaNode {
     this.#pendingEffects = new Map();
     const started = this.#clock.now();
     await this.#storage.commit({ records: ready.records, effects });
-    this.metrics.storageCommitSeconds.observe((this.#clock.now() - started) / 1000);
+    const elapsed = this.#clock.now() - started;
+    this.metrics.storageCommitSeconds.observe(elapsed / 1000);
+    if (elapsed > 20) {
+      this.#options.log?.(
+        `slow storage commit: ${
+          Math.round(elapsed)
+        } ms for ${ready.records.length} records and ${effects.size} effects`,
+      );
+    }
   }
 
   #send(messages: readonly Message<KvCommand>[]): void {

@@ -120,10 +120,26 @@ export class FaultInjector {
   /** Batches affected, by kind, for the control route. */
   readonly counts = { dropped: 0, duplicated: 0, delayed: 0, blocked: 0 };
 
-  /** Creates an injector with no faults. */
+  /** Running estimate of how late timers fire, in milliseconds. */
+  #lateness = 1;
+
+  /** Creates an injector with no faults; `sleep` replaces real timers in tests. */
   constructor(random: Random, sleep?: (ms: number) => Promise<void>) {
     this.#random = random;
-    this.#sleep = sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.#sleep = sleep ?? ((ms) => this.#calibratedSleep(ms));
+  }
+
+  /**
+   * Sleeps `ms` on average: timers fire late (about a millisecond, more under
+   * load), which would make every emulated link slower than its matrix says,
+   * so each wait is shortened by the lateness measured so far.
+   */
+  async #calibratedSleep(ms: number): Promise<void> {
+    const wait = Math.max(0, ms - this.#lateness);
+    const started = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    const observed = performance.now() - started - wait;
+    this.#lateness += (Math.min(Math.max(observed, 0), 20) - this.#lateness) / 16;
   }
 
   /** The current configuration. */

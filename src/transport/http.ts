@@ -39,7 +39,7 @@ export interface HttpTransportOptions {
   readonly maxQueuedMessages?: number;
   /** Most messages per batch (default 10,000). */
   readonly maxBatchMessages?: number;
-  /** Most requests in flight per peer (default 4). */
+  /** Most requests in flight per peer (default 32). */
   readonly maxInFlight?: number;
   /** Request timeout in milliseconds (default 5000). */
   readonly timeoutMs?: number;
@@ -169,7 +169,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
 
   #pump(link: Link): void {
     if (
-      this.#closed || link.inFlight >= (this.#options.maxInFlight ?? 4) ||
+      this.#closed || link.inFlight >= (this.#options.maxInFlight ?? 32) ||
       link.timer !== undefined || link.queue.length === 0
     ) {
       return;

@@ -58,7 +58,7 @@ export async function startServedCluster(
   try {
     await waitFor(() => nodes.every((node) => node.quorumReachable()), 5000, "quorum");
     for (const node of nodes) {
-      const app = await createApp({
+      const app = createApp({
         node,
         replicas,
         secret: SECRET,

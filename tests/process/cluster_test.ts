@@ -225,7 +225,11 @@ Deno.test({
     const cluster = await startProcessCluster(3);
     try {
       await put(cluster.urls[0]!, "guarded", "original");
-      await waitUntil(() => converged(cluster.urls), {
+      // Quiet means the write's execution is recorded everywhere: executed
+      // frontiers advance only after a (possibly deferred) marker Ready.
+      await waitUntil(async () =>
+        await converged(cluster.urls) &&
+        ((await status(cluster.urls[1]!)).frontiers as { executed: number[] }).executed[0]! >= 1, {
         deadlineMs: 10_000,
         what: "a quiet cluster",
       });

@@ -17,7 +17,7 @@ async function withApp(
 ) {
   const cluster = await startTestCluster(3);
   try {
-    const app = await createApp({
+    const app = createApp({
       node: cluster.nodes[0]!,
       replicas: 3,
       secret: SECRET,
