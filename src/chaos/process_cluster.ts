@@ -19,6 +19,8 @@ export interface ProcessCluster {
   readonly root: string;
   /** Whether replica `id` is running. */
   running(id: number): boolean;
+  /** The process id of replica `id`, while it runs. */
+  pid(id: number): number | undefined;
   /** Sends `signal` to replica `id` (SIGKILL and SIGTERM wait for it to exit). */
   kill(id: number, signal?: Deno.Signal): Promise<void>;
   /** Starts replica `id` if it is not running, without waiting for it. */
@@ -29,6 +31,31 @@ export interface ProcessCluster {
   output(id: number): string;
   /** Stops every replica and removes the directory. */
   stop(): Promise<void>;
+}
+
+/**
+ * Appends everything `child` prints (stdout and stderr) to the file `path`,
+ * and keeps the last `keep` chunks of it in `tail`, for failure reports.
+ */
+export async function captureOutput(
+  child: Deno.ChildProcess,
+  path: string,
+  tail: string[],
+  keep: number,
+): Promise<void> {
+  const file = await Deno.open(path, { append: true, create: true, write: true });
+  const encoder = new TextEncoder();
+  let open = 2;
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      tail.push(chunk);
+      if (tail.length > keep) tail.splice(0, tail.length - keep);
+      await file.write(encoder.encode(chunk));
+    }
+    if (--open === 0) file.close();
+  };
+  collect(child.stdout);
+  collect(child.stderr);
 }
 
 /** Finds `count` consecutive free TCP ports on 127.0.0.1. */
@@ -86,6 +113,8 @@ export async function startProcessCluster(
     readonly readFiles?: readonly string[];
     /** Directory to create the cluster's directory in (default: the system's temp directory). */
     readonly parentDir?: string;
+    /** Flags for `deno run` itself (such as `--cpu-prof`), placed before the script. */
+    readonly denoFlags?: readonly string[];
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -124,6 +153,7 @@ export async function startProcessCluster(
       ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
     });
     args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
+    args.splice(1, 0, ...(options.denoFlags ?? []));
     const child = new Deno.Command(Deno.execPath(), {
       args,
       env: { EPAXOS_CLUSTER_SECRET: secret, ...options.env },
@@ -134,24 +164,7 @@ export async function startProcessCluster(
     processes[id] = child;
     // The whole output goes to a file beside the data (kept for failure
     // reports); the tail stays in memory.
-    const file = await Deno.open(`${root}/replica-${id}.log`, {
-      append: true,
-      create: true,
-      write: true,
-    });
-    const encoder = new TextEncoder();
-    let open = 2;
-    const collect = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        const log = logs[id]!;
-        log.push(chunk);
-        if (log.length > 200) log.splice(0, log.length - 200);
-        await file.write(encoder.encode(chunk));
-      }
-      if (--open === 0) file.close();
-    };
-    collect(child.stdout);
-    collect(child.stderr);
+    await captureOutput(child, `${root}/replica-${id}.log`, logs[id]!, 200);
   };
   for (let id = 0; id < replicas; id++) await spawn(id);
   const cluster: ProcessCluster = {
@@ -159,6 +172,7 @@ export async function startProcessCluster(
     secret,
     root,
     running: (id) => processes[id] !== undefined,
+    pid: (id) => processes[id]?.pid,
     async kill(id, signal = "SIGKILL") {
       const child = processes[id];
       if (child === undefined) return;

@@ -16,7 +16,7 @@ import { SystemRandom } from "../runtime/random.ts";
 import { createApp } from "../server/app.ts";
 import { faultRoutes } from "../server/fault_routes.ts";
 import { ConfigError, loadClusterConfig, resolveSecret } from "../server/config.ts";
-import { ReplicaNode } from "../server/node.ts";
+import { DEFAULT_MAX_HELD_COMMANDS, ReplicaNode } from "../server/node.ts";
 import { openDenoKvStorage } from "../storage/deno_kv.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
@@ -25,12 +25,13 @@ import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const USAGE =
   "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
-  " [--enable-fault-injection | --emulate-wan MATRIX.json] [--volatile-storage]";
+  " [--max-held-commands N] [--enable-fault-injection | --emulate-wan MATRIX.json]" +
+  " [--volatile-storage]";
 
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
-    options: ["config", "id", "data", "listen", "emulate-wan"],
+    options: ["config", "id", "data", "listen", "emulate-wan", "max-held-commands"],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
@@ -121,6 +122,11 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     clock,
     log,
     traceMessages: args.flags.has("log-messages"),
+    maxHeldCommands: integerOption(args, "max-held-commands", {
+      min: 1000,
+      max: 1_000_000_000,
+      fallback: DEFAULT_MAX_HELD_COMMANDS,
+    })!,
   });
   const app = createApp({
     node,

@@ -89,6 +89,8 @@ export interface Instance<C> {
    * (see `Replica.ready`).
    */
   commitMustPersist: boolean;
+  /** Replica: client commands this instance counts toward `Replica.heldCommands`. */
+  heldCommands: number;
 }
 
 /** Creates an instance in the initial phase. */
@@ -116,6 +118,7 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     edgeMark: 0,
     dirty: false,
     commitMustPersist: false,
+    heldCommands: 0,
   };
 }
 

@@ -270,6 +270,8 @@ export class Replica<C> {
   #outbox: Message<C>[] = [];
   #executions: Execution<C>[] = [];
   #abandoned: Abandoned<C>[] = [];
+  #decidedProposals: number[] = [];
+  #heldCommands = 0;
   /** Instances executed and applied; their executed markers go into the next Ready. */
   #markersToPersist: Instance<C>[] = [];
   // The Ready in flight.
@@ -359,6 +361,32 @@ export class Replica<C> {
   /** Instances held in memory. */
   get instanceCount(): number {
     return this.#instances.size;
+  }
+
+  /**
+   * Client commands carried by the instances held in memory (counted once per
+   * instance, when its command is first learned). Instances leave only when
+   * every replica executed them, so this grows while a replica is down or
+   * behind: the driver bounds it (see `ReplicaNode`).
+   */
+  get heldCommands(): number {
+    return this.#heldCommands;
+  }
+
+  /**
+   * For each replica, how many instances this replica executed durably that
+   * the replica has not reported executing (0 for this replica): a replica far
+   * behind holds back pruning everywhere.
+   */
+  executionLag(): number[] {
+    return this.#peerExecuted.map((executed, replica) => {
+      if (replica === this.#id) return 0;
+      let lag = 0;
+      for (let row = 0; row < this.#n; row++) {
+        lag += Math.max(0, this.#durableExecuted[row]! - executed[row]!);
+      }
+      return lag;
+    });
   }
 
   /** Own proposals not yet executed. */
@@ -624,6 +652,7 @@ export class Replica<C> {
       messages: this.#outbox,
       executions: this.#executions,
       abandoned: this.#abandoned,
+      decidedProposals: this.#decidedProposals,
     };
     this.#inFlight = { executions: this.#executions, markers };
     for (const instance of this.#dirty) instance.dirty = false;
@@ -632,6 +661,7 @@ export class Replica<C> {
     this.#outbox = [];
     this.#executions = [];
     this.#abandoned = [];
+    this.#decidedProposals = [];
     return ready;
   }
 
@@ -876,6 +906,7 @@ export class Replica<C> {
     this.#nackedBallots.delete(instance.key);
     this.#executor.noteCommitted(instance);
     const own = this.#ownProposals.get(instance.key);
+    if (own !== undefined) this.#decidedProposals.push(instance.number);
     if (own !== undefined && command === NOP) {
       // Our proposal was replaced by a Nop in recovery: it never executes, so
       // proposing the same commands again keeps at-most-once semantics.
@@ -1370,6 +1401,7 @@ export class Replica<C> {
         const instance = this.#instances.get(key);
         if (instance === undefined) continue;
         this.#instances.delete(key);
+        this.#heldCommands -= instance.heldCommands;
         instance.dirty = false; // a pruned instance is not written again
         this.#uncommitted.delete(instance);
         this.#dropLead(key);
@@ -1768,6 +1800,8 @@ export class Replica<C> {
   #learn(instance: Instance<C>, command: Payload<C>, accesses?: readonly Access[]): void {
     if (instance.accesses !== undefined || command === NOP) return;
     instance.accesses = accesses ?? batchAccesses(this.#conflicts, command);
+    instance.heldCommands = command.length;
+    this.#heldCommands += command.length;
     this.#index.add(instance.owner, instance.number, instance.accesses);
     this.#executor.noteKnown(instance);
   }
@@ -1832,6 +1866,8 @@ export class Replica<C> {
         : instance.command;
       if (original !== undefined && original !== NOP) {
         instance.accesses = batchAccesses(this.#conflicts, original);
+        instance.heldCommands = original.length;
+        this.#heldCommands += original.length;
         this.#index.add(instance.owner, instance.number, instance.accesses);
       }
     }

@@ -300,4 +300,10 @@ export interface Ready<C> {
   readonly executions: readonly Execution<C>[];
   /** Proposals given up on; their clients should get an error. */
   readonly abandoned: readonly Abandoned<C>[];
+  /**
+   * Numbers of this replica's own instances decided since the last Ready (in
+   * any way: fast, slow, or by a recovery), for the driver's commit-latency
+   * metric. Informational: nothing waits on it.
+   */
+  readonly decidedProposals: readonly number[];
 }

@@ -23,6 +23,7 @@ import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "../transport/codec.ts"
 import { PEER_BATCH_PATH } from "../transport/http.ts";
 import { OutcomeUnknownError, type ReplicaNode, UnavailableError } from "./node.ts";
 import { renderMetrics } from "./render_metrics.ts";
+import type { RecentWindow } from "./metrics.ts";
 
 /** Settings of the app. */
 export interface AppOptions {
@@ -129,6 +130,12 @@ function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
     : { key, value: text, version: entry.version };
 }
 
+function recentQuantiles(window: RecentWindow): Record<string, number | null> {
+  const [p50, p99] = window.quantiles([0.5, 0.99]);
+  const round = (value: number | null) => value === null ? null : Number(value.toFixed(2));
+  return { samples: window.size, p50: round(p50!), p99: round(p99!) };
+}
+
 /** Builds the app of one replica. */
 export function createApp(options: AppOptions): Hono {
   const { node } = options;
@@ -191,12 +198,24 @@ export function createApp(options: AppOptions): Hono {
           : Number((stats.fastCommits / (stats.fastCommits + stats.slowCommits)).toFixed(4)),
       },
       recoveries: { started: stats.recoveriesStarted, committed: stats.recoveriesCommitted },
+      // Exact quantiles over the last 1024 observations: client-seen latency
+      // (submit to execution) and commit latency (propose to decide).
+      latencyMs: {
+        request: recentQuantiles(node.metrics.recentRequestMs),
+        commit: recentQuantiles(node.metrics.recentCommitMs),
+      },
       pending: {
         instances: core.uncommittedCount,
         execution: core.pendingExecution,
         proposals: core.inflightProposals,
       },
       instancesHeld: core.instanceCount,
+      // Retention: executed instances stay until every replica executed them.
+      retention: {
+        heldCommands: core.heldCommands,
+        limit: node.maxHeldCommands,
+        behindInstances: core.executionLag(),
+      },
       executed: { instances: stats.executedInstances, commands: stats.executedCommands },
       keys: node.state.size,
       stateDigest: node.state.digest,

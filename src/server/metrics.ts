@@ -84,3 +84,47 @@ export class MetricsPage {
 export function labelValue(value: string | number): string {
   return String(value).replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll('"', '\\"');
 }
+
+/**
+ * The most recent observations (a fixed-size ring), for quantiles over "now"
+ * in `/status`: a Prometheus histogram gives rates and coarse buckets, this
+ * gives an operator an exact recent median at a glance.
+ */
+export class RecentWindow {
+  readonly #values: Float64Array;
+  #next = 0;
+  #filled = 0;
+
+  /** Keeps the last `capacity` observations. */
+  constructor(capacity = 1024) {
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
+    }
+    this.#values = new Float64Array(capacity);
+  }
+
+  /** Records one observation, forgetting the oldest when full. */
+  observe(value: number): void {
+    this.#values[this.#next] = value;
+    this.#next = (this.#next + 1) % this.#values.length;
+    if (this.#filled < this.#values.length) this.#filled++;
+  }
+
+  /** Number of observations held. */
+  get size(): number {
+    return this.#filled;
+  }
+
+  /**
+   * The given quantiles (each in [0, 1], nearest rank) of the observations
+   * held, or nulls when there are none.
+   */
+  quantiles(qs: readonly number[]): (number | null)[] {
+    if (this.#filled === 0) return qs.map(() => null);
+    const sorted = this.#values.slice(0, this.#filled).sort();
+    return qs.map((q) => {
+      const rank = Math.min(this.#filled - 1, Math.max(0, Math.ceil(q * this.#filled) - 1));
+      return sorted[rank]!;
+    });
+  }
+}

@@ -23,7 +23,7 @@ import type { Clock } from "../runtime/clock.ts";
 import type { ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
-import { Histogram } from "./metrics.ts";
+import { Histogram, RecentWindow } from "./metrics.ts";
 
 /** Why a request could not be proposed: nothing was proposed, the client may retry. */
 export class UnavailableError extends Error {
@@ -70,6 +70,15 @@ export interface ReplicaNodeOptions {
   readonly batchWindowMs?: number;
   /** Most client commands waiting for their outcome before new ones are refused (default 20,000). */
   readonly maxPendingCommands?: number;
+  /**
+   * Most client commands held in memory (and storage) before new ones are
+   * refused (default 1,000,000). Executed instances are dropped only once every
+   * replica executed them, so a replica that is down or far behind makes the
+   * others hold everything it will need; this bounds that retention. When it is
+   * reached, writes are refused with 503 until the replica catches up (it is
+   * sent what it missed when it returns) or is removed from the cluster.
+   */
+  readonly maxHeldCommands?: number;
   /** How long a client waits for its command to execute, in milliseconds (default 5000). */
   readonly requestTimeoutMs?: number;
   /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */
@@ -114,8 +123,31 @@ interface Waiter {
   readonly resolve: (result: KvResult) => void;
   readonly reject: (error: Error) => void;
   readonly submittedMs: number;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the request is answered 504 if it has not executed. */
+  readonly deadlineMs: number;
 }
+
+/** Default of {@linkcode ReplicaNodeOptions.maxHeldCommands}. */
+export const DEFAULT_MAX_HELD_COMMANDS = 1_000_000;
+
+/** Bucket bounds of latency histograms, seconds: loopback to wide area. */
+const LATENCY_BUCKETS_SECONDS = [
+  0.001,
+  0.002,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.075,
+  0.1,
+  0.15,
+  0.2,
+  0.3,
+  0.5,
+  1,
+  2.5,
+  5,
+];
 
 /** Counters and histograms the metrics endpoint renders. */
 export interface NodeMetrics {
@@ -139,6 +171,12 @@ export interface NodeMetrics {
   readonly batchSize: Histogram;
   /** Client-seen latency from submit to execution, seconds. */
   readonly requestSeconds: Histogram;
+  /** Time from proposing an instance to deciding it (fast, slow or recovered), seconds. */
+  readonly commitSeconds: Histogram;
+  /** The last client-seen latencies, milliseconds (for `/status`). */
+  readonly recentRequestMs: RecentWindow;
+  /** The last propose-to-decide times, milliseconds (for `/status`). */
+  readonly recentCommitMs: RecentWindow;
 }
 
 /** One replica, driving its core. */
@@ -156,6 +194,8 @@ export class ReplicaNode {
   readonly #waiters = new Map<string, Waiter>();
   #batch: KvCommand[] = [];
   #batchBytes = 0;
+  /** When each instance proposed here (and not yet decided) was proposed. */
+  readonly #proposedAtMs = new Map<number, number>();
   #batchTimer: ReturnType<typeof setTimeout> | undefined;
   #markerTimer: ReturnType<typeof setTimeout> | undefined;
   #pendingEffects = new Map<number, readonly KvMutation[]>();
@@ -208,20 +248,10 @@ export class ReplicaNode {
         1,
       ]),
       batchSize: new Histogram([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]),
-      requestSeconds: new Histogram([
-        0.001,
-        0.002,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-      ]),
+      requestSeconds: new Histogram(LATENCY_BUCKETS_SECONDS),
+      commitSeconds: new Histogram(LATENCY_BUCKETS_SECONDS),
+      recentRequestMs: new RecentWindow(),
+      recentCommitMs: new RecentWindow(),
     };
   }
 
@@ -266,7 +296,6 @@ export class ReplicaNode {
     this.#kick(true);
     await this.#idle;
     for (const [request, waiter] of this.#waiters) {
-      if (waiter.timer !== undefined) clearTimeout(waiter.timer);
       waiter.reject(new OutcomeUnknownError("The replica is shutting down"));
       this.#waiters.delete(request);
     }
@@ -323,6 +352,11 @@ export class ReplicaNode {
     return this.reachablePeers() >= this.#core.quorum.slowQuorumSize - 1;
   }
 
+  /** The retention bound: see {@linkcode ReplicaNodeOptions.maxHeldCommands}. */
+  get maxHeldCommands(): number {
+    return this.#options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS;
+  }
+
   /** A request id unique to this process. */
   newRequestId(): string {
     return `${this.id}.${this.#bootId}.${++this.#requestCounter}`;
@@ -351,19 +385,32 @@ export class ReplicaNode {
       this.metrics.requestsRefused++;
       return Promise.reject(new UnavailableError("Too many requests in progress"));
     }
+    const heldLimit = this.#options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS;
+    if (this.#core.heldCommands >= heldLimit) {
+      this.metrics.requestsRefused++;
+      const lag = this.#core.executionLag();
+      const behind = lag.map((instances, replica) => ({ instances, replica }))
+        .filter((entry) => entry.instances > 0)
+        .sort((a, b) => b.instances - a.instances)
+        .map((entry) => `replica ${entry.replica} (${entry.instances} instances behind)`);
+      return Promise.reject(
+        new UnavailableError(
+          `${this.#core.heldCommands} commands are held until every replica executes them ` +
+            `(limit ${heldLimit}); waiting for ${behind.join(", ") || "pruning to catch up"}`,
+          5,
+        ),
+      );
+    }
     if (!this.quorumReachable()) {
       this.metrics.requestsRefused++;
       return Promise.reject(new UnavailableError("No quorum of replicas is reachable"));
     }
     return new Promise<KvResult>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, submittedMs: this.#clock.now(), timer: undefined };
-      waiter.timer = setTimeout(() => {
-        if (this.#waiters.get(command.request) !== waiter) return;
-        this.#waiters.delete(command.request);
-        this.metrics.requestsTimedOut++;
-        reject(new OutcomeUnknownError("The command was proposed but did not execute in time"));
-      }, this.#options.requestTimeoutMs ?? 5000);
-      this.#waiters.set(command.request, waiter);
+      // No timer per request (thousands in flight under load cost the event
+      // loop measurably): the tick sweeps expired waiters, oldest first.
+      const submittedMs = this.#clock.now();
+      const deadlineMs = submittedMs + (this.#options.requestTimeoutMs ?? 5000);
+      this.#waiters.set(command.request, { resolve, reject, submittedMs, deadlineMs });
       this.#enqueue(command);
     });
   }
@@ -415,7 +462,9 @@ export class ReplicaNode {
       clearTimeout(this.#batchTimer);
       this.#batchTimer = undefined;
     }
-    this.#core.propose(commands);
+    const { number } = this.#core.propose(commands);
+    // Bounded by the proposals in flight (each is decided, as a Nop at worst).
+    this.#proposedAtMs.set(number, this.#clock.now());
     this.metrics.instancesProposed++;
     this.metrics.commandsProposed += commands.length;
     this.metrics.batchSize.observe(commands.length);
@@ -423,6 +472,7 @@ export class ReplicaNode {
 
   #onTimer(): void {
     const now = this.#clock.now();
+    this.#expireWaiters(now);
     let ticks = Math.floor((now - this.#lastTickMs) / this.#tickMs);
     if (ticks <= 0) return;
     this.#lastTickMs += ticks * this.#tickMs;
@@ -431,6 +481,22 @@ export class ReplicaNode {
     for (let i = 0; i < ticks; i++) this.#core.tick();
     this.#updatePeerOrder();
     this.#kick();
+  }
+
+  /**
+   * Answers 504 to requests past their deadline. Every request has the same
+   * timeout, so the map's insertion order is deadline order: the sweep stops
+   * at the first waiter still in time.
+   */
+  #expireWaiters(now: number): void {
+    for (const [request, waiter] of this.#waiters) {
+      if (waiter.deadlineMs > now) break;
+      this.#waiters.delete(request);
+      this.metrics.requestsTimedOut++;
+      waiter.reject(
+        new OutcomeUnknownError("The command was proposed but did not execute in time"),
+      );
+    }
   }
 
   /**
@@ -510,6 +576,7 @@ export class ReplicaNode {
         }
         const ready = this.#core.ready();
         await this.#persist(ready);
+        this.#noteDecided(ready.decidedProposals);
         this.#send(ready.messages);
         this.#execute(ready);
         this.#core.advance();
@@ -532,8 +599,13 @@ export class ReplicaNode {
     const effects = this.#pendingEffects;
     if (ready.records.length === 0 && effects.size === 0) return;
     this.#pendingEffects = new Map();
+    // Storage that logs changes asks now and then for the whole state, after
+    // this batch's effects: the key-value state now, since every execution
+    // whose effects are pending has been applied (a copy, taken before the
+    // await, so later executions cannot leak into it).
+    const snapshot = this.#storage.wantsSnapshot?.() ? [...this.#kv.entries()] : undefined;
     const started = this.#clock.now();
-    await this.#storage.commit({ records: ready.records, effects });
+    await this.#storage.commit({ records: ready.records, effects, snapshot });
     const elapsed = this.#clock.now() - started;
     this.metrics.storageCommitSeconds.observe(elapsed / 1000);
     if (elapsed > 20) {
@@ -542,6 +614,18 @@ export class ReplicaNode {
           Math.round(elapsed)
         } ms for ${ready.records.length} records and ${effects.size} effects`,
       );
+    }
+  }
+
+  #noteDecided(numbers: readonly number[]): void {
+    if (numbers.length === 0) return;
+    const now = this.#clock.now();
+    for (const number of numbers) {
+      const proposedAt = this.#proposedAtMs.get(number);
+      if (proposedAt === undefined) continue;
+      this.#proposedAtMs.delete(number);
+      this.metrics.commitSeconds.observe((now - proposedAt) / 1000);
+      this.metrics.recentCommitMs.observe(now - proposedAt);
     }
   }
 
@@ -566,9 +650,9 @@ export class ReplicaNode {
         const waiter = this.#waiters.get(request);
         if (waiter === undefined) continue;
         this.#waiters.delete(request);
-        if (waiter.timer !== undefined) clearTimeout(waiter.timer);
         this.metrics.commandsAnswered++;
         this.metrics.requestSeconds.observe((now - waiter.submittedMs) / 1000);
+        this.metrics.recentRequestMs.observe(now - waiter.submittedMs);
         waiter.resolve(result);
       }
     }
@@ -577,7 +661,6 @@ export class ReplicaNode {
         const waiter = this.#waiters.get(command.request);
         if (waiter === undefined) continue;
         this.#waiters.delete(command.request);
-        if (waiter.timer !== undefined) clearTimeout(waiter.timer);
         // Replaced by a Nop every time it was proposed: it never executed.
         waiter.reject(
           new UnavailableError(`The command could not be ordered: ${abandoned.reason}`),

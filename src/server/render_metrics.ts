@@ -59,6 +59,12 @@ export function renderMetrics(node: ReplicaNode, names?: readonly string[]): str
     .family("epaxos_instances_held", "gauge", "Instances held in memory.", [
       `epaxos_instances_held ${core.instanceCount}`,
     ])
+    .family(
+      "epaxos_held_commands",
+      "gauge",
+      "Client commands held until every replica executes them (bounded by --max-held-commands).",
+      [`epaxos_held_commands ${core.heldCommands}`],
+    )
     .family("epaxos_execution_pending", "gauge", "Known instances waiting to execute here.", [
       `epaxos_execution_pending ${core.pendingExecution}`,
     ])
@@ -91,6 +97,12 @@ export function renderMetrics(node: ReplicaNode, names?: readonly string[]): str
       "histogram",
       "Client-seen latency from submission to execution here.",
       metrics.requestSeconds.render("epaxos_request_duration_seconds"),
+    )
+    .family(
+      "epaxos_proposal_commit_duration_seconds",
+      "histogram",
+      "Time from proposing an instance here to deciding it (fast, slow or by recovery).",
+      metrics.commitSeconds.render("epaxos_proposal_commit_duration_seconds"),
     )
     .family(
       "epaxos_peer_round_trip_time_seconds",

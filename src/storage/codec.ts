@@ -18,11 +18,11 @@
  * @module
  */
 
-import { decode, Encoder } from "@msgpack/msgpack";
+import { decode, decodeMulti, Encoder } from "@msgpack/msgpack";
 import type { Deps } from "../core/deps.ts";
 import { instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
 import { type InstanceRecord, NOP, type Payload, type Phase } from "../core/types.ts";
-import type { KvEntry } from "../kv/state_machine.ts";
+import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
 
 /** What a decoder needs to know to validate a record. */
 export interface RecordCodecOptions<C> {
@@ -288,4 +288,156 @@ function isPayload<C>(
   if (!Array.isArray(value) || value.length === 0) return false;
   for (const command of value) if (!isCommand(command)) return false;
   return true;
+}
+
+// --- Effects log and snapshots ----------------------------------------------
+
+/**
+ * Encodes the state-machine changes of one instance, an entry of the effects
+ * log: `[owner, number, changes]`, a change being `[key, version, value]` (a
+ * set) or `[key]` (a delete). A fresh copy.
+ */
+export function encodeEffects(
+  owner: number,
+  number: number,
+  mutations: readonly KvMutation[],
+): Uint8Array {
+  const changes = mutations.map((mutation) =>
+    mutation.kind === "set"
+      ? [mutation.key, mutation.entry.version, mutation.entry.value]
+      : [mutation.key]
+  );
+  return sharedEncoder.encode([owner, number, changes]);
+}
+
+/**
+ * Decodes and validates an effects log entry written by {@linkcode encodeEffects}.
+ *
+ * @throws {Error} saying what is wrong.
+ */
+export function decodeEffects(bytes: Uint8Array): Effects {
+  return validateEffects(decodeMsgpack(bytes));
+}
+
+/** The changes of one executed instance, as logged. */
+export interface Effects {
+  /** The instance's owner. */
+  readonly owner: number;
+  /** The instance's number. */
+  readonly number: number;
+  /** Its key-value changes, in order. */
+  readonly mutations: KvMutation[];
+}
+
+/**
+ * Decodes an effects log entry holding several {@linkcode encodeEffects}
+ * encodings back to back (a MessagePack stream), in order.
+ *
+ * @throws {Error} saying what is wrong.
+ */
+export function decodeEffectsStream(bytes: Uint8Array): Effects[] {
+  const all: Effects[] = [];
+  try {
+    for (const value of decodeMulti(bytes, decodeOptions)) all.push(validateEffects(value));
+  } catch (error) {
+    if ((error as Error).message.startsWith("Effects entry")) throw error;
+    throw new Error(`Value is not valid MessagePack: ${(error as Error).message}`);
+  }
+  return all;
+}
+
+function validateEffects(value: unknown): Effects {
+  if (!Array.isArray(value) || value.length !== 3) {
+    throw new Error("Effects entry is not an [owner, number, changes] triple");
+  }
+  const [owner, number, changes] = value;
+  if (!isNatural(owner) || !isNatural(number)) throw new Error("Effects entry names no instance");
+  if (!Array.isArray(changes)) throw new Error("Effects entry changes are not an array");
+  const mutations: KvMutation[] = changes.map((change: unknown) => {
+    if (!Array.isArray(change) || typeof change[0] !== "string") {
+      throw new Error("Effects entry has a malformed change");
+    }
+    if (change.length === 1) return { kind: "delete", key: change[0] };
+    const [key, version, data] = change;
+    if (change.length !== 3 || !isVersion(version) || !(data instanceof Uint8Array)) {
+      throw new Error("Effects entry has a malformed set");
+    }
+    return { kind: "set", key, entry: { value: data, version } };
+  });
+  return { owner, number, mutations };
+}
+
+/** Largest encoded snapshot page: one Deno KV value. */
+export const SNAPSHOT_PAGE_BYTES = 65536;
+/** What a page is filled to, by estimate, before the next one starts. */
+const SNAPSHOT_PAGE_TARGET = 48 * 1024;
+
+/**
+ * Encodes the whole key-value state as pages of at most
+ * {@linkcode SNAPSHOT_PAGE_BYTES} bytes, each a MessagePack array
+ * `[key, version, value, key, version, value, ...]`. Fresh copies.
+ *
+ * @throws {Error} if one entry alone can never fit in a page.
+ */
+export function encodeSnapshotPages(
+  entries: Iterable<readonly [string, KvEntry]>,
+): Uint8Array[] {
+  const pages: Uint8Array[] = [];
+  let page: unknown[] = [];
+  let estimate = 0;
+  const flush = (items: unknown[]) => {
+    if (items.length === 0) return;
+    const encoded = sharedEncoder.encode(items);
+    if (encoded.length <= SNAPSHOT_PAGE_BYTES) {
+      pages.push(encoded);
+    } else if (items.length === 3) {
+      throw new Error(
+        `Entry of key ${JSON.stringify(String(items[0]).slice(0, 32))} encodes to ` +
+          `${encoded.length} bytes, more than a snapshot page holds`,
+      );
+    } else {
+      // The estimate was off (multi-byte keys): split the page in two.
+      const half = Math.floor(items.length / 6) * 3;
+      flush(items.slice(0, half));
+      flush(items.slice(half));
+    }
+  };
+  for (const [key, entry] of entries) {
+    // Upper bound of the encoded size: UTF-16 units take at most 3 UTF-8 bytes.
+    const size = 3 * key.length + entry.version.length + entry.value.length + 16;
+    if (page.length > 0 && estimate + size > SNAPSHOT_PAGE_TARGET) {
+      flush(page);
+      page = [];
+      estimate = 0;
+    }
+    page.push(key, entry.version, entry.value);
+    estimate += size;
+  }
+  flush(page);
+  return pages;
+}
+
+/**
+ * Decodes and validates one snapshot page, adding its entries to `into`.
+ *
+ * @throws {Error} saying what is wrong.
+ */
+export function decodeSnapshotPage(bytes: Uint8Array, into: Map<string, KvEntry>): void {
+  const value = decodeMsgpack(bytes);
+  if (!Array.isArray(value) || value.length % 3 !== 0) {
+    throw new Error("Snapshot page is not an array of key, version, value triples");
+  }
+  for (let i = 0; i < value.length; i += 3) {
+    const key = value[i];
+    const version = value[i + 1];
+    const data = value[i + 2];
+    if (typeof key !== "string" || !isVersion(version) || !(data instanceof Uint8Array)) {
+      throw new Error(`Snapshot page has a malformed entry at position ${i / 3}`);
+    }
+    into.set(key, { value: data, version });
+  }
+}
+
+function isVersion(value: unknown): value is string {
+  return typeof value === "string" && value.length <= MAX_VERSION_LENGTH;
 }

@@ -18,6 +18,29 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
   readonly #entries = new Map<string, KvEntry>();
   #pruneFloor: Deps | undefined;
   #commits = 0;
+  #snapshots = 0;
+  readonly #snapshotEveryCommits: number | undefined;
+
+  /**
+   * Creates empty storage. With `snapshotEveryCommits`, it asks for a
+   * snapshot (`wantsSnapshot`) after every that many commits, as log-based
+   * storage does when its log grows, so that callers' snapshot path runs in
+   * tests and the simulator.
+   */
+  constructor(options: { readonly snapshotEveryCommits?: number } = {}) {
+    this.#snapshotEveryCommits = options.snapshotEveryCommits;
+  }
+
+  /** {@linkcode ReplicaStorage.wantsSnapshot}: every `snapshotEveryCommits` commits, if set. */
+  wantsSnapshot(): boolean {
+    const every = this.#snapshotEveryCommits;
+    return every !== undefined && every > 0 && this.#commits % every === every - 1;
+  }
+
+  /** Number of snapshots committed so far. */
+  get snapshots(): number {
+    return this.#snapshots;
+  }
 
   /** Number of batches committed so far. */
   get commits(): number {
@@ -46,6 +69,8 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
   /**
    * {@linkcode ReplicaStorage.commit}, synchronously. With `units`, only the
    * first `units` atomic units are applied: a crash in the middle of a commit.
+   * A snapshot, the last unit, replaces the entries (with the same state, when
+   * the caller keeps the contract).
    */
   commitSync(batch: PersistBatch<C>, units = Number.POSITIVE_INFINITY): void {
     let applied = 0;
@@ -84,6 +109,13 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
         applied++;
         this.#apply(mutations);
       }
+    }
+    if (batch.snapshot !== undefined) {
+      if (applied >= units) return;
+      applied++;
+      this.#entries.clear();
+      for (const [key, entry] of batch.snapshot) this.#entries.set(key, entry);
+      this.#snapshots++;
     }
     this.#commits++;
   }

@@ -18,6 +18,13 @@ export interface PersistBatch<C> {
   readonly records: readonly StorageRecord<C>[];
   /** State-machine changes by instance key (`instanceKey(owner, number)`). */
   readonly effects: ReadonlyMap<number, readonly KvMutation[]>;
+  /**
+   * The whole key-value state as it is after this batch's effects, given when
+   * {@linkcode ReplicaStorage.wantsSnapshot} asked for it: storage may then
+   * replace the changes it logged so far with it. The last atomic unit of the
+   * batch; it changes nothing that `load` returns (the state is the same).
+   */
+  readonly snapshot?: readonly (readonly [string, KvEntry])[];
 }
 
 /** What storage held when a replica starts. */
@@ -37,13 +44,20 @@ export interface LoadedState<C> {
  *   returns is the state before the batch plus a prefix of its atomic units
  *   (one per record, with its effects), never a partial unit; after `commit`
  *   resolves, all of it.
- * - `load` returns the latest record of each instance, without deleted ones.
+ * - `load` returns the latest record of each instance, without deleted ones,
+ *   and the key-value state the effects (and snapshots) add up to.
  */
 export interface ReplicaStorage<C> {
   /** Reads everything persisted. */
   load(): Promise<LoadedState<C>>;
   /** Persists a batch durably. */
   commit(batch: PersistBatch<C>): Promise<void>;
+  /**
+   * Whether the next batch should carry a {@linkcode PersistBatch.snapshot}
+   * (storage that logs changes asks when its log has grown enough). Absent:
+   * never.
+   */
+  wantsSnapshot?(): boolean;
   /** Releases the storage. */
   close(): void;
 }

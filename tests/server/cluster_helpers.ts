@@ -30,14 +30,18 @@ export type TestNodeOptions = Partial<
 /** Starts `replicas` nodes and waits until each reaches a quorum. */
 export async function startTestCluster(
   replicas = 3,
-  options: TestNodeOptions = {},
+  options: TestNodeOptions & { readonly snapshotEveryCommits?: number } = {},
 ): Promise<TestCluster> {
   const clock = new SystemClock();
   const network = new MemoryNetwork<KvCommand>({ replicas, isCommand: isKvCommand, clock });
-  const storages = Array.from({ length: replicas }, () => new MemoryStorage<KvCommand>());
+  const { snapshotEveryCommits, ...nodeOptions } = options;
+  const storages = Array.from(
+    { length: replicas },
+    () => new MemoryStorage<KvCommand>({ snapshotEveryCommits }),
+  );
   const open = async (id: number) => {
     const node = await ReplicaNode.open({
-      ...options,
+      ...nodeOptions,
       id,
       replicas,
       storage: storages[id]!,

@@ -116,6 +116,38 @@ Deno.test("a restarted replica reloads its state and keeps serving", async () =>
   }
 });
 
+Deno.test("snapshots taken under load restore the same state after a restart", async () => {
+  const cluster = await startTestCluster(3, { snapshotEveryCommits: 4 });
+  try {
+    const node = cluster.nodes[2]!;
+    // Overwrites and deletes, so that a stale or partial snapshot would show.
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          round === 3 && i % 3 === 0
+            ? node.submit({
+              op: "delete",
+              request: node.newRequestId(),
+              key: `s${i}`,
+              ifVersion: null,
+            })
+            : node.submit({
+              op: "put",
+              request: node.newRequestId(),
+              key: `s${i}`,
+              value: text(`${round}-${i}`),
+            })),
+      );
+    }
+    assert.ok(cluster.storages[2]!.snapshots > 0, "no snapshot was taken");
+    const digest = node.state.digest;
+    await cluster.restart(2);
+    assert.equal(cluster.nodes[2]!.state.digest, digest);
+  } finally {
+    await cluster.stop();
+  }
+});
+
 Deno.test("without a reachable quorum a write is refused and nothing is proposed", async () => {
   const cluster = await startTestCluster(3);
   try {
@@ -129,6 +161,50 @@ Deno.test("without a reachable quorum a write is refused and nothing is proposed
       { name: "UnavailableError" },
     );
     assert.equal(node.metrics.commandsProposed, proposedBefore);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("retention is bounded: writes are refused while a replica is behind, then resume", async () => {
+  const cluster = await startTestCluster(3, { maxHeldCommands: 1000 });
+  try {
+    const node = cluster.nodes[0]!;
+    cluster.network.setDown(2, true);
+    // Replica 2 executes nothing: replicas 0 and 1 must keep what it will need.
+    const put = (i: number) =>
+      node.submit({ op: "put", request: node.newRequestId(), key: `k${i % 50}`, value: text("v") });
+    let refused: Error | undefined;
+    for (let i = 0; i < 5000 && refused === undefined; i += 100) {
+      const results = await Promise.allSettled(
+        Array.from({ length: 100 }, (_, j) => put(i + j)),
+      );
+      const failure = results.find((result) => result.status === "rejected");
+      if (failure !== undefined) refused = (failure as PromiseRejectedResult).reason;
+    }
+    assert.ok(refused !== undefined, "writes were never refused");
+    assert.equal(refused.name, "UnavailableError");
+    assert.match(refused.message, /replica 2 \(\d+ instances behind\)/);
+    assert.equal(node.maxHeldCommands, 1000);
+    // Back: replica 2 catches up, everyone prunes, and writes are accepted again.
+    cluster.network.setDown(2, false);
+    await waitFor(
+      () => cluster.nodes.every((n) => n.state.digest === node.state.digest),
+      20_000,
+      "replica 2 to catch up",
+    );
+    let accepted = false;
+    const deadline = Date.now() + 20_000;
+    while (!accepted && Date.now() < deadline) {
+      try {
+        await put(1);
+        accepted = true;
+      } catch (error) {
+        if ((error as Error).name !== "UnavailableError") throw error;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    assert.ok(accepted, "writes were still refused after the replica caught up");
   } finally {
     await cluster.stop();
   }

@@ -161,7 +161,18 @@ export function unitCount(b: PersistBatch<KvCommand>): number {
   }
   let leftovers = 0;
   for (const key of b.effects.keys()) if (!withRecord.has(key)) leftovers++;
-  return b.records.length + leftovers;
+  return b.records.length + leftovers + (b.snapshot === undefined ? 0 : 1);
+}
+
+/** `b` carrying a snapshot of the state after `history` and then `b` whole. */
+export function withSnapshot(
+  history: readonly Committed[],
+  b: PersistBatch<KvCommand>,
+): PersistBatch<KvCommand> {
+  const memory = new MemoryStorage<KvCommand>();
+  for (const [earlier, units] of history) memory.commitSync(earlier, units);
+  memory.commitSync(b);
+  return { ...b, snapshot: memory.loadSync().entries };
 }
 
 /** Where to look for the prefix in {@linkcode prefixOf}. */
@@ -350,6 +361,8 @@ const stepArb = fc.record({
   // "crash" cuts the commit after `crashAt` steps; "reopen" restarts after it.
   action: fc.constantFrom("commit", "commit", "reopen", "crash"),
   crashAt: fc.nat(4),
+  // Whether the batch carries a snapshot of the state after it.
+  snapshot: fc.boolean(),
 });
 
 // --- The suite --------------------------------------------------------------
@@ -513,6 +526,58 @@ export function runStorageContract(factory: StorageFactory): void {
     }
   });
 
+  test("a snapshot keeps the state, and later changes apply on top of it", async (subject) => {
+    const first = baseBatch();
+    const second = withSnapshot(
+      whole(first),
+      batch([executed([1, 7], [put("k7", bytes(7))])], [[1, 7, [set("k7", bytes(7)), del("k1")]]]),
+    );
+    const third = batch([executed([1, 8], [put("k8", bytes(8))])], [[1, 8, [set("k8", bytes(8))]]]);
+    await commitAndCompare(subject, [first, second]);
+    await subject.storage.commit(third);
+    await subject.reopen();
+    assert.deepStrictEqual(
+      normalize(await subject.storage.load()),
+      reference(whole(first, second, third)),
+    );
+  });
+
+  Deno.test(`${factory.name}: a crash during a snapshot leaves the same state`, async () => {
+    const base = baseBatch();
+    // Enough entries for several snapshot pages.
+    const many: KvMutation[] = [];
+    for (let i = 0; i < 400; i++) many.push(set(`bulk-${i}`, bytes(500, i)));
+    const filled = batch([executed([2, 1], [put("bulk", bytes(1))])], [[2, 1, many]]);
+    const snapshotting = withSnapshot(
+      whole(base, filled),
+      batch([], [[2, 2, [del("bulk-0"), set("bulk-1", bytes(3))]]]),
+    );
+    let crashed = true;
+    for (let step = 0; crashed; step++) {
+      assert.ok(step <= 100, "the batch never completes");
+      await withSubject(factory, async (subject) => {
+        await subject.storage.commit(base);
+        await subject.storage.commit(filled);
+        crashed = await subject.crashDuring(snapshotting, step);
+        const k = prefixOf(await subject.storage.load(), {
+          before: whole(base, filled),
+          last: snapshotting,
+        });
+        // A second snapshot after the crash finds and replaces any leftovers.
+        const after = withSnapshot(
+          [...whole(base, filled), [snapshotting, k]],
+          batch([], [[2, 3, [set("after", bytes(4))]]]),
+        );
+        await subject.storage.commit(after);
+        await subject.reopen();
+        assert.deepStrictEqual(
+          normalize(await subject.storage.load()),
+          reference([...whole(base, filled), [snapshotting, k], ...whole(after)]),
+        );
+      });
+    }
+  });
+
   test("large batches: many records, long keys, large values, huge units", async (subject) => {
     const many: StorageRecord<KvCommand>[] = [];
     const manyEffects: [number, number, KvMutation[]][] = [];
@@ -553,7 +618,9 @@ export function runStorageContract(factory: StorageFactory): void {
       fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 5 }), async (steps) => {
         await withSubject(factory, async (subject) => {
           const history: Committed[] = [];
-          for (const { batch: b, action, crashAt } of steps) {
+          for (const step of steps) {
+            const { action, crashAt } = step;
+            const b = step.snapshot ? withSnapshot(history, step.batch) : step.batch;
             if (action === "crash") {
               await subject.crashDuring(b, crashAt);
               const kept = prefixOf(await subject.storage.load(), { before: history, last: b });

@@ -11,8 +11,10 @@ import {
   StorageFormatError,
 } from "../../src/storage/deno_kv.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
+import type { PersistBatch } from "../../src/storage/types.ts";
 import {
   batch,
+  del,
   executed,
   instance,
   normalize,
@@ -24,6 +26,7 @@ import {
   set,
   type StorageFactory,
   whole,
+  withSnapshot,
 } from "./contract.ts";
 
 /** Asserts that `promise` rejects with an instance of `type` whose message contains `text`. */
@@ -150,13 +153,13 @@ Deno.test("DenoKvStorage: a fresh file gets the current format version", async (
 Deno.test("DenoKvStorage: a file with another format version is refused", async () => {
   await withFile(async (path) => {
     await rawKv(path, async (kv) => {
-      await kv.set(["meta", "format"], 2);
+      await kv.set(["meta", "format"], 1);
     });
     await assert.rejects(
       openDenoKvStorage(path, OPTIONS),
       (error: Error) =>
         error instanceof StorageFormatError &&
-        error.message === "File has storage format 2, but this build reads only format 1",
+        error.message === "File has storage format 1, but this build reads only format 2",
     );
   });
 });
@@ -235,14 +238,15 @@ Deno.test("DenoKvStorage: a missing chunk or a bad entry is a clear error", asyn
     await reopened.commit(batch([{ kind: "delete", owner: 0, from: 3, to: 3 }]));
     reopened.close();
     await rawKv(path, async (kv) => {
-      await kv.set(["kv", new Uint8Array([0x62])], new Uint8Array([0x90]));
+      // Chunk count 1, then an empty MessagePack array.
+      await kv.set(["e", 99, 0], new Uint8Array([0, 0, 0, 1, 0x90]));
     });
     reopened = await openDenoKvStorage(path, OPTIONS);
     try {
       await rejectsWith(
         reopened.load(),
         StorageFormatError,
-        'Malformed key-value entry at key ["kv", <1 bytes>]: Entry is not a [version, value] pair',
+        'Malformed effects log entry at key ["e", 99, 0]: Effects entry is not an [owner, number, changes] triple',
       );
     } finally {
       reopened.close();
@@ -307,15 +311,16 @@ Deno.test("DenoKvStorage: a write that can never fit is refused before anything 
   await withFile(async (path) => {
     const storage = await openDenoKvStorage(path, OPTIONS);
     try {
+      const tooLarge = batch([instance([0, 1])], [[0, 1, [set("k", bytes(65_536))]]]);
       await rejectsWith(
-        storage.commit(batch([instance([0, 1])], [[0, 1, [set("k", bytes(65_536))]]])),
+        storage.commit(withSnapshot([], tooLarge)),
         Error,
-        'Entry of key "k" encodes to 65548 bytes, more than the 65536 Deno KV allows in one value',
+        'Entry of key "k" encodes to 65550 bytes, more than a snapshot page holds',
       );
       assert.deepStrictEqual(normalize(await storage.load()), reference([]));
       // The largest key and value the key-value layer accepts do fit.
       const b = batch([instance([0, 1])], [[0, 1, [set("\u0000".repeat(1024), bytes(60 * 1024))]]]);
-      await storage.commit(b);
+      await storage.commit(withSnapshot([], b));
       assert.deepStrictEqual(normalize(await storage.load()), reference(whole(b)));
     } finally {
       storage.close();
@@ -407,4 +412,104 @@ Deno.test("DENO_KV_LIMITS and encodedKeyLength match this Deno", async () => {
   } finally {
     kv.close();
   }
+});
+
+Deno.test("DenoKvStorage: snapshots keep the file bounded while the log grows", async () => {
+  await withFile(async (path) => {
+    // A small threshold, so that a few hundred changes trigger snapshots.
+    const storage = await openDenoKvStorage(path, { ...OPTIONS, snapshotLogBytes: 16 * 1024 });
+    const history: PersistBatch<KvCommand>[] = [];
+    try {
+      let largestFile = 0;
+      for (let n = 1; n <= 600; n++) {
+        // 50 keys rewritten over and over: the state stays small.
+        let b = batch([], [[0, n, [set(`key-${n % 50}`, bytes(100, n), { version: `${n}.0.0` })]]]);
+        if (storage.wantsSnapshot()) b = withSnapshot(whole(...history), b);
+        await storage.commit(b);
+        history.push(b);
+        if (n > 300 && n % 20 === 0) {
+          largestFile = Math.max(largestFile, (await keysUnder(path, [])).length);
+        }
+      }
+      assert.ok(storage.snapshotsWritten >= 3, `${storage.snapshotsWritten} snapshots`);
+      // The state is 50 entries in one page; the log between snapshots stays
+      // near 16 KiB (about 130 entries): the file never holds all 600.
+      assert.ok(largestFile < 250, `${largestFile} keys in the file`);
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+    } finally {
+      storage.close();
+    }
+    const reopened = await openDenoKvStorage(path, OPTIONS);
+    try {
+      assert.deepStrictEqual(normalize(await reopened.load()), reference(whole(...history)));
+    } finally {
+      reopened.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a snapshot is wanted once the log outgrows the threshold and twice the state", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, { ...OPTIONS, snapshotLogBytes: 4096 });
+    try {
+      assert.equal(storage.wantsSnapshot(), false);
+      // About 10 KiB of state, logged once.
+      const entries = Array.from({ length: 10 }, (_, i) => set(`big-${i}`, bytes(1000, i)));
+      const fill = batch([], [[0, 1, entries]]);
+      await storage.commit(fill);
+      assert.equal(storage.wantsSnapshot(), true);
+      await storage.commit(withSnapshot(whole(fill), batch([])));
+      assert.equal(storage.logBytes, 0);
+      assert.equal(storage.wantsSnapshot(), false);
+      // The threshold is now twice the 10 KiB snapshot, not 4 KiB.
+      await storage.commit(batch([], [[0, 2, [set("big-0", bytes(9000, 2))]]]));
+      assert.equal(storage.wantsSnapshot(), false);
+      await storage.commit(batch([], [[0, 3, [set("big-1", bytes(13000, 3))]]]));
+      assert.equal(storage.wantsSnapshot(), true);
+    } finally {
+      storage.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a large snapshot is written a slice per commit, and a restart midway loses nothing", async () => {
+  await withFile(async (path) => {
+    let storage = await openDenoKvStorage(path, { ...OPTIONS, snapshotLogBytes: 4096 });
+    const history: PersistBatch<KvCommand>[] = [];
+    const commit = async (b: PersistBatch<KvCommand>) => {
+      await storage.commit(b);
+      history.push(b);
+    };
+    try {
+      // About 1.5 MB of state: six slices of 256 KiB.
+      for (let n = 0; n < 10; n++) {
+        const changes = Array.from({ length: 300 }, (_, i) => set(`k${n}-${i}`, bytes(500, i)));
+        await commit(batch([], [[0, n + 1, changes]]));
+      }
+      assert.equal(storage.wantsSnapshot(), true);
+      await commit(withSnapshot(whole(...history), batch([], [[0, 11, [set("x", bytes(1))]]])));
+      assert.equal(storage.snapshotsWritten, 0, "the whole snapshot went in one commit");
+      assert.equal(storage.wantsSnapshot(), false, "a second snapshot was wanted while building");
+      await commit(batch([], [[0, 12, [del("k0-0")]]]));
+      // A restart midway: the new snapshot is not switched to, the log still counts.
+      storage.close();
+      storage = await openDenoKvStorage(path, { ...OPTIONS, snapshotLogBytes: 4096 });
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+      await commit(withSnapshot(whole(...history), batch([], [[0, 13, [set("y", bytes(2))]]])));
+      let commits = 1;
+      for (let n = 14; storage.snapshotsWritten === 0; n++) {
+        assert.ok(commits++ < 20, "the snapshot never completes");
+        await commit(batch([], [[0, n, [set(`z${n}`, bytes(3))]]]));
+      }
+      assert.ok(commits >= 4, `the snapshot took ${commits} commits`);
+      // The cleanup finishes, leaving only the log after the snapshot.
+      for (let n = 100; n < 110; n++) await commit(batch([], [[0, n, [set("w", bytes(n))]]]));
+      assert.ok((await keysUnder(path, ["e"])).length <= 30);
+      storage.close();
+      storage = await openDenoKvStorage(path, OPTIONS);
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+    } finally {
+      storage.close();
+    }
+  });
 });
