@@ -10,7 +10,7 @@
  * drives `--fraction` (0.8) of that peak for `--duration` seconds (600) in
  * segments of `--segment` seconds (30), each a wrk run whose think time per
  * request is adjusted from the last segment's rate. Between segments it
- * samples each replica's resident memory (`/proc/PID/status`), the size of
+ * samples each replica's resident memory (`ps -o rss`), the size of
  * its data directory (the Deno KV file with its WAL), and the commands it
  * holds for peers (`/status`).
  *
@@ -115,13 +115,20 @@ export function parseSoakArgs(argv: readonly string[]): SoakOptions {
   };
 }
 
-/** Resident memory of process `pid` in MiB, or null when it cannot be read. */
+/**
+ * Resident memory of process `pid` in MiB, or null when it cannot be read.
+ * Through `ps` (procps): Deno lets only `--allow-all` read `/proc` files.
+ */
 async function residentMib(pid: number | undefined): Promise<number | null> {
   if (pid === undefined) return null;
   try {
-    const status = await Deno.readTextFile(`/proc/${pid}/status`);
-    const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
-    return match === null ? null : Number(match[1]) / 1024;
+    const output = await new Deno.Command("ps", {
+      args: ["-o", "rss=", "-p", String(pid)],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const kib = Number(new TextDecoder().decode(output.stdout).trim());
+    return output.success && kib > 0 ? kib / 1024 : null;
   } catch {
     return null;
   }

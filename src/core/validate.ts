@@ -88,7 +88,7 @@ export function validateMessage<C>(
       valid = natural("count", 256, 1);
       break;
     default:
-      return fail(`Unknown message type ${JSON.stringify(m.type)}`);
+      return fail(`Unknown message type ${describeValue(m.type)}`);
   }
   return valid
     ? { ok: true, message: m as unknown as Message<C> }
@@ -116,4 +116,15 @@ function isTriples(value: unknown, replicas: number): boolean {
     if (!Number.isInteger(phase) || phase < 0 || phase > 3) return false;
   }
   return true;
+}
+
+/** A received value for an error message: JSON, cut to 64 characters (it comes from a peer). */
+export function describeValue(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }

@@ -113,6 +113,9 @@ export class KvStateMachine {
 
   /** Lists local state (no consensus). */
   list(prefix: string, after: string | undefined, limit: number): KvResult & { op: "list" } {
+    // Commands are validated (limit >= 1) before they are proposed; clamped
+    // here too, so that no command can make execution throw.
+    limit = Math.max(1, Math.floor(limit) || 1);
     const keys = this.#sorted();
     const end = prefixEnd(prefix);
     let index = lowerBound(keys, after === undefined || after < prefix ? prefix : after);
@@ -160,13 +163,13 @@ export class KvStateMachine {
       if (result.ok && (command.op === "put" || command.op === "delete")) {
         changed.set(command.key, this.#entries.get(command.key));
       }
-      results.push({ request: command.request, result });
+      if (wantResults) results.push({ request: command.request, result });
     });
     const mutations: KvMutation[] = [];
     for (const [key, entry] of changed) {
       mutations.push(entry === undefined ? { kind: "delete", key } : { kind: "set", key, entry });
     }
-    return { results, mutations };
+    return { results: wantResults ? results : NO_RESULTS, mutations };
   }
 
   #applyOne(command: KvCommand, version: string): KvResult {

@@ -230,15 +230,21 @@ export function createApp(options: AppOptions): Hono {
   // --- Peer route --------------------------------------------------------
   app.post(
     PEER_BATCH_PATH,
+    // The credential before the body limit, which buffers the body: a
+    // stranger's body is never read.
+    async (c, next) => {
+      const token = bearer(c);
+      if (token === undefined || !sameSecret(token, secretBytes)) {
+        return problem(c, 401, "The peer route needs the cluster credential");
+      }
+      await next();
+      return undefined;
+    },
     bodyLimit({
       maxSize: MAX_BATCH_BYTES,
       onError: (c) => problem(c, 413, `Batch is larger than ${MAX_BATCH_BYTES} bytes`),
     }),
     async (c) => {
-      const token = bearer(c);
-      if (token === undefined || !sameSecret(token, secretBytes)) {
-        return problem(c, 401, "The peer route needs the cluster credential");
-      }
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       let batch;
       try {

@@ -10,7 +10,7 @@
 
 import { decode, encode } from "@msgpack/msgpack";
 import type { Message } from "../core/types.ts";
-import { validateMessage } from "../core/validate.ts";
+import { describeValue, validateMessage } from "../core/validate.ts";
 
 /** The batch format version. */
 export const BATCH_FORMAT = 1;
@@ -79,7 +79,7 @@ export function decodeBatch<C>(bytes: Uint8Array, options: DecodeBatchOptions<C>
   }
   const batch = value as Record<string, unknown>;
   if (batch.v !== BATCH_FORMAT) {
-    throw new BatchError(`Batch format ${JSON.stringify(batch.v)} is not ${BATCH_FORMAT}`);
+    throw new BatchError(`Batch format ${describeValue(batch.v)} is not ${BATCH_FORMAT}`);
   }
   const from = batch.from;
   if (!Number.isInteger(from) || (from as number) < 0 || (from as number) >= options.replicas) {

@@ -64,10 +64,14 @@ export class MemoryNetwork<C> {
 
   /** The transport replica `self` sends with. */
   transport(self: number): PeerTransport<C> {
+    let closed = false;
     return {
-      send: (messages) => this.#send(self, messages),
+      send: (messages) => {
+        if (!closed) this.#send(self, messages);
+      },
       stats: () => this.#stats(self),
       close: () => {
+        closed = true;
         for (const [key, link] of this.#links) if (key.startsWith(`${self}>`)) link.queue = [];
         return Promise.resolve();
       },

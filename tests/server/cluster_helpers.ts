@@ -10,6 +10,7 @@ import { SystemClock } from "../../src/runtime/clock.ts";
 import { ReplicaNode, type ReplicaNodeOptions } from "../../src/server/node.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { MemoryNetwork } from "../../src/transport/memory.ts";
+import { waitFor } from "../wait.ts";
 
 /** A running in-process cluster. */
 export interface TestCluster {
@@ -69,17 +70,4 @@ export async function startTestCluster(
   };
 }
 
-/** Waits until `condition` holds, checking every 10 ms, or fails after `deadlineMs`. */
-export async function waitFor(
-  condition: () => boolean,
-  deadlineMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!condition()) {
-    if (Date.now() > deadline) {
-      throw new Error(`Timed out after ${deadlineMs} ms waiting for ${what}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+export { waitFor };
