@@ -26,7 +26,7 @@
 import { integerOption, option, parseArgs, UsageError } from "../src/cli/args.ts";
 import { type ProcessCluster, startProcessCluster } from "../src/chaos/process_cluster.ts";
 import { judgeSoak, nextDelayMs, type SoakSample, type SoakVerdict } from "./soak/verdict.ts";
-import type { Target } from "./throughput/lua.ts";
+import { targetsOf } from "./throughput/lua.ts";
 import { workload } from "./throughput/options.ts";
 import { killTracked } from "./throughput/processes.ts";
 import { summarizeRun } from "./throughput/report.ts";
@@ -180,13 +180,6 @@ async function sample(
 
 function round1(value: number | null): number | null {
   return value === null ? null : Math.round(value * 10) / 10;
-}
-
-function targetsOf(urls: readonly string[]): Target[] {
-  return urls.map((url) => {
-    const { hostname, port } = new URL(url);
-    return { host: hostname, port: Number(port) };
-  });
 }
 
 /** Runs the soak; returns its report. */

@@ -41,7 +41,7 @@ import {
   etcdPost,
   startEtcdCluster,
 } from "./throughput/etcd.ts";
-import { type System, type Target, threadValue } from "./throughput/lua.ts";
+import { type System, type Target, targetsOf, threadValue } from "./throughput/lua.ts";
 import {
   keyName,
   parseThroughputArgs,
@@ -151,13 +151,6 @@ export function describeCounters(
       batches === 0 ? "-" : (delta("epaxos_peer_messages_received_total") / batches).toFixed(1)
     } messages`,
   ].join(", ");
-}
-
-function targetsOf(urls: readonly string[]): Target[] {
-  return urls.map((url) => {
-    const parsed = new URL(url);
-    return { host: parsed.hostname, port: Number(parsed.port) };
-  });
 }
 
 function epaxosSystem(cluster: ProcessCluster): SystemUnderTest {

@@ -34,6 +34,14 @@ export interface Target {
   readonly port: number;
 }
 
+/** The targets of base URLs (`http://host:port`), in order. */
+export function targetsOf(urls: readonly string[]): Target[] {
+  return urls.map((url) => {
+    const { hostname, port } = new URL(url);
+    return { host: hostname, port: Number(port) };
+  });
+}
+
 /** What a generated script does. */
 export interface ScriptSpec {
   /** The system's HTTP API: epaxos-kv's `/kv/<key>` or etcd's gRPC gateway. */

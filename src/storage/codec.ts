@@ -367,6 +367,14 @@ function validateEffects(value: unknown): Effects {
   return { owner, number, mutations };
 }
 
+/**
+ * An upper bound of the bytes one entry takes in a snapshot page: UTF-16
+ * units take at most 3 UTF-8 bytes, plus MessagePack headers.
+ */
+export function snapshotEntryBound(key: string, entry: KvEntry): number {
+  return 3 * key.length + entry.version.length + entry.value.length + 16;
+}
+
 /** Largest encoded snapshot page: one Deno KV value. */
 export const SNAPSHOT_PAGE_BYTES = 65536;
 /** What a page is filled to, by estimate, before the next one starts. */
@@ -403,8 +411,7 @@ export function encodeSnapshotPages(
     }
   };
   for (const [key, entry] of entries) {
-    // Upper bound of the encoded size: UTF-16 units take at most 3 UTF-8 bytes.
-    const size = 3 * key.length + entry.version.length + entry.value.length + 16;
+    const size = snapshotEntryBound(key, entry);
     if (page.length > 0 && estimate + size > SNAPSHOT_PAGE_TARGET) {
       flush(page);
       page = [];

@@ -97,6 +97,7 @@ import {
   encodeRecordShared,
   encodeSnapshotPages,
   SNAPSHOT_PAGE_BYTES,
+  snapshotEntryBound,
 } from "./codec.ts";
 import type { LoadedState, PersistBatch, ReplicaStorage } from "./types.ts";
 
@@ -493,7 +494,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       let estimate = 0;
       while (end < building.entries.length && estimate < SNAPSHOT_BYTES_PER_COMMIT) {
         const [key, entry] = building.entries[end]!;
-        estimate += 3 * key.length + entry.version.length + entry.value.length + 16;
+        estimate += snapshotEntryBound(key, entry);
         end++;
       }
       for (const page of encodeSnapshotPages(building.entries.slice(building.next, end))) {
@@ -930,9 +931,8 @@ function logEffects(
  */
 function checkSnapshotEntries(entries: readonly (readonly [string, KvEntry])[]): void {
   for (const entry of entries) {
-    const [key, { version, value }] = entry;
     // An upper bound of the encoding; only entries near the limit are encoded.
-    if (3 * key.length + version.length + value.length + 16 > SNAPSHOT_PAGE_BYTES) {
+    if (snapshotEntryBound(entry[0], entry[1]) > SNAPSHOT_PAGE_BYTES) {
       encodeSnapshotPages([entry]);
     }
   }
