@@ -15,7 +15,12 @@ import { SystemClock } from "../runtime/clock.ts";
 import { SystemRandom } from "../runtime/random.ts";
 import { createApp } from "../server/app.ts";
 import { faultRoutes } from "../server/fault_routes.ts";
-import { ConfigError, loadClusterConfig, resolveSecret } from "../server/config.ts";
+import {
+  ConfigError,
+  defaultListenAddress,
+  loadClusterConfig,
+  resolveSecret,
+} from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaNode } from "../server/node.ts";
 import { openDenoKvStorage } from "../storage/deno_kv.ts";
 import { FaultInjector } from "../transport/faults.ts";
@@ -52,7 +57,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     ? undefined
     : await resolveSecret(config.clientToken, "The client token");
   const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
-    `${new URL(self.url).hostname}:${new URL(self.url).port || "80"}`;
+    defaultListenAddress(self.url);
   const match = /^(.*):(\d+)$/.exec(listen);
   if (match === null) throw new UsageError(`--listen must be HOST:PORT, got ${listen}`);
   const hostname = match[1]!.replace(/^\[(.*)\]$/, "$1");

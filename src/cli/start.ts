@@ -16,7 +16,12 @@
  * @module
  */
 
-import { ConfigError, loadClusterConfig, type SecretReference } from "../server/config.ts";
+import {
+  ConfigError,
+  defaultListenAddress,
+  loadClusterConfig,
+  type SecretReference,
+} from "../server/config.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -28,11 +33,6 @@ interface ChildSpec {
   readonly name: string;
   readonly args: string[];
   readonly env: Record<string, string>;
-}
-
-function hostPort(url: string): string {
-  const parsed = new URL(url);
-  return `${parsed.hostname}:${parsed.port || (parsed.protocol === "https:" ? "443" : "80")}`;
 }
 
 /** The `deno run` arguments for one replica, with the least permissions it needs. */
@@ -47,7 +47,7 @@ export function replicaCommand(options: {
   /** More files the replica must read (a wide-area matrix). */
   readonly readFiles?: readonly string[];
 }): string[] {
-  const net = new Set([options.listen, ...options.peerUrls.map(hostPort)]);
+  const net = new Set([options.listen, ...options.peerUrls.map(defaultListenAddress)]);
   const read = new Set([options.configPath, options.dataDir, ...(options.readFiles ?? [])]);
   const env = new Set(["EPAXOS_CONFIG", "EPAXOS_ID", "EPAXOS_DATA", "EPAXOS_LISTEN"]);
   for (const secret of options.secrets) {
@@ -232,7 +232,7 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
   if (id === undefined) throw new UsageError("--config needs --id");
   const self = config.replicas[id]!;
   const dataDir = await Deno.realPath(await ensureDir(option(args, "data", `data/${self.name}`)!));
-  const listen = option(args, "listen", hostPort(self.url))!;
+  const listen = option(args, "listen", defaultListenAddress(self.url))!;
   const secrets = [
     config.secret,
     ...(config.clientToken === undefined ? [] : [config.clientToken]),

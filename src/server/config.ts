@@ -148,6 +148,18 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
   return { replicas, secret, ...(clientToken === undefined ? {} : { clientToken }) };
 }
 
+/**
+ * The `HOST:PORT` a replica listens on when no `--listen` is given: the host
+ * and port of its URL, with the scheme's default port (443 for https, 80 for
+ * http) when the URL names none. The starter and the replica both use this, so
+ * the address the starter grants network permission for is the one the replica
+ * binds.
+ */
+export function defaultListenAddress(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname}:${parsed.port || (parsed.protocol === "https:" ? "443" : "80")}`;
+}
+
 /** Reads and parses a cluster file. */
 export async function loadClusterConfig(path: string): Promise<ClusterConfig> {
   let text: string;
