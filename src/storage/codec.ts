@@ -23,6 +23,7 @@ import type { Deps } from "../core/deps.ts";
 import { instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
 import { type InstanceRecord, NOP, type Payload, type Phase } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
+import { MsgpackWriter } from "../codec/msgpack.ts";
 
 /** What a decoder needs to know to validate a record. */
 export interface RecordCodecOptions<C> {
@@ -40,6 +41,7 @@ const MAX_VERSION_LENGTH = 256;
 // One encoder, reused: `encodeSharedRef` avoids a copy per record, and every
 // caller copies the bytes out before encoding again.
 const sharedEncoder = new Encoder({ ignoreUndefined: true });
+const recordWriter = new MsgpackWriter();
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -62,18 +64,17 @@ export function encodeRecordShared<C>(record: InstanceRecord<C>): Uint8Array {
   const initialDeps = record.initialDeps !== undefined && record.initialDeps === record.deps
     ? true
     : record.initialDeps;
-  return sharedEncoder.encodeSharedRef([
-    record.owner,
-    record.number,
-    record.phase,
-    record.ballot,
-    record.acceptedBallot,
-    record.executed,
-    record.command ?? null,
-    record.deps ?? null,
-    initialCommand ?? null,
-    initialDeps ?? null,
-  ]);
+  // The payloads are copied in encoded (see `src/codec/msgpack.ts`): the
+  // record is rewritten at commit and at execution, its payload never changes.
+  const writer = recordWriter.reset().arrayHeader(10).value(record.owner).value(record.number)
+    .value(record.phase).value(record.ballot).value(record.acceptedBallot).value(record.executed);
+  if (record.command === undefined) writer.value(null);
+  else writer.payload(record.command);
+  writer.value(record.deps ?? null);
+  if (initialCommand === undefined || initialCommand === true) writer.value(initialCommand ?? null);
+  else writer.payload(initialCommand);
+  writer.value(initialDeps ?? null);
+  return writer.view();
 }
 
 /**

@@ -12,6 +12,7 @@ import {
   encodeRecordShared,
 } from "../../src/storage/codec.ts";
 import { executed, instance, put } from "./contract.ts";
+import type { StoredInstance } from "../../src/core/types.ts";
 
 const CODEC = { isCommand: isKvCommand, replicas: 3 };
 const wellFormed = fc.string({ unit: "binary", maxLength: 40 }).filter((s) => s.isWellFormed());
@@ -50,6 +51,35 @@ Deno.test("records round-trip and keep a shared initial command shared", () => {
   const bare = instance([0, 1]);
   const { kind: __, ...bareExpected } = bare;
   assert.deepStrictEqual(decodeRecord(encodeRecordShared(bare).slice(), CODEC), bareExpected);
+});
+
+Deno.test("records encode to the library's exact bytes, before and after the payload is cached", () => {
+  const payload = [put("a", new Uint8Array([1, 2])), put("b", new Uint8Array([3]))];
+  const other = [put("c", new Uint8Array())];
+  // Each record beside the fields the format lays down for it (see
+  // `encodeRecordShared`): `true` marks an initial command or deps that are
+  // the record's own.
+  const cases: [StoredInstance<KvCommand>, unknown[]][] = [
+    [instance([0, 1]), [0, 1, 1, 0, 0, false, null, null, null, null]],
+    [
+      instance([1, 2], { command: payload, deps: [1, 0, 0] }),
+      [1, 2, 1, 0, 0, false, payload, [1, 0, 0], null, null],
+    ],
+    [executed([1, 4], payload), [1, 4, 3, 0, 0, true, payload, [3, 0, 0], true, true]],
+    [
+      { ...executed([2, 5], payload), initialCommand: other },
+      [2, 5, 3, 0, 0, true, payload, [4, 0, 0], other, true],
+    ],
+    [
+      instance([0, 3], { command: "nop", deps: [0, 0, 0] }),
+      [0, 3, 1, 0, 0, false, "nop", [0, 0, 0], null, null],
+    ],
+  ];
+  for (const [record, fields] of cases) {
+    for (let round = 0; round < 2; round++) {
+      assert.deepStrictEqual(encodeRecordShared(record).slice(), encodeMsgpack(fields));
+    }
+  }
 });
 
 Deno.test("malformed records say what is wrong", () => {

@@ -408,6 +408,46 @@ Deno.test("valid batches of every message type survive encode and decode unchang
   );
 });
 
+Deno.test("encodeBatch writes the library's exact bytes, payloads encoded once or not", () => {
+  const library = (batch: PeerBatch<KvCommand>) =>
+    encode({ v: 1, from: batch.from, messages: batch.messages }, { ignoreUndefined: true });
+  fc.assert(
+    fc.property(validBatchArb, ({ batch }) => {
+      // Twice: the second encoding copies the payloads the first one cached.
+      assert.deepStrictEqual(encodeBatch(batch), library(batch));
+      assert.deepStrictEqual(encodeBatch(batch), library(batch));
+    }),
+    { numRuns: 300 },
+  );
+  // Containers past the fixed-size headers: 16 and 65,536 elements.
+  const put = (index: number): KvCommand => ({
+    op: "put",
+    request: `r${index}`,
+    key: `k${index}`,
+    value: new Uint8Array([index & 0xff]),
+  });
+  for (const size of [15, 16, 65_535, 65_536]) {
+    const command = Array.from({ length: size }, (_, index) => put(index));
+    const batch: PeerBatch<KvCommand> = {
+      from: 1,
+      messages: [
+        { type: "preaccept", from: 1, to: 0, owner: 1, number: 7, command, deps: [0, 6, 0] },
+        {
+          type: "commit",
+          from: 1,
+          to: 0,
+          owner: 1,
+          number: 7,
+          ballot: 0,
+          command,
+          deps: [0, 6, 0],
+        },
+      ],
+    };
+    assert.deepStrictEqual(encodeBatch(batch), library(batch), `payload of ${size} commands`);
+  }
+});
+
 // --- Helpers ---------------------------------------------------------------
 
 function enc(text: string): Uint8Array {
