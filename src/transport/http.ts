@@ -1,11 +1,11 @@
 /**
  * The HTTP peer transport. Per peer, a FIFO of messages; whenever one of the
  * link's request slots is free, everything queued (up to a size cap) leaves as
- * one MessagePack batch in one `POST /peer/v1/batch` on a kept-alive
- * connection. Several requests may be in flight per peer (pipelining), so a
- * message never waits a whole round trip behind an earlier batch on a distant
- * link; when every slot is busy, messages accumulate into the next batch. A
- * failed batch is
+ * one MessagePack batch in one `POST /peer/v1/batch`, on one kept-alive
+ * connection per peer (`pipelined_client.ts`). Several requests may be in
+ * flight per peer (HTTP/1.1 pipelining), so a message never waits a whole
+ * round trip behind an earlier batch on a distant link; when every slot is
+ * busy, messages accumulate into the next batch. A failed batch is
  * retried with exponential backoff and jitter, then dropped (the protocol
  * retransmits what matters). Queues are bounded: when a peer cannot keep up,
  * the oldest messages are shed. Every batch's round trip feeds a smoothed
@@ -18,6 +18,7 @@ import type { Message } from "../core/types.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Random } from "../runtime/random.ts";
 import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
+import { PipelinedClient } from "./pipelined_client.ts";
 import type { PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
@@ -62,6 +63,8 @@ export interface HttpTransportOptions {
 interface Link {
   readonly peer: number;
   readonly url: string;
+  /** The link's connection: requests pipelined, answers in order. */
+  readonly client: PipelinedClient;
   queue: Message<unknown>[];
   inFlight: number;
   /** Send times of the requests in flight. */
@@ -83,7 +86,6 @@ const TIMEOUT_SLOT_MS = 250;
 export class HttpTransport<C> implements PeerTransport<C> {
   readonly #options: HttpTransportOptions;
   readonly #links = new Map<number, Link>();
-  readonly #authorization: string;
   #closed = false;
   readonly #inFlight = new Set<Promise<void>>();
   /** The abort signal shared by requests started in the current slot (see `#timeoutSignal`). */
@@ -94,12 +96,21 @@ export class HttpTransport<C> implements PeerTransport<C> {
   /** Creates links to every peer; nothing is sent until `send`. */
   constructor(options: HttpTransportOptions) {
     this.#options = options;
-    this.#authorization = `Bearer ${options.secret}`;
+    const headers = {
+      "authorization": `Bearer ${options.secret}`,
+      "content-type": "application/x-msgpack",
+    };
     for (const peer of options.peers) {
       if (peer.id === options.self) continue;
+      const url = new URL(PEER_BATCH_PATH, peer.url).href;
       this.#links.set(peer.id, {
         peer: peer.id,
-        url: new URL(PEER_BATCH_PATH, peer.url).href,
+        url,
+        client: new PipelinedClient({
+          url,
+          headers,
+          maxPending: options.maxInFlight ?? 32,
+        }),
         queue: [],
         inFlight: 0,
         outstanding: new Set(),
@@ -172,6 +183,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       link.queue = [];
     }
     await Promise.allSettled([...this.#inFlight]);
+    for (const link of this.#links.values()) link.client.close();
     // Only now: a request still in flight above must keep its timeout.
     for (const timer of this.#slotTimers) clearTimeout(timer);
     this.#slotTimers.clear();
@@ -220,18 +232,8 @@ export class HttpTransport<C> implements PeerTransport<C> {
   }
 
   async #post(link: Link, body: Uint8Array): Promise<boolean> {
-    const response = await fetch(link.url, {
-      method: "POST",
-      headers: {
-        "authorization": this.#authorization,
-        "content-type": "application/x-msgpack",
-      },
-      body: body as Uint8Array<ArrayBuffer>,
-      signal: this.#timeoutSignal(),
-    });
-    // Read the (small) answer so the connection goes back to the pool.
-    await response.arrayBuffer();
-    return response.ok;
+    const status = await link.client.post(body, this.#timeoutSignal());
+    return status >= 200 && status < 300;
   }
 
   /**

@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import {
+  parseResponse,
+  PeerRequestError,
+  PipelinedClient,
+} from "../../src/transport/pipelined_client.ts";
+
+const ascii = new TextEncoder();
+
+Deno.test("parseResponse reads content-length and bodyless answers, waits for the rest", () => {
+  const ok = ascii.encode("HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n");
+  assert.deepEqual(parseResponse(ok), { status: 204, consumed: ok.length, close: false });
+  const error = ascii.encode(
+    'HTTP/1.1 400 Bad Request\r\nContent-Length: 13\r\n\r\n{"error":"x"}',
+  );
+  assert.deepEqual(parseResponse(error), { status: 400, consumed: error.length, close: false });
+  // Incomplete head or body: not yet.
+  assert.equal(parseResponse(error.subarray(0, 20)), undefined);
+  assert.equal(parseResponse(error.subarray(0, error.length - 1)), undefined);
+  // Two answers back to back: the first only.
+  const two = new Uint8Array([...ok, ...error]);
+  assert.equal(parseResponse(two)!.consumed, ok.length);
+  const closing = ascii.encode("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+  assert.equal(parseResponse(closing)!.close, true);
+});
+
+Deno.test("parseResponse refuses what it cannot frame", () => {
+  const cases: [string, RegExp][] = [
+    ["SMTP ready\r\n\r\n", /Malformed status line/],
+    ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", /Unsupported transfer-encoding/],
+    ["HTTP/1.1 200 OK\r\n\r\n", /no content-length/],
+    ["HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", /Malformed content-length/],
+    ["HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", /Malformed/],
+    ["HTTP/1.1 200 OK\r\nno colon\r\n\r\n", /Malformed header line/],
+    ["HTTP/1.1 100 Continue\r\n\r\n", /interim/],
+    ["HTTP/1.1 200 OK\r\nContent-Length: 9999999\r\n\r\n", /too large/],
+  ];
+  for (const [text, reason] of cases) {
+    assert.throws(() => parseResponse(ascii.encode(text)), reason, text);
+  }
+  assert.throws(() => parseResponse(new Uint8Array(20_000).fill(65)), /head is too large/);
+});
+
+/** A Deno.serve server answering each POST with the status its body names, after `delayMs`. */
+function statusServer(delayMs = 0) {
+  const seen: string[] = [];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    const body = await request.text();
+    seen.push(
+      `${request.method} ${new URL(request.url).pathname} ${body} ${
+        request.headers.get("authorization")
+      }`,
+    );
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    const status = Number(body);
+    return new Response(status === 204 ? null : "answer", { status });
+  });
+  return { server, seen, url: `http://127.0.0.1:${server.addr.port}/peer/v1/batch` };
+}
+
+Deno.test("requests pipelined on one connection get their own answers, in order", async () => {
+  const { server, seen, url } = statusServer();
+  const client = new PipelinedClient({ url, headers: { authorization: "Bearer s" } });
+  try {
+    const statuses = [204, 400, 204, 503, 204, 200];
+    const answers = await Promise.all(statuses.map((s) => client.post(ascii.encode(String(s)))));
+    assert.deepEqual(answers, statuses);
+    assert.deepEqual(seen, statuses.map((s) => `POST /peer/v1/batch ${s} Bearer s`));
+    // Still usable after.
+    assert.equal(await client.post(ascii.encode("204")), 204);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("an aborted request drops the connection and fails the requests behind it", async () => {
+  const { server, url } = statusServer(300);
+  const client = new PipelinedClient({ url, headers: {} });
+  try {
+    const controller = new AbortController();
+    const first = client.post(ascii.encode("204"), controller.signal);
+    const second = client.post(ascii.encode("204"));
+    setTimeout(() => controller.abort(new Error("deadline")), 20);
+    await assert.rejects(first, PeerRequestError);
+    await assert.rejects(second, PeerRequestError);
+    assert.equal(client.pending, 0);
+    // The next request opens a new connection.
+    assert.equal(await client.post(ascii.encode("204")), 204);
+  } finally {
+    client.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("a refused connection, a peer that hangs up and a malformed answer fail with PeerRequestError", async () => {
+  // Nothing listens on a port just freed.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const freePort = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const refused = new PipelinedClient({ url: `http://127.0.0.1:${freePort}/x`, headers: {} });
+  await assert.rejects(refused.post(new Uint8Array(1)), PeerRequestError);
+  refused.close();
+
+  // A raw server: the first connection gets garbage, the second is closed unanswered.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const served = (async () => {
+    let index = 0;
+    for await (const conn of listener) {
+      await conn.read(new Uint8Array(4096));
+      if (index++ === 0) await conn.write(ascii.encode("HTTP/1.1 200 OK\r\n\r\n"));
+      conn.close();
+      if (index === 2) break;
+    }
+  })();
+  const client = new PipelinedClient({ url: `http://127.0.0.1:${port}/x`, headers: {} });
+  await assert.rejects(client.post(new Uint8Array(1)), /no content-length/);
+  await assert.rejects(client.post(new Uint8Array(1)), /closed the connection|Connection failed/);
+  client.close();
+  // Leaving the `for await` closed the listener.
+  await served;
+  await assert.rejects(client.post(new Uint8Array(1)), /closed/);
+});
+
+Deno.test("header values with line breaks are refused up front", () => {
+  assert.throws(
+    () => new PipelinedClient({ url: "http://127.0.0.1:1/x", headers: { a: "b\r\nc: d" } }),
+    /line break/,
+  );
+  assert.throws(() => new PipelinedClient({ url: "ftp://x/y", headers: {} }), /http or https/);
+});
