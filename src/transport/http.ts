@@ -109,7 +109,10 @@ export class HttpTransport<C> implements PeerTransport<C> {
         client: new PipelinedClient({
           url,
           headers,
-          maxPending: options.maxInFlight ?? 32,
+          // Headroom over the transport's own bound: the test-only fault
+          // layer may deliver a batch twice.
+          maxPending: 2 * (options.maxInFlight ?? 32),
+          connectTimeoutMs: options.timeoutMs ?? 5000,
         }),
         queue: [],
         inFlight: 0,

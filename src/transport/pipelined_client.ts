@@ -27,6 +27,13 @@ export interface PipelinedClientOptions {
   readonly headers: Readonly<Record<string, string>>;
   /** Most requests awaiting their answer on the connection (default 64). */
   readonly maxPending?: number;
+  /** Longest wait for a connection to open, in milliseconds (default 5000). */
+  readonly connectTimeoutMs?: number;
+  /**
+   * Opens a connection (a seam for tests). Default: TCP, or TLS for https, to
+   * the URL's host within `connectTimeoutMs`.
+   */
+  readonly connect?: (options: ConnectOptions) => Promise<Deno.Conn>;
 }
 
 /** Why a request failed: connection lost, refused, timed out or a malformed answer. */
@@ -110,7 +117,8 @@ export class PipelinedClient {
   async post(body: Uint8Array, signal?: AbortSignal): Promise<number> {
     if (this.#closed) throw new PeerRequestError("Client is closed");
     signal?.throwIfAborted();
-    const connection = await this.#open();
+    // The request's deadline covers opening the connection too.
+    const connection = await this.#open(signal);
     if (connection.closing) throw new PeerRequestError("Connection closed while opening");
     if (connection.pending.length >= (this.#options.maxPending ?? 64)) {
       throw new PeerRequestError("Too many requests awaiting an answer on the connection");
@@ -144,32 +152,51 @@ export class PipelinedClient {
     }
   }
 
-  async #open(): Promise<Connection> {
+  async #open(signal: AbortSignal | undefined): Promise<Connection> {
     if (this.#connection !== undefined && !this.#connection.closing) return this.#connection;
-    this.#connecting ??= (async () => {
-      try {
-        const conn = await connect({ hostname: this.#hostname, port: this.#port, tls: this.#tls });
-        const connection: Connection = {
-          conn,
-          pending: [],
-          writing: Promise.resolve(),
-          closing: false,
-        };
-        if (this.#closed) {
-          conn.close();
-          throw new PeerRequestError("Client is closed");
-        }
-        this.#connection = connection;
-        this.#read(connection);
-        return connection;
-      } catch (error) {
-        if (error instanceof PeerRequestError) throw error;
-        throw new PeerRequestError(`Cannot connect: ${(error as Error).message}`);
-      } finally {
-        this.#connecting = undefined;
+    if (this.#connecting === undefined) {
+      this.#connecting = this.#connect();
+      // Requests may stop waiting for it (their deadline passed): its failure
+      // is then nobody's, and must not surface as an unhandled rejection.
+      this.#connecting.catch(() => {});
+    }
+    if (signal === undefined) return await this.#connecting;
+    const connecting = this.#connecting;
+    return await new Promise<Connection>((resolve, reject) => {
+      const onAbort = () =>
+        reject(new PeerRequestError(`Peer request aborted while connecting: ${signal.reason}`));
+      signal.addEventListener("abort", onAbort, { once: true });
+      connecting.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
+  async #connect(): Promise<Connection> {
+    try {
+      const conn = await (this.#options.connect ?? connect)({
+        hostname: this.#hostname,
+        port: this.#port,
+        tls: this.#tls,
+        timeoutMs: this.#options.connectTimeoutMs ?? 5000,
+      });
+      const connection: Connection = {
+        conn,
+        pending: [],
+        writing: Promise.resolve(),
+        closing: false,
+      };
+      if (this.#closed) {
+        conn.close();
+        throw new PeerRequestError("Client is closed");
       }
-    })();
-    return await this.#connecting;
+      this.#connection = connection;
+      this.#read(connection);
+      return connection;
+    } catch (error) {
+      if (error instanceof PeerRequestError) throw error;
+      throw new PeerRequestError(`Cannot connect: ${(error as Error).message}`);
+    } finally {
+      this.#connecting = undefined;
+    }
   }
 
   /** Reads answers off the connection and settles its requests, in order, until it ends. */
@@ -218,18 +245,63 @@ export class PipelinedClient {
   }
 }
 
-async function connect(options: {
+/**
+ * Opens a connection within `timeoutMs` (an unreachable host would otherwise
+ * hold the attempt for the kernel's connect timeout, about two minutes).
+ */
+/** Where and how {@linkcode PipelinedClientOptions.connect} opens a connection. */
+export interface ConnectOptions {
+  /** Host to connect to. */
   readonly hostname: string;
+  /** Port to connect to. */
   readonly port: number;
+  /** Whether to speak TLS (an https URL). */
   readonly tls: boolean;
-}): Promise<Deno.Conn> {
+  /** Deadline for the connection to open, in milliseconds. */
+  readonly timeoutMs: number;
+}
+
+async function connect(options: ConnectOptions): Promise<Deno.Conn> {
   const address = { hostname: options.hostname, port: options.port };
-  if (options.tls) return Deno.connectTls(address);
-  const conn = await Deno.connect(address);
-  // A batch is one write and must leave at once: Nagle's algorithm would hold
-  // a pipelined request back until the previous one is acknowledged, which
-  // delayed acknowledgements stretch to tens of milliseconds.
-  conn.setNoDelay(true);
+  const timedOut = () => new PeerRequestError(`Connect timed out after ${options.timeoutMs} ms`);
+  if (options.tls) {
+    // `Deno.connectTls` takes no signal: stop waiting at the deadline, and
+    // close the connection if it opens after all. (Deno's TLS connections
+    // offer no `setNoDelay`; the peer's small writes may meet Nagle's delay.)
+    const opening = Deno.connectTls(address);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        opening.then((conn) => conn.close(), () => {});
+        reject(timedOut());
+      }, options.timeoutMs);
+    });
+    try {
+      return await Promise.race([opening, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+  // Aborted only at the deadline, never once open.
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(timedOut()), options.timeoutMs);
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ ...address, signal: controller.signal });
+  } catch (error) {
+    throw controller.signal.aborted ? timedOut() : error;
+  } finally {
+    clearTimeout(timer);
+  }
+  try {
+    // A batch is one write and must leave at once: Nagle's algorithm would
+    // hold a pipelined request back until the previous one is acknowledged,
+    // which delayed acknowledgements stretch to tens of milliseconds.
+    conn.setNoDelay(true);
+  } catch (error) {
+    conn.close();
+    throw error;
+  }
   return conn;
 }
 

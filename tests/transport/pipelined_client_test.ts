@@ -123,6 +123,78 @@ Deno.test("a refused connection, a peer that hangs up and a malformed answer fai
   await assert.rejects(client.post(new Uint8Array(1)), /closed/);
 });
 
+Deno.test("a request whose deadline passes while its connection opens fails at the deadline", async () => {
+  let opened = 0;
+  const client = new PipelinedClient({
+    url: "http://127.0.0.1:1/x",
+    headers: {},
+    // A peer whose host does not answer: the connection never opens.
+    connect: () => {
+      opened++;
+      return new Promise<Deno.Conn>(() => {});
+    },
+  });
+  const controller = new AbortController();
+  const started = performance.now();
+  const first = client.post(new Uint8Array(1), controller.signal);
+  const second = client.post(new Uint8Array(1), AbortSignal.timeout(60));
+  setTimeout(() => controller.abort(new Error("deadline")), 20);
+  // Bounded, so that a request that ignores its deadline fails the test
+  // instead of hanging it.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error("still pending after 1000 ms")), 1000);
+  });
+  try {
+    await Promise.race([assert.rejects(first, /aborted while connecting/), late]);
+    await Promise.race([assert.rejects(second, /aborted while connecting/), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.ok(performance.now() - started < 1000, "failed at the deadline, not later");
+  // Both waited on the same attempt.
+  assert.equal(opened, 1);
+  client.close();
+});
+
+Deno.test("requests in flight share one connection", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  let connections = 0;
+  // A raw server: counts connections, answers 204 to every request it reads.
+  const served = (async () => {
+    for await (const conn of listener) {
+      connections++;
+      (async () => {
+        const buffer = new Uint8Array(65536);
+        let text = "";
+        for (;;) {
+          const count = await conn.read(buffer).catch(() => null);
+          if (count === null) return;
+          text += new TextDecoder().decode(buffer.subarray(0, count));
+          for (;;) {
+            const end = text.indexOf("\r\n\r\n");
+            if (end < 0) break;
+            const length = Number(/content-length: (\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+            if (text.length < end + 4 + length) break;
+            text = text.slice(end + 4 + length);
+            await conn.write(ascii.encode("HTTP/1.1 204 No Content\r\n\r\n"));
+          }
+        }
+      })();
+    }
+  })();
+  const client = new PipelinedClient({ url: `http://127.0.0.1:${port}/x`, headers: {} });
+  const answers = await Promise.all(
+    Array.from({ length: 20 }, (_, index) => client.post(ascii.encode(`batch ${index}`))),
+  );
+  assert.deepEqual(answers, Array(20).fill(204));
+  assert.equal(connections, 1);
+  client.close();
+  listener.close();
+  await served.catch(() => {});
+});
+
 Deno.test("header values with line breaks are refused up front", () => {
   assert.throws(
     () => new PipelinedClient({ url: "http://127.0.0.1:1/x", headers: { a: "b\r\nc: d" } }),
