@@ -66,11 +66,6 @@ export class MsgpackWriter {
     return this;
   }
 
-  /** Bytes written so far. */
-  get length(): number {
-    return this.#length;
-  }
-
   /** The bytes written, as a view valid until the next `reset`. */
   view(): Uint8Array {
     return this.#bytes.subarray(0, this.#length);

@@ -219,12 +219,7 @@ export class PipelinedClient {
         }
       }
     } catch (error) {
-      this.#drop(
-        connection,
-        error instanceof PeerRequestError
-          ? error
-          : new PeerRequestError(`Connection failed: ${(error as Error).message}`),
-      );
+      this.#drop(connection, error);
     }
   }
 
@@ -245,10 +240,6 @@ export class PipelinedClient {
   }
 }
 
-/**
- * Opens a connection within `timeoutMs` (an unreachable host would otherwise
- * hold the attempt for the kernel's connect timeout, about two minutes).
- */
 /** Where and how {@linkcode PipelinedClientOptions.connect} opens a connection. */
 export interface ConnectOptions {
   /** Host to connect to. */
@@ -261,6 +252,10 @@ export interface ConnectOptions {
   readonly timeoutMs: number;
 }
 
+/**
+ * Opens a connection within `timeoutMs` (an unreachable host would otherwise
+ * hold the attempt for the kernel's connect timeout, about two minutes).
+ */
 async function connect(options: ConnectOptions): Promise<Deno.Conn> {
   const address = { hostname: options.hostname, port: options.port };
   const timedOut = () => new PeerRequestError(`Connect timed out after ${options.timeoutMs} ms`);
