@@ -26,6 +26,7 @@ import { openDenoKvStorage } from "../storage/deno_kv.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";
+import { parseHostPort } from "../net/endpoint.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const USAGE =
@@ -58,10 +59,11 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     : await resolveSecret(config.clientToken, "The client token");
   const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
     defaultListenAddress(self.url);
-  const match = /^(.*):(\d+)$/.exec(listen);
-  if (match === null) throw new UsageError(`--listen must be HOST:PORT, got ${listen}`);
-  const hostname = match[1]!.replace(/^\[(.*)\]$/, "$1");
-  const port = Number(match[2]);
+  const endpoint = parseHostPort(listen);
+  if (endpoint === undefined) {
+    throw new UsageError(`--listen must be HOST:PORT with a port up to 65535, got ${listen}`);
+  }
+  const { hostname, port } = endpoint;
 
   const log = (line: string) => console.log(`${new Date().toISOString()} ${self.name}: ${line}`);
   await Deno.mkdir(dataDir, { recursive: true });

@@ -26,6 +26,7 @@
  */
 
 import { MAX_REPLICAS } from "../core/quorum.ts";
+import { formatHostPort, urlEndpoint } from "../net/endpoint.ts";
 
 /** One replica as the cluster file describes it. */
 export interface ReplicaEntry {
@@ -156,8 +157,7 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
  * binds.
  */
 export function defaultListenAddress(url: string): string {
-  const parsed = new URL(url);
-  return `${parsed.hostname}:${parsed.port || (parsed.protocol === "https:" ? "443" : "80")}`;
+  return formatHostPort(urlEndpoint(url));
 }
 
 /** Reads and parses a cluster file. */

@@ -19,6 +19,8 @@
  * @module
  */
 
+import { urlEndpoint } from "../net/endpoint.ts";
+
 /** Settings of a {@linkcode PipelinedClient}. */
 export interface PipelinedClientOptions {
   /** The URL every request goes to (`http:` or `https:`). */
@@ -90,8 +92,7 @@ export class PipelinedClient {
     }
     this.#options = options;
     this.#tls = url.protocol === "https:";
-    this.#hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
-    this.#port = Number(url.port || (this.#tls ? 443 : 80));
+    ({ hostname: this.#hostname, port: this.#port } = urlEndpoint(url));
     let head = `POST ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\n`;
     for (const [name, value] of Object.entries(options.headers)) {
       if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) {
