@@ -25,7 +25,9 @@
  *
  * Prints a Markdown table (ops/s, their ratio, p50/p99/p999 latency, errors)
  * and a detail table (errors by kind, wrk's and the machine's CPU use, the
- * EPaxos fast-path share); `--out` writes the JSON report:
+ * servers' CPU use and CPU time per operation, one server's CPU by thread
+ * group from `/proc` (`throughput/threads.ts`), the EPaxos fast-path share);
+ * `--out` writes the JSON report:
  * `{"workloads": [{"name", "epaxos_ops_per_s", "etcd_ops_per_s",
  * "epaxos_p99_ms", "etcd_p99_ms", ...}], "replicas", "connections", ...}`.
  *
@@ -53,6 +55,12 @@ import {
   WORKLOAD_NAMES,
 } from "./throughput/options.ts";
 import { busyPercent, cpuTimes, killTracked } from "./throughput/processes.ts";
+import {
+  cpuBreakdown,
+  cpuMicrosPerOp,
+  describeBreakdown,
+  sampleThreads,
+} from "./throughput/threads.ts";
 import {
   checkReadback,
   detailTable,
@@ -103,6 +111,8 @@ interface SystemUnderTest {
   commits?(): Promise<{ fast: number; slow: number }>;
   /** EPaxos only: counters of `/metrics` summed over every replica. */
   counters?(): Promise<Map<string, number>>;
+  /** The server processes, for CPU accounting by thread. */
+  pids(): number[];
 }
 
 /** The `/metrics` series a run reports on, summed over replicas. */
@@ -158,6 +168,7 @@ function epaxosSystem(cluster: ProcessCluster): SystemUnderTest {
   return {
     name: "epaxos",
     targets: targetsOf(urls),
+    pids: () => urls.flatMap((_, id) => cluster.pid(id) ?? []),
     async put(via, key, value) {
       const response = await fetch(`${urls[via % urls.length]}/kv/${key}`, {
         method: "PUT",
@@ -204,6 +215,7 @@ function etcdSystem(cluster: EtcdCluster): SystemUnderTest {
   return {
     name: "etcd",
     targets: targetsOf(clientUrls),
+    pids: () => [...cluster.pids],
     apiPrefix,
     async put(via, key, value) {
       await etcdPost(url(via, "/kv/put"), { key: btoa(key), value: btoa(value) }, 10_000);
@@ -438,7 +450,25 @@ export async function runThroughput(
         const before = await system.commits?.();
         const countersBefore = await system.counters?.();
         log(`${system.name} ${spec.name}: measuring ${options.durationS} s`);
-        const summary = summarizeRun(await runWrk({ ...wrkRun, durationS: options.durationS }));
+        const threadsBefore = await sampleThreads(system.pids());
+        const sampledAt = performance.now();
+        const measured = summarizeRun(await runWrk({ ...wrkRun, durationS: options.durationS }));
+        const threadsAfter = await sampleThreads(system.pids());
+        const cpu = threadsBefore === undefined || threadsAfter === undefined
+          ? undefined
+          : cpuBreakdown(threadsBefore, threadsAfter, (performance.now() - sampledAt) / 1000);
+        const summary: SystemRun = cpu === undefined ? measured : {
+          ...measured,
+          server_cpu_pct: cpu.total_pct,
+          server_cpu_us_per_op: cpuMicrosPerOp(cpu, measured.ops_per_s),
+          server_process_cpu_pct: cpu.per_process_pct,
+        };
+        if (cpu !== undefined) {
+          log(
+            `${system.name} ${spec.name}: servers ${describeBreakdown(cpu)}; ` +
+              `${summary.server_cpu_us_per_op} µs of server CPU per operation`,
+          );
+        }
         throwIfInterrupted();
         const after = await system.commits?.();
         const countersAfter = await system.counters?.();

@@ -107,6 +107,8 @@ export interface EtcdCluster {
   readonly version: string;
   /** The temporary directory holding data and logs. */
   readonly root: string;
+  /** Process ids of the members, for CPU accounting. */
+  readonly pids: readonly number[];
   /** Recent output of member `index`, for failure reports. */
   output(index: number): string;
   /** Stops every member (SIGTERM, then SIGKILL after 10 s) and removes the directory. */
@@ -263,6 +265,7 @@ export async function startEtcdCluster(
       apiPrefix,
       version: install.version,
       root,
+      pids: children.map((child) => child.pid),
       output: (index) => logs[index]!.join(""),
       stop,
     };

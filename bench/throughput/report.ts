@@ -7,6 +7,7 @@
  */
 
 import { valueTag, type WrkErrors } from "./lua.ts";
+import type { ThreadGroup } from "./threads.ts";
 import type { WrkRunResult } from "./wrk.ts";
 
 /** One system's measured run of one workload. */
@@ -41,6 +42,12 @@ export interface SystemRun {
   readonly machine_cpu_pct: number | null;
   /** EPaxos only: share of the instances committed on the fast path during the run. */
   readonly fast_path_ratio?: number | null;
+  /** CPU use of the server processes together, in percent of one core (`threads.ts`). */
+  readonly server_cpu_pct?: number;
+  /** Server CPU microseconds per successful operation. */
+  readonly server_cpu_us_per_op?: number | null;
+  /** Mean CPU use of one server process by thread group, in percent of one core. */
+  readonly server_process_cpu_pct?: Readonly<Record<ThreadGroup, number>>;
 }
 
 function round(value: number, digits: number): number {
@@ -192,6 +199,18 @@ function errorDetail(errors: WrkErrors): string {
   return parts.length === 0 ? "none" : parts.join(", ");
 }
 
+/** The server CPU cell: all servers' share of a core, per operation, and one server's by thread group. */
+function serverCpu(run: SystemRun): string {
+  if (run.server_cpu_pct === undefined) return "-";
+  const perOp = run.server_cpu_us_per_op ?? null;
+  const groups = run.server_process_cpu_pct;
+  return `${num(run.server_cpu_pct)}, ${perOp === null ? "-" : num(perOp)}${
+    groups === undefined
+      ? ""
+      : `; ${num(groups.main)} / ${num(groups.v8)} / ${num(groups.blocking)} / ${num(groups.other)}`
+  }`;
+}
+
 /** The detail table: what was sent, errors by kind, CPU use, the fast-path share. */
 export function detailTable(report: ThroughputReport): string {
   const rows: string[] = [];
@@ -203,7 +222,7 @@ export function detailTable(report: ThroughputReport): string {
           errorDetail(run.error_detail)
         } | ${run.connections} / ${run.threads} | ${num(run.wrk_cpu_pct)} | ${
           num(run.machine_cpu_pct)
-        } | ${
+        } | ${serverCpu(run)} | ${
           run.fast_path_ratio === undefined || run.fast_path_ratio === null
             ? "-"
             : `${(run.fast_path_ratio * 100).toFixed(1)}%`
@@ -212,8 +231,8 @@ export function detailTable(report: ThroughputReport): string {
     }
   }
   return [
-    "| workload | system | requests | sent reads / writes | errors | connections / threads | wrk CPU % of a core | machine CPU % | fast path |",
-    "|---|---|---:|---:|---|---:|---:|---:|---:|",
+    "| workload | system | requests | sent reads / writes | errors | connections / threads | wrk CPU % of a core | machine CPU % | server CPU: % of a core, µs per op; per server main / v8 / blocking / other % | fast path |",
+    "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ...rows,
   ].join("\n");
 }

@@ -26,6 +26,15 @@ import {
 } from "../../bench/throughput/options.ts";
 import { busyPercent, lastLines, parseProcStat } from "../../bench/throughput/processes.ts";
 import {
+  cpuBreakdown,
+  cpuMicrosPerOp,
+  describeBreakdown,
+  parseTaskStat,
+  parseThreadSamples,
+  sampleThreads,
+  threadGroup,
+} from "../../bench/throughput/threads.ts";
+import {
   checkReadback,
   detailTable,
   mergeWorkload,
@@ -508,6 +517,17 @@ Deno.test("merging: the issue's fields, ratio, and etcd left out", () => {
   assert.match(table, /\| hot-key \| 4950 \| - \| - \| .* \| - \| 102 \/ - \|/);
   const details = detailTable(report);
   assert.match(details, /\| mixed \| epaxos \| 10000 \| 5000 \/ 5100 \| status 100, timeout 2 \|/);
+  assert.match(details, /\| mixed \| epaxos \|.*\| - \| - \|$/m);
+  const withCpu = detailTable({
+    ...report,
+    workloads: [mergeWorkload("mixed", {
+      ...epaxos,
+      server_cpu_pct: 165.2,
+      server_cpu_us_per_op: 333.7,
+      server_process_cpu_pct: { main: 38.4, v8: 8, blocking: 9.1, other: 0.6 },
+    }, null)],
+  });
+  assert.match(withCpu, /\| 165, 334; 38 \/ 8 \/ 9 \/ 1 \| - \|$/m);
   assert.equal(details.split("\n").length, 2 + 3);
   assert.match(
     resultTable({ ...report, etcd: { skipped: "--skip-etcd given" } }),
@@ -592,6 +612,54 @@ Deno.test("cpu: /proc/stat parsing and busy share", () => {
   assert.throws(() => parseProcStat("intr 1\n"), /no cpu line/);
   assert.throws(() => parseProcStat("cpu  a b c d\n"), /Malformed/);
   assert.equal(lastLines("a\n\nb\nc\n", 2), "b | c");
+});
+
+Deno.test("threads: stat lines, groups, and CPU by group over a run", async () => {
+  const line = (tid: number, name: string, utime: number, stime: number) =>
+    `${tid} (${name}) S 1 ${tid} ${tid} 0 -1 4194560 100 0 0 0 ${utime} ${stime} 0 0 20 0 5 0 1`;
+  assert.deepEqual(parseTaskStat(line(7, "deno", 120, 30)), { tid: 7, name: "deno", ticks: 150 });
+  // A name may hold spaces and parentheses; fields count from the last ")".
+  assert.deepEqual(parseTaskStat(line(8, "V8 DefaultWorke", 5, 1)), {
+    tid: 8,
+    name: "V8 DefaultWorke",
+    ticks: 6,
+  });
+  assert.deepEqual(parseTaskStat(line(9, "a) (b", 1, 2))?.name, "a) (b");
+  assert.equal(parseTaskStat("not a stat line"), undefined);
+
+  const sample = (ticks: readonly number[]) =>
+    parseThreadSamples(
+      [
+        "pid 7",
+        line(7, "deno", ticks[0]!, 0),
+        line(8, "V8 DefaultWorke", ticks[1]!, 0),
+        line(9, "sw-0", ticks[2]!, 0),
+        line(10, "tokio-runtime-w", ticks[3]!, 0),
+        "pid 20",
+        line(20, "deno", ticks[4]!, 0),
+        "",
+      ].join("\n"),
+    );
+  const before = sample([100, 10, 10, 0, 100]);
+  assert.deepEqual(before.map((s) => threadGroup(s)), ["main", "v8", "blocking", "other", "main"]);
+  assert.equal(before[4]!.pid, 20);
+  // Over 2 s: process 7's main thread 80 ticks (40 % of a core), process 20's 40 (20 %).
+  const after = sample([180, 30, 30, 4, 140]);
+  const cpu = cpuBreakdown(before, after, 2);
+  assert.equal(cpu.processes, 2);
+  assert.equal(cpu.total_pct, (80 + 20 + 20 + 4 + 40) / 2);
+  assert.deepEqual(cpu.per_process_pct, { main: 30, v8: 5, blocking: 5, other: 1 });
+  assert.equal(cpuMicrosPerOp(cpu, 8200), 100);
+  assert.equal(cpuMicrosPerOp(cpu, 0), null);
+  assert.match(describeBreakdown(cpu), /^2 processes, 82% of a core; each main 30%, v8 5%/);
+  // A process missing from the first sample is not counted.
+  assert.equal(cpuBreakdown(before.filter((s) => s.pid === 7), after, 2).processes, 1);
+
+  // This process, read for real: its main thread is there, named.
+  const own = await sampleThreads([Deno.pid]);
+  if (own !== undefined) {
+    assert.ok(own.some((s) => s.tid === Deno.pid && threadGroup(s) === "main"));
+  }
 });
 
 Deno.test("etcd: version, gateway prefix, member flags", () => {
