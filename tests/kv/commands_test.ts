@@ -8,7 +8,9 @@ import {
   MAX_LIST_LIMIT,
   MAX_VALUE_BYTES,
   prefixEnd,
+  utf8Length,
 } from "../../src/kv/commands.ts";
+import fc from "fast-check";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 
@@ -28,6 +30,27 @@ Deno.test("keyProblem accepts ordinary keys and refuses unaddressable or oversiz
   assert.match(keyProblem("a\uffffb")!, /U\+FFFF/);
   assert.match(keyProblem("a\ud800b")!, /Unicode/);
   assert.match(keyProblem("\udc00")!, /Unicode/);
+});
+
+Deno.test("utf8Length counts what TextEncoder writes, lone surrogates included", () => {
+  for (
+    const text of ["", "a", "é", "€", "\u{1F600}", "\ud800", "\udc00", "a\ud800b", "\ud800\ud800"]
+  ) {
+    assert.equal(utf8Length(text), bytes(text).length, JSON.stringify(text));
+  }
+  fc.assert(
+    fc.property(
+      fc.string({ unit: "binary", maxLength: 600 }),
+      (text) => utf8Length(text) === bytes(text).length,
+    ),
+  );
+  // Keys near the limit: the verdict is the encoded length's.
+  fc.assert(
+    fc.property(fc.string({ unit: "binary", minLength: 300, maxLength: 1100 }), (key) => {
+      const tooLong = /longer than/.test(keyProblem(key) ?? "");
+      return tooLong === (bytes(key).length > MAX_KEY_BYTES);
+    }),
+  );
 });
 
 Deno.test("isKvCommand accepts every well-formed command", () => {
