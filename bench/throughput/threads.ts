@@ -8,8 +8,9 @@
  * thread: JavaScript, the event loop, HTTP parsing, the synchronous part of
  * every op), `v8` (V8's worker threads: concurrent and parallel GC, the
  * optimizing compiler), `blocking` (Deno's `sw-` blocking pool: Deno KV's
- * SQLite transactions and their fsyncs) and `other`. A Go server such as etcd
- * shows its main thread and `other`.
+ * SQLite transactions and their fsyncs) and `other` (every other thread, and
+ * threads that exited during the run). A Go server such as etcd shows its
+ * main thread and `other`.
  *
  * @module
  */
@@ -69,48 +70,62 @@ export function threadGroup(sample: ThreadSample): ThreadGroup {
   return "other";
 }
 
+/** CPU time so far of some processes: each process in all, and each live thread. */
+export interface CpuSample {
+  /** Per process: user plus system time of all its threads, exited ones included, in ticks. */
+  readonly processes: ReadonlyMap<number, number>;
+  /** Every live thread. */
+  readonly threads: readonly ThreadSample[];
+}
+
 /**
- * Every thread of processes `pids` now; undefined when `/proc` cannot be
- * read. A process that has exited contributes nothing.
+ * The CPU time of processes `pids` now; undefined when `/proc` cannot be read.
+ * A process that has exited contributes nothing.
  */
-export async function sampleThreads(
-  pids: readonly number[],
-): Promise<ThreadSample[] | undefined> {
+export async function sampleThreads(pids: readonly number[]): Promise<CpuSample | undefined> {
   const valid = pids.filter((pid) => Number.isSafeInteger(pid) && pid > 0).slice(
     0,
     MAX_PROCESSES,
   );
   if (valid.length === 0) return undefined;
-  // Deno lets only --allow-all read /proc itself; a shell with cat may. Each
-  // process's lines follow a marker line, since a thread's stat names no process.
-  const script = valid.map((pid) => `echo "pid ${pid}"; cat /proc/${pid}/task/*/stat`).join(
-    "; ",
-  );
+  // Deno lets only --allow-all read /proc itself; a shell with cat may. A
+  // thread's stat line names no process, so marker lines say whose lines follow.
+  const script = valid.map((pid) =>
+    `echo "process ${pid}"; cat /proc/${pid}/stat; echo "threads ${pid}"; cat /proc/${pid}/task/*/stat`
+  ).join("; ");
   try {
-    const output = await runCommand("sh", ["-c", `${script} 2>/dev/null; true`], {
+    const output = await runCommand("sh", ["-c", `{ ${script}; } 2>/dev/null; true`], {
       timeoutMs: 5000,
     });
     if (output.code !== 0) return undefined;
-    return parseThreadSamples(output.stdout);
+    return parseCpuSample(output.stdout);
   } catch {
     return undefined;
   }
 }
 
-/** Parses {@linkcode sampleThreads}'s output: `pid N` marker lines, each followed by stat lines. */
-export function parseThreadSamples(text: string): ThreadSample[] {
-  const samples: ThreadSample[] = [];
+/**
+ * Parses {@linkcode sampleThreads}'s output: a `process N` marker line before
+ * the process's own stat line, a `threads N` marker line before its threads'.
+ */
+export function parseCpuSample(text: string): CpuSample {
+  const processes = new Map<number, number>();
+  const threads: ThreadSample[] = [];
   let pid: number | undefined;
+  let reading: "process" | "threads" | undefined;
   for (const line of text.split("\n")) {
-    const marker = /^pid (\d+)$/.exec(line);
+    const marker = /^(process|threads) (\d+)$/.exec(line);
     if (marker !== null) {
-      pid = Number(marker[1]);
+      reading = marker[1] as "process" | "threads";
+      pid = Number(marker[2]);
       continue;
     }
     const parsed = pid === undefined ? undefined : parseTaskStat(line);
-    if (parsed !== undefined) samples.push({ pid: pid!, ...parsed });
+    if (parsed === undefined) continue;
+    if (reading === "process") processes.set(pid!, parsed.ticks);
+    else threads.push({ pid: pid!, ...parsed });
   }
-  return samples;
+  return { processes, threads };
 }
 
 /** CPU use of a set of server processes over a run. */
@@ -124,32 +139,41 @@ export interface CpuBreakdown {
 }
 
 /**
- * CPU use between two samples `seconds` apart. A thread that started between
- * them counts from zero; one that ended is left out (its last interval is
- * lost, a small undercount).
+ * CPU use between two samples `seconds` apart, of the processes in both. The
+ * total is the processes' own, which includes threads that exited between the
+ * samples (Deno's blocking pool lets idle threads go); whatever the live
+ * threads do not account for is counted as `other`. A thread that started
+ * between the samples, or whose id was reused, counts from zero.
  */
-export function cpuBreakdown(
-  before: readonly ThreadSample[],
-  after: readonly ThreadSample[],
-  seconds: number,
-): CpuBreakdown {
-  const earlier = new Map(before.map((sample) => [`${sample.pid}/${sample.tid}`, sample.ticks]));
-  const pids = new Set(before.map((sample) => sample.pid));
+export function cpuBreakdown(before: CpuSample, after: CpuSample, seconds: number): CpuBreakdown {
+  const earlier = new Map(
+    before.threads.map((sample) => [`${sample.pid}/${sample.tid}`, sample.ticks]),
+  );
   const groups: Record<ThreadGroup, number> = { main: 0, v8: 0, blocking: 0, other: 0 };
-  const seen = new Set<number>();
-  for (const sample of after) {
-    if (!pids.has(sample.pid)) continue;
-    seen.add(sample.pid);
-    const ticks = sample.ticks - (earlier.get(`${sample.pid}/${sample.tid}`) ?? 0);
-    if (ticks > 0) groups[threadGroup(sample)] += ticks;
+  let total = 0;
+  let processes = 0;
+  for (const [pid, ticksAfter] of after.processes) {
+    const ticksBefore = before.processes.get(pid);
+    if (ticksBefore === undefined) continue;
+    processes++;
+    const processTicks = Math.max(0, ticksAfter - ticksBefore);
+    total += processTicks;
+    let threadTicks = 0;
+    for (const sample of after.threads) {
+      if (sample.pid !== pid) continue;
+      const previous = earlier.get(`${pid}/${sample.tid}`) ?? 0;
+      const ticks = sample.ticks >= previous ? sample.ticks - previous : sample.ticks;
+      groups[threadGroup(sample)] += ticks;
+      threadTicks += ticks;
+    }
+    groups.other += Math.max(0, processTicks - threadTicks);
   }
-  const processes = seen.size;
   const pct = (ticks: number) =>
     seconds > 0 ? Number((ticks / CLOCK_TICKS_PER_S / seconds * 100).toFixed(1)) : 0;
   const perProcess = (ticks: number) => processes === 0 ? 0 : pct(ticks / processes);
   return {
     processes,
-    total_pct: pct(THREAD_GROUPS.reduce((sum, group) => sum + groups[group], 0)),
+    total_pct: pct(total),
     per_process_pct: {
       main: perProcess(groups.main),
       v8: perProcess(groups.v8),

@@ -29,15 +29,16 @@ export function urlEndpoint(url: string | URL): Endpoint {
 }
 
 /**
- * Parses `HOST:PORT` (IPv6 hosts in brackets, `[::1]:8001`); `undefined` when
- * the text is not of that form or the port is out of range.
+ * Parses `HOST:PORT`, an IPv6 host in brackets (`[::1]:8001`); `undefined`
+ * when the text is not of that form (an unbracketed IPv6 address such as
+ * `::1` is ambiguous, so refused) or the port is out of range.
  */
 export function parseHostPort(text: string): Endpoint | undefined {
-  const match = /^(.+):(\d{1,5})$/.exec(text);
+  const match = /^(?:\[([^\[\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(text);
   if (match === null) return undefined;
-  const port = Number(match[2]);
+  const port = Number(match[3]);
   if (port > 65535) return undefined;
-  return { hostname: unbracket(match[1]!), port };
+  return { hostname: match[1] ?? match[2]!, port };
 }
 
 /** Renders an endpoint as `HOST:PORT`, bracketing IPv6 literals. */

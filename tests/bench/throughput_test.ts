@@ -28,9 +28,10 @@ import { busyPercent, lastLines, parseProcStat } from "../../bench/throughput/pr
 import {
   cpuBreakdown,
   cpuMicrosPerOp,
+  type CpuSample,
   describeBreakdown,
+  parseCpuSample,
   parseTaskStat,
-  parseThreadSamples,
   sampleThreads,
   threadGroup,
 } from "../../bench/throughput/threads.ts";
@@ -627,24 +628,36 @@ Deno.test("threads: stat lines, groups, and CPU by group over a run", async () =
   assert.deepEqual(parseTaskStat(line(9, "a) (b", 1, 2))?.name, "a) (b");
   assert.equal(parseTaskStat("not a stat line"), undefined);
 
-  const sample = (ticks: readonly number[]) =>
-    parseThreadSamples(
+  // Process 7 has four threads; process 20 one. The process line comes first.
+  const sample = (process7: number, ticks: readonly (number | undefined)[]) =>
+    parseCpuSample(
       [
-        "pid 7",
+        "process 7",
+        line(7, "deno", process7, 0),
+        "threads 7",
         line(7, "deno", ticks[0]!, 0),
         line(8, "V8 DefaultWorke", ticks[1]!, 0),
-        line(9, "sw-0", ticks[2]!, 0),
+        ...(ticks[2] === undefined ? [] : [line(9, "sw-0", ticks[2], 0)]),
         line(10, "tokio-runtime-w", ticks[3]!, 0),
-        "pid 20",
+        "process 20",
+        line(20, "deno", ticks[4]!, 0),
+        "threads 20",
         line(20, "deno", ticks[4]!, 0),
         "",
       ].join("\n"),
     );
-  const before = sample([100, 10, 10, 0, 100]);
-  assert.deepEqual(before.map((s) => threadGroup(s)), ["main", "v8", "blocking", "other", "main"]);
-  assert.equal(before[4]!.pid, 20);
+  const before = sample(120, [100, 10, 10, 0, 100]);
+  assert.deepEqual(before.processes, new Map([[7, 120], [20, 100]]));
+  assert.deepEqual(before.threads.map((s) => threadGroup(s)), [
+    "main",
+    "v8",
+    "blocking",
+    "other",
+    "main",
+  ]);
+  assert.equal(before.threads[4]!.pid, 20);
   // Over 2 s: process 7's main thread 80 ticks (40 % of a core), process 20's 40 (20 %).
-  const after = sample([180, 30, 30, 4, 140]);
+  const after = sample(244, [180, 30, 30, 4, 140]);
   const cpu = cpuBreakdown(before, after, 2);
   assert.equal(cpu.processes, 2);
   assert.equal(cpu.total_pct, (80 + 20 + 20 + 4 + 40) / 2);
@@ -652,13 +665,24 @@ Deno.test("threads: stat lines, groups, and CPU by group over a run", async () =
   assert.equal(cpuMicrosPerOp(cpu, 8200), 100);
   assert.equal(cpuMicrosPerOp(cpu, 0), null);
   assert.match(describeBreakdown(cpu), /^2 processes, 82% of a core; each main 30%, v8 5%/);
+  // The blocking thread exited during the run: its time still counts, in the
+  // process total, as "other" (the process's 124 ticks less its live threads' 104).
+  const exited = cpuBreakdown(before, sample(244, [180, 30, undefined, 4, 140]), 2);
+  assert.equal(exited.total_pct, cpu.total_pct);
+  assert.deepEqual(exited.per_process_pct, { main: 30, v8: 5, blocking: 0, other: 6 });
   // A process missing from the first sample is not counted.
-  assert.equal(cpuBreakdown(before.filter((s) => s.pid === 7), after, 2).processes, 1);
+  const only7: CpuSample = {
+    processes: new Map([[7, 120]]),
+    threads: before.threads.filter((s) => s.pid === 7),
+  };
+  assert.equal(cpuBreakdown(only7, after, 2).processes, 1);
 
   // This process, read for real: its main thread is there, named.
-  const own = await sampleThreads([Deno.pid]);
-  if (own !== undefined) {
-    assert.ok(own.some((s) => s.tid === Deno.pid && threadGroup(s) === "main"));
+  if (Deno.build.os === "linux") {
+    const own = await sampleThreads([Deno.pid]);
+    assert.ok(own !== undefined, "/proc is readable on Linux");
+    assert.ok(own.processes.get(Deno.pid)! >= 0);
+    assert.ok(own.threads.some((s) => s.tid === Deno.pid && threadGroup(s) === "main"));
   }
 });
 

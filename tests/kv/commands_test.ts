@@ -38,19 +38,29 @@ Deno.test("utf8Length counts what TextEncoder writes, lone surrogates included",
   ) {
     assert.equal(utf8Length(text), bytes(text).length, JSON.stringify(text));
   }
+  // Strings of raw UTF-16 code units, so that lone surrogates and pairs both occur
+  // (fast-check's "binary" unit never yields a lone surrogate).
+  const codeUnit = fc.oneof(
+    fc.integer({ min: 0, max: 0x7f }),
+    fc.integer({ min: 0x80, max: 0x7ff }),
+    fc.integer({ min: 0x800, max: 0xffff }),
+    fc.integer({ min: 0xd800, max: 0xdfff }),
+  ).map((unit) => String.fromCharCode(unit));
+  const units = (minLength: number, maxLength: number) =>
+    fc.array(codeUnit, { minLength, maxLength }).map((parts) => parts.join(""));
+  fc.assert(fc.property(units(0, 600), (text) => utf8Length(text) === bytes(text).length));
+  // Keys around the limit: 341 code units (at most 1023 bytes) to 1024 (the
+  // most that can fit); the verdict is the encoded length's.
   fc.assert(
-    fc.property(
-      fc.string({ unit: "binary", maxLength: 600 }),
-      (text) => utf8Length(text) === bytes(text).length,
-    ),
-  );
-  // Keys near the limit: the verdict is the encoded length's.
-  fc.assert(
-    fc.property(fc.string({ unit: "binary", minLength: 300, maxLength: 1100 }), (key) => {
+    fc.property(units(330, 1030), (key) => {
       const tooLong = /longer than/.test(keyProblem(key) ?? "");
       return tooLong === (bytes(key).length > MAX_KEY_BYTES);
     }),
   );
+  // Both verdicts occur near the limit, so the property above tests both ways.
+  assert.equal(keyProblem("é".repeat(512)), undefined);
+  assert.match(keyProblem("é".repeat(513))!, /longer than/);
+  assert.match(keyProblem("\ud800".repeat(342))!, /longer than/);
 });
 
 Deno.test("isKvCommand accepts every well-formed command", () => {

@@ -16,7 +16,21 @@ Deno.test("parseHostPort reads HOST:PORT and refuses anything else", () => {
   assert.deepEqual(parseHostPort("127.0.0.1:8001"), { hostname: "127.0.0.1", port: 8001 });
   assert.deepEqual(parseHostPort("[::1]:0"), { hostname: "::1", port: 0 });
   assert.deepEqual(parseHostPort("va.example:65535"), { hostname: "va.example", port: 65535 });
-  for (const bad of ["127.0.0.1", ":8001", "host:", "host:65536", "host:123456", "host:8x"]) {
+  for (
+    const bad of [
+      "127.0.0.1",
+      ":8001",
+      "host:",
+      "host:65536",
+      "host:123456",
+      "host:8x",
+      "::1",
+      "fe80::1",
+      "[::1:8001",
+      "::1]:8001",
+      "[]:8001",
+    ]
+  ) {
     assert.equal(parseHostPort(bad), undefined, bad);
   }
 });
