@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { decode as decodeMsgpack } from "@msgpack/msgpack";
 import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
 import { encodedKeyLength } from "../../src/storage/codec.ts";
 import {
@@ -444,6 +445,65 @@ Deno.test("DenoKvStorage: snapshots keep the file bounded while the log grows", 
       assert.deepStrictEqual(normalize(await reopened.load()), reference(whole(...history)));
     } finally {
       reopened.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: after a loaded process's first cleanup, replaced log and pages are deleted by key, leaving none", async () => {
+  await withFile(async (path) => {
+    const options = { ...OPTIONS, snapshotLogBytes: 16 * 1024 };
+    const history: PersistBatch<KvCommand>[] = [];
+    const run = async (storage: DenoKvStorage<KvCommand>, from: number, to: number) => {
+      for (let n = from; n <= to; n++) {
+        // 200 keys of 100 bytes and 3 of 30 KB: every 7th commit logs 90 KB,
+        // more than one chunk.
+        const changes = n % 7 === 0
+          ? [0, 1, 2].map((i) => set(`big-${i}`, bytes(30_000, n)))
+          : [set(`key-${n % 200}`, bytes(100, n))];
+        let b = batch([], [[0, n, changes]]);
+        if (storage.wantsSnapshot()) b = withSnapshot(whole(...history), b);
+        await storage.commit(b);
+        history.push(b);
+      }
+    };
+    let storage = await openDenoKvStorage(path, options);
+    try {
+      await storage.load();
+      await run(storage, 1, 400);
+      assert.ok(storage.snapshotsWritten >= 3, `${storage.snapshotsWritten} snapshots`);
+      assert.ok(storage.keyedCleanups >= 1, `${storage.keyedCleanups} keyed cleanups`);
+      // Commits with nothing in them finish the cleanup in progress, if any.
+      for (let i = 0; i < 3; i++) await storage.commit(batch([]));
+    } finally {
+      storage.close();
+    }
+    // What is in the file: the current snapshot's pages, and log entries
+    // after it only.
+    const kv = await Deno.openKv(path);
+    try {
+      const meta = (await kv.get<Uint8Array>(["meta", "snapshot"])).value!;
+      const [generation, seq] = decodeMsgpack(meta) as number[];
+      for await (const entry of kv.list({ prefix: ["s"] })) {
+        assert.equal(entry.key[1], generation, `stale page ${String(entry.key)}`);
+      }
+      for await (const entry of kv.list({ prefix: ["e"] })) {
+        assert.ok((entry.key[1] as number) > seq!, `replaced log key ${String(entry.key)} left`);
+      }
+    } finally {
+      kv.close();
+    }
+    storage = await openDenoKvStorage(path, options);
+    try {
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+      // A restart lists once, then deletes by key again.
+      await run(storage, 401, 800);
+      assert.ok(
+        storage.keyedCleanups >= 1,
+        `${storage.keyedCleanups} keyed cleanups after restart`,
+      );
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+    } finally {
+      storage.close();
     }
   });
 });
