@@ -464,9 +464,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     const cost: Cost = { mutations: 0, totalBytes: 0, keyBytes: 0 };
     const flush = async () => {
       if (seq !== undefined) {
-        const logWrites = chunkWrites([LOG, seq], concat(effects, 0));
-        if (logWrites.length > 1) this.#logChunks.set(seq, logWrites.length);
-        for (const w of logWrites) writes.push(w);
+        for (const w of this.#logWrites(seq, concat(effects, 0))) writes.push(w);
       }
       if (writes.length > 0) await this.#atomic(writes);
       if (seq !== undefined) this.#writtenLogSeq = Math.max(this.#writtenLogSeq, seq);
@@ -483,9 +481,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
         const own = [...unit.writes];
         if (unit.effects !== undefined) {
           this.#logBytes += unit.effects.length;
-          const logWrites = chunkWrites([LOG, ++this.#logSeq], unit.effects);
-          if (logWrites.length > 1) this.#logChunks.set(this.#logSeq, logWrites.length);
-          for (const w of logWrites) own.push(w);
+          for (const w of this.#logWrites(++this.#logSeq, unit.effects)) own.push(w);
         }
         await this.#writeThroughRedo(own);
         this.#writtenLogSeq = Math.max(this.#writtenLogSeq, this.#logSeq);
@@ -506,6 +502,13 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     if (batch.snapshot !== undefined) this.#startSnapshot(batch.snapshot);
     for (const unit of await this.#snapshotWork()) await add(unit);
     await flush();
+  }
+
+  /** The chunk writes of log entry `seq`, its chunk count noted for keyed cleanup. */
+  #logWrites(seq: number, effects: Uint8Array): Write[] {
+    const writes = chunkWrites([LOG, seq], effects);
+    if (writes.length > 1) this.#logChunks.set(seq, writes.length);
+    return writes;
   }
 
   #startSnapshot(entries: readonly (readonly [string, KvEntry])[]): void {
