@@ -59,7 +59,7 @@ import {
   cpuBreakdown,
   cpuMicrosPerOp,
   describeBreakdown,
-  sampleThreads,
+  sampleCpu,
 } from "./throughput/threads.ts";
 import {
   checkReadback,
@@ -450,10 +450,10 @@ export async function runThroughput(
         const before = await system.commits?.();
         const countersBefore = await system.counters?.();
         log(`${system.name} ${spec.name}: measuring ${options.durationS} s`);
-        const threadsBefore = await sampleThreads(system.pids());
+        const threadsBefore = await sampleCpu(system.pids());
         const sampledAt = performance.now();
         const measured = summarizeRun(await runWrk({ ...wrkRun, durationS: options.durationS }));
-        const threadsAfter = await sampleThreads(system.pids());
+        const threadsAfter = await sampleCpu(system.pids());
         const cpu = threadsBefore === undefined || threadsAfter === undefined
           ? undefined
           : cpuBreakdown(threadsBefore, threadsAfter, (performance.now() - sampledAt) / 1000);

@@ -82,7 +82,7 @@ export interface CpuSample {
  * The CPU time of processes `pids` now; undefined when `/proc` cannot be read.
  * A process that has exited contributes nothing.
  */
-export async function sampleThreads(pids: readonly number[]): Promise<CpuSample | undefined> {
+export async function sampleCpu(pids: readonly number[]): Promise<CpuSample | undefined> {
   const valid = pids.filter((pid) => Number.isSafeInteger(pid) && pid > 0).slice(
     0,
     MAX_PROCESSES,
@@ -98,14 +98,16 @@ export async function sampleThreads(pids: readonly number[]): Promise<CpuSample 
       timeoutMs: 5000,
     });
     if (output.code !== 0) return undefined;
-    return parseCpuSample(output.stdout);
+    const sample = parseCpuSample(output.stdout);
+    // The shell always succeeds; nothing read means /proc was not readable.
+    return sample.processes.size === 0 ? undefined : sample;
   } catch {
     return undefined;
   }
 }
 
 /**
- * Parses {@linkcode sampleThreads}'s output: a `process N` marker line before
+ * Parses {@linkcode sampleCpu}'s output: a `process N` marker line before
  * the process's own stat line, a `threads N` marker line before its threads'.
  */
 export function parseCpuSample(text: string): CpuSample {

@@ -32,7 +32,7 @@ import {
   describeBreakdown,
   parseCpuSample,
   parseTaskStat,
-  sampleThreads,
+  sampleCpu,
   threadGroup,
 } from "../../bench/throughput/threads.ts";
 import {
@@ -679,7 +679,9 @@ Deno.test("threads: stat lines, groups, and CPU by group over a run", async () =
 
   // This process, read for real: its main thread is there, named.
   if (Deno.build.os === "linux") {
-    const own = await sampleThreads([Deno.pid]);
+    // A process that is not there reads as nothing, not as 0 % CPU.
+    assert.equal(await sampleCpu([2 ** 30]), undefined);
+    const own = await sampleCpu([Deno.pid]);
     assert.ok(own !== undefined, "/proc is readable on Linux");
     assert.ok(own.processes.get(Deno.pid)! >= 0);
     assert.ok(own.threads.some((s) => s.tid === Deno.pid && threadGroup(s) === "main"));
