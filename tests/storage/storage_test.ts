@@ -69,46 +69,59 @@ async function tempDir(): Promise<{ path: string; dispose: () => Promise<void> }
   return { path, dispose: () => Deno.remove(path, { recursive: true }) };
 }
 
-const denoKvFactory: StorageFactory = {
-  name: "DenoKvStorage",
-  propertyRuns: 25,
-  async create() {
-    const dir = await tempDir();
-    const path = `${dir.path}/replica.kv`;
-    let storage = await openDenoKvStorage(path, OPTIONS);
-    return {
-      get storage() {
-        return storage;
-      },
-      async reopen() {
-        storage.close();
-        storage = await openDenoKvStorage(path, OPTIONS);
-      },
-      async crashDuring(b, step) {
-        storage.close();
-        const crashing = await openDenoKvStorage(path, { ...OPTIONS, crashAfterCommits: step });
-        let crashed = false;
-        try {
-          await crashing.commit(b);
-        } catch (error) {
-          if (!(error instanceof FailpointCrash)) throw error;
-          crashed = true;
-        } finally {
-          crashing.close();
-        }
-        storage = await openDenoKvStorage(path, OPTIONS);
-        return crashed;
-      },
-      async dispose() {
-        storage.close();
-        await dir.dispose();
-      },
-    };
-  },
-};
+/**
+ * Deno KV storage. With `loadFirst`, every opening loads before anything is
+ * committed, as a replica does, which makes deletes name their keys; a
+ * storage not loaded lists the range instead.
+ */
+function denoKvFactory(loadFirst: boolean): StorageFactory {
+  return {
+    name: loadFirst ? "DenoKvStorage, loaded first" : "DenoKvStorage",
+    propertyRuns: 25,
+    async create() {
+      const dir = await tempDir();
+      const path = `${dir.path}/replica.kv`;
+      const open = async (options: DenoKvStorageOptions<KvCommand>) => {
+        const opened = await openDenoKvStorage(path, options);
+        if (loadFirst) await opened.load();
+        return opened;
+      };
+      let storage = await open(OPTIONS);
+      return {
+        get storage() {
+          return storage;
+        },
+        async reopen() {
+          storage.close();
+          storage = await open(OPTIONS);
+        },
+        async crashDuring(b, step) {
+          storage.close();
+          const crashing = await open({ ...OPTIONS, crashAfterCommits: step });
+          let crashed = false;
+          try {
+            await crashing.commit(b);
+          } catch (error) {
+            if (!(error instanceof FailpointCrash)) throw error;
+            crashed = true;
+          } finally {
+            crashing.close();
+          }
+          storage = await open(OPTIONS);
+          return crashed;
+        },
+        async dispose() {
+          storage.close();
+          await dir.dispose();
+        },
+      };
+    },
+  };
+}
 
 runStorageContract(memoryFactory);
-runStorageContract(denoKvFactory);
+runStorageContract(denoKvFactory(false));
+runStorageContract(denoKvFactory(true));
 
 // --- Deno KV specifics -------------------------------------------------------
 
@@ -568,6 +581,81 @@ Deno.test("DenoKvStorage: a large snapshot is written a slice per commit, and a 
       storage.close();
       storage = await openDenoKvStorage(path, OPTIONS);
       assert.deepStrictEqual(normalize(await storage.load()), reference(whole(...history)));
+    } finally {
+      storage.close();
+    }
+  });
+});
+
+Deno.test("DenoKvStorage: a loaded storage deletes instances by key, every chunk and leftover included", async () => {
+  await withFile(async (path) => {
+    // Records of 1 chunk (small) and of 3 (150 KB of puts); [0, 3] is
+    // rewritten small, leaving chunks 1 and 2 of its earlier version behind.
+    const small = [put("s", bytes(10))];
+    const large = [0, 1, 2].map((i) => put(`l${i}`, bytes(50_000, i)));
+    const first = batch([
+      instance([0, 1], { command: small }),
+      instance([0, 2], { command: large }),
+      instance([0, 3], { command: large }),
+      instance([0, 6], { command: large }),
+    ]);
+    const rewrite = batch([instance([0, 3], { command: small, phase: 2 })]);
+    const remove = batch([{ kind: "delete", owner: 0, from: 1, to: 3 }]);
+    const instanceKeys = async () => {
+      const kv = await Deno.openKv(path);
+      try {
+        const keys: string[] = [];
+        for await (const entry of kv.list({ prefix: ["i"] })) keys.push(entry.key.join("."));
+        return keys;
+      } finally {
+        kv.close();
+      }
+    };
+    // Everything written in this process.
+    let storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await storage.load();
+      await storage.commit(first);
+      await storage.commit(rewrite);
+      assert.ok((await instanceKeys()).includes("i.0.3.2"), "a leftover chunk to delete");
+      await storage.commit(remove);
+      assert.equal(storage.keyedDeletes, 1);
+    } finally {
+      storage.close();
+    }
+    assert.deepStrictEqual(await instanceKeys(), ["i.0.6.0", "i.0.6.1", "i.0.6.2"]);
+    // Written by an earlier process: what `load` lists is known.
+    storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await storage.commit(first);
+      await storage.commit(rewrite);
+    } finally {
+      storage.close();
+    }
+    storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await storage.load();
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 1, to: 6 }]));
+      assert.equal(storage.keyedDeletes, 1);
+    } finally {
+      storage.close();
+    }
+    assert.deepStrictEqual(await instanceKeys(), []);
+  });
+});
+
+Deno.test("DenoKvStorage: a storage not loaded, or a range too wide, deletes by listing", async () => {
+  await withFile(async (path) => {
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      await storage.commit(batch([instance([0, 1]), instance([0, 5000])]));
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 1, to: 1 }]));
+      assert.equal(storage.keyedDeletes, 0);
+      await storage.load();
+      // Keyed, this would name 5,000 keys for two records.
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 2, to: 5000 }]));
+      assert.equal(storage.keyedDeletes, 0);
+      assert.deepStrictEqual((await storage.load()).records, []);
     } finally {
       storage.close();
     }
