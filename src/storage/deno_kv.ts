@@ -145,10 +145,11 @@ const LOG_KEY_BYTES = 40;
 /** Entries read per round trip when listing (Deno KV reads at most 1000). */
 const LIST_BATCH = 500;
 /**
- * Most instances a delete names by key; a wider range is listed instead, so
- * that its work is bounded by the records stored, not by the range.
+ * Most keys a delete names without listing: half of an atomic commit's 1000
+ * mutations, so that it rarely needs the redo log. A wider range is listed
+ * instead, so that its work is bounded by the records stored, not by the range.
  */
-const KEYED_DELETE_INSTANCES = 1000;
+const KEYED_DELETE_KEYS = 500;
 
 /** Settings for {@linkcode DenoKvStorage}. */
 export interface DenoKvStorageOptions<C> {
@@ -687,7 +688,9 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
           const writes = recordWrites(record);
           const key = instanceKey(record.owner, record.number);
           written.set(key, Math.max(written.get(key) ?? 0, writes.length));
-          if (writes.length > (this.#recordChunks.get(key) ?? 1)) {
+          // Only where the key names exactly this record, as in `load`.
+          const exact = isInstanceKey(record.owner, record.number);
+          if (exact && writes.length > (this.#recordChunks.get(key) ?? 1)) {
             this.#recordChunks.set(key, writes.length);
           }
           const mutations = effects.get(key);
@@ -721,23 +724,33 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     }
     if (from > to) return [];
     // Forget the range's multi-chunk records, which this delete removes
-    // either way (few: only records over a chunk are noted).
-    let chunksOf: Map<number, number> | undefined;
-    for (const [key, chunks] of this.#recordChunks) {
-      const number = keyNumber(key);
-      if (keyOwner(key) !== owner || number < from || number > to) continue;
-      (chunksOf ??= new Map()).set(number, chunks);
-      this.#recordChunks.delete(key);
+    // either way: by number when the range is the smaller, else by a scan.
+    const exact = isInstanceKey(owner, to);
+    const chunksOf = new Map<number, number>();
+    let extraChunks = 0;
+    if (exact && to - from < this.#recordChunks.size) {
+      for (let number = from; number <= to; number++) {
+        const chunks = this.#recordChunks.get(instanceKey(owner, number));
+        if (chunks === undefined) continue;
+        chunksOf.set(number, chunks);
+        this.#recordChunks.delete(instanceKey(owner, number));
+      }
+    } else {
+      for (const [key, chunks] of this.#recordChunks) {
+        const number = keyNumber(key);
+        if (keyOwner(key) !== owner || number < from || number > to) continue;
+        chunksOf.set(number, chunks);
+        this.#recordChunks.delete(key);
+      }
     }
-    if (
-      this.#deleteByKey && to - from < KEYED_DELETE_INSTANCES && isInstanceKey(owner, to)
-    ) {
+    for (const chunks of chunksOf.values()) extraChunks += chunks - 1;
+    if (this.#deleteByKey && exact && to - from + 1 + extraChunks <= KEYED_DELETE_KEYS) {
       // Chunk 0 of every number in the range (deleting a missing key is a
       // no-op), and the further chunks of the few records that have them.
       this.#keyedDeleteCount++;
       const writes: Write[] = [];
       for (let number = from; number <= to; number++) {
-        const chunks = chunksOf?.get(number) ?? 1;
+        const chunks = chunksOf.get(number) ?? 1;
         for (let chunk = 0; chunk < chunks; chunk++) {
           writes.push(deleteWrite([INSTANCES, owner, number, chunk]));
         }

@@ -644,18 +644,35 @@ Deno.test("DenoKvStorage: a loaded storage deletes instances by key, every chunk
   });
 });
 
-Deno.test("DenoKvStorage: a storage not loaded, or a range too wide, deletes by listing", async () => {
+Deno.test("DenoKvStorage: a storage not loaded, after a failed commit, or for a range too wide, deletes by listing", async () => {
   await withFile(async (path) => {
     const storage = await openDenoKvStorage(path, OPTIONS);
+    const large = [0, 1, 2].map((i) => put(`l${i}`, bytes(50_000, i)));
     try {
       await storage.commit(batch([instance([0, 1]), instance([0, 5000])]));
       await storage.commit(batch([{ kind: "delete", owner: 0, from: 1, to: 1 }]));
       assert.equal(storage.keyedDeletes, 0);
       await storage.load();
-      // Keyed, this would name 5,000 keys for two records.
+      // Keyed, this would name 4,999 keys for one record.
       await storage.commit(batch([{ kind: "delete", owner: 0, from: 2, to: 5000 }]));
       assert.equal(storage.keyedDeletes, 0);
+      // 499 numbers, one record of 3 chunks: 501 keys, over the 500 named.
+      await storage.commit(batch([instance([0, 7000], { command: large })]));
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 6502, to: 7000 }]));
+      assert.equal(storage.keyedDeletes, 0);
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 7001, to: 7001 }]));
+      assert.equal(storage.keyedDeletes, 1);
+      // A refused batch: nothing here is trusted to be known until a load.
+      await rejectsWith(
+        storage.commit(batch([{ kind: "delete", owner: 0, from: 1.5, to: 2 }])),
+        Error,
+        "no valid range",
+      );
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 7002, to: 7002 }]));
+      assert.equal(storage.keyedDeletes, 1);
       assert.deepStrictEqual((await storage.load()).records, []);
+      await storage.commit(batch([{ kind: "delete", owner: 0, from: 7003, to: 7003 }]));
+      assert.equal(storage.keyedDeletes, 2);
     } finally {
       storage.close();
     }
