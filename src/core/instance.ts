@@ -27,6 +27,16 @@ export function keyNumber(key: number): number {
   return Math.floor(key / OWNER_BITS);
 }
 
+/**
+ * Whether `instanceKey(owner, number)` names exactly that instance: the key
+ * packs both into one double, so an owner of 16 or more, or a number past
+ * 2^49, would not survive the trip.
+ */
+export function isInstanceKey(owner: number, number: number): boolean {
+  const key = instanceKey(owner, number);
+  return keyOwner(key) === owner && keyNumber(key) === number;
+}
+
 /** Renders an instance id as `owner.number`. */
 export function describeId(owner: number, number: number): string {
   return `${owner}.${number}`;

@@ -20,7 +20,7 @@
 
 import { decode, decodeMulti, Encoder } from "@msgpack/msgpack";
 import type { Deps } from "../core/deps.ts";
-import { instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
+import { isInstanceKey } from "../core/instance.ts";
 import { type InstanceRecord, NOP, type Payload, type Phase } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
 import { MsgpackWriter } from "../codec/msgpack.ts";
@@ -98,9 +98,7 @@ export function decodeRecord<C>(
   if (!isNatural(number) || number < 1) {
     throw new Error(`Record has an invalid instance number ${JSON.stringify(number)}`);
   }
-  // instanceKey packs owner and number into one double: both must survive the trip.
-  const key = instanceKey(owner, number);
-  if (keyOwner(key) !== owner || keyNumber(key) !== number) {
+  if (!isInstanceKey(owner, number)) {
     throw new Error(`Record names instance ${owner}.${number}, which has no instance key`);
   }
   if (phase !== 0 && phase !== 1 && phase !== 2 && phase !== 3) {

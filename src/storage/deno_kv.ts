@@ -88,7 +88,7 @@
  */
 
 import type { Deps } from "../core/deps.ts";
-import { instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
+import { instanceKey, isInstanceKey, keyNumber, keyOwner } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
 import {
@@ -730,10 +730,11 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     let extraChunks = 0;
     if (exact && to - from < this.#recordChunks.size) {
       for (let number = from; number <= to; number++) {
-        const chunks = this.#recordChunks.get(instanceKey(owner, number));
+        const key = instanceKey(owner, number);
+        const chunks = this.#recordChunks.get(key);
         if (chunks === undefined) continue;
         chunksOf.set(number, chunks);
-        this.#recordChunks.delete(instanceKey(owner, number));
+        this.#recordChunks.delete(key);
       }
     } else {
       for (const [key, chunks] of this.#recordChunks) {
@@ -921,10 +922,10 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       records.push(record);
       current = undefined;
     };
-    // Bounded by the records stored; chunks come in key order, so each
-    // record's chunks are consecutive and in order.
     this.#deleteByKey = false;
     this.#recordChunks.clear();
+    // Bounded by the records stored; chunks come in key order, so each
+    // record's chunks are consecutive and in order.
     for await (const entry of this.#kv.list({ prefix: [INSTANCES] }, { batchSize: LIST_BATCH })) {
       const [, owner, number, chunk] = entry.key;
       const value = entry.value;
@@ -1058,12 +1059,6 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
 
 function write(key: Deno.KvKey, value: Uint8Array): Write {
   return { key, value, keyBytes: encodedKeyLength(key) };
-}
-
-/** Whether `instanceKey(owner, number)` names exactly that instance (no rounding, no owner overflow). */
-function isInstanceKey(owner: number, number: number): boolean {
-  const key = instanceKey(owner, number);
-  return keyOwner(key) === owner && keyNumber(key) === number;
 }
 
 function deleteWrite(key: Deno.KvKey): Write {
