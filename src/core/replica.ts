@@ -38,6 +38,7 @@ import {
 import { nextBallot, type QuorumSizes, quorumSizes } from "./quorum.ts";
 import {
   type Abandoned,
+  type Decided,
   type Execution,
   type InstanceRecord,
   type Message,
@@ -270,7 +271,7 @@ export class Replica<C> {
   #outbox: Message<C>[] = [];
   #executions: Execution<C>[] = [];
   #abandoned: Abandoned<C>[] = [];
-  #decidedProposals: number[] = [];
+  #decided: Decided<C>[] = [];
   #heldCommands = 0;
   /** Instances executed and applied; their executed markers go into the next Ready. */
   #markersToPersist: Instance<C>[] = [];
@@ -652,7 +653,8 @@ export class Replica<C> {
       messages: this.#outbox,
       executions: this.#executions,
       abandoned: this.#abandoned,
-      decidedProposals: this.#decidedProposals,
+      earlyMessages: [],
+      decided: this.#decided,
     };
     this.#inFlight = { executions: this.#executions, markers };
     for (const instance of this.#dirty) instance.dirty = false;
@@ -661,7 +663,7 @@ export class Replica<C> {
     this.#outbox = [];
     this.#executions = [];
     this.#abandoned = [];
-    this.#decidedProposals = [];
+    this.#decided = [];
     return ready;
   }
 
@@ -906,7 +908,7 @@ export class Replica<C> {
     this.#nackedBallots.delete(instance.key);
     this.#executor.noteCommitted(instance);
     const own = this.#ownProposals.get(instance.key);
-    if (own !== undefined) this.#decidedProposals.push(instance.number);
+    if (own !== undefined) this.#decided.push({ number: instance.number, command });
     if (own !== undefined && command === NOP) {
       // Our proposal was replaced by a Nop in recovery: it never executes, so
       // proposing the same commands again keeps at-most-once semantics.

@@ -287,6 +287,14 @@ export interface Abandoned<C> {
   readonly reason: string;
 }
 
+/** One of this replica's own instances, decided, with its payload. */
+export interface Decided<C> {
+  /** Instance number in this replica's row. */
+  readonly number: number;
+  /** The decided payload: the proposed batch, or {@linkcode NOP} if recovery replaced it. */
+  readonly command: Payload<C>;
+}
+
 /**
  * What the driver must do, in this order: persist `records` (atomically), then
  * send `messages`, then apply `executions`, then call `advance()`.
@@ -301,9 +309,20 @@ export interface Ready<C> {
   /** Proposals given up on; their clients should get an error. */
   readonly abandoned: readonly Abandoned<C>[];
   /**
-   * Numbers of this replica's own instances decided since the last Ready (in
-   * any way: fast, slow, or by a recovery), for the driver's commit-latency
-   * metric. Informational: nothing waits on it.
+   * Messages that may leave before `records` are durable: the coordinator's
+   * own PreAccepts, sent while it writes its own record (Raft thesis §10.2.1;
+   * etcd's raft lets a leader append to its log in parallel). Its own vote
+   * counts toward a quorum only once that record is durable, that is once
+   * this Ready is advanced.
    */
-  readonly decidedProposals: readonly number[];
+  readonly earlyMessages: readonly Message<C>[];
+  /**
+   * This replica's own instances decided since the last Ready (fast, slow, or
+   * by a recovery), with the decided payload. Once this Ready's records are
+   * durable the decision is recoverable (the coordinator's commit record is
+   * among them where recovery needs it), so a driver may answer the blind
+   * writes of a non-Nop payload here, before execution (the answer rule of
+   * the reference implementation: reply at commit).
+   */
+  readonly decided: readonly Decided<C>[];
 }

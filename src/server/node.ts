@@ -576,7 +576,7 @@ export class ReplicaNode {
         }
         const ready = this.#core.ready();
         await this.#persist(ready);
-        this.#noteDecided(ready.decidedProposals);
+        this.#noteDecided(ready.decided.map((decided) => decided.number));
         this.#send(ready.messages);
         this.#execute(ready);
         this.#core.advance();
