@@ -1,7 +1,7 @@
 /**
- * Benchmark of the linearizability checker on the shared test histories: the
- * `c50-*` porcupine kv files (the performance test) and the largest
- * jepsen-etcd logs.
+ * Benchmark of the linearizability checker on the public test histories in
+ * `tests/testdata/linearizability/`: the `c50-*` porcupine kv files (the
+ * performance test) and the largest jepsen-etcd logs.
  *
  * ```sh
  * deno run --allow-read bench/check_history.ts
@@ -32,7 +32,7 @@ export interface CheckHistoryTiming {
 
 /** Options of {@linkcode benchCheckHistory}. */
 export interface BenchCheckHistoryOptions {
-  /** The `testdata/linearizability/` folder; default `../shared/...` beside the repo. */
+  /** The `testdata/linearizability/` folder; default the project's `tests/testdata/...`. */
   readonly testdata?: URL;
   /** Runs per file; the median is reported. Default 5. */
   readonly repeats?: number;
@@ -40,7 +40,7 @@ export interface BenchCheckHistoryOptions {
   readonly jepsenLogs?: number;
 }
 
-const DEFAULT_TESTDATA = new URL("../../shared/testdata/linearizability/", import.meta.url);
+const DEFAULT_TESTDATA = new URL("../tests/testdata/linearizability/", import.meta.url);
 
 async function largestJepsenLogs(testdata: URL, count: number): Promise<string[]> {
   const logs: { name: string; size: number }[] = [];

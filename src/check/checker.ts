@@ -38,9 +38,9 @@ export interface CheckOptions {
 }
 
 /**
- * The default search budget per key: over ten times what the hardest shared
- * test history needs (about 400 000 steps); a search that uses it all takes
- * about a second and a few hundred megabytes.
+ * The default search budget per key: over ten times what the hardest history
+ * in `tests/testdata/linearizability/` needs (about 400 000 steps); a search
+ * that uses it all takes about a second and a few hundred megabytes.
  */
 export const DEFAULT_MAX_STEPS_PER_KEY = 5_000_000;
 

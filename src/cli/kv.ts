@@ -1,8 +1,8 @@
 /**
  * `deno task kv`: a command-line client of an epaxos-kv cluster, and a load
  * generator (`batch-put`) in the manner of the EPaxos reproduction's
- * `client batch-put ... --random-key --random-server` (see
- * `/work/shared/seeds/004_*.txt`).
+ * `client batch-put ... --random-key --random-server` (Tu and Zeng,
+ * "Reproducing Egalitarian Paxos", Princeton COS 518, 2019).
  *
  * ```
  * deno task kv put greeting hello

@@ -1,7 +1,7 @@
 /**
  * The Hono app of one replica: client routes, the peer route and operations
- * routes. Conventions follow ../shared/reference/http_api.md (Consul, etcd and
- * rqlite): raw bodies, ETags for versions, compare-and-set with `If-Match` and
+ * routes. Conventions follow the HTTP APIs of Consul's KV store, etcd and
+ * rqlite: raw bodies, ETags for versions, compare-and-set with `If-Match` and
  * `If-None-Match: *`, JSON errors with a message, 503 with `Retry-After` when
  * nothing was proposed, 504 when the outcome is unknown.
  *

@@ -1,6 +1,6 @@
 /**
- * The protocol invariants the simulator checks (see shared testing.md and the
- * `Agreement` and `Visibility` invariants of the EPaxos* TLA+ module).
+ * The protocol invariants the simulator checks (the `Agreement` and
+ * `Visibility` invariants of the EPaxos* TLA+ module, among others).
  *
  * @module
  */

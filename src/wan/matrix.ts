@@ -1,6 +1,7 @@
 /**
- * Wide-area round-trip matrices and the latency floors they imply
- * (../shared/reference/wan.md).
+ * Wide-area round-trip matrices and the latency floors they imply (round trips
+ * between AWS regions from the fantoch project's planet data; the SOSP'13
+ * EPaxos paper's five sites).
  *
  * File format: `{"regions": ["VA", ...], "rtt_ms": [[0, 59.9, ...], ...]}`,
  * a square matrix of round trips in milliseconds, one row per region; replica

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const MAIN = new URL("../../src/check/main.ts", import.meta.url);
-const TESTDATA = new URL("../../../shared/testdata/linearizability/", import.meta.url);
+const TESTDATA = new URL("../testdata/linearizability/", import.meta.url);
 
 interface CliRun {
   readonly code: number;
