@@ -95,7 +95,11 @@ export {
   openDenoKvStorage,
 } from "./src/storage/deno_kv.ts";
 export { type AppOptions, createApp } from "./src/server/app.ts";
-export { ReplicaNode, type ReplicaNodeOptions } from "./src/server/node.ts";
+export { ReplicaDriver, type ReplicaDriverOptions } from "./src/driver/driver.ts";
+export {
+  OutcomeUnknownError as ReplicaOutcomeUnknownError,
+  UnavailableError as ReplicaUnavailableError,
+} from "./src/driver/errors.ts";
 export { HttpTransport, type HttpTransportOptions } from "./src/transport/http.ts";
 export { MemoryNetwork } from "./src/transport/memory.ts";
 export type { PeerStats, PeerTransport } from "./src/transport/types.ts";

@@ -21,7 +21,7 @@ import {
   loadClusterConfig,
   resolveSecret,
 } from "../server/config.ts";
-import { DEFAULT_MAX_HELD_COMMANDS, ReplicaNode } from "../server/node.ts";
+import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
 import { openDenoKvStorage } from "../storage/deno_kv.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
@@ -121,12 +121,13 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       ? {}
       : { interpose: (peer, deliver) => faults.interpose(peer, deliver) }),
   });
-  const node = await ReplicaNode.open({
+  const node = await ReplicaDriver.open({
     id,
     replicas: config.replicas.length,
     storage,
     transport,
     clock,
+    random,
     log,
     traceMessages: args.flags.has("log-messages"),
     maxHeldCommands: integerOption(args, "max-held-commands", {

@@ -368,7 +368,7 @@ export class Replica<C> {
    * Client commands carried by the instances held in memory (counted once per
    * instance, when its command is first learned). Instances leave only when
    * every replica executed them, so this grows while a replica is down or
-   * behind: the driver bounds it (see `ReplicaNode`).
+   * behind: the driver bounds it (see `ReplicaDriver`).
    */
   get heldCommands(): number {
     return this.#heldCommands;

@@ -72,6 +72,13 @@ export interface ListCommand {
 /** Every command of the key-value state machine. */
 export type KvCommand = PutCommand | GetCommand | DeleteCommand | ListCommand;
 
+/** A command as a client hands it in: the replica that takes it assigns its request id. */
+export type KvCommandInput =
+  | Omit<PutCommand, "request">
+  | Omit<GetCommand, "request">
+  | Omit<DeleteCommand, "request">
+  | Omit<ListCommand, "request">;
+
 /** The upper bound of the span of keys starting with `prefix` (keys never contain U+FFFF). */
 export function prefixEnd(prefix: string): string {
   return `${prefix}\uffff`;

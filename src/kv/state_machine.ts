@@ -28,7 +28,12 @@ export interface KvEntry {
 export type KvResult =
   | { readonly op: "put"; readonly ok: true; readonly version: string }
   | { readonly op: "get"; readonly ok: true; readonly entry: KvEntry | undefined }
-  | { readonly op: "delete"; readonly ok: true; readonly existed: boolean }
+  | {
+    readonly op: "delete";
+    readonly ok: true;
+    /** Whether the key existed; absent when answered at commit, before execution. */
+    readonly existed?: boolean;
+  }
   | {
     readonly op: "list";
     readonly ok: true;

@@ -15,20 +15,22 @@ import {
   isKvCommand,
   keyProblem,
   type KvCommand,
+  type KvCommandInput,
   MAX_LIST_LIMIT,
   MAX_VALUE_BYTES,
 } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
 import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "../transport/codec.ts";
 import { PEER_BATCH_PATH } from "../transport/http.ts";
-import { OutcomeUnknownError, type ReplicaNode, UnavailableError } from "./node.ts";
+import type { ReplicaDriver } from "../driver/driver.ts";
+import { OutcomeUnknownError, UnavailableError } from "../driver/errors.ts";
 import { renderMetrics } from "./render_metrics.ts";
-import type { RecentWindow } from "./metrics.ts";
+import type { RecentWindow } from "../runtime/metrics.ts";
 
 /** Settings of the app. */
 export interface AppOptions {
   /** The replica this app serves. */
-  readonly node: ReplicaNode;
+  readonly node: ReplicaDriver;
   /** Cluster size. */
   readonly replicas: number;
   /** The cluster credential peers must present. */
@@ -87,8 +89,8 @@ function etag(version: string): string {
 /** Answers a command's outcome, or the error that stopped it. */
 async function run(
   c: Context,
-  node: ReplicaNode,
-  command: KvCommand,
+  node: ReplicaDriver,
+  command: KvCommandInput,
   answer: (result: KvResult) => Response,
 ): Promise<Response> {
   try {
@@ -303,7 +305,6 @@ export function createApp(options: AppOptions): Hono {
     }
     return await run(c, node, {
       op: "list",
-      request: node.newRequestId(),
       prefix,
       ...(cursor === undefined ? {} : { after: cursor }),
       limit,
@@ -328,7 +329,7 @@ export function createApp(options: AppOptions): Hono {
     return await run(
       c,
       node,
-      { op: "get", request: node.newRequestId(), key: parsed.key },
+      { op: "get", key: parsed.key },
       (result) =>
         result.op === "get" && result.ok
           ? answer(result.entry)
@@ -353,7 +354,6 @@ export function createApp(options: AppOptions): Hono {
       }
       return await run(c, node, {
         op: "put",
-        request: node.newRequestId(),
         key: parsed.key,
         value,
         ...(condition.ifVersion === undefined ? {} : { ifVersion: condition.ifVersion }),
@@ -373,7 +373,6 @@ export function createApp(options: AppOptions): Hono {
     if ("error" in condition) return condition.error;
     return await run(c, node, {
       op: "delete",
-      request: node.newRequestId(),
       key: parsed.key,
       ...(condition.ifVersion === undefined ? {} : { ifVersion: condition.ifVersion }),
     }, (result) => {

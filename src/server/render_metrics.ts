@@ -7,11 +7,11 @@
  * @module
  */
 
-import { labelValue, MetricsPage } from "./metrics.ts";
-import type { ReplicaNode } from "./node.ts";
+import { labelValue, MetricsPage } from "../runtime/metrics.ts";
+import type { ReplicaDriver } from "../driver/driver.ts";
 
 /** The `/metrics` page of `node`. */
-export function renderMetrics(node: ReplicaNode, names?: readonly string[]): string {
+export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): string {
   const stats = node.stats;
   const core = node.core;
   const metrics = node.metrics;

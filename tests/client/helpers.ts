@@ -1,5 +1,5 @@
 /**
- * Real replicas behind real HTTP servers, in process: `ReplicaNode`s on the
+ * Real replicas behind real HTTP servers, in process: `ReplicaDriver`s on the
  * in-memory transport (as in `tests/server/cluster_helpers.ts`, with node
  * options the client tests need), each served by its own `Deno.serve` on an
  * ephemeral port, so a client can talk to several replicas.
@@ -9,7 +9,7 @@
 
 import type { KvCommand } from "../../src/kv/commands.ts";
 import { createApp } from "../../src/server/app.ts";
-import type { ReplicaNode } from "../../src/server/node.ts";
+import type { ReplicaDriver } from "../../src/driver/driver.ts";
 import type { MemoryNetwork } from "../../src/transport/memory.ts";
 import { startTestCluster, waitFor } from "../server/cluster_helpers.ts";
 
@@ -35,7 +35,7 @@ export interface ServedCluster {
   /** The in-memory network (partition replicas with `setDown`). */
   readonly network: MemoryNetwork<KvCommand>;
   /** The replicas, by id. */
-  readonly nodes: readonly ReplicaNode[];
+  readonly nodes: readonly ReplicaDriver[];
   /** Base URL of each replica's server, by id. */
   readonly urls: readonly string[];
   /** Stops the replicas (answering what is pending), then the servers. */

@@ -186,3 +186,73 @@ Deno.test("ManualClock refuses to go back, and stays put", () => {
     ),
   );
 });
+
+// --- Timers -------------------------------------------------------------------
+
+/** One clock with timers, and a way to let time pass for it. */
+interface TimerSubject {
+  readonly clock: Clock;
+  elapse(milliseconds: number): Promise<void>;
+}
+
+function runTimerContract(name: string, create: () => TimerSubject): void {
+  Deno.test(`${name}: a timer fires once, not before its delay, never inside setTimer`, async () => {
+    const { clock, elapse } = create();
+    const started = clock.now();
+    const fired: number[] = [];
+    clock.setTimer(5, () => fired.push(clock.now()));
+    assert.deepEqual(fired, []);
+    await elapse(2);
+    assert.deepEqual(fired, []);
+    await elapse(20);
+    assert.equal(fired.length, 1);
+    assert.ok(fired[0]! - started >= 5 - 1, `fired after ${fired[0]! - started} ms`);
+  });
+
+  Deno.test(`${name}: a cancelled timer never fires; cancelling twice is harmless`, async () => {
+    const { clock, elapse } = create();
+    let fired = 0;
+    const timer = clock.setTimer(1, () => fired++);
+    timer.cancel();
+    timer.cancel();
+    await elapse(10);
+    assert.equal(fired, 0);
+  });
+
+  Deno.test(`${name}: timers due together fire in the order set; soon runs before them`, async () => {
+    const { clock, elapse } = create();
+    const order: string[] = [];
+    clock.setTimer(3, () => order.push("a"));
+    clock.setTimer(3, () => order.push("b"));
+    clock.setTimer(1, () => order.push("first"));
+    clock.soon(() => order.push("soon"));
+    assert.deepEqual(order, []);
+    await elapse(15);
+    assert.deepEqual(order, ["soon", "first", "a", "b"]);
+  });
+}
+
+runTimerContract("SystemClock", () => ({ clock: new SystemClock(), elapse: wallClockWait }));
+runTimerContract("ManualClock", () => {
+  const clock = new ManualClock();
+  return {
+    clock,
+    elapse(milliseconds) {
+      clock.advance(milliseconds);
+      return Promise.resolve();
+    },
+  };
+});
+
+Deno.test("ManualClock fires a timer at its own due time, even set by another timer", () => {
+  const clock = new ManualClock(100);
+  const seen: number[] = [];
+  clock.setTimer(10, () => {
+    seen.push(clock.now());
+    clock.setTimer(5, () => seen.push(clock.now()));
+  });
+  clock.advance(50);
+  assert.deepEqual(seen, [110, 115]);
+  assert.equal(clock.now(), 150);
+  assert.equal(clock.pendingTimers, 0);
+});

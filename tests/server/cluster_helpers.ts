@@ -1,5 +1,5 @@
 /**
- * In-process clusters for tests: real `ReplicaNode`s, memory storage and the
+ * In-process clusters for tests: real `ReplicaDriver`s, memory storage and the
  * in-memory transport (with the real codec), on the system clock.
  *
  * @module
@@ -7,7 +7,8 @@
 
 import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
 import { SystemClock } from "../../src/runtime/clock.ts";
-import { ReplicaNode, type ReplicaNodeOptions } from "../../src/server/node.ts";
+import { SystemRandom } from "../../src/runtime/random.ts";
+import { ReplicaDriver, type ReplicaDriverOptions } from "../../src/driver/driver.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { MemoryNetwork } from "../../src/transport/memory.ts";
 import { waitFor } from "../wait.ts";
@@ -16,7 +17,7 @@ import { waitFor } from "../wait.ts";
 export interface TestCluster {
   readonly network: MemoryNetwork<KvCommand>;
   readonly storages: MemoryStorage<KvCommand>[];
-  readonly nodes: ReplicaNode[];
+  readonly nodes: ReplicaDriver[];
   /** Stops replica `id` (its storage survives) and starts it again from storage. */
   restart(id: number): Promise<void>;
   /** Stops every replica. */
@@ -25,7 +26,7 @@ export interface TestCluster {
 
 /** Node settings a test may override. */
 export type TestNodeOptions = Partial<
-  Omit<ReplicaNodeOptions, "id" | "replicas" | "storage" | "transport" | "clock">
+  Omit<ReplicaDriverOptions, "id" | "replicas" | "storage" | "transport" | "clock" | "random">
 >;
 
 /** Starts `replicas` nodes and waits until each reaches a quorum. */
@@ -41,13 +42,14 @@ export async function startTestCluster(
     () => new MemoryStorage<KvCommand>({ snapshotEveryCommits }),
   );
   const open = async (id: number) => {
-    const node = await ReplicaNode.open({
+    const node = await ReplicaDriver.open({
       ...nodeOptions,
       id,
       replicas,
       storage: storages[id]!,
       transport: network.transport(id),
       clock,
+      random: new SystemRandom(),
     });
     network.attach(id, (batch) => node.receive(batch));
     node.start();

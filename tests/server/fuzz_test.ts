@@ -16,7 +16,7 @@ import {
   MAX_VALUE_BYTES,
 } from "../../src/kv/commands.ts";
 import { createApp } from "../../src/server/app.ts";
-import type { ReplicaNode } from "../../src/server/node.ts";
+import type { ReplicaDriver } from "../../src/driver/driver.ts";
 import { decodeBatch, encodeBatch, MAX_BATCH_BYTES } from "../../src/transport/codec.ts";
 import { PEER_BATCH_PATH } from "../../src/transport/http.ts";
 import { startTestCluster, type TestCluster, waitFor } from "./cluster_helpers.ts";
@@ -34,7 +34,7 @@ interface Fixture {
   readonly app: Hono;
   readonly cluster: TestCluster;
   /** The replica the app serves. */
-  readonly node: ReplicaNode;
+  readonly node: ReplicaDriver;
   /** Versions of the seeded keys. */
   readonly versions: ReadonlyMap<string, string>;
   /** Headers a legitimate client sends (the bearer token, if one is configured). */

@@ -14,14 +14,13 @@ Deno.test("a write through one replica reads back through every other", async ()
     ];
     const put = await a.submit({
       op: "put",
-      request: a.newRequestId(),
       key: "greeting",
       value: text("hello"),
     });
     assert.equal(put.op, "put");
     assert.ok(put.ok);
     for (const node of [b, c]) {
-      const got = await node.submit({ op: "get", request: node.newRequestId(), key: "greeting" });
+      const got = await node.submit({ op: "get", key: "greeting" });
       assert.ok(got.op === "get" && got.ok && got.entry !== undefined);
       assert.equal(new TextDecoder().decode(got.entry.value), "hello");
       assert.equal(got.entry.version, put.ok ? put.version : "");
@@ -41,7 +40,6 @@ Deno.test("concurrent commands are batched into few instances and all answered",
         (_, i) =>
           node.submit({
             op: "put",
-            request: node.newRequestId(),
             key: `k${i % 50}`,
             value: text(`v${i}`),
           }),
@@ -68,7 +66,6 @@ Deno.test("compare-and-set races have exactly one winner", async () => {
   try {
     const created = await cluster.nodes[0]!.submit({
       op: "put",
-      request: cluster.nodes[0]!.newRequestId(),
       key: "lock",
       value: text("free"),
     });
@@ -77,7 +74,6 @@ Deno.test("compare-and-set races have exactly one winner", async () => {
       [0, 1, 2].map((j) =>
         node.submit({
           op: "put",
-          request: node.newRequestId(),
           key: "lock",
           value: text(`owner-${id}-${j}`),
           ifVersion: created.ok ? created.version : "",
@@ -98,7 +94,6 @@ Deno.test("a restarted replica reloads its state and keeps serving", async () =>
     for (let i = 0; i < 20; i++) {
       await node.submit({
         op: "put",
-        request: node.newRequestId(),
         key: `r${i}`,
         value: text(`${i}`),
       });
@@ -108,7 +103,7 @@ Deno.test("a restarted replica reloads its state and keeps serving", async () =>
     assert.equal(cluster.nodes[1]!.state.digest, digest);
     const again = cluster.nodes[1]!;
     await waitFor(() => again.quorumReachable(), 5000, "quorum after restart");
-    const got = await again.submit({ op: "get", request: again.newRequestId(), key: "r7" });
+    const got = await again.submit({ op: "get", key: "r7" });
     assert.ok(got.op === "get" && got.ok && got.entry !== undefined);
     assert.equal(new TextDecoder().decode(got.entry.value), "7");
   } finally {
@@ -127,13 +122,11 @@ Deno.test("snapshots taken under load restore the same state after a restart", a
           round === 3 && i % 3 === 0
             ? node.submit({
               op: "delete",
-              request: node.newRequestId(),
               key: `s${i}`,
               ifVersion: null,
             })
             : node.submit({
               op: "put",
-              request: node.newRequestId(),
               key: `s${i}`,
               value: text(`${round}-${i}`),
             })),
@@ -157,7 +150,7 @@ Deno.test("without a reachable quorum a write is refused and nothing is proposed
     await waitFor(() => !node.quorumReachable(), 10_000, "peers to be considered unreachable");
     const proposedBefore = node.metrics.commandsProposed;
     await assert.rejects(
-      node.submit({ op: "put", request: node.newRequestId(), key: "x", value: text("y") }),
+      node.submit({ op: "put", key: "x", value: text("y") }),
       { name: "UnavailableError" },
     );
     assert.equal(node.metrics.commandsProposed, proposedBefore);
@@ -172,8 +165,7 @@ Deno.test("retention is bounded: writes are refused while a replica is behind, t
     const node = cluster.nodes[0]!;
     cluster.network.setDown(2, true);
     // Replica 2 executes nothing: replicas 0 and 1 must keep what it will need.
-    const put = (i: number) =>
-      node.submit({ op: "put", request: node.newRequestId(), key: `k${i % 50}`, value: text("v") });
+    const put = (i: number) => node.submit({ op: "put", key: `k${i % 50}`, value: text("v") });
     let refused: Error | undefined;
     for (let i = 0; i < 5000 && refused === undefined; i += 100) {
       const results = await Promise.allSettled(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Histogram, RecentWindow } from "../../src/server/metrics.ts";
+import { Histogram, RecentWindow } from "../../src/runtime/metrics.ts";
 
 Deno.test("Histogram renders cumulative buckets, sum and count", () => {
   const histogram = new Histogram([1, 10]);

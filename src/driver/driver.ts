@@ -1,0 +1,652 @@
+/**
+ * The driver: one replica's core, storage, transport, clock and key-value
+ * state, run in the order the core requires (etcd raft's `Ready` contract).
+ * It takes one Ready at a time: sends the messages that may leave early (the
+ * coordinator's own PreAccepts), persists the records in one storage commit
+ * (group commit), answers the blind writes the Ready decided, then sends the
+ * rest of its messages, executes its commands and advances. No message but
+ * the early ones leaves before the records it depends on are durable.
+ *
+ * The same code runs in the replica process, the simulator, the scenario
+ * tests and `bench:core`; only the edges differ (storage, transport, clock
+ * with timers, randomness). A storage commit may complete synchronously (the
+ * simulator's disk calls back inside `then`), so the loop is written as a
+ * trampoline, never as recursion.
+ *
+ * Client commands are batched adaptively (SOSP'13 §5): a command that arrives
+ * while nothing is being persisted is proposed at once; commands that arrive
+ * during a storage commit wait for it (at most `batchWindowMs`, or until the
+ * batch is full) and are proposed together as one instance.
+ *
+ * @module
+ */
+
+import { describeExecution, describeMessage } from "../core/describe.ts";
+import { instanceKey } from "../core/instance.ts";
+import { DEFAULT_TIMING, Replica, type ReplicaStats, type TimingOptions } from "../core/replica.ts";
+import type { Decided, Message, Ready } from "../core/types.ts";
+import {
+  describeKvCommand,
+  type KvCommand,
+  type KvCommandInput,
+  kvConflicts,
+} from "../kv/commands.ts";
+import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import type { Random } from "../runtime/random.ts";
+import type { LoadedState, ReplicaStorage } from "../storage/types.ts";
+import type { PeerBatch } from "../transport/codec.ts";
+import type { PeerStats, PeerTransport } from "../transport/types.ts";
+import { answersAtCommit } from "./answer.ts";
+import { OutcomeUnknownError, UnavailableError } from "./errors.ts";
+import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
+import { type Answer, Waiters } from "./waiters.ts";
+
+/** Settings of a replica driver. */
+export interface ReplicaDriverOptions {
+  /** This replica's id. */
+  readonly id: number;
+  /** Cluster size. */
+  readonly replicas: number;
+  /** Durable state. */
+  readonly storage: ReplicaStorage<KvCommand>;
+  /** Peer messages out. */
+  readonly transport: PeerTransport<KvCommand>;
+  /** Time and timers. */
+  readonly clock: Clock;
+  /** Randomness (the boot id in request ids). */
+  readonly random: Random;
+  /** Milliseconds per core tick (default 5). */
+  readonly tickMs?: number;
+  /** Core timers in ticks (defaults suit a 5 ms tick on a LAN; round trips scale them up). */
+  readonly timing?: Partial<TimingOptions>;
+  /** Most commands per instance (default 1000). */
+  readonly maxBatchCommands?: number;
+  /** Most value bytes per instance (default 512 KiB). */
+  readonly maxBatchBytes?: number;
+  /** Longest a command waits to be batched, in milliseconds (default 5). */
+  readonly batchWindowMs?: number;
+  /** Most client commands waiting for their outcome before new ones are refused (default 20,000). */
+  readonly maxPendingCommands?: number;
+  /**
+   * Most client commands held in memory (and storage) before new ones are
+   * refused (default 1,000,000). Executed instances are dropped only once every
+   * replica executed them, so a replica that is down or far behind makes the
+   * others hold everything it will need; this bounds that retention. When it is
+   * reached, writes are refused with 503 until the replica catches up (it is
+   * sent what it missed when it returns) or is removed from the cluster.
+   */
+  readonly maxHeldCommands?: number;
+  /** How long a client waits for its answer, in milliseconds (default 5000). */
+  readonly requestTimeoutMs?: number;
+  /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */
+  readonly contactWindowMs?: number;
+  /**
+   * A peer leaves the thrifty preference order when a request to it has been
+   * unanswered for twice its round trip plus this margin (default 20 ms).
+   */
+  readonly silenceMarginMs?: number;
+  /** Idle peers are probed this often, in milliseconds (default 100). */
+  readonly probeIntervalMs?: number;
+  /** Receives one line per notable event (default: nothing). */
+  readonly log?: (line: string) => void;
+  /** Log every message sent and received (debugging). */
+  readonly traceMessages?: boolean;
+  /**
+   * How long executed markers may wait to ride with the next storage commit
+   * before they get one of their own, in milliseconds (default 20; 0 writes
+   * them at once). They gate no message and answer no client.
+   */
+  readonly markerDelayMs?: number;
+  /**
+   * Answer blind writes before their decision is durable (at the Ready that
+   * decides them, before its persist). Unsafe: it exists so that the
+   * simulator can show that it catches a broken answer rule. Never set it.
+   */
+  readonly unsafeAnswerBeforePersist?: boolean;
+}
+
+/** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */
+export const NODE_TIMING: Partial<TimingOptions> = {
+  defaultRoundTripTicks: 10,
+  widenRoundTrips: 2,
+  widenMarginTicks: 4,
+  retransmitTicks: 20,
+  maxRetransmitTicks: 400,
+  commitRequestTicks: 20,
+  recoveryTicks: 100,
+  recoveryStaggerTicks: 40,
+  orphanTicks: 600,
+  recoveryAttemptTicks: 200,
+  frontierTicks: 20,
+  scanTicks: 4,
+  forgetTicks: 2000,
+};
+
+/** Default of {@linkcode ReplicaDriverOptions.maxHeldCommands}. */
+export const DEFAULT_MAX_HELD_COMMANDS = 1_000_000;
+
+/** One replica, driving its core. */
+export class ReplicaDriver {
+  /** This replica's id. */
+  readonly id: number;
+  /** Counters and histograms. */
+  readonly metrics: DriverMetrics = newDriverMetrics();
+  readonly #options: ReplicaDriverOptions;
+  readonly #core: Replica<KvCommand>;
+  readonly #kv: KvStateMachine;
+  readonly #storage: ReplicaStorage<KvCommand>;
+  readonly #transport: PeerTransport<KvCommand>;
+  readonly #clock: Clock;
+  readonly #tickMs: number;
+  readonly #bootId: string;
+  readonly #startedMs: number;
+  readonly #waiters = new Waiters();
+  #requestCounter = 0;
+  #batch: KvCommand[] = [];
+  #batchBytes = 0;
+  /** When each instance proposed here (and not yet decided) was proposed. */
+  readonly #proposedAtMs = new Map<number, number>();
+  #batchTimer: Timer | undefined;
+  #markerTimer: Timer | undefined;
+  #tickTimer: Timer | undefined;
+  #flushMarkers = false;
+  #pendingEffects = new Map<number, readonly KvMutation[]>();
+  /** A `soon` callback is queued to run the loop. */
+  #scheduled = false;
+  /** The loop is running (on this stack). */
+  #pumping = false;
+  /** A storage commit is in flight. */
+  #persisting = false;
+  #started = false;
+  #stopped = false;
+  #lastTickMs: number;
+  #loopError: Error | undefined;
+  #idleWaiters: (() => void)[] = [];
+
+  private constructor(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>) {
+    this.id = options.id;
+    this.#options = options;
+    this.#core = new Replica<KvCommand>(
+      {
+        id: options.id,
+        replicas: options.replicas,
+        conflicts: kvConflicts,
+        timing: { ...NODE_TIMING, ...options.timing },
+      },
+      { records: loaded.records, pruneFloor: loaded.pruneFloor },
+    );
+    this.#kv = new KvStateMachine(loaded.entries);
+    this.#storage = options.storage;
+    this.#transport = options.transport;
+    this.#clock = options.clock;
+    this.#tickMs = options.tickMs ?? 5;
+    this.#lastTickMs = this.#clock.now();
+    this.#startedMs = this.#clock.now();
+    this.#bootId = options.random.int(2 ** 32).toString(36);
+    options.log?.(
+      `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys`,
+    );
+  }
+
+  /**
+   * Opens a replica: loads what its storage holds, rebuilds the core and the
+   * key-value state, and resumes or recovers unfinished instances.
+   */
+  static async open(options: ReplicaDriverOptions): Promise<ReplicaDriver> {
+    return new ReplicaDriver(options, await options.storage.load());
+  }
+
+  /** {@linkcode ReplicaDriver.open} on state already loaded (the simulator's disk reads synchronously). */
+  static fromLoaded(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>): ReplicaDriver {
+    return new ReplicaDriver(options, loaded);
+  }
+
+  /** Starts ticking and runs the first Ready (resumed proposals, recovery). */
+  start(): void {
+    if (this.#started || this.#stopped) return;
+    this.#started = true;
+    this.#lastTickMs = this.#clock.now();
+    this.#scheduleTick();
+    this.#kick();
+  }
+
+  /** Stops ticking, refuses new work, waits for the Ready in flight, then closes everything. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#tickTimer?.cancel();
+    this.#batchTimer?.cancel();
+    this.#markerTimer?.cancel();
+    // Write whatever markers are held back before closing.
+    this.#kick(true);
+    await this.whenIdle();
+    this.#waiters.rejectAll(() => new OutcomeUnknownError("The replica is shutting down"));
+    await this.#transport.close();
+    this.#storage.close();
+  }
+
+  /** The core's counters. */
+  get stats(): Readonly<ReplicaStats> {
+    return this.#core.stats;
+  }
+
+  /** The core itself (read-only uses: status, describe, invariant checks). */
+  get core(): Replica<KvCommand> {
+    return this.#core;
+  }
+
+  /** The executed key-value state (for local reads). */
+  get state(): KvStateMachine {
+    return this.#kv;
+  }
+
+  /** The driver's clock reading (the clock of `lastContactMs` in peer stats). */
+  now(): number {
+    return this.#clock.now();
+  }
+
+  /** Milliseconds since this driver started. */
+  get uptimeMs(): number {
+    return this.#clock.now() - this.#startedMs;
+  }
+
+  /** Client commands waiting for their answer. */
+  get pendingCommands(): number {
+    return this.#waiters.size;
+  }
+
+  /** What the transport knows about each peer. */
+  peers(): PeerStats[] {
+    return this.#transport.stats();
+  }
+
+  /** Peers heard from within the contact window. */
+  reachablePeers(): number {
+    const now = this.#clock.now();
+    const window = this.#options.contactWindowMs ?? 3000;
+    return this.#transport.stats().filter((peer) =>
+      peer.lastContactMs !== undefined && now - peer.lastContactMs <= window
+    ).length;
+  }
+
+  /** Whether a fast quorum (this replica and `n - e - 1` peers) is reachable. */
+  fastQuorumReachable(): boolean {
+    return this.reachablePeers() >= this.#core.quorum.fastQuorumSize - 1;
+  }
+
+  /** Whether a slow quorum (this replica and `n - f - 1` peers) is reachable. */
+  quorumReachable(): boolean {
+    return this.reachablePeers() >= this.#core.quorum.slowQuorumSize - 1;
+  }
+
+  /** The retention bound: see {@linkcode ReplicaDriverOptions.maxHeldCommands}. */
+  get maxHeldCommands(): number {
+    return this.#options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS;
+  }
+
+  /**
+   * Proposes `input` under a request id of this replica's and resolves with
+   * its result: a blind write once its decision is durable, anything else
+   * once it has executed here.
+   *
+   * @throws {UnavailableError} if no quorum is reachable or too much is pending
+   *   (nothing was proposed).
+   * @throws {OutcomeUnknownError} if the command was proposed but not answered
+   *   in time.
+   */
+  submit(input: KvCommandInput): Promise<KvResult> {
+    return new Promise((resolve, reject) => this.submitWith(input, { resolve, reject }));
+  }
+
+  /**
+   * {@linkcode ReplicaDriver.submit} with callbacks instead of a promise (the
+   * simulator answers its clients on virtual time, without microtasks).
+   * Exactly one of `answer`'s functions is called, possibly before this returns
+   * (a refusal). Returns the request id assigned.
+   */
+  submitWith(input: KvCommandInput, answer: Answer): string {
+    const request = `${this.id}.${this.#bootId}.${++this.#requestCounter}`;
+    const refusal = this.#admissionProblem();
+    if (refusal !== undefined) {
+      this.metrics.requestsRefused++;
+      answer.reject(refusal);
+      return request;
+    }
+    const command = { ...input, request } as KvCommand;
+    // No timer per request (thousands in flight under load cost the event
+    // loop measurably): the tick sweeps expired waiters, oldest first.
+    const submittedMs = this.#clock.now();
+    const deadlineMs = submittedMs + (this.#options.requestTimeoutMs ?? 5000);
+    this.#waiters.add(request, answer, submittedMs, deadlineMs);
+    this.#enqueue(command);
+    return request;
+  }
+
+  /** Steps a batch received from a peer (already decoded and validated). */
+  receive(batch: PeerBatch<KvCommand>): void {
+    if (this.#stopped) return;
+    this.metrics.batchesReceived++;
+    this.metrics.messagesReceived += batch.messages.length;
+    const log = this.#options.traceMessages ? this.#options.log : undefined;
+    for (const message of batch.messages) {
+      log?.(`recv ${describeMessage(message, describeKvCommand)}`);
+      this.#core.step(message);
+    }
+    this.#kick();
+  }
+
+  /** Resolves when no Ready is being processed or queued (for tests and shutdown). */
+  whenIdle(): Promise<void> {
+    if (this.#idle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  // ---------------------------------------------------------------------------
+  // Admission and batching.
+
+  #admissionProblem(): UnavailableError | undefined {
+    if (this.#stopped) return new UnavailableError("The replica is shutting down");
+    if (this.#loopError !== undefined) {
+      return new UnavailableError(`The replica cannot persist: ${this.#loopError.message}`, 5);
+    }
+    if (this.#waiters.size >= (this.#options.maxPendingCommands ?? 20_000)) {
+      return new UnavailableError("Too many requests in progress");
+    }
+    const heldLimit = this.maxHeldCommands;
+    if (this.#core.heldCommands >= heldLimit) {
+      const behind = this.#core.executionLag()
+        .map((instances, replica) => ({ instances, replica }))
+        .filter((entry) => entry.instances > 0)
+        .sort((a, b) => b.instances - a.instances)
+        .map((entry) => `replica ${entry.replica} (${entry.instances} instances behind)`);
+      return new UnavailableError(
+        `${this.#core.heldCommands} commands are held until every replica executes them ` +
+          `(limit ${heldLimit}); waiting for ${behind.join(", ") || "pruning to catch up"}`,
+        5,
+      );
+    }
+    if (!this.quorumReachable()) return new UnavailableError("No quorum of replicas is reachable");
+    return undefined;
+  }
+
+  #enqueue(command: KvCommand): void {
+    this.#batch.push(command);
+    this.#batchBytes += command.op === "put" ? command.value.length + command.key.length : 64;
+    const full = this.#batch.length >= (this.#options.maxBatchCommands ?? 1000) ||
+      this.#batchBytes >= (this.#options.maxBatchBytes ?? 512 * 1024);
+    if (full || !this.#persisting) {
+      // Full, or nothing is being persisted: propose in this turn (the loop
+      // starts from `soon`, so same-turn arrivals join).
+      this.#kick();
+    } else {
+      this.#batchTimer ??= this.#clock.setTimer(this.#options.batchWindowMs ?? 5, () => {
+        this.#batchTimer = undefined;
+        this.#flushBatch();
+        this.#kick();
+      });
+    }
+  }
+
+  #flushBatch(): void {
+    if (this.#batch.length === 0) return;
+    const commands = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#batchTimer?.cancel();
+    this.#batchTimer = undefined;
+    const { number } = this.#core.propose(commands);
+    // Bounded by the proposals in flight (each is decided, as a Nop at worst).
+    this.#proposedAtMs.set(number, this.#clock.now());
+    this.metrics.instancesProposed++;
+    this.metrics.commandsProposed += commands.length;
+    this.metrics.batchSize.observe(commands.length);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Time.
+
+  #scheduleTick(): void {
+    this.#tickTimer = this.#clock.setTimer(this.#tickMs, () => {
+      if (this.#stopped) return;
+      this.#onTimer();
+      this.#scheduleTick();
+    });
+  }
+
+  #onTimer(): void {
+    const now = this.#clock.now();
+    this.metrics.requestsTimedOut += this.#waiters.expire(
+      now,
+      () => new OutcomeUnknownError("The command was proposed but did not execute in time"),
+    );
+    let ticks = Math.floor((now - this.#lastTickMs) / this.#tickMs);
+    if (ticks <= 0) return;
+    this.#lastTickMs += ticks * this.#tickMs;
+    // After a long pause (GC, SIGSTOP) do not replay every missed tick.
+    ticks = Math.min(ticks, 200);
+    for (let i = 0; i < ticks; i++) this.#core.tick();
+    this.#updatePeerOrder();
+    this.#kick();
+  }
+
+  /**
+   * Feeds the core the closest responsive peers first, and round trips in
+   * ticks (SOSP'13 §4.4: thrifty quorums pick the closest live replicas). A
+   * peer that leaves a request unanswered for twice its round trip plus a
+   * margin drops to the back at once, and comes back when it answers.
+   */
+  #updatePeerOrder(): void {
+    const now = this.#clock.now();
+    const window = this.#options.contactWindowMs ?? 3000;
+    const margin = this.#options.silenceMarginMs ?? 20;
+    const peers = this.#transport.stats();
+    const live = (peer: PeerStats) => {
+      if (peer.lastContactMs === undefined || now - peer.lastContactMs > window) return false;
+      if (peer.oldestOutstandingMs === undefined) return true;
+      const patience = 2 * (peer.roundTripMs ?? this.#tickMs * 10) + margin;
+      return now - peer.oldestOutstandingMs <= patience;
+    };
+    const probeInterval = this.#options.probeIntervalMs ?? 100;
+    if (this.#transport.probe !== undefined) {
+      for (const peer of peers) {
+        const idle = peer.lastContactMs === undefined || now - peer.lastContactMs >= probeInterval;
+        if (idle && peer.oldestOutstandingMs === undefined && peer.queued === 0) {
+          this.#transport.probe(peer.peer);
+        }
+      }
+    }
+    const order = [...peers].sort((a, b) => {
+      if (live(a) !== live(b)) return live(a) ? -1 : 1;
+      return (a.roundTripMs ?? Number.POSITIVE_INFINITY) -
+          (b.roundTripMs ?? Number.POSITIVE_INFINITY) ||
+        a.peer - b.peer;
+    });
+    this.#core.setPeerOrder(order.map((peer) => peer.peer));
+    for (const peer of peers) {
+      if (peer.roundTripMs !== undefined) {
+        this.#core.setRoundTrip(peer.peer, peer.roundTripMs / this.#tickMs);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // The Ready loop.
+
+  /** Queues a run of the loop. With `flushMarkers`, held-back executed markers are written too. */
+  #kick(flushMarkers = false): void {
+    if (flushMarkers) this.#flushMarkers = true;
+    if (this.#scheduled || this.#pumping || this.#persisting) return;
+    this.#scheduled = true;
+    this.#clock.soon(() => {
+      this.#scheduled = false;
+      this.#pump();
+    });
+  }
+
+  /** Takes Readies until there is nothing to do or a storage commit is in flight. */
+  #pump(): void {
+    if (this.#pumping || this.#persisting || this.#loopError !== undefined) return;
+    this.#pumping = true;
+    try {
+      while (!this.#persisting && this.#loopError === undefined) {
+        this.#flushBatch();
+        if (!this.#readyWanted()) break;
+        this.#takeReady(this.#core.ready());
+      }
+    } finally {
+      this.#pumping = false;
+    }
+    if (this.#idle()) this.#settleIdle();
+  }
+
+  /** Whether to take a Ready now; holds back a Ready of executed markers only. */
+  #readyWanted(): boolean {
+    if (!this.#core.hasUrgentReady()) {
+      if (!this.#core.hasReady()) return false;
+      const delay = this.#options.markerDelayMs ?? 20;
+      if (!this.#flushMarkers && delay > 0) {
+        // Only executed markers: let them ride with the next commit.
+        this.#markerTimer ??= this.#clock.setTimer(delay, () => {
+          this.#markerTimer = undefined;
+          this.#kick(true);
+        });
+        return false;
+      }
+    }
+    this.#flushMarkers = false;
+    this.#markerTimer?.cancel();
+    this.#markerTimer = undefined;
+    return true;
+  }
+
+  #takeReady(ready: Ready<KvCommand>): void {
+    // The coordinator's own PreAccepts leave while its record is written
+    // (Raft thesis §10.2.1); its vote counts once this Ready is advanced.
+    this.#send(ready.earlyMessages);
+    if (this.#options.unsafeAnswerBeforePersist) this.#answerDecided(ready.decided);
+    const effects = this.#pendingEffects;
+    if (ready.records.length === 0 && effects.size === 0) {
+      this.#afterPersist(ready);
+      return;
+    }
+    this.#pendingEffects = new Map();
+    // Storage that logs changes asks now and then for the whole state, after
+    // this batch's effects: the key-value state now, since every execution
+    // whose effects are pending has been applied (a copy, taken before the
+    // commit, so later executions cannot leak into it).
+    const snapshot = this.#storage.wantsSnapshot?.() ? [...this.#kv.entries()] : undefined;
+    const started = this.#clock.now();
+    this.#persisting = true;
+    this.#storage.commit({ records: ready.records, effects, snapshot }).then(() => {
+      this.#persisting = false;
+      this.#observeCommit(this.#clock.now() - started, ready.records.length, effects.size);
+      this.#afterPersist(ready);
+      // Completed later than the call: the loop is not on the stack, restart it.
+      if (!this.#pumping) this.#pump();
+    }, (error: unknown) => {
+      this.#persisting = false;
+      // A storage failure: stop accepting writes rather than send messages
+      // whose records are not durable.
+      this.#loopError = error instanceof Error ? error : new Error(String(error));
+      this.#options.log?.(`replica ${this.id}: storage failed, refusing writes: ${error}`);
+      this.#settleIdle();
+    });
+  }
+
+  #afterPersist(ready: Ready<KvCommand>): void {
+    this.#noteDecided(ready.decided);
+    // The answer rule (./answer.ts): the decisions of this Ready are durable now.
+    if (!this.#options.unsafeAnswerBeforePersist) this.#answerDecided(ready.decided);
+    this.#send(ready.messages);
+    this.#execute(ready);
+    this.#core.advance();
+  }
+
+  #observeCommit(elapsedMs: number, records: number, effects: number): void {
+    this.metrics.storageCommitSeconds.observe(elapsedMs / 1000);
+    if (elapsedMs > 20) {
+      this.#options.log?.(
+        `slow storage commit: ${
+          Math.round(elapsedMs)
+        } ms for ${records} records and ${effects} effects`,
+      );
+    }
+  }
+
+  #idle(): boolean {
+    return !this.#scheduled && !this.#pumping && !this.#persisting;
+  }
+
+  #settleIdle(): void {
+    const waiting = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiting) resolve();
+  }
+
+  #noteDecided(decided: readonly Decided<KvCommand>[]): void {
+    if (decided.length === 0) return;
+    const now = this.#clock.now();
+    for (const { number } of decided) {
+      const proposedAt = this.#proposedAtMs.get(number);
+      if (proposedAt === undefined) continue;
+      this.#proposedAtMs.delete(number);
+      this.metrics.commitSeconds.observe((now - proposedAt) / 1000);
+      this.metrics.recentCommitMs.observe(now - proposedAt);
+    }
+  }
+
+  /** Answers the blind writes of this replica's decided instances (./answer.ts). */
+  #answerDecided(decided: readonly Decided<KvCommand>[]): void {
+    for (const { number, command } of decided) {
+      for (const { request, result } of answersAtCommit(this.id, number, command)) {
+        if (this.#answer(request, result)) this.metrics.commandsAnsweredAtCommit++;
+      }
+    }
+  }
+
+  #answer(request: string, result: KvResult): boolean {
+    const submittedMs = this.#waiters.resolve(request, result);
+    if (submittedMs === undefined) return false;
+    const latencyMs = this.#clock.now() - submittedMs;
+    this.metrics.commandsAnswered++;
+    this.metrics.requestSeconds.observe(latencyMs / 1000);
+    this.metrics.recentRequestMs.observe(latencyMs);
+    return true;
+  }
+
+  #send(messages: readonly Message<KvCommand>[]): void {
+    if (messages.length === 0) return;
+    if (this.#options.traceMessages) {
+      for (const message of messages) {
+        this.#options.log?.(`send ${describeMessage(message, describeKvCommand)}`);
+      }
+    }
+    this.#transport.send(messages);
+  }
+
+  #execute(ready: Ready<KvCommand>): void {
+    const trace = this.#options.traceMessages ? this.#options.log : undefined;
+    for (const execution of ready.executions) {
+      trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
+      const applied = this.#kv.apply(execution, execution.local);
+      this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
+      // Blind writes were answered at commit; their waiters are gone.
+      for (const { request, result } of applied.results) this.#answer(request, result);
+    }
+    for (const abandoned of ready.abandoned) {
+      for (const command of abandoned.commands) {
+        // Replaced by a Nop every time it was proposed: it never executed.
+        this.#waiters.reject(
+          command.request,
+          new UnavailableError(`The command could not be ordered: ${abandoned.reason}`),
+        );
+      }
+    }
+  }
+}
+
+/** The timers a driver gives its core, for `/status`. */
+export function nodeTiming(options: Partial<TimingOptions> = {}): TimingOptions {
+  return { ...DEFAULT_TIMING, ...NODE_TIMING, ...options };
+}
