@@ -3,8 +3,8 @@
  * state, run in the order the core requires (etcd raft's `Ready` contract).
  * It takes one Ready at a time: sends the messages that may leave early (the
  * coordinator's own PreAccepts), persists the records in one storage commit
- * (group commit), answers the blind writes the Ready decided, then sends the
- * rest of its messages, executes its commands and advances. No message but
+ * (group commit), then sends the rest of its messages, executes its commands
+ * (answering their clients: the answer rule of ./answer.ts) and advances. No message but
  * the early ones leaves before the records it depends on are durable.
  *
  * The same code runs in the replica process, the simulator, the scenario
@@ -99,11 +99,13 @@ export interface ReplicaDriverOptions {
    */
   readonly markerDelayMs?: number;
   /**
-   * Answer blind writes before their decision is durable (at the Ready that
-   * decides them, before its persist). Unsafe: it exists so that the
-   * simulator can show that it catches a broken answer rule. Never set it.
+   * Answer blind writes at commit (once the Ready that decides them is
+   * durable) instead of after execution. NOT linearizable while components of
+   * the dependency graph execute in instance-id order (see ./answer.ts): it
+   * exists so that the simulator shows it catches this broken answer rule.
+   * Never set it.
    */
-  readonly unsafeAnswerBeforePersist?: boolean;
+  readonly unsafeAnswerBlindWritesAtCommit?: boolean;
 }
 
 /** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */
@@ -287,8 +289,7 @@ export class ReplicaDriver {
 
   /**
    * Proposes `input` under a request id of this replica's and resolves with
-   * its result: a blind write once its decision is durable, anything else
-   * once it has executed here.
+   * its result once it has executed here.
    *
    * @throws {UnavailableError} if no quorum is reachable or too much is pending
    *   (nothing was proposed).
@@ -524,7 +525,6 @@ export class ReplicaDriver {
     // The coordinator's own PreAccepts leave while its record is written
     // (Raft thesis §10.2.1); its vote counts once this Ready is advanced.
     this.#send(ready.earlyMessages);
-    if (this.#options.unsafeAnswerBeforePersist) this.#answerDecided(ready.decided);
     const effects = this.#pendingEffects;
     if (ready.records.length === 0 && effects.size === 0) {
       this.#afterPersist(ready);
@@ -556,8 +556,10 @@ export class ReplicaDriver {
 
   #afterPersist(ready: Ready<KvCommand>): void {
     this.#noteDecided(ready.decided);
-    // The answer rule (./answer.ts): the decisions of this Ready are durable now.
-    if (!this.#options.unsafeAnswerBeforePersist) this.#answerDecided(ready.decided);
+    // The answer rule (./answer.ts): every command is answered after it has
+    // executed here, in #execute; answering blind writes here, at commit, is
+    // the broken rule the simulator must catch.
+    if (this.#options.unsafeAnswerBlindWritesAtCommit) this.#answerDecided(ready.decided);
     this.#send(ready.messages);
     this.#execute(ready);
     this.#core.advance();
@@ -631,7 +633,6 @@ export class ReplicaDriver {
       trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
       const applied = this.#kv.apply(execution, execution.local);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-      // Blind writes were answered at commit; their waiters are gone.
       for (const { request, result } of applied.results) this.#answer(request, result);
     }
     for (const abandoned of ready.abandoned) {

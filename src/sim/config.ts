@@ -57,6 +57,8 @@ export interface SimConfig {
   readonly clientTimeoutMs: number;
   /** How many commands a replica batches into one instance at most. */
   readonly batchSize: number;
+  /** Longest virtual fsync of a replica's disk (0: commits complete at once). */
+  readonly diskMaxMs: number;
 }
 
 /** What a run is asked for on the command line. */
@@ -115,6 +117,7 @@ export function deriveConfig(request: SimRequest): SimConfig {
     livenessMs: 30000,
     clientTimeoutMs: 1500,
     batchSize: random.next() < 0.5 ? 1 : 1 + random.int(8),
+    diskMaxMs: random.int(4),
   };
 }
 

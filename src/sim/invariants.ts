@@ -91,7 +91,7 @@ export class InvariantChecker {
         }
         if (previous.phase === Phase.Committed) {
           if (
-            record.phase !== Phase.Committed || record.command !== previous.command ||
+            record.phase !== Phase.Committed || !sameCommand(record.command!, previous.command!) ||
             !depsEqual(record.deps!, previous.deps!)
           ) {
             throw new InvariantViolation(
@@ -143,6 +143,40 @@ export class InvariantChecker {
       let log = logs.get(logKey);
       if (log === undefined) logs.set(logKey, log = []);
       log.push({ instance: key, write: access.write });
+    }
+  }
+
+  /**
+   * Acknowledged writes survive: a write answered at commit was decided, in
+   * the instance and at the position its version names, with the payload the
+   * client was answered for (not replaced by a Nop after the answer, as it
+   * could be if the answer came before the decision was durable).
+   */
+  checkAcknowledged(
+    acknowledged: readonly {
+      readonly request: string;
+      readonly owner: number;
+      readonly number: number;
+      readonly index: number;
+    }[],
+  ): void {
+    for (const { request, owner, number, index } of acknowledged) {
+      const decided = this.#decided.get(instanceKey(owner, number));
+      const command = decided === undefined || decided.command === NOP
+        ? undefined
+        : decided.command[index];
+      if (command?.request !== request) {
+        throw new InvariantViolation(
+          "acknowledged writes survive",
+          `${request} was answered as ${
+            describeId(owner, number)
+          }[${index}], which was decided as ${
+            decided === undefined
+              ? "nothing (not committed anywhere)"
+              : describePayload(decided.command)
+          }`,
+        );
+      }
     }
   }
 

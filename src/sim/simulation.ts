@@ -12,17 +12,17 @@
  */
 
 import { describeKeyFailure, HistoryRecorder } from "../check/mod.ts";
-import { describeExecution, describeMessage, describeStorageRecord } from "../core/describe.ts";
-import { instanceKey } from "../core/instance.ts";
-import { Replica, type TimingOptions } from "../core/replica.ts";
-import type { Message, Ready } from "../core/types.ts";
-import { describeKvCommand, type KvCommand, kvConflicts } from "../kv/commands.ts";
-import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
+import { keyNumber, keyOwner } from "../core/instance.ts";
+import type { TimingOptions } from "../core/replica.ts";
+import { OutcomeUnknownError, UnavailableError } from "../driver/errors.ts";
+import type { KvCommandInput } from "../kv/commands.ts";
+import type { KvResult } from "../kv/state_machine.ts";
 import { SeededRandom } from "../runtime/random.ts";
-import { MemoryStorage } from "../storage/memory.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
+import { SimHost } from "./host.ts";
 import { InvariantChecker, InvariantViolation } from "./invariants.ts";
+import { SimNetwork } from "./network.ts";
 
 /** The outcome of one run. */
 export interface SimResult {
@@ -68,29 +68,6 @@ const SIM_TIMING: Partial<TimingOptions> = {
   forgetTicks: 1000,
 };
 
-interface Waiter {
-  readonly client: Client;
-}
-
-interface Node {
-  readonly id: number;
-  core: Replica<KvCommand>;
-  kv: KvStateMachine;
-  readonly storage: MemoryStorage<KvCommand>;
-  up: boolean;
-  paused: boolean;
-  /** Messages that arrived while paused (delivered on resume, as from a socket buffer). */
-  inbox: Message<KvCommand>[];
-  /** Effects of the last executions, persisted with the next Ready. */
-  pendingEffects: Map<number, readonly KvMutation[]>;
-  /** Executions whose effects are not durable yet. */
-  pendingLog: { owner: number; number: number }[];
-  /** Requests this node proposed and a client waits on. */
-  waiters: Map<string, Waiter>;
-  /** Commands waiting to be batched. */
-  batch: KvCommand[];
-}
-
 interface Client {
   readonly id: number;
   readonly node: number;
@@ -117,24 +94,37 @@ export type SimTrace = (line: string) => void;
 
 /** Runs one simulation; `trace`, if given, receives a line per event (for debugging a seed). */
 export function simulate(config: SimConfig, trace?: SimTrace): SimResult {
-  return new Simulation(config, trace).run();
+  return new Simulation(config, trace === undefined ? {} : { trace }).run();
 }
 
+/** Options of one run beyond its config (for tests of the simulator itself). */
+export interface SimulationOptions {
+  /** Receives a line per event (debugging a seed). */
+  readonly trace?: SimTrace;
+  /**
+   * Runs the drivers with the broken answer rule (blind writes answered before
+   * their decision is durable), to show that the simulator catches it.
+   */
+  readonly unsafeAnswerBlindWritesAtCommit?: boolean;
+}
+
+/** A run of the production driver, one per replica, on virtual time. */
 export class Simulation {
   readonly #config: SimConfig;
   readonly #random: SeededRandom;
   readonly #faultRandom: SeededRandom;
   readonly #queue = new EventQueue();
-  readonly #nodes: Node[] = [];
+  readonly #network: SimNetwork;
+  readonly #hosts: SimHost[] = [];
   readonly #clients: Client[] = [];
   readonly #checker: InvariantChecker;
   readonly #history: HistoryRecorder;
-  readonly #blocked: boolean[][];
+  /** Blind writes answered at commit, checked against what was decided. */
+  readonly #acknowledged: { request: string; owner: number; number: number; index: number }[] = [];
   #now = 0;
   #issued = 0;
   #completed = 0;
   #indeterminate = 0;
-  #messages = 0;
   #faultEvents = 0;
   #valueCounter = 0;
   #liveness = false;
@@ -142,33 +132,60 @@ export class Simulation {
 
   readonly #trace: SimTrace | undefined;
 
-  constructor(config: SimConfig, trace?: SimTrace) {
+  constructor(config: SimConfig, options: SimulationOptions = {}) {
     this.#config = config;
-    this.#trace = trace;
+    this.#trace = options.trace;
     const root = new SeededRandom(config.seed);
     this.#random = root.fork();
     this.#faultRandom = root.fork();
+    const driverRandom = root.fork();
     this.#checker = new InvariantChecker(config.replicas);
     this.#history = new HistoryRecorder({ now: () => this.#now });
-    this.#blocked = Array.from(
-      { length: config.replicas },
-      () => new Array(config.replicas).fill(false),
-    );
+    const now = () => this.#now;
+    this.#network = new SimNetwork({
+      replicas: config.replicas,
+      queue: this.#queue,
+      now,
+      random: this.#faultRandom,
+      minDelayMs: config.minDelayMs,
+      maxDelayMs: config.maxDelayMs,
+      faults: () => this.#liveness ? undefined : config.faults,
+      deliver: (to, batch) => this.#hosts[to]!.receive(batch),
+      answers: (id) => this.#hosts[id]!.answering,
+    });
     for (let id = 0; id < config.replicas; id++) {
-      const storage = new MemoryStorage<KvCommand>();
-      this.#nodes.push({
+      const host: SimHost = new SimHost({
         id,
-        core: this.#newCore(id, storage),
-        kv: new KvStateMachine(),
-        storage,
-        up: true,
-        paused: false,
-        inbox: [],
-        pendingEffects: new Map(),
-        pendingLog: [],
-        waiters: new Map(),
-        batch: [],
+        queue: this.#queue,
+        now,
+        random: driverRandom,
+        diskMaxMs: config.diskMaxMs,
+        transport: this.#network.transport(id),
+        driver: {
+          replicas: config.replicas,
+          tickMs: 1,
+          timing: SIM_TIMING,
+          maxBatchCommands: config.batchSize,
+          batchWindowMs: 2,
+          markerDelayMs: 5,
+          // The simulated clients keep their own deadlines.
+          requestTimeoutMs: 10 * (config.safetyMs + config.livenessMs),
+          contactWindowMs: 1000,
+          unsafeAnswerBlindWritesAtCommit: options.unsafeAnswerBlindWritesAtCommit ?? false,
+          ...(this.#trace === undefined ? {} : {
+            log: (line: string) => this.#trace?.(`${this.#now} r${id} ${line}`),
+            traceMessages: true,
+          }),
+        },
+        onDurable: (batch) => {
+          this.#checker.onPersist(id, batch.records, this.#now);
+          for (const key of batch.effects.keys()) {
+            this.#checker.onDurableExecution(id, keyOwner(key), keyNumber(key));
+          }
+        },
       });
+      this.#hosts.push(host);
+      host.boot();
     }
     let clientId = 0;
     for (let node = 0; node < config.replicas; node++) {
@@ -199,7 +216,9 @@ export class Simulation {
       if (!(error instanceof InvariantViolation)) throw error;
       this.#failure = error.message;
     }
-    const stats = this.#nodes.map((node) => node.core.stats);
+    const stats = this.#hosts.flatMap((host) =>
+      host.driver === undefined ? [] : [host.driver.stats]
+    );
     return {
       ok: this.#failure === undefined,
       ...(this.#failure === undefined ? {} : { failure: this.#failure }),
@@ -210,7 +229,7 @@ export class Simulation {
       slowCommits: stats.reduce((sum, s) => sum + s.slowCommits, 0),
       recoveries: stats.reduce((sum, s) => sum + s.recoveriesStarted, 0),
       simulatedMs: this.#now,
-      messages: this.#messages,
+      messages: this.#network.messages,
       faultEvents: this.#faultEvents,
       recoveryOutcomes: sumOutcomes(stats.map((s) => s.recoveryOutcomes)),
     };
@@ -218,10 +237,10 @@ export class Simulation {
 
   #runPhases(): void {
     const config = this.#config;
-    for (let ms = 1; ms <= config.safetyMs; ms++) this.#queue.schedule(ms, () => this.#tickAll());
     if (config.faults !== undefined) this.#scheduleFaults();
+    // Clients start once replicas have heard from each other (probes).
     for (const client of this.#clients) {
-      this.#queue.schedule(1 + this.#random.int(10), () => this.#nextOperation(client));
+      this.#queue.schedule(50 + this.#random.int(10), () => this.#nextOperation(client));
     }
     // Safety phase: faults until most operations are issued or time runs out.
     const safetyTarget = Math.floor(config.commands * 0.7);
@@ -230,12 +249,7 @@ export class Simulation {
     // every replica converge within the bound.
     this.#heal();
     const deadline = this.#now + config.livenessMs;
-    let nextTick = Math.max(this.#now, config.safetyMs) + 1;
-    const scheduleTicks = (until: number) => {
-      for (; nextTick <= until; nextTick++) this.#queue.schedule(nextTick, () => this.#tickAll());
-    };
     while (this.#now < deadline) {
-      scheduleTicks(this.#now + 100);
       const target = this.#now + 100;
       while (this.#now < target) this.#step();
       if (this.#issued >= config.commands && this.#clients.every((client) => !client.busy)) {
@@ -244,8 +258,10 @@ export class Simulation {
     }
     const stuck = this.#clients.filter((client) => client.busy);
     if (this.#issued < config.commands || stuck.length > 0 || !this.#converged()) {
-      for (const node of this.#nodes) {
-        for (const line of node.core.describeState(20)) this.#trace?.(`state ${line}`);
+      for (const host of this.#hosts) {
+        for (const line of host.driver?.core.describeState(20) ?? []) {
+          this.#trace?.(`state ${line}`);
+        }
       }
     }
     if (this.#issued < config.commands || stuck.length > 0) {
@@ -257,8 +273,8 @@ export class Simulation {
       );
     }
     if (!this.#converged()) {
-      const frontiers = this.#nodes.map((node) =>
-        `${node.id}:[${node.core.executedFrontier.join(" ")}]`
+      const frontiers = this.#hosts.map((host) =>
+        `${host.disk === undefined ? "?" : ""}[${host.driver?.core.executedFrontier.join(" ")}]`
       );
       throw new InvariantViolation(
         "liveness",
@@ -267,7 +283,8 @@ export class Simulation {
     }
     this.#checker.checkVisibility();
     this.#checker.checkExecutionOrder();
-    const digests = new Set(this.#nodes.map((node) => node.kv.digest));
+    this.#checker.checkAcknowledged(this.#acknowledged);
+    const digests = new Set(this.#hosts.map((host) => host.driver!.state.digest));
     if (digests.size !== 1) {
       throw new InvariantViolation(
         "identical state",
@@ -275,11 +292,9 @@ export class Simulation {
       );
     }
     if (config.faults === undefined && config.sharedKeys === 0) {
-      const slow = this.#nodes.reduce((sum, node) => sum + node.core.stats.slowCommits, 0);
-      const recoveries = this.#nodes.reduce(
-        (sum, node) => sum + node.core.stats.recoveriesStarted,
-        0,
-      );
+      const cores = this.#hosts.map((host) => host.driver!.core);
+      const slow = cores.reduce((sum, core) => sum + core.stats.slowCommits, 0);
+      const recoveries = cores.reduce((sum, core) => sum + core.stats.recoveriesStarted, 0);
       if (slow > 0 || recoveries > 0) {
         throw new InvariantViolation(
           "fast path",
@@ -314,136 +329,23 @@ export class Simulation {
   }
 
   #converged(): boolean {
-    const reference = this.#nodes[0]!.core;
-    for (const node of this.#nodes) {
-      if (!node.up || node.paused) return false;
-      const core = node.core;
+    const reference = this.#hosts[0]!.driver;
+    if (reference === undefined) return false;
+    for (const host of this.#hosts) {
+      const driver = host.driver;
+      if (driver === undefined || host.paused) return false;
+      const core = driver.core;
       if (core.uncommittedCount > 0 || core.pendingExecution > 0 || core.inflightProposals > 0) {
         return false;
       }
       for (let row = 0; row < this.#config.replicas; row++) {
-        if (core.executedFrontier[row] !== reference.executedFrontier[row]) return false;
+        if (core.executedFrontier[row] !== reference.core.executedFrontier[row]) return false;
         if (core.executedFrontier[row]! < core.rowHighest[row]!) return false;
-        if (core.executedFrontier[row]! < reference.rowHighest[row]!) return false;
+        if (core.executedFrontier[row]! < reference.core.rowHighest[row]!) return false;
       }
-      if (node.kv.digest !== this.#nodes[0]!.kv.digest) return false;
+      if (driver.state.digest !== reference.state.digest) return false;
     }
     return true;
-  }
-
-  // ---------------------------------------------------------------------------
-  // Replicas.
-
-  #newCore(id: number, storage: MemoryStorage<KvCommand>): Replica<KvCommand> {
-    const loaded = storage.loadSync();
-    return new Replica<KvCommand>(
-      { id, replicas: this.#config.replicas, conflicts: kvConflicts, timing: SIM_TIMING },
-      { records: loaded.records, pruneFloor: loaded.pruneFloor },
-    );
-  }
-
-  #tickAll(): void {
-    for (const node of this.#nodes) {
-      if (!node.up || node.paused) continue;
-      this.#flushBatch(node);
-      node.core.tick();
-      this.#drain(node);
-    }
-  }
-
-  #flushBatch(node: Node): void {
-    if (node.batch.length === 0) return;
-    const commands = node.batch;
-    node.batch = [];
-    const id = node.core.propose(commands);
-    this.#trace?.(
-      `${this.#now} r${node.id} propose ${id.owner}.${id.number} {${
-        commands.map(describeKvCommand).join(", ")
-      }}`,
-    );
-  }
-
-  /** The driver loop: persist, then send, then execute, then advance. */
-  #drain(node: Node, crashAfterPersist = false): void {
-    while (node.core.hasReady()) {
-      const ready = node.core.ready();
-      this.#persist(node, ready);
-      if (crashAfterPersist) return;
-      for (const message of ready.messages) this.#send(message);
-      this.#execute(node, ready);
-      node.core.advance();
-    }
-  }
-
-  #persist(node: Node, ready: Ready<KvCommand>): void {
-    if (this.#trace !== undefined) {
-      for (const record of ready.records) {
-        this.#trace(`${this.#now} r${node.id} ${describeStorageRecord(record, describeKvCommand)}`);
-      }
-      for (const execution of ready.executions) {
-        this.#trace(`${this.#now} r${node.id} ${describeExecution(execution, describeKvCommand)}`);
-      }
-    }
-    node.storage.commitSync({ records: ready.records, effects: node.pendingEffects });
-    node.pendingEffects = new Map();
-    this.#checker.onPersist(node.id, ready.records, this.#now);
-    for (const executed of node.pendingLog) {
-      this.#checker.onDurableExecution(node.id, executed.owner, executed.number);
-    }
-    node.pendingLog = [];
-  }
-
-  #execute(node: Node, ready: Ready<KvCommand>): void {
-    for (const execution of ready.executions) {
-      const applied = node.kv.apply(execution, execution.local);
-      node.pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-      node.pendingLog.push({ owner: execution.owner, number: execution.number });
-      if (!execution.local) continue;
-      for (const { request, result } of applied.results) {
-        const waiter = node.waiters.get(request);
-        if (waiter === undefined) continue;
-        node.waiters.delete(request);
-        this.#complete(waiter.client, request, result);
-      }
-    }
-    for (const abandoned of ready.abandoned) {
-      for (const command of abandoned.commands) {
-        const waiter = node.waiters.get(command.request);
-        if (waiter === undefined) continue;
-        node.waiters.delete(command.request);
-        // Replaced by a Nop every time: it never executed anywhere.
-        this.#notApplied(waiter.client, command.request);
-      }
-    }
-  }
-
-  #send(message: Message<KvCommand>): void {
-    this.#messages++;
-    if (this.#blocked[message.from]![message.to]) return;
-    const faults = this.#liveness ? undefined : this.#config.faults;
-    const random = this.#faultRandom;
-    if (faults !== undefined && random.next() < faults.dropRate) return;
-    const copies = faults !== undefined && random.next() < faults.duplicateRate ? 2 : 1;
-    for (let copy = 0; copy < copies; copy++) {
-      let delay = this.#config.minDelayMs +
-        random.int(this.#config.maxDelayMs - this.#config.minDelayMs + 1);
-      if (faults !== undefined && random.next() < faults.reorderRate) {
-        delay += random.int(this.#config.maxDelayMs * 5 + 1);
-      }
-      this.#queue.schedule(this.#now + delay, () => this.#deliver(message));
-    }
-  }
-
-  #deliver(message: Message<KvCommand>): void {
-    const node = this.#nodes[message.to]!;
-    if (!node.up) return;
-    if (node.paused) {
-      if (node.inbox.length < 100_000) node.inbox.push(message);
-      return;
-    }
-    this.#trace?.(`${this.#now} deliver ${describeMessage(message, describeKvCommand)}`);
-    node.core.step(message);
-    this.#drain(node);
   }
 
   // ---------------------------------------------------------------------------
@@ -471,22 +373,15 @@ export class Simulation {
 
   #crash(id: number, afterPersist: boolean): void {
     if (this.#liveness) return;
-    const node = this.#nodes[id]!;
-    if (!node.up) return;
+    const host = this.#hosts[id]!;
+    if (!host.up) return;
     this.#faultEvents++;
     this.#trace?.(`${this.#now} r${id} crash${afterPersist ? " after persist" : ""}`);
-    if (afterPersist && !node.paused) {
-      // Persist what the replica is about to do, then die before sending it.
-      this.#drain(node, true);
+    host.crash(afterPersist);
+    // Its clients' answers are lost with it: they time out (indeterminate).
+    for (const client of this.#clients) {
+      if (client.node === id && client.busy) client.request = undefined;
     }
-    node.up = false;
-    node.paused = false;
-    node.inbox = [];
-    node.batch = [];
-    node.pendingEffects = new Map();
-    node.pendingLog = [];
-    for (const waiter of node.waiters.values()) waiter.client.request = undefined;
-    node.waiters.clear();
     this.#queue.schedule(
       this.#now + Math.ceil(this.#config.faults!.downMs),
       () => this.#restart(id),
@@ -494,39 +389,22 @@ export class Simulation {
   }
 
   #restart(id: number): void {
-    const node = this.#nodes[id]!;
-    if (node.up) return;
-    const loaded = node.storage.loadSync();
-    node.kv = new KvStateMachine(loaded.entries);
-    node.core = this.#newCore(id, node.storage);
-    node.up = true;
+    const host = this.#hosts[id]!;
+    if (host.up) return;
     this.#trace?.(`${this.#now} r${id} restart`);
-    this.#drain(node);
+    host.boot();
   }
 
   #pause(id: number): void {
     if (this.#liveness) return;
-    const node = this.#nodes[id]!;
-    if (!node.up || node.paused) return;
+    const host = this.#hosts[id]!;
+    if (!host.up || host.paused) return;
     this.#faultEvents++;
-    node.paused = true;
+    host.pause();
     this.#queue.schedule(
       this.#now + Math.ceil(this.#config.faults!.pauseMs),
-      () => this.#resume(id),
+      () => this.#hosts[id]!.resume(),
     );
-  }
-
-  #resume(id: number): void {
-    const node = this.#nodes[id]!;
-    if (!node.paused) return;
-    node.paused = false;
-    const inbox = node.inbox;
-    node.inbox = [];
-    for (const message of inbox) {
-      if (!node.up || node.paused) break;
-      node.core.step(message);
-      this.#drain(node);
-    }
   }
 
   #partition(): void {
@@ -534,9 +412,7 @@ export class Simulation {
     this.#faultEvents++;
     const n = this.#config.replicas;
     const random = this.#faultRandom;
-    const block = (from: number, to: number) => {
-      if (from !== to) this.#blocked[from]![to] = true;
-    };
+    const block = (from: number, to: number) => this.#network.block(from, to);
     const order = Array.from({ length: n }, (_, i) => i);
     for (let i = n - 1; i > 0; i--) {
       const j = random.int(i + 1);
@@ -574,17 +450,18 @@ export class Simulation {
         }
       }
     }
-    this.#queue.schedule(this.#now + Math.ceil(this.#config.faults!.partitionMs), () => {
-      for (const row of this.#blocked) row.fill(false);
-    });
+    this.#queue.schedule(
+      this.#now + Math.ceil(this.#config.faults!.partitionMs),
+      () => this.#network.heal(),
+    );
   }
 
   #heal(): void {
     this.#liveness = true;
-    for (const row of this.#blocked) row.fill(false);
-    for (const node of this.#nodes) {
-      if (!node.up) this.#restart(node.id);
-      if (node.paused) this.#resume(node.id);
+    this.#network.heal();
+    for (let id = 0; id < this.#hosts.length; id++) {
+      this.#restart(id);
+      this.#hosts[id]!.resume();
     }
   }
 
@@ -604,9 +481,9 @@ export class Simulation {
     const roll = random.next();
     const kind = roll < 0.45 ? "put" : roll < 0.8 ? "get" : roll < 0.95 ? "cas" : "delete";
     const request = `${client.id}.${this.#issued}`;
-    const node = this.#nodes[client.node]!;
+    const driver = this.#hosts[client.node]!.driver;
     this.#issued++;
-    if (!node.up || node.paused) {
+    if (driver === undefined || this.#hosts[client.node]!.paused) {
       // The replica cannot be reached: the request never leaves the client, so
       // it is no operation at all (a recorded cas "fail" would claim that the
       // comparison failed).
@@ -615,24 +492,24 @@ export class Simulation {
     }
     client.busy = true;
     client.invokedInLiveness = this.#liveness;
-    let command: KvCommand;
+    let command: KvCommandInput;
     switch (kind) {
       case "put": {
         const value = `v${++this.#valueCounter}`;
         client.operation = { key, kind, value };
         this.#history.invoke(client.id, { f: "put", key, value });
-        command = { op: "put", request, key, value: new TextEncoder().encode(value) };
+        command = { op: "put", key, value: new TextEncoder().encode(value) };
         break;
       }
       case "get":
         client.operation = { key, kind };
         this.#history.invoke(client.id, { f: "get", key });
-        command = { op: "get", request, key };
+        command = { op: "get", key };
         break;
       case "delete":
         client.operation = { key, kind };
         this.#history.invoke(client.id, { f: "delete", key });
-        command = { op: "delete", request, key };
+        command = { op: "delete", key };
         break;
       case "cas": {
         const value = `v${++this.#valueCounter}`;
@@ -641,7 +518,6 @@ export class Simulation {
         this.#history.invoke(client.id, { f: "cas", key, from: expected.value, to: value });
         command = {
           op: "put",
-          request,
           key,
           value: new TextEncoder().encode(value),
           ifVersion: expected.version,
@@ -650,10 +526,6 @@ export class Simulation {
       }
     }
     client.request = request;
-    node.waiters.set(request, { client });
-    node.batch.push(command);
-    if (node.batch.length >= this.#config.batchSize) this.#flushBatch(node);
-    this.#drain(node);
     const timeout = this.#liveness ? this.#config.livenessMs : this.#config.clientTimeoutMs;
     client.deadline = this.#now + timeout;
     const deadline = client.deadline;
@@ -664,6 +536,27 @@ export class Simulation {
         this.#timeout(client, request);
       }
     });
+    const assigned = driver.submitWith(command, {
+      resolve: (result) => {
+        if (
+          client.request === request && kind === "put" && result.op === "put" && result.ok
+        ) {
+          this.#noteAcknowledged(assigned, result.version);
+        }
+        this.#complete(client, request, result);
+      },
+      reject: (error) => {
+        if (error instanceof UnavailableError) this.#notApplied(client, request);
+        else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
+        else throw error;
+      },
+    });
+  }
+
+  /** A blind put answered: its version names the instance and position it must be decided in. */
+  #noteAcknowledged(request: string, version: string): void {
+    const [number, owner, index] = version.split(".").map(Number);
+    this.#acknowledged.push({ request, owner: owner!, number: number!, index: index! });
   }
 
   #complete(client: Client, request: string, result: KvResult): void {
@@ -724,7 +617,6 @@ export class Simulation {
 
   #timeout(client: Client, request: string): void {
     if (!client.busy) return;
-    for (const node of this.#nodes) node.waiters.delete(request);
     if (this.#liveness && client.invokedInLiveness) {
       throw new InvariantViolation(
         "liveness",

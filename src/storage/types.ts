@@ -50,8 +50,11 @@ export interface LoadedState<C> {
 export interface ReplicaStorage<C> {
   /** Reads everything persisted. */
   load(): Promise<LoadedState<C>>;
-  /** Persists a batch durably. */
-  commit(batch: PersistBatch<C>): Promise<void>;
+  /**
+   * Persists a batch durably. A promise-like, so that the simulator's disk can
+   * complete it on virtual time, calling back synchronously.
+   */
+  commit(batch: PersistBatch<C>): PromiseLike<void>;
   /**
    * Whether the next batch should carry a {@linkcode PersistBatch.snapshot}
    * (storage that logs changes asks when its log has grown enough). Absent:

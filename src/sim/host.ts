@@ -1,0 +1,233 @@
+/**
+ * One simulated replica process: the production driver over a disk that
+ * survives crashes, a clock whose timers are events on virtual time, and a
+ * gate that drops everything of an earlier incarnation (a crash ends the
+ * process) and holds everything back while the process is paused (SIGSTOP).
+ *
+ * The disk completes a commit after a virtual fsync delay, or at once; a crash
+ * while a commit is in flight either loses it or lands it (the disk finished,
+ * the process died before it went on: the crash between persist and send).
+ *
+ * @module
+ */
+
+import { ReplicaDriver, type ReplicaDriverOptions } from "../driver/driver.ts";
+import type { KvCommand } from "../kv/commands.ts";
+import type { Clock, Timer } from "../runtime/clock.ts";
+import type { Random } from "../runtime/random.ts";
+import { MemoryStorage } from "../storage/memory.ts";
+import type { LoadedState, PersistBatch, ReplicaStorage } from "../storage/types.ts";
+import type { PeerBatch } from "../transport/codec.ts";
+import type { PeerTransport } from "../transport/types.ts";
+import type { EventQueue } from "./event_queue.ts";
+
+/** Most events a paused process holds back (a socket buffer's worth). */
+const MAX_DEFERRED = 100_000;
+
+/**
+ * A promise-like completion that calls back synchronously once completed:
+ * the driver's `then` runs on the simulator's stack, at the virtual time the
+ * disk finishes, with no microtask in between. Chaining is not supported.
+ */
+class Completion implements PromiseLike<void> {
+  #done = false;
+  #callbacks: (() => void)[] = [];
+
+  then<A = void, B = never>(
+    onFulfilled?: ((value: void) => A | PromiseLike<A>) | null,
+    _onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): PromiseLike<A | B> {
+    if (onFulfilled) {
+      if (this.#done) onFulfilled();
+      else this.#callbacks.push(() => void onFulfilled());
+    }
+    return new Completion() as unknown as PromiseLike<A | B>;
+  }
+
+  complete(): void {
+    this.#done = true;
+    const callbacks = this.#callbacks;
+    this.#callbacks = [];
+    for (const callback of callbacks) callback();
+  }
+}
+
+/** What a host needs from the simulation around it. */
+export interface SimHostOptions {
+  /** Replica id. */
+  readonly id: number;
+  /** The event queue. */
+  readonly queue: EventQueue;
+  /** Virtual time now. */
+  readonly now: () => number;
+  /** Draws for disk delays and the driver's randomness. */
+  readonly random: Random;
+  /** Longest virtual fsync, in milliseconds (0: every commit completes at once). */
+  readonly diskMaxMs: number;
+  /** The driver's settings, but for the edges the host supplies. */
+  readonly driver: Omit<ReplicaDriverOptions, "id" | "storage" | "transport" | "clock" | "random">;
+  /** The network's transport for this replica. */
+  readonly transport: PeerTransport<KvCommand>;
+  /** Called with each batch the disk makes durable (invariant checks). */
+  readonly onDurable: (batch: PersistBatch<KvCommand>) => void;
+}
+
+/** One replica process of the simulation. */
+export class SimHost {
+  /** The disk: survives crashes. */
+  readonly disk = new MemoryStorage<KvCommand>({ snapshotEveryCommits: 50 });
+  readonly #options: SimHostOptions;
+  #driver: ReplicaDriver | undefined;
+  #incarnation = 0;
+  #up = false;
+  #paused = false;
+  #deferred: (() => void)[] = [];
+  /** The commit in flight: its batch, until the disk lands it. */
+  #inFlight: PersistBatch<KvCommand> | undefined;
+
+  /** Creates a host; {@linkcode SimHost.boot} starts its process. */
+  constructor(options: SimHostOptions) {
+    this.#options = options;
+  }
+
+  /** The running driver, if the process is up. */
+  get driver(): ReplicaDriver | undefined {
+    return this.#up ? this.#driver : undefined;
+  }
+
+  /** Whether the process runs (it may be paused). */
+  get up(): boolean {
+    return this.#up;
+  }
+
+  /** Whether the process is paused. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Whether it answers now: up and not paused. */
+  get answering(): boolean {
+    return this.#up && !this.#paused;
+  }
+
+  /** Starts a process on what the disk holds. */
+  boot(): void {
+    if (this.#up) return;
+    this.#incarnation++;
+    this.#up = true;
+    this.#paused = false;
+    this.#deferred = [];
+    const loaded: LoadedState<KvCommand> = this.disk.loadSync();
+    this.#driver = ReplicaDriver.fromLoaded({
+      ...this.#options.driver,
+      id: this.#options.id,
+      storage: this.#storage(),
+      transport: this.#options.transport,
+      clock: this.#clock(),
+      random: this.#options.random,
+    }, loaded);
+    this.#driver.start();
+  }
+
+  /**
+   * Ends the process. With `landInFlight`, a commit in flight reaches the disk
+   * first (the crash falls between persist and what follows it).
+   */
+  crash(landInFlight: boolean): void {
+    if (!this.#up) return;
+    if (landInFlight && this.#inFlight !== undefined) this.#land(this.#inFlight);
+    this.#inFlight = undefined;
+    this.#up = false;
+    this.#paused = false;
+    this.#deferred = [];
+    this.#driver = undefined;
+  }
+
+  /** Stops the process without ending it: events wait until {@linkcode SimHost.resume}. */
+  pause(): void {
+    if (this.#up) this.#paused = true;
+  }
+
+  /** Lets a paused process go on, running what it held back, in order. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    for (let i = 0; i < deferred.length; i++) {
+      if (this.#paused) {
+        this.#deferred = deferred.slice(i).concat(this.#deferred);
+        return;
+      }
+      deferred[i]!();
+    }
+  }
+
+  /** Hands the process a batch from a peer; returns whether it was taken. */
+  receive(batch: PeerBatch<KvCommand>): boolean {
+    if (!this.#up) return false;
+    this.#gate(() => this.#driver?.receive(batch))();
+    return true;
+  }
+
+  /** Wraps `run` so that it runs only in this incarnation, and later if paused. */
+  #gate(run: () => void): () => void {
+    const incarnation = this.#incarnation;
+    return () => {
+      if (!this.#up || this.#incarnation !== incarnation) return;
+      if (this.#paused) {
+        if (this.#deferred.length < MAX_DEFERRED) this.#deferred.push(run);
+        return;
+      }
+      run();
+    };
+  }
+
+  #clock(): Clock {
+    const { queue, now } = this.#options;
+    return {
+      now,
+      setTimer: (delayMs: number, callback: () => void): Timer => {
+        let cancelled = false;
+        queue.schedule(now() + Math.max(0, delayMs), this.#gate(() => cancelled || callback()));
+        return { cancel: () => cancelled = true };
+      },
+      soon: (callback: () => void) => queue.schedule(now(), this.#gate(callback)),
+    };
+  }
+
+  #storage(): ReplicaStorage<KvCommand> {
+    return {
+      load: () => Promise.resolve(this.disk.loadSync()),
+      commit: (batch) => this.#commit(batch),
+      wantsSnapshot: () => this.disk.wantsSnapshot(),
+      close: () => {},
+    };
+  }
+
+  #commit(batch: PersistBatch<KvCommand>): PromiseLike<void> {
+    const completion = new Completion();
+    const delay = this.#options.random.int(this.#options.diskMaxMs + 1);
+    if (delay === 0) {
+      this.#land(batch);
+      completion.complete();
+      return completion;
+    }
+    this.#inFlight = batch;
+    this.#options.queue.schedule(
+      this.#options.now() + delay,
+      this.#gate(() => {
+        if (this.#inFlight !== batch) return;
+        this.#inFlight = undefined;
+        this.#land(batch);
+        completion.complete();
+      }),
+    );
+    return completion;
+  }
+
+  #land(batch: PersistBatch<KvCommand>): void {
+    this.disk.commitSync(batch);
+    this.#options.onDurable(batch);
+  }
+}

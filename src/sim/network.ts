@@ -1,0 +1,160 @@
+/**
+ * The simulator's network: each replica's transport encodes its batches with
+ * the real codec, and the network delivers the bytes on virtual time, with the
+ * faults of the safety phase (drop, duplication, reordering by extra delay,
+ * partitions), and decodes them at the receiver, so codec and aliasing bugs
+ * show in simulation as they would between processes (etcd raft's test
+ * network round-trips its messages the same way).
+ *
+ * @module
+ */
+
+import type { Message } from "../core/types.ts";
+import { isKvCommand, type KvCommand } from "../kv/commands.ts";
+import type { Random } from "../runtime/random.ts";
+import { decodeBatch, encodeBatch, type PeerBatch } from "../transport/codec.ts";
+import type { PeerStats, PeerTransport } from "../transport/types.ts";
+import type { FaultRates } from "./config.ts";
+import type { EventQueue } from "./event_queue.ts";
+
+/** What the network needs from the simulation around it. */
+export interface SimNetworkOptions {
+  /** Cluster size. */
+  readonly replicas: number;
+  /** The event queue deliveries are scheduled on. */
+  readonly queue: EventQueue;
+  /** Virtual time now. */
+  readonly now: () => number;
+  /** Draws for delays and faults. */
+  readonly random: Random;
+  /** Smallest one-way delay. */
+  readonly minDelayMs: number;
+  /** Largest one-way delay before reordering. */
+  readonly maxDelayMs: number;
+  /** The faults in force now (`undefined`: none). */
+  readonly faults: () => FaultRates | undefined;
+  /**
+   * Hands a batch to replica `to`, if it can take it now; returns whether it
+   * was taken (a replica that is down takes nothing; a paused one buffers).
+   */
+  readonly deliver: (to: number, batch: PeerBatch<KvCommand>) => boolean;
+  /** Whether replica `id` answers right now (up and not paused). */
+  readonly answers: (id: number) => boolean;
+}
+
+/** Links between simulated replicas. */
+export class SimNetwork {
+  readonly #options: SimNetworkOptions;
+  /** `blocked[from][to]`: the directed link is cut by a partition. */
+  readonly #blocked: boolean[][];
+  /** `lastContact[self][peer]`: when `self` last exchanged anything with `peer`. */
+  readonly #lastContact: (number | undefined)[][];
+  #batches = 0;
+  #messages = 0;
+
+  /** Creates a network with every link up. */
+  constructor(options: SimNetworkOptions) {
+    this.#options = options;
+    const n = options.replicas;
+    this.#blocked = Array.from({ length: n }, () => new Array<boolean>(n).fill(false));
+    this.#lastContact = Array.from({ length: n }, () => new Array<number | undefined>(n));
+  }
+
+  /** Messages sent so far (before faults). */
+  get messages(): number {
+    return this.#messages;
+  }
+
+  /** Batches sent so far (before faults). */
+  get batches(): number {
+    return this.#batches;
+  }
+
+  /** Cuts (true) or restores (false) the directed link `from -> to`. */
+  block(from: number, to: number, blocked = true): void {
+    if (from !== to) this.#blocked[from]![to] = blocked;
+  }
+
+  /** Restores every link. */
+  heal(): void {
+    for (const row of this.#blocked) row.fill(false);
+  }
+
+  /** The transport replica `self` sends with. */
+  transport(self: number): PeerTransport<KvCommand> {
+    return {
+      send: (messages) => this.#send(self, messages),
+      stats: () => this.#stats(self),
+      probe: (peer) => this.#transmit(self, peer, []),
+      close: () => Promise.resolve(),
+    };
+  }
+
+  #send(self: number, messages: readonly Message<KvCommand>[]): void {
+    // One batch per receiver per send, as the HTTP transport sends them.
+    const byPeer = new Map<number, Message<KvCommand>[]>();
+    for (const message of messages) {
+      if (message.to === self) continue;
+      let list = byPeer.get(message.to);
+      if (list === undefined) byPeer.set(message.to, list = []);
+      list.push(message);
+    }
+    for (const [peer, list] of byPeer) this.#transmit(self, peer, list);
+  }
+
+  #transmit(from: number, to: number, messages: readonly Message<KvCommand>[]): void {
+    this.#batches++;
+    this.#messages += messages.length;
+    if (this.#blocked[from]![to]) return;
+    const { random, minDelayMs, maxDelayMs } = this.#options;
+    const faults = this.#options.faults();
+    if (faults !== undefined && random.next() < faults.dropRate) return;
+    const bytes = encodeBatch({ from, messages });
+    const copies = faults !== undefined && random.next() < faults.duplicateRate ? 2 : 1;
+    for (let copy = 0; copy < copies; copy++) {
+      let delay = minDelayMs + random.int(maxDelayMs - minDelayMs + 1);
+      if (faults !== undefined && random.next() < faults.reorderRate) {
+        delay += random.int(maxDelayMs * 5 + 1);
+      }
+      this.#options.queue.schedule(
+        this.#options.now() + delay,
+        () => this.#arrive(from, to, bytes),
+      );
+    }
+  }
+
+  #arrive(from: number, to: number, bytes: Uint8Array): void {
+    if (this.#blocked[from]![to]) return;
+    const batch = decodeBatch(bytes, {
+      replicas: this.#options.replicas,
+      self: to,
+      isCommand: isKvCommand,
+    });
+    // A replica that answers acknowledges at once (the answer's own trip is
+    // folded into the delay): both ends have heard from each other.
+    if (this.#options.answers(to) && !this.#blocked[to]![from]) {
+      this.#lastContact[from]![to] = this.#options.now();
+      this.#lastContact[to]![from] = this.#options.now();
+    }
+    if (batch.messages.length > 0) this.#options.deliver(to, batch);
+  }
+
+  #stats(self: number): PeerStats[] {
+    const stats: PeerStats[] = [];
+    for (let peer = 0; peer < this.#options.replicas; peer++) {
+      if (peer === self) continue;
+      stats.push({
+        peer,
+        roundTripMs: undefined,
+        lastContactMs: this.#lastContact[self]![peer],
+        oldestOutstandingMs: undefined,
+        queued: 0,
+        sentBatches: 0,
+        sentMessages: 0,
+        failedBatches: 0,
+        droppedMessages: 0,
+      });
+    }
+    return stats;
+  }
+}
