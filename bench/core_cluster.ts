@@ -1,18 +1,22 @@
 /**
- * An in-memory cluster for benchmarks: real cores, real KV state machines and
- * memory storage, a FIFO network with no delay and no faults, all on one
- * thread. Each replica runs the driver loop (persist, send, execute, advance)
- * exactly as the service does.
+ * An in-memory cluster for benchmarks: the production driver over real cores,
+ * real KV state machines and memory storage, a FIFO network with no delay and
+ * no faults, all on one thread. Only the edges differ from the service: the
+ * disk completes each commit synchronously, the clock moves one millisecond
+ * (one tick) per network round, and `soon` work runs when the round says so.
  *
  * @module
  */
 
-import { Replica } from "../src/core/replica.ts";
-import { instanceKey } from "../src/core/instance.ts";
+import { ReplicaDriver } from "../src/driver/driver.ts";
 import type { Message } from "../src/core/types.ts";
-import { type KvCommand, kvConflicts } from "../src/kv/commands.ts";
-import { type KvMutation, KvStateMachine } from "../src/kv/state_machine.ts";
+import type { KvCommand } from "../src/kv/commands.ts";
+import { ManualClock } from "../src/runtime/clock.ts";
+import { Completion } from "../src/runtime/completion.ts";
+import { SeededRandom } from "../src/runtime/random.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
+import type { ReplicaStorage } from "../src/storage/types.ts";
+import type { PeerStats, PeerTransport } from "../src/transport/types.ts";
 
 /** How to load the cluster. */
 export interface LoadOptions {
@@ -50,89 +54,119 @@ export interface LoadResult {
   readonly messages: number;
 }
 
-interface BenchNode {
-  readonly core: Replica<KvCommand>;
-  readonly kv: KvStateMachine;
-  readonly storage: MemoryStorage<KvCommand>;
-  pendingEffects: Map<number, readonly KvMutation[]>;
-  inflight: number;
-  executedCommands: number;
+/** Memory storage whose commits complete synchronously. */
+function syncStorage(): ReplicaStorage<KvCommand> {
+  const memory = new MemoryStorage<KvCommand>();
+  return {
+    load: () => Promise.resolve(memory.loadSync()),
+    commit: (batch) => {
+      memory.commitSync(batch);
+      return Completion.done();
+    },
+    close: () => {},
+  };
+}
+
+/** A transport onto the shared FIFO queue; every peer always reachable. */
+function queueTransport(
+  self: number,
+  replicas: number,
+  queue: Message<KvCommand>[],
+  clock: ManualClock,
+): PeerTransport<KvCommand> {
+  const peers = Array.from({ length: replicas }, (_, peer) => peer).filter((peer) => peer !== self);
+  return {
+    send: (messages) => {
+      for (const message of messages) queue.push(message);
+    },
+    stats: (): PeerStats[] =>
+      peers.map((peer) => ({
+        peer,
+        roundTripMs: 0,
+        lastContactMs: clock.now(),
+        oldestOutstandingMs: undefined,
+        queued: 0,
+        sentBatches: 0,
+        sentMessages: 0,
+        failedBatches: 0,
+        droppedMessages: 0,
+      })),
+    close: () => Promise.resolve(),
+  };
 }
 
 /** Runs `options.commands` commands through a fresh cluster and measures throughput. */
 export function runLoad(options: LoadOptions): LoadResult {
   const n = options.replicas;
-  const nodes: BenchNode[] = Array.from({ length: n }, (_, id) => ({
-    core: new Replica<KvCommand>({
-      id,
-      replicas: n,
-      conflicts: kvConflicts,
-      timing: { frontierTicks: 5, scanTicks: 50, forgetTicks: 1000 },
-    }),
-    kv: new KvStateMachine(),
-    storage: new MemoryStorage<KvCommand>(),
-    pendingEffects: new Map(),
-    inflight: 0,
-    executedCommands: 0,
-  }));
+  const clock = new ManualClock();
+  const random = new SeededRandom(1);
   const queue: Message<KvCommand>[] = [];
   let queueHead = 0;
   let messages = 0;
+  const drivers = Array.from({ length: n }, (_, id) =>
+    ReplicaDriver.fromLoaded({
+      id,
+      replicas: n,
+      storage: syncStorage(),
+      transport: queueTransport(id, n, queue, clock),
+      clock,
+      random,
+      tickMs: 1,
+      timing: { frontierTicks: 5, scanTicks: 50, forgetTicks: 1000 },
+      maxBatchCommands: options.batch,
+      maxPendingCommands: Number.MAX_SAFE_INTEGER,
+      requestTimeoutMs: Number.MAX_SAFE_INTEGER,
+      markerDelayMs: 0,
+    }, { records: [], pruneFloor: undefined, entries: [] }));
+  for (const driver of drivers) driver.start();
   let proposedCommands = 0;
   let sequence = 0;
   const value = new Uint8Array(64);
   const perReplicaTarget = Math.ceil(options.commands / n);
   const proposedBy = new Array<number>(n).fill(0);
+  const outstanding = new Array<number>(n).fill(0);
   const sampleEvery = options.sampleEvery ?? Number.POSITIVE_INFINITY;
   let nextSample = sampleEvery;
+  const fail = (error: Error) => {
+    throw error;
+  };
 
-  const propose = (node: BenchNode, id: number) => {
-    while (node.inflight < options.window && proposedBy[id]! < perReplicaTarget) {
-      const commands: KvCommand[] = [];
-      for (let i = 0; i < options.batch && proposedBy[id]! < perReplicaTarget; i++) {
-        const shared = options.conflict > 0 && (sequence % 1000) < options.conflict * 1000;
-        const key = shared ? "hot" : `r${id}k${sequence % options.keysPerReplica}`;
-        commands.push({ op: "put", request: `${id}.${sequence++}`, key, value });
-        proposedBy[id]!++;
-        proposedCommands++;
-      }
-      node.core.propose(commands);
-      node.inflight++;
+  // A window of `window` instances of `batch` commands each, per replica: the
+  // commands submitted in one round join one instance (the driver's batching).
+  const submit = (id: number) => {
+    const driver = drivers[id]!;
+    const limit = options.window * options.batch;
+    while (outstanding[id]! < limit && proposedBy[id]! < perReplicaTarget) {
+      const shared = options.conflict > 0 && (sequence % 1000) < options.conflict * 1000;
+      const key = shared ? "hot" : `r${id}k${sequence % options.keysPerReplica}`;
+      sequence++;
+      outstanding[id]!++;
+      proposedBy[id]!++;
+      proposedCommands++;
+      driver.submitWith({ op: "put", key, value }, {
+        resolve: () => outstanding[id]!--,
+        reject: fail,
+      });
     }
   };
 
-  const drain = (node: BenchNode) => {
-    while (node.core.hasReady()) {
-      const ready = node.core.ready();
-      node.storage.commitSync({ records: ready.records, effects: node.pendingEffects });
-      node.pendingEffects = new Map();
-      for (const message of ready.messages) queue.push(message);
-      messages += ready.messages.length;
-      for (const execution of ready.executions) {
-        const applied = node.kv.apply(execution, execution.local);
-        node.pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-        if (execution.command !== "nop") node.executedCommands += execution.command.length;
-        if (execution.local) node.inflight--;
-      }
-      node.core.advance();
-    }
-  };
-
-  const executedEverywhere = () => Math.min(...nodes.map((node) => node.executedCommands));
+  const executedEverywhere = () =>
+    Math.min(...drivers.map((driver) => driver.stats.executedCommands));
   const started = performance.now();
   let rounds = 0;
   while (executedEverywhere() < proposedCommands || proposedCommands < options.commands) {
-    nodes.forEach(propose);
-    for (const node of nodes) drain(node);
-    // Deliver everything queued, as a driver does with a batch of peer
+    for (let id = 0; id < n; id++) submit(id);
+    clock.runSoon();
+    // Deliver everything queued, as the service does with a batch of peer
     // messages: step them all, then take one Ready per replica. A tick is one
     // round of the network.
     const end = queue.length;
+    messages += end - queueHead;
     while (queueHead < end) {
       const message = queue[queueHead++]!;
-      nodes[message.to]!.core.step(message);
+      drivers[message.to]!.receive({ from: message.from, messages: [message] });
     }
-    for (const node of nodes) drain(node);
+    clock.runSoon();
     // Drop delivered messages, so that they die young instead of being promoted.
     if (queueHead === queue.length) {
       queue.length = 0;
@@ -141,7 +175,7 @@ export function runLoad(options: LoadOptions): LoadResult {
       queue.splice(0, queueHead);
       queueHead = 0;
     }
-    for (const node of nodes) node.core.tick();
+    clock.advance(1);
     const everywhere = executedEverywhere();
     while (options.onProgress !== undefined && everywhere >= nextSample) {
       options.onProgress(nextSample);
@@ -150,7 +184,7 @@ export function runLoad(options: LoadOptions): LoadResult {
     if (++rounds > 50_000_000) throw new Error("Load did not finish");
   }
   const ms = performance.now() - started;
-  const stats = nodes.map((node) => node.core.stats);
+  const stats = drivers.map((driver) => driver.stats);
   const fast = stats.reduce((sum, s) => sum + s.fastCommits, 0);
   const slow = stats.reduce((sum, s) => sum + s.slowCommits, 0);
   return {
@@ -158,7 +192,7 @@ export function runLoad(options: LoadOptions): LoadResult {
     ms,
     commandsPerSecond: executedEverywhere() / (ms / 1000),
     fastRatio: fast / Math.max(1, fast + slow),
-    instancesHeld: nodes[0]!.core.instanceCount,
+    instancesHeld: drivers[0]!.core.instanceCount,
     messages,
   };
 }

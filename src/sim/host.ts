@@ -14,6 +14,7 @@
 import { ReplicaDriver, type ReplicaDriverOptions } from "../driver/driver.ts";
 import type { KvCommand } from "../kv/commands.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
+import { Completion } from "../runtime/completion.ts";
 import type { Random } from "../runtime/random.ts";
 import { MemoryStorage } from "../storage/memory.ts";
 import type { LoadedState, PersistBatch, ReplicaStorage } from "../storage/types.ts";
@@ -23,34 +24,6 @@ import type { EventQueue } from "./event_queue.ts";
 
 /** Most events a paused process holds back (a socket buffer's worth). */
 const MAX_DEFERRED = 100_000;
-
-/**
- * A promise-like completion that calls back synchronously once completed:
- * the driver's `then` runs on the simulator's stack, at the virtual time the
- * disk finishes, with no microtask in between. Chaining is not supported.
- */
-class Completion implements PromiseLike<void> {
-  #done = false;
-  #callbacks: (() => void)[] = [];
-
-  then<A = void, B = never>(
-    onFulfilled?: ((value: void) => A | PromiseLike<A>) | null,
-    _onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
-  ): PromiseLike<A | B> {
-    if (onFulfilled) {
-      if (this.#done) onFulfilled();
-      else this.#callbacks.push(() => void onFulfilled());
-    }
-    return new Completion() as unknown as PromiseLike<A | B>;
-  }
-
-  complete(): void {
-    this.#done = true;
-    const callbacks = this.#callbacks;
-    this.#callbacks = [];
-    for (const callback of callbacks) callback();
-  }
-}
 
 /** What a host needs from the simulation around it. */
 export interface SimHostOptions {
