@@ -1,7 +1,7 @@
 /**
  * `deno task bench:throughput [--replicas N] [--duration S] [--connections C]
- * [--workloads a,b] [--skip-etcd] [--out FILE]`: closed-loop throughput of
- * epaxos-kv against etcd, side by side in one run (issue 6).
+ * [--workloads a,b] [--runs N] [--skip-etcd] [--out FILE]`: closed-loop
+ * throughput of epaxos-kv against etcd, side by side in one run (issue 6).
  *
  * The replicas run as separate processes with real Deno KV files (the command
  * line `deno task start` uses); the load comes from wrk, a separate process,
@@ -9,27 +9,37 @@
  * them. Values are 64 bytes. Workloads: `uniform-writes` (keys uniform over
  * 100,000), `mixed` (the same keys, half reads, half writes) and `hot-key`
  * (every write to one key). Before the first workload every key is written
- * once, so reads find values. Each workload runs on epaxos-kv and then on
- * etcd, each preceded by a warm-up whose numbers are discarded.
+ * once, so reads find values.
  *
  * etcd (Debian package `etcd-server`, installed when missing and running as
- * root) runs three members on loopback with their default durability, driven
- * through its gRPC gateway (`/v3/kv/put`, `/v3/kv/range`) by the same wrk
- * with the same connection count. Where it cannot run, its numbers are null
- * and the reason is printed.
+ * root) runs three members on loopback with their default durability, and is
+ * measured twice: through its native gRPC API by `etcd_load`, a small Go
+ * program on etcd's own client built offline from Debian's packages
+ * (`throughput/etcd_load.ts`), with `--connections` clients over
+ * `--grpc-connections` gRPC connections as etcd's benchmark tool runs; and
+ * through its JSON gateway (`/v3/kv/put`, `/v3/kv/range`) by the same wrk
+ * with the same connection count. `etcd_ops_per_s` is the gRPC figure, the
+ * one etcd's users see; `etcd_gateway_ops_per_s` the gateway's. Where etcd
+ * (or Go) cannot run, its numbers are null and the reason is printed.
+ *
+ * Each workload runs `--runs` times (3 by default) on every system,
+ * interleaved (epaxos, etcd-grpc, etcd-gateway, epaxos, ...; `runs.ts`), each
+ * run preceded by a warm-up whose numbers are discarded; the report gives
+ * medians, and ratios of medians.
  *
  * After each run a sample of keys is read back through different replicas:
  * values must be ones the benchmark wrote and some must come from that run,
  * and the replicas must converge at the end, so that a broken store fails the
  * benchmark (exit 1) instead of reporting fast numbers.
  *
- * Prints a Markdown table (ops/s, their ratio, p50/p99/p999 latency, errors)
- * and a detail table (errors by kind, wrk's and the machine's CPU use, the
- * servers' CPU use and CPU time per operation, one server's CPU by thread
- * group from `/proc` (`throughput/threads.ts`), the EPaxos fast-path share);
- * `--out` writes the JSON report:
+ * Prints a Markdown table (ops/s, their ratios, p50/p99/p999 latency, errors)
+ * and a detail table (errors by kind, the load generator's and the machine's
+ * CPU use, the servers' CPU use and CPU time per operation, one server's CPU
+ * by thread group from `/proc` (`throughput/threads.ts`), the EPaxos
+ * fast-path share); `--out` writes the JSON report:
  * `{"workloads": [{"name", "epaxos_ops_per_s", "etcd_ops_per_s",
- * "epaxos_p99_ms", "etcd_p99_ms", ...}], "replicas", "connections", ...}`.
+ * "epaxos_p99_ms", "etcd_p99_ms", "ratio", "etcd_gateway_ops_per_s", ...,
+ * "epaxos_ops_per_s_runs", ...}], "replicas", "connections", "runs", ...}`.
  *
  * @module
  */
@@ -40,10 +50,10 @@ import {
   ensureEtcd,
   type EtcdCluster,
   type EtcdInstall,
-  etcdPost,
   startEtcdCluster,
 } from "./throughput/etcd.ts";
-import { type System, type Target, targetsOf, threadValue } from "./throughput/lua.ts";
+import { ensureEtcdLoad, type EtcdLoadInstall, runEtcdLoad } from "./throughput/etcd_load.ts";
+import { threadValue } from "./throughput/lua.ts";
 import {
   keyName,
   parseThroughputArgs,
@@ -64,15 +74,28 @@ import {
 import {
   checkReadback,
   detailTable,
-  mergeWorkload,
   type ReadbackSample,
   resultTable,
+  type Side,
   summarizeRun,
   type SystemRun,
   type ThroughputReport,
   type WorkloadReport,
 } from "./throughput/report.ts";
-import { ensureWrk, runWrk, WrkUnavailable, wrkVersion } from "./throughput/wrk.ts";
+import { interleave, mergeRuns } from "./throughput/runs.ts";
+import {
+  describeCounters,
+  epaxosSystem,
+  etcdSystems,
+  type SystemUnderTest,
+} from "./throughput/systems.ts";
+import {
+  ensureWrk,
+  runWrk,
+  type WrkRunResult,
+  WrkUnavailable,
+  wrkVersion,
+} from "./throughput/wrk.ts";
 
 /** Keys read back after each run of a uniform workload. */
 const READBACK_SAMPLES = 100;
@@ -96,139 +119,6 @@ const PRELOAD_TAG = "preload";
 /** Every tag a value this benchmark writes can carry. */
 const KNOWN_TAGS = [PRELOAD_TAG, ...WORKLOAD_NAMES];
 
-/** A system under test, as the benchmark drives it. */
-interface SystemUnderTest {
-  readonly name: System;
-  /** Where wrk threads send their requests. */
-  readonly targets: readonly Target[];
-  /** etcd's gateway prefix. */
-  readonly apiPrefix?: string;
-  /** Writes `value` at `key` through target `via`; throws on failure. */
-  put(via: number, key: string, value: string): Promise<void>;
-  /** Reads `key` through target `via`: its value, or null when absent; throws on failure. */
-  get(via: number, key: string): Promise<string | null>;
-  /** EPaxos only: fast and slow commits summed over every replica. */
-  commits?(): Promise<{ fast: number; slow: number }>;
-  /** EPaxos only: counters of `/metrics` summed over every replica. */
-  counters?(): Promise<Map<string, number>>;
-  /** The server processes, for CPU accounting by thread. */
-  pids(): number[];
-}
-
-/** The `/metrics` series a run reports on, summed over replicas. */
-const COUNTER_SERIES = [
-  "epaxos_batch_commands_sum",
-  "epaxos_batch_commands_count",
-  "epaxos_storage_commit_duration_seconds_sum",
-  "epaxos_storage_commit_duration_seconds_count",
-  "epaxos_peer_batches_received_total",
-  "epaxos_peer_messages_received_total",
-];
-
-/** Sums the unlabelled series named in {@link COUNTER_SERIES} from Prometheus texts. */
-export function sumSeries(texts: readonly string[]): Map<string, number> {
-  const sums = new Map<string, number>(COUNTER_SERIES.map((name) => [name, 0]));
-  for (const text of texts) {
-    for (const line of text.split("\n")) {
-      const [name, value] = line.split(" ");
-      if (name !== undefined && sums.has(name)) sums.set(name, sums.get(name)! + Number(value));
-    }
-  }
-  return sums;
-}
-
-/** What the replicas did during a run, from `/metrics` counters before and after. */
-export function describeCounters(
-  before: Map<string, number>,
-  after: Map<string, number>,
-  seconds: number,
-  replicas: number,
-): string {
-  const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
-  const instances = delta("epaxos_batch_commands_count");
-  const commits = delta("epaxos_storage_commit_duration_seconds_count");
-  const batches = delta("epaxos_peer_batches_received_total");
-  return [
-    `${(instances / seconds).toFixed(0)} instances/s of ${
-      instances === 0 ? "-" : (delta("epaxos_batch_commands_sum") / instances).toFixed(1)
-    } commands`,
-    `${(commits / seconds / replicas).toFixed(0)} storage commits/s per replica of ${
-      commits === 0
-        ? "-"
-        : (1000 * delta("epaxos_storage_commit_duration_seconds_sum") / commits).toFixed(2)
-    } ms`,
-    `${(batches / seconds / replicas).toFixed(0)} peer batches/s received per replica of ${
-      batches === 0 ? "-" : (delta("epaxos_peer_messages_received_total") / batches).toFixed(1)
-    } messages`,
-  ].join(", ");
-}
-
-function epaxosSystem(cluster: ProcessCluster): SystemUnderTest {
-  const { urls } = cluster;
-  return {
-    name: "epaxos",
-    targets: targetsOf(urls),
-    pids: () => urls.flatMap((_, id) => cluster.pid(id) ?? []),
-    async put(via, key, value) {
-      const response = await fetch(`${urls[via % urls.length]}/kv/${key}`, {
-        method: "PUT",
-        body: value,
-        signal: AbortSignal.timeout(10_000),
-      });
-      const text = await response.text();
-      if (!response.ok) throw new Error(`PUT ${key}: ${response.status} ${text.slice(0, 200)}`);
-    },
-    async get(via, key) {
-      const response = await fetch(`${urls[via % urls.length]}/kv/${key}`, {
-        signal: AbortSignal.timeout(10_000),
-      });
-      const text = await response.text();
-      if (response.status === 404) return null;
-      if (!response.ok) throw new Error(`GET ${key}: ${response.status} ${text.slice(0, 200)}`);
-      return text;
-    },
-    async counters() {
-      return sumSeries(
-        await Promise.all(urls.map(async (url) => {
-          const response = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(10_000) });
-          return await response.text();
-        })),
-      );
-    },
-    async commits() {
-      const statuses = await Promise.all(urls.map(async (url) => {
-        const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(10_000) });
-        return await response.json();
-      }));
-      return {
-        fast: statuses.reduce((sum, status) => sum + status.commits.fast, 0),
-        slow: statuses.reduce((sum, status) => sum + status.commits.slow, 0),
-      };
-    },
-  };
-}
-
-function etcdSystem(cluster: EtcdCluster): SystemUnderTest {
-  const { clientUrls, apiPrefix } = cluster;
-  const url = (via: number, path: string) =>
-    `${clientUrls[via % clientUrls.length]}${apiPrefix}${path}`;
-  return {
-    name: "etcd",
-    targets: targetsOf(clientUrls),
-    pids: () => [...cluster.pids],
-    apiPrefix,
-    async put(via, key, value) {
-      await etcdPost(url(via, "/kv/put"), { key: btoa(key), value: btoa(value) }, 10_000);
-    },
-    async get(via, key) {
-      const answer = await etcdPost(url(via, "/kv/range"), { key: btoa(key) }, 10_000);
-      const kvs = answer.kvs as { value?: string }[] | undefined;
-      if (kvs === undefined || kvs.length === 0) return null;
-      return atob(kvs[0]!.value ?? "");
-    },
-  };
-}
-
 /** Writes every key of the uniform workloads once, `PRELOAD_CONCURRENCY` at a time. */
 async function preload(system: SystemUnderTest, keys: number): Promise<number> {
   const started = performance.now();
@@ -243,7 +133,7 @@ async function preload(system: SystemUnderTest, keys: number): Promise<number> {
           await system.put(index, key, value);
           break;
         } catch (error) {
-          if (attempt >= 5) throw new Error(`Preloading ${system.name}: ${error}`);
+          if (attempt >= 5) throw new Error(`Preloading ${system.label}: ${error}`);
           await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
         }
       }
@@ -303,6 +193,102 @@ async function checkConvergence(cluster: ProcessCluster): Promise<string | null>
   return `epaxos replicas did not converge within 30 s (keys:digest per replica: ${last})`;
 }
 
+/** What a load generator reports: wrk's numbers, and for `etcd_load` its connections. */
+type LoadResult = WrkRunResult & {
+  readonly grpc_connections?: number;
+  readonly first_error?: string;
+};
+
+/**
+ * One measured run of one system on one workload: a warm-up, the
+ * measurement with the servers' CPU by thread and EPaxos's counters around
+ * it, then a read-back check. Returns the run and what the check found wrong.
+ */
+async function measure(args: {
+  readonly system: SystemUnderTest;
+  readonly spec: Workload;
+  /** The run's name in the log. */
+  readonly what: string;
+  readonly options: ThroughputOptions;
+  readonly log: (line: string) => void;
+  /** Runs the load for some seconds. */
+  readonly load: (durationS: number) => Promise<LoadResult>;
+  /** Whether every key of the workload was written before. */
+  readonly preloaded: boolean;
+}): Promise<{ run: SystemRun; problem: string | null }> {
+  const { system, spec, what, options, log, load } = args;
+  if (options.warmupS > 0) {
+    log(`${what}: warm-up ${options.warmupS} s`);
+    await load(options.warmupS);
+  }
+  const before = await system.commits?.();
+  const countersBefore = await system.counters?.();
+  log(`${what}: measuring ${options.durationS} s`);
+  const threadsBefore = await sampleCpu(system.pids());
+  const sampledAt = performance.now();
+  const result = await load(options.durationS);
+  const threadsAfter = await sampleCpu(system.pids());
+  const measured: SystemRun = {
+    ...summarizeRun(result),
+    ...(result.grpc_connections === undefined ? {} : { grpc_connections: result.grpc_connections }),
+  };
+  const cpu = threadsBefore === undefined || threadsAfter === undefined
+    ? undefined
+    : cpuBreakdown(threadsBefore, threadsAfter, (performance.now() - sampledAt) / 1000);
+  const summary: SystemRun = cpu === undefined ? measured : {
+    ...measured,
+    server_cpu_pct: cpu.total_pct,
+    server_cpu_us_per_op: cpuMicrosPerOp(cpu, measured.ops_per_s),
+    server_process_cpu_pct: cpu.per_process_pct,
+  };
+  if (cpu !== undefined) {
+    log(
+      `${what}: servers ${describeBreakdown(cpu)}; ` +
+        `${summary.server_cpu_us_per_op} µs of server CPU per operation`,
+    );
+  }
+  const after = await system.commits?.();
+  const countersAfter = await system.counters?.();
+  if (countersBefore !== undefined && countersAfter !== undefined) {
+    log(
+      `${what}: ${
+        describeCounters(countersBefore, countersAfter, options.durationS, system.targets.length)
+      }`,
+    );
+  }
+  const fast = before === undefined || after === undefined
+    ? undefined
+    : { fast: after.fast - before.fast, slow: after.slow - before.slow };
+  const run: SystemRun = fast === undefined ? summary : {
+    ...summary,
+    fast_path_ratio: fast.fast + fast.slow === 0
+      ? null
+      : Number((fast.fast / (fast.fast + fast.slow)).toFixed(4)),
+  };
+  log(
+    `${what}: ${run.ops_per_s.toFixed(0)} ops/s, p50 ${run.p50_ms} ms, ` +
+      `p99 ${run.p99_ms} ms, p999 ${run.p999_ms} ms, ${run.errors} errors, ` +
+      `load generator ${run.wrk_cpu_pct}% of a core, machine ${run.machine_cpu_pct}% busy`,
+  );
+  if (run.requests > 0 && run.errors > run.requests * 0.01) {
+    log(`warning: ${what}: ${run.errors} errors in ${run.requests}`);
+  }
+  if (result.first_error !== undefined) log(`${what}: first error: ${result.first_error}`);
+  // The load generator stops with requests in flight: let them finish before reading back.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const problem = checkReadback({
+    system: system.label,
+    workload: spec.name,
+    samples: await readBack(system, spec, READBACK_SAMPLES),
+    writes: run.sent_writes,
+    keyCount: spec.keyCount,
+    preloaded: args.preloaded,
+    knownTags: KNOWN_TAGS,
+  });
+  log(problem ?? `${what}: read-back ok`);
+  return { run, problem };
+}
+
 /** The run was stopped by SIGINT or SIGTERM (every process it started is stopped). */
 export class Interrupted extends Error {
   /** Creates the error. */
@@ -324,6 +310,16 @@ export async function runThroughput(
   let etcdInstall: EtcdInstall | { readonly skipped: string } = options.skipEtcd
     ? { skipped: "--skip-etcd given" }
     : await ensureEtcd(log);
+  const etcdLoad: EtcdLoadInstall | { readonly skipped: string } = "skipped" in etcdInstall
+    ? { skipped: etcdInstall.skipped }
+    : await ensureEtcdLoad(log);
+  if (!("skipped" in etcdInstall)) {
+    log(
+      "skipped" in etcdLoad
+        ? `etcd through gRPC skipped: ${etcdLoad.skipped}`
+        : `etcd load generator: ${etcdLoad.description}`,
+    );
+  }
 
   // What is running, for the cleanup; each stop takes its clusters off first,
   // so stopping twice (signal, then finally) stops each cluster once, and the
@@ -372,7 +368,11 @@ export async function runThroughput(
         });
         running.etcd = etcdCluster;
         throwIfInterrupted();
-        systems.push(etcdSystem(etcdCluster));
+        const [grpc, gateway] = etcdSystems(etcdCluster);
+        // Without the gRPC load generator the gateway view preloads.
+        systems.push(
+          ...("skipped" in etcdLoad ? [{ ...gateway, preloads: true }] : [grpc, gateway]),
+        );
         log(`etcd gateway at ${etcdCluster.apiPrefix}`);
       } catch (error) {
         throwIfInterrupted();
@@ -390,12 +390,12 @@ export async function runThroughput(
     const specs = options.workloads.map((name) => workload(name, options.keys));
     const preloaded = !options.skipPreload && specs.some((spec) => spec.keyPrefix === "kv-");
     if (preloaded) {
-      for (const system of systems) {
+      for (const system of systems.filter((system) => system.preloads)) {
         throwIfInterrupted();
-        log(`${system.name}: writing all ${options.keys} keys once`);
+        log(`${system.label}: writing all ${options.keys} keys once`);
         const seconds = await preload(system, options.keys);
         log(
-          `${system.name}: preloaded in ${seconds.toFixed(1)} s (${
+          `${system.label}: preloaded in ${seconds.toFixed(1)} s (${
             (options.keys / seconds).toFixed(0)
           } puts/s from Deno's fetch, not a measurement)`,
         );
@@ -418,104 +418,64 @@ export async function runThroughput(
         }
       }
     };
+    /** Runs `system`'s load generator on `spec` for some seconds. */
+    const loadOf = (system: SystemUnderTest, spec: Workload) => (durationS: number) => {
+      if (system.driver === "etcd_load" && !("skipped" in etcdLoad)) {
+        return runEtcdLoad({
+          path: etcdLoad.path,
+          endpoints: system.endpoints,
+          workload: spec,
+          clients: options.connections,
+          grpcConnections: options.grpcConnections,
+          durationS,
+          timeoutS: options.timeoutS,
+          seed: options.seed,
+        });
+      }
+      return runWrk({
+        wrk,
+        dir: scriptDir,
+        script: {
+          system: system.system,
+          ...(system.apiPrefix === undefined ? {} : { etcdApiPrefix: system.apiPrefix }),
+          targets: system.targets,
+          threads: system.targets.length,
+          workload: spec,
+          seed: options.seed,
+        },
+        connections: options.connections,
+        durationS,
+        timeoutS: options.timeoutS,
+      });
+    };
     if (preloaded) await settle("after the preload");
 
     const failures: string[] = [];
     const workloads: WorkloadReport[] = [];
     for (const spec of specs) {
-      const runs = new Map<System, SystemRun>();
-      for (const system of systems) {
+      const runs: Record<Side, SystemRun[]> = { epaxos: [], etcd: [], etcd_gateway: [] };
+      // Interleaved (epaxos, etcd-grpc, etcd-gateway, epaxos, ...), so that a
+      // slow phase of the machine falls on every system alike.
+      for (const { system, run } of interleave(systems, options.runs)) {
         throwIfInterrupted();
-        const threads = system.targets.length;
-        const script = {
-          system: system.name,
-          ...(system.apiPrefix === undefined ? {} : { etcdApiPrefix: system.apiPrefix }),
-          targets: system.targets,
-          threads,
-          workload: spec,
-          seed: options.seed,
-        };
-        const wrkRun = {
-          wrk,
-          dir: scriptDir,
-          script,
-          connections: options.connections,
-          timeoutS: options.timeoutS,
-        };
-        await settle(`${system.name} ${spec.name}`);
-        if (options.warmupS > 0) {
-          log(`${system.name} ${spec.name}: warm-up ${options.warmupS} s`);
-          await runWrk({ ...wrkRun, durationS: options.warmupS });
-        }
-        const before = await system.commits?.();
-        const countersBefore = await system.counters?.();
-        log(`${system.name} ${spec.name}: measuring ${options.durationS} s`);
-        const threadsBefore = await sampleCpu(system.pids());
-        const sampledAt = performance.now();
-        const measured = summarizeRun(await runWrk({ ...wrkRun, durationS: options.durationS }));
-        const threadsAfter = await sampleCpu(system.pids());
-        const cpu = threadsBefore === undefined || threadsAfter === undefined
-          ? undefined
-          : cpuBreakdown(threadsBefore, threadsAfter, (performance.now() - sampledAt) / 1000);
-        const summary: SystemRun = cpu === undefined ? measured : {
-          ...measured,
-          server_cpu_pct: cpu.total_pct,
-          server_cpu_us_per_op: cpuMicrosPerOp(cpu, measured.ops_per_s),
-          server_process_cpu_pct: cpu.per_process_pct,
-        };
-        if (cpu !== undefined) {
-          log(
-            `${system.name} ${spec.name}: servers ${describeBreakdown(cpu)}; ` +
-              `${summary.server_cpu_us_per_op} µs of server CPU per operation`,
-          );
-        }
+        const what = `${system.label} ${spec.name}${
+          options.runs > 1 ? ` (run ${run} of ${options.runs})` : ""
+        }`;
+        await settle(what);
         throwIfInterrupted();
-        const after = await system.commits?.();
-        const countersAfter = await system.counters?.();
-        if (countersBefore !== undefined && countersAfter !== undefined) {
-          log(
-            `${system.name} ${spec.name}: ${
-              describeCounters(countersBefore, countersAfter, options.durationS, threads)
-            }`,
-          );
-        }
-        const fast = before === undefined || after === undefined
-          ? undefined
-          : { fast: after.fast - before.fast, slow: after.slow - before.slow };
-        const run: SystemRun = fast === undefined ? summary : {
-          ...summary,
-          fast_path_ratio: fast.fast + fast.slow === 0
-            ? null
-            : Number((fast.fast / (fast.fast + fast.slow)).toFixed(4)),
-        };
-        runs.set(system.name, run);
-        log(
-          `${system.name} ${spec.name}: ${run.ops_per_s.toFixed(0)} ops/s, p50 ${run.p50_ms} ms, ` +
-            `p99 ${run.p99_ms} ms, p999 ${run.p999_ms} ms, ${run.errors} errors, ` +
-            `wrk ${run.wrk_cpu_pct}% of a core, machine ${run.machine_cpu_pct}% busy`,
-        );
-        if (run.requests > 0 && run.errors > run.requests * 0.01) {
-          log(`warning: ${system.name} ${spec.name}: ${run.errors} errors in ${run.requests}`);
-        }
-        // wrk stops with requests in flight: let them finish before reading back.
-        await new Promise((resolve) => setTimeout(resolve, 2000));
-        const problem = checkReadback({
-          system: system.name,
-          workload: spec.name,
-          samples: await readBack(system, spec, READBACK_SAMPLES),
-          writes: run.sent_writes,
-          keyCount: spec.keyCount,
+        const measured = await measure({
+          system,
+          spec,
+          what,
+          options,
+          log,
+          load: loadOf(system, spec),
           preloaded: preloaded && spec.keyPrefix === "kv-",
-          knownTags: KNOWN_TAGS,
         });
-        if (problem === null) {
-          log(`${system.name} ${spec.name}: read-back ok`);
-        } else {
-          log(problem);
-          failures.push(problem);
-        }
+        runs[system.side].push(measured.run);
+        if (measured.problem !== null) failures.push(measured.problem);
       }
-      workloads.push(mergeWorkload(spec.name, runs.get("epaxos")!, runs.get("etcd") ?? null));
+      workloads.push(mergeRuns(spec.name, runs));
     }
     const divergence = await checkConvergence(cluster);
     if (divergence === null) {
@@ -532,11 +492,21 @@ export async function runThroughput(
       warmup_s: options.warmupS,
       keys: options.keys,
       value_bytes: VALUE_BYTES,
+      runs: options.runs,
       etcd: "skipped" in etcdInstall ? { skipped: etcdInstall.skipped } : {
         version: etcdInstall.version,
         members: 3,
         api_prefix: etcdCluster!.apiPrefix,
       },
+      etcd_grpc: "skipped" in etcdInstall
+        ? { skipped: etcdInstall.skipped }
+        : "skipped" in etcdLoad
+        ? { skipped: etcdLoad.skipped }
+        : {
+          load_generator: etcdLoad.description,
+          clients: options.connections,
+          grpc_connections: options.grpcConnections,
+        },
       wrk: wrkVersionLine,
       cpus,
       idle_machine_cpu_pct: idle === null ? null : Number(idle.toFixed(1)),

@@ -293,58 +293,78 @@ export interface WrkResult {
   readonly cpu_s: number;
 }
 
-function count(value: unknown, what: string): number {
+function count(value: unknown, what: string, generator: string): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-    throw new Error(`wrk's result has no valid ${what}: ${JSON.stringify(value)}`);
+    throw new Error(`${generator}'s result has no valid ${what}: ${JSON.stringify(value)}`);
   }
   return value;
 }
 
-/** Finds and checks the result line in wrk's output; throws if it is missing or malformed. */
-export function parseWrkOutput(stdout: string): WrkResult {
-  const line = stdout.split("\n").find((candidate) => candidate.startsWith(`${RESULT_MARKER} `));
+/**
+ * Finds and checks the line starting with `marker` in a load generator's
+ * output, in the shape of {@link WrkResult} (the Lua scripts' and the gRPC
+ * load generator's alike); throws if it is missing or malformed. Returns the
+ * checked result and the raw JSON, for fields a generator adds.
+ */
+export function parseResultLine(
+  stdout: string,
+  options: { readonly marker: string; readonly generator: string },
+): { readonly result: WrkResult; readonly raw: Record<string, unknown> } {
+  const { marker, generator } = options;
+  const line = stdout.split("\n").find((candidate) => candidate.startsWith(`${marker} `));
   if (line === undefined) {
-    throw new Error(`wrk printed no ${RESULT_MARKER} line; its output:\n${stdout.slice(-2000)}`);
+    throw new Error(`${generator} printed no ${marker} line; its output:\n${stdout.slice(-2000)}`);
   }
   let raw: Record<string, unknown>;
   try {
-    raw = JSON.parse(line.slice(RESULT_MARKER.length + 1));
+    raw = JSON.parse(line.slice(marker.length + 1));
   } catch (error) {
-    throw new Error(`wrk's result line is not JSON (${(error as Error).message}): ${line}`);
+    throw new Error(
+      `${generator}'s result line is not JSON (${(error as Error).message}): ${line}`,
+    );
   }
   const errors = raw.errors as Record<string, unknown> | undefined;
   if (typeof errors !== "object" || errors === null) {
-    throw new Error(`wrk's result has no errors: ${line}`);
+    throw new Error(`${generator}'s result has no errors: ${line}`);
   }
   const latency = raw.latency_us as Record<string, unknown> | null | undefined;
   if (latency === undefined || (latency !== null && typeof latency !== "object")) {
-    throw new Error(`wrk's result has no latency: ${line}`);
+    throw new Error(`${generator}'s result has no latency: ${line}`);
   }
-  const requests = count(raw.requests, "requests");
-  if (requests > 0 && latency === null) throw new Error(`wrk's result has no latency: ${line}`);
-  return {
+  const get = (value: unknown, what: string) => count(value, what, generator);
+  const requests = get(raw.requests, "requests");
+  if (requests > 0 && latency === null) {
+    throw new Error(`${generator}'s result has no latency: ${line}`);
+  }
+  const result: WrkResult = {
     requests,
-    duration_us: count(raw.duration_us, "duration_us"),
-    bytes: count(raw.bytes, "bytes"),
+    duration_us: get(raw.duration_us, "duration_us"),
+    bytes: get(raw.bytes, "bytes"),
     errors: {
-      connect: count(errors.connect, "errors.connect"),
-      read: count(errors.read, "errors.read"),
-      write: count(errors.write, "errors.write"),
-      status: count(errors.status, "errors.status"),
-      timeout: count(errors.timeout, "errors.timeout"),
+      connect: get(errors.connect, "errors.connect"),
+      read: get(errors.read, "errors.read"),
+      write: get(errors.write, "errors.write"),
+      status: get(errors.status, "errors.status"),
+      timeout: get(errors.timeout, "errors.timeout"),
     },
     latency_us: latency === null ? null : {
-      min: count(latency.min, "latency.min"),
-      mean: count(latency.mean, "latency.mean"),
-      max: count(latency.max, "latency.max"),
-      p50: count(latency.p50, "latency.p50"),
-      p90: count(latency.p90, "latency.p90"),
-      p99: count(latency.p99, "latency.p99"),
-      p999: count(latency.p999, "latency.p999"),
+      min: get(latency.min, "latency.min"),
+      mean: get(latency.mean, "latency.mean"),
+      max: get(latency.max, "latency.max"),
+      p50: get(latency.p50, "latency.p50"),
+      p90: get(latency.p90, "latency.p90"),
+      p99: get(latency.p99, "latency.p99"),
+      p999: get(latency.p999, "latency.p999"),
     },
-    sent_reads: count(raw.sent_reads, "sent_reads"),
-    sent_writes: count(raw.sent_writes, "sent_writes"),
-    threads: count(raw.threads, "threads"),
-    cpu_s: count(raw.cpu_s, "cpu_s"),
+    sent_reads: get(raw.sent_reads, "sent_reads"),
+    sent_writes: get(raw.sent_writes, "sent_writes"),
+    threads: get(raw.threads, "threads"),
+    cpu_s: get(raw.cpu_s, "cpu_s"),
   };
+  return { result, raw };
+}
+
+/** Finds and checks the result line in wrk's output; throws if it is missing or malformed. */
+export function parseWrkOutput(stdout: string): WrkResult {
+  return parseResultLine(stdout, { marker: RESULT_MARKER, generator: "wrk" }).result;
 }

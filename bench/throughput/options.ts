@@ -79,13 +79,26 @@ export interface ThroughputOptions {
   readonly timeoutS: number;
   /** Directory for a V8 CPU profile of every replica (`deno run --cpu-prof`), written when they stop. */
   readonly cpuProfDir?: string;
+  /** Measured runs of each system and workload, interleaved; the report gives their medians. */
+  readonly runs: number;
+  /** gRPC connections the etcd load generator shares among its `connections` clients. */
+  readonly grpcConnections: number;
+}
+
+/**
+ * gRPC connections for `clients` clients by default: one per ten, as etcd's
+ * performance guide runs its benchmark tool (1,000 clients over 100 connections).
+ */
+export function defaultGrpcConnections(clients: number): number {
+  return Math.max(1, Math.round(clients / 10));
 }
 
 /** The usage line. */
 export const USAGE =
   `usage: deno task bench:throughput [--replicas 3|5|7] [--duration S] [--warmup S] [--connections C]
        [--workloads ${WORKLOAD_NAMES.join(",")}] [--keys N] [--skip-etcd] [--skip-preload]
-       [--out FILE] [--data-root DIR] [--seed N] [--timeout S] [--cpu-prof DIR]`;
+       [--out FILE] [--data-root DIR] [--seed N] [--timeout S] [--cpu-prof DIR] [--runs N]
+       [--grpc-connections N]`;
 
 /** Parses the command line; throws {@link UsageError} with a clear message. */
 export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions {
@@ -102,6 +115,8 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
       "seed",
       "timeout",
       "cpu-prof",
+      "runs",
+      "grpc-connections",
     ],
     flags: ["skip-etcd", "skip-preload"],
   });
@@ -144,6 +159,12 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
     skipPreload: args.flags.has("skip-preload"),
     seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,
     timeoutS: integerOption(args, "timeout", { min: 1, max: 60, fallback: 10 })!,
+    runs: integerOption(args, "runs", { min: 1, max: 20, fallback: 3 })!,
+    grpcConnections: integerOption(args, "grpc-connections", {
+      min: 1,
+      max: connections,
+      fallback: defaultGrpcConnections(connections),
+    })!,
     ...(out === undefined ? {} : { out }),
     ...(dataRoot === undefined ? {} : { dataRoot }),
     ...(cpuProfDir === undefined ? {} : { cpuProfDir }),

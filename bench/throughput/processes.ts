@@ -51,10 +51,16 @@ async function drain(stream: ReadableStream<Uint8Array>): Promise<string> {
 export async function runCommand(
   command: string,
   args: readonly string[],
-  options: { readonly timeoutMs: number; readonly env?: Record<string, string> },
+  options: {
+    readonly timeoutMs: number;
+    readonly env?: Record<string, string>;
+    /** The working directory (default: this process's). */
+    readonly cwd?: string;
+  },
 ): Promise<CommandOutput> {
   const child = new Deno.Command(command, {
     args: [...args],
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -78,6 +84,35 @@ export async function runCommand(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Runs a load generator (wrk, etcd_load) that stops on its own after
+ * `durationS` seconds; the deadline past that only guards against a hang.
+ * Returns its standard output and the machine's busy share during the run, in
+ * percent, if known; throws when it hangs or fails.
+ */
+export async function runLoadGenerator(
+  name: string,
+  command: string,
+  args: readonly string[],
+  options: { readonly durationS: number; readonly timeoutS: number },
+): Promise<{ readonly stdout: string; readonly machineCpuPct: number | null }> {
+  const before = await cpuTimes();
+  const output = await runCommand(command, args, {
+    timeoutMs: (options.durationS + options.timeoutS + 30) * 1000,
+  });
+  const after = await cpuTimes();
+  if (output.timedOut) throw new Error(`${name} ran past its deadline and was killed`);
+  if (output.code !== 0) {
+    throw new Error(
+      `${name} exited with ${output.code}: ${lastLines(output.stderr + output.stdout, 10)}`,
+    );
+  }
+  return {
+    stdout: output.stdout,
+    machineCpuPct: before === undefined || after === undefined ? null : busyPercent(before, after),
+  };
 }
 
 /** The path of executable `name` on PATH or in the usual system directories, if any. */

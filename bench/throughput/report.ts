@@ -1,7 +1,8 @@
 /**
  * Results of `deno task bench:throughput`: one system's run summarized from
- * wrk's numbers, workloads merged side by side with ratios, the Markdown
- * tables, and the read-back check that makes a broken store fail loudly.
+ * its load generator's numbers (wrk's, or `etcd_load`'s in the same shape),
+ * workloads merged side by side with ratios, the Markdown tables, and the
+ * read-back check that makes a broken store fail loudly.
  *
  * @module
  */
@@ -32,12 +33,14 @@ export interface SystemRun {
   /** Reads and writes the load generator sent. */
   readonly sent_reads: number;
   readonly sent_writes: number;
-  /** Connections wrk opened. */
+  /** Connections wrk opened; clients (one request outstanding each) of `etcd_load`. */
   readonly connections: number;
-  /** wrk threads. */
+  /** wrk threads; gRPC connections of `etcd_load`. */
   readonly threads: number;
-  /** wrk's CPU use, in percent of one core. */
+  /** The load generator's CPU use (wrk's or `etcd_load`'s), in percent of one core. */
   readonly wrk_cpu_pct: number;
+  /** etcd through gRPC only: the gRPC connections its clients shared. */
+  readonly grpc_connections?: number;
   /** Busy share of all the machine's cores during the run, in percent. */
   readonly machine_cpu_pct: number | null;
   /** EPaxos only: share of the instances committed on the fast path during the run. */
@@ -84,31 +87,69 @@ export function summarizeRun(result: WrkRunResult): SystemRun {
   };
 }
 
-/** One workload, both systems side by side (the issue's fields first). */
+/** The measured runs of one workload, by side, in the order they ran. */
+export interface WorkloadRuns {
+  readonly epaxos: readonly SystemRun[];
+  /** etcd through its native gRPC API (`etcd_load`). */
+  readonly etcd: readonly SystemRun[];
+  /** etcd through its JSON gateway (wrk). */
+  readonly etcd_gateway: readonly SystemRun[];
+}
+
+/** A column of the report: epaxos-kv, etcd through gRPC, etcd through its gateway. */
+export type Side = keyof WorkloadRuns;
+
+/**
+ * One workload, the systems side by side (the issue's fields first). `etcd`
+ * is etcd through its native gRPC API, `etcd_gateway` the same cluster
+ * through its JSON gateway. With several runs each figure is the median over
+ * them (`runs.ts`), and the ratios are of medians.
+ */
 export interface WorkloadReport {
   readonly name: string;
   readonly epaxos_ops_per_s: number;
   readonly etcd_ops_per_s: number | null;
   readonly epaxos_p99_ms: number | null;
   readonly etcd_p99_ms: number | null;
-  /** EPaxos ops/s over etcd ops/s. */
+  /** EPaxos ops/s over etcd's (gRPC) ops/s. */
   readonly ratio: number | null;
+  readonly etcd_gateway_ops_per_s: number | null;
+  readonly etcd_gateway_p99_ms: number | null;
+  /** EPaxos ops/s over etcd's ops/s through the gateway. */
+  readonly gateway_ratio: number | null;
   readonly epaxos_p50_ms: number | null;
   readonly epaxos_p999_ms: number | null;
   readonly etcd_p50_ms: number | null;
   readonly etcd_p999_ms: number | null;
+  readonly etcd_gateway_p50_ms: number | null;
+  readonly etcd_gateway_p999_ms: number | null;
   readonly epaxos_errors: number;
   readonly etcd_errors: number | null;
-  /** The full numbers of each system. */
+  readonly etcd_gateway_errors: number | null;
+  /** Each run's ops/s, in the order they ran (present when merged from runs). */
+  readonly epaxos_ops_per_s_runs?: readonly number[];
+  readonly etcd_ops_per_s_runs?: readonly number[];
+  readonly etcd_gateway_ops_per_s_runs?: readonly number[];
+  /** The full numbers of each system (with several runs, see `medianRun`). */
   readonly epaxos: SystemRun;
   readonly etcd: SystemRun | null;
+  readonly etcd_gateway: SystemRun | null;
+  /** Every run's full numbers (present when merged from runs). */
+  readonly runs?: WorkloadRuns;
 }
 
-/** Merges one workload's runs. */
+function ratioOf(numerator: number, denominator: SystemRun | null): number | null {
+  return denominator === null || denominator.ops_per_s === 0
+    ? null
+    : round(numerator / denominator.ops_per_s, 3);
+}
+
+/** Merges one workload's numbers, one run (or one median) per system. */
 export function mergeWorkload(
   name: string,
   epaxos: SystemRun,
   etcd: SystemRun | null,
+  etcdGateway: SystemRun | null = null,
 ): WorkloadReport {
   return {
     name,
@@ -116,17 +157,22 @@ export function mergeWorkload(
     etcd_ops_per_s: etcd?.ops_per_s ?? null,
     epaxos_p99_ms: epaxos.p99_ms,
     etcd_p99_ms: etcd?.p99_ms ?? null,
-    ratio: etcd === null || etcd.ops_per_s === 0
-      ? null
-      : round(epaxos.ops_per_s / etcd.ops_per_s, 3),
+    ratio: ratioOf(epaxos.ops_per_s, etcd),
+    etcd_gateway_ops_per_s: etcdGateway?.ops_per_s ?? null,
+    etcd_gateway_p99_ms: etcdGateway?.p99_ms ?? null,
+    gateway_ratio: ratioOf(epaxos.ops_per_s, etcdGateway),
     epaxos_p50_ms: epaxos.p50_ms,
     epaxos_p999_ms: epaxos.p999_ms,
     etcd_p50_ms: etcd?.p50_ms ?? null,
     etcd_p999_ms: etcd?.p999_ms ?? null,
+    etcd_gateway_p50_ms: etcdGateway?.p50_ms ?? null,
+    etcd_gateway_p999_ms: etcdGateway?.p999_ms ?? null,
     epaxos_errors: epaxos.errors,
     etcd_errors: etcd?.errors ?? null,
+    etcd_gateway_errors: etcdGateway?.errors ?? null,
     epaxos,
     etcd,
+    etcd_gateway: etcdGateway,
   };
 }
 
@@ -139,11 +185,19 @@ export interface ThroughputReport {
   readonly warmup_s: number;
   readonly keys: number;
   readonly value_bytes: number;
+  /** Measured runs of each system and workload, interleaved; figures are their medians. */
+  readonly runs?: number;
   /** The etcd cluster that ran, or why none did. */
   readonly etcd: {
     readonly version: string;
     readonly members: number;
     readonly api_prefix: string;
+  } | { readonly skipped: string };
+  /** etcd's gRPC load generator and how it connects, or why that path did not run. */
+  readonly etcd_grpc?: {
+    readonly load_generator: string;
+    readonly clients: number;
+    readonly grpc_connections: number;
   } | { readonly skipped: string };
   /** wrk's version line. */
   readonly wrk: string;
@@ -165,18 +219,46 @@ function latencies(run: SystemRun | null): string {
   return `${num(run.p50_ms, 1)} / ${num(run.p99_ms, 1)} / ${num(run.p999_ms, 1)}`;
 }
 
-/** The main table: ops/s side by side, their ratio, latencies and error counts. */
+/** The main table: ops/s side by side, their ratios, latencies and error counts. */
 export function resultTable(report: ThroughputReport): string {
   const rows = report.workloads.map((w) =>
     `| ${w.name} | ${num(w.epaxos_ops_per_s)} | ${num(w.etcd_ops_per_s)} | ${
       w.ratio === null ? "-" : w.ratio.toFixed(2)
     } | ${latencies(w.epaxos)} | ${latencies(w.etcd)} | ${w.epaxos_errors} / ${
       w.etcd_errors ?? "-"
-    } |`
+    } | ${num(w.etcd_gateway_ops_per_s ?? null)} | ${
+      w.gateway_ratio === null || w.gateway_ratio === undefined ? "-" : w.gateway_ratio.toFixed(2)
+    } | ${latencies(w.etcd_gateway ?? null)} | ${w.etcd_gateway_errors ?? "-"} |`
   );
   const etcd = "skipped" in report.etcd
     ? `etcd skipped: ${report.etcd.skipped}`
     : `etcd ${report.etcd.version}, ${report.etcd.members} members`;
+  const grpc = report.etcd_grpc === undefined || "skipped" in report.etcd
+    ? []
+    : "skipped" in report.etcd_grpc
+    ? [`etcd through gRPC skipped: ${report.etcd_grpc.skipped}; etcd through its gateway by wrk`]
+    : [
+      `etcd through gRPC by ${report.etcd_grpc.load_generator} (${report.etcd_grpc.clients} ` +
+      `clients over ${report.etcd_grpc.grpc_connections} gRPC connections), and through its ` +
+      `JSON gateway by wrk; epaxos-kv by wrk`,
+    ];
+  const runs = report.runs ?? 1;
+  const perRun = runs < 2 ? [] : [
+    "",
+    `ops/s of each run, in the order they ran (interleaved):`,
+    ...report.workloads.map((w) =>
+      `- ${w.name}: ${
+        [
+          ["epaxos", w.epaxos_ops_per_s_runs],
+          ["etcd", w.etcd_ops_per_s_runs],
+          ["etcd gateway", w.etcd_gateway_ops_per_s_runs],
+        ].filter(([, values]) => values !== undefined && values.length > 0).map(
+          ([side, values]) =>
+            `${side} ${(values as readonly number[]).map((value) => value.toFixed(0)).join(", ")}`,
+        ).join("; ")
+      }`
+    ),
+  ];
   return [
     `epaxos-kv ${report.replicas} replicas vs ${etcd}; ${report.connections} connections, ` +
     `${report.duration_s} s per workload, ${report.value_bytes}-byte values, ` +
@@ -184,11 +266,14 @@ export function resultTable(report: ThroughputReport): string {
     (report.cpus === null ? "" : `; ${report.cpus} CPUs`) +
     (report.idle_machine_cpu_pct === null
       ? ""
-      : `, ${report.idle_machine_cpu_pct}% busy with the clusters idle`),
+      : `, ${report.idle_machine_cpu_pct}% busy with the clusters idle`) +
+    (runs < 2 ? "" : `; medians of ${runs} interleaved runs`),
+    ...grpc,
     "",
-    "| workload | epaxos ops/s | etcd ops/s | ratio | epaxos p50/p99/p999 ms | etcd p50/p99/p999 ms | errors epaxos / etcd |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| workload | epaxos ops/s | etcd ops/s | ratio | epaxos p50/p99/p999 ms | etcd p50/p99/p999 ms | errors epaxos / etcd | etcd gateway ops/s | ratio to gateway | etcd gateway p50/p99/p999 ms | gateway errors |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...rows,
+    ...perRun,
   ].join("\n");
 }
 
@@ -215,14 +300,21 @@ function serverCpu(run: SystemRun): string {
 export function detailTable(report: ThroughputReport): string {
   const rows: string[] = [];
   for (const w of report.workloads) {
-    for (const [system, run] of [["epaxos", w.epaxos], ["etcd", w.etcd]] as const) {
+    const systems = [
+      ["epaxos", w.epaxos],
+      ["etcd", w.etcd],
+      ["etcd gateway", w.etcd_gateway ?? null],
+    ] as const;
+    for (const [system, run] of systems) {
       if (run === null) continue;
       rows.push(
         `| ${w.name} | ${system} | ${run.requests} | ${run.sent_reads} / ${run.sent_writes} | ${
           errorDetail(run.error_detail)
-        } | ${run.connections} / ${run.threads} | ${num(run.wrk_cpu_pct)} | ${
-          num(run.machine_cpu_pct)
-        } | ${serverCpu(run)} | ${
+        } | ${
+          run.grpc_connections === undefined
+            ? `${run.connections} / ${run.threads}`
+            : `${run.connections} clients / ${run.grpc_connections} gRPC`
+        } | ${num(run.wrk_cpu_pct)} | ${num(run.machine_cpu_pct)} | ${serverCpu(run)} | ${
           run.fast_path_ratio === undefined || run.fast_path_ratio === null
             ? "-"
             : `${(run.fast_path_ratio * 100).toFixed(1)}%`
@@ -231,7 +323,7 @@ export function detailTable(report: ThroughputReport): string {
     }
   }
   return [
-    "| workload | system | requests | sent reads / writes | errors | connections / threads | wrk CPU % of a core | machine CPU % | server CPU: % of a core, µs per op; per server main / v8 / blocking / other % | fast path |",
+    "| workload | system | requests | sent reads / writes | errors | connections / threads | load generator CPU % of a core | machine CPU % | server CPU: % of a core, µs per op; per server main / v8 / blocking / other % | fast path |",
     "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ...rows,
   ].join("\n");

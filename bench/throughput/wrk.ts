@@ -7,14 +7,7 @@
  */
 
 import { parseWrkOutput, type ScriptSpec, type WrkResult, wrkScript } from "./lua.ts";
-import {
-  aptInstall,
-  busyPercent,
-  cpuTimes,
-  findExecutable,
-  lastLines,
-  runCommand,
-} from "./processes.ts";
+import { aptInstall, findExecutable, runCommand, runLoadGenerator } from "./processes.ts";
 
 /** wrk is missing and cannot be installed; the message says why. */
 export class WrkUnavailable extends Error {
@@ -91,24 +84,10 @@ export async function runWrk(run: WrkRun): Promise<WrkRunResult> {
     scriptPath,
     `http://${first.host}:${first.port}/`,
   ];
-  const before = await cpuTimes();
-  // wrk stops on its own after the duration; the deadline only guards against a hang.
-  const output = await runCommand(run.wrk, args, {
-    timeoutMs: (run.durationS + run.timeoutS + 30) * 1000,
-  });
-  const after = await cpuTimes();
-  if (output.timedOut) throw new Error(`wrk ran past its deadline and was killed`);
-  if (output.code !== 0) {
-    throw new Error(
-      `wrk exited with ${output.code}: ${lastLines(output.stderr + output.stdout, 10)}`,
-    );
-  }
-  const result = parseWrkOutput(output.stdout);
+  const { stdout, machineCpuPct } = await runLoadGenerator("wrk", run.wrk, args, run);
   return {
-    ...result,
+    ...parseWrkOutput(stdout),
     connections: Math.floor(run.connections / script.threads) * script.threads,
-    machine_cpu_pct: before === undefined || after === undefined
-      ? null
-      : busyPercent(before, after),
+    machine_cpu_pct: machineCpuPct,
   };
 }
