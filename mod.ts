@@ -93,7 +93,7 @@ export {
   DenoKvStorage,
   type DenoKvStorageOptions,
   openDenoKvStorage,
-} from "./src/storage/deno_kv.ts";
+} from "./src/storage/deno_kv/mod.ts";
 export { type AppOptions, createApp } from "./src/server/app.ts";
 export { ReplicaDriver, type ReplicaDriverOptions } from "./src/driver/driver.ts";
 export {

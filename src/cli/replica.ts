@@ -22,7 +22,7 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
-import { openDenoKvStorage } from "../storage/deno_kv.ts";
+import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";

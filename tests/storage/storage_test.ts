@@ -10,7 +10,7 @@ import {
   FORMAT_VERSION,
   openDenoKvStorage,
   StorageFormatError,
-} from "../../src/storage/deno_kv.ts";
+} from "../../src/storage/deno_kv/mod.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import type { PersistBatch } from "../../src/storage/types.ts";
 import {

@@ -1,0 +1,90 @@
+/**
+ * The key layout of replica storage on Deno KV and its format version: every
+ * key the storage reads or writes, and the check that a file is one.
+ *
+ * ## Layout (format 2)
+ *
+ * | key | value |
+ * | --- | --- |
+ * | `["meta", "format"]` | `2` (a number): the layout version; a file with another one is refused |
+ * | `["meta", "floor"]` | the prune floor, a MessagePack array of instance numbers |
+ * | `["i", owner, number, chunk]` | an instance record, MessagePack (see `codec.ts`) split into chunks of at most `CHUNK_BYTES` bytes (`chunks.ts`); chunk 0 starts with the chunk count (uint32, big-endian) |
+ * | `["e", seq, chunk]` | the effects log: the key-value changes of the executed instances of one atomic commit (their `encodeEffects` back to back), chunked like a record; `seq` counts up |
+ * | `["meta", "snapshot"]` | the current snapshot, MessagePack `[generation, seq, pages]`: the key-value state after every log entry up to `seq` |
+ * | `["s", generation, page]` | the snapshot's pages (`encodeSnapshotPages`) |
+ * | `["redo", chunk]` | the redo log of a unit too large for one atomic commit, present only while such a unit is applied |
+ *
+ * Keys are short on purpose: a single write must always fit in one atomic
+ * commit (see `writes.ts`), and so must the redo log's chunks.
+ *
+ * @module
+ */
+
+/** The layout version this build reads and writes. */
+export const FORMAT_VERSION = 2;
+
+/** The layout version. */
+export const FORMAT_KEY: Deno.KvKey = ["meta", "format"];
+/** The prune floor. */
+export const FLOOR_KEY: Deno.KvKey = ["meta", "floor"];
+/** The current snapshot's place. */
+export const SNAPSHOT_KEY: Deno.KvKey = ["meta", "snapshot"];
+/** Prefix of instance record chunks, `["i", owner, number, chunk]`. */
+export const INSTANCES = "i";
+/** Prefix of effects log chunks, `["e", seq, chunk]`. */
+export const LOG = "e";
+/** Prefix of snapshot pages, `["s", generation, page]`. */
+export const SNAPSHOT = "s";
+/** Prefix of redo log chunks, `["redo", chunk]`. */
+export const REDO = "redo";
+/** Entries read per round trip when listing (Deno KV reads at most 1000). */
+export const LIST_BATCH = 500;
+
+/** A file that is not, or not any more, readable as this storage. */
+export class StorageFormatError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "StorageFormatError";
+  }
+}
+
+/**
+ * Checks the format version of the file, setting it on a fresh one.
+ *
+ * @throws {StorageFormatError} if the file has another format version, or
+ *   holds data without one.
+ */
+export async function checkFormat(kv: Deno.Kv): Promise<void> {
+  const format = await kv.get(FORMAT_KEY);
+  if (format.versionstamp === null) {
+    for await (const entry of kv.list({ prefix: [] }, { limit: 1 })) {
+      throw new StorageFormatError(
+        `File holds data (key ${describeKey(entry.key)}) but no storage format version; ` +
+          "it is not an epaxos-kv store",
+      );
+    }
+    const result = await kv.atomic().check(format).set(FORMAT_KEY, FORMAT_VERSION).commit();
+    if (!result.ok) throw new Error("Another process set the storage format concurrently");
+  } else if (format.value !== FORMAT_VERSION) {
+    throw new StorageFormatError(
+      `File has storage format ${JSON.stringify(format.value)}, but this build reads only ` +
+        `format ${FORMAT_VERSION}`,
+    );
+  }
+}
+
+/** Whether `value` is a non-negative safe integer, as every number in a key is. */
+export function isNatural(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/** `key` as text for error messages, e.g. `["i", 0, 7, 0]`. */
+export function describeKey(key: Deno.KvKey): string {
+  const parts = key.map((part) =>
+    part instanceof Uint8Array ? `<${part.length} bytes>` : JSON.stringify(
+      typeof part === "bigint" ? `${part}n` : part,
+    )
+  );
+  return `[${parts.join(", ")}]`;
+}

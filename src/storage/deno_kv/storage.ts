@@ -1,0 +1,218 @@
+/**
+ * {@linkcode DenoKvStorage}: replica storage on Deno KV, tying the parts of
+ * this folder together. It opens and checks a file (`keys.ts`), finishes a
+ * unit a crash interrupted (`redo_log.ts`), loads the instance records
+ * (`instances.ts`) and the key-value state (`snapshots.ts`, `effects_log.ts`),
+ * and commits batches packed into atomic commits (`packing.ts`, `writes.ts`).
+ *
+ * Each part keeps its own state and forgets, on a failed commit, what the
+ * failure may have made untrue; the storage then prepares again before its
+ * next call, as a restart would.
+ *
+ * @module
+ */
+
+import type { KvEntry } from "../../kv/state_machine.ts";
+import type { LoadedState, PersistBatch, ReplicaStorage } from "../types.ts";
+import { EffectsLog } from "./effects_log.ts";
+import { Instances } from "./instances.ts";
+import { checkFormat } from "./keys.ts";
+import { batchUnits, CommitPacker } from "./packing.ts";
+import { RedoLog } from "./redo_log.ts";
+import { checkSnapshotEntries, Snapshots } from "./snapshots.ts";
+import { AtomicWriter } from "./writes.ts";
+
+/** Settings for {@linkcode DenoKvStorage}. */
+export interface DenoKvStorageOptions<C> {
+  /** Whether a decoded value is a well-formed command: a record with anything else is refused. */
+  readonly isCommand: (value: unknown) => value is C;
+  /** Cluster size: when given, loaded owners and vectors are checked against it. */
+  readonly replicas?: number;
+  /**
+   * For tests only: every `commit` throws after this many atomic commits of
+   * its batch, as if the process crashed there. Off by default.
+   */
+  readonly crashAfterCommits?: number;
+  /**
+   * Bytes of effects log after which a snapshot is wanted, if the log also
+   * exceeds twice the last snapshot (default 8 MiB).
+   */
+  readonly snapshotLogBytes?: number;
+}
+
+/**
+ * Opens (creating it if needed) a Deno KV file as replica storage, checking its
+ * format version (a fresh file gets the current one).
+ *
+ * @throws {StorageFormatError} if the file has another format version, or
+ *   holds data without one.
+ */
+export async function openDenoKvStorage<C>(
+  path: string,
+  options: DenoKvStorageOptions<C>,
+): Promise<DenoKvStorage<C>> {
+  const kv = await Deno.openKv(path);
+  const storage = new DenoKvStorage(kv, options);
+  try {
+    await storage.prepare();
+  } catch (error) {
+    storage.close();
+    throw error;
+  }
+  return storage;
+}
+
+/**
+ * Replica storage on a `Deno.Kv`, which it owns from then on (`close` closes
+ * it). Calls are serialized: a `load` or `commit` waits for the previous one.
+ */
+export class DenoKvStorage<C> implements ReplicaStorage<C> {
+  readonly #kv: Deno.Kv;
+  readonly #writer: AtomicWriter;
+  readonly #redo: RedoLog;
+  readonly #log: EffectsLog;
+  readonly #snapshots: Snapshots;
+  readonly #instances: Instances<C>;
+  /** Whether the format was checked and no redo log is pending since the last failure. */
+  #prepared = false;
+  #closed = false;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  /** Wraps `kv`; nothing is read until {@linkcode prepare}, `load` or `commit`. */
+  constructor(kv: Deno.Kv, options: DenoKvStorageOptions<C>) {
+    this.#kv = kv;
+    this.#writer = new AtomicWriter(kv, options.crashAfterCommits);
+    this.#redo = new RedoLog(kv, this.#writer);
+    this.#log = new EffectsLog(kv);
+    this.#snapshots = new Snapshots(kv, {
+      log: this.#log,
+      snapshotLogBytes: options.snapshotLogBytes,
+    });
+    this.#instances = new Instances(kv, {
+      isCommand: options.isCommand,
+      replicas: options.replicas,
+    });
+  }
+
+  /** Atomic commits made by `commit` so far (all batches). */
+  get atomicCommits(): number {
+    return this.#writer.commits;
+  }
+
+  /** Units so far too large for one atomic commit, written through the redo log. */
+  get redoUnits(): number {
+    return this.#redo.units;
+  }
+
+  /** Snapshots written by this instance. */
+  get snapshotsWritten(): number {
+    return this.#snapshots.written;
+  }
+
+  /** Instance deletes that named their keys, without listing the range. */
+  get keyedDeletes(): number {
+    return this.#instances.keyedDeletes;
+  }
+
+  /** Cleanups after a snapshot finished by deleting known keys, without listing. */
+  get keyedCleanups(): number {
+    return this.#snapshots.keyedCleanups;
+  }
+
+  /** Bytes of effects log since the current snapshot (counted since `load` or opening). */
+  get logBytes(): number {
+    return this.#log.bytes;
+  }
+
+  /** Whether the effects log has grown enough to be replaced by a snapshot. */
+  wantsSnapshot(): boolean {
+    return this.#snapshots.wanted();
+  }
+
+  /**
+   * Checks the format version (setting it on a fresh file) and finishes a
+   * unit a crash interrupted. `load` and `commit` do it first if needed.
+   *
+   * @throws {StorageFormatError} if the file is not readable as this storage.
+   */
+  prepare(): Promise<void> {
+    return this.#serialize(() => this.#prepare());
+  }
+
+  /** Reads everything persisted. */
+  load(): Promise<LoadedState<C>> {
+    return this.#serialize(async () => {
+      await this.#prepare();
+      return await this.#load();
+    });
+  }
+
+  /** Persists a batch; durable when the promise resolves. */
+  commit(batch: PersistBatch<C>): Promise<void> {
+    return this.#serialize(async () => {
+      await this.#prepare();
+      this.#writer.beginBatch();
+      try {
+        await this.#commit(batch);
+      } catch (error) {
+        // What is on disk is a prefix of the batch, maybe with a pending redo
+        // log: recover as a restart would before the next call.
+        this.#prepared = false;
+        this.#snapshots.failed();
+        this.#instances.failed();
+        throw error;
+      } finally {
+        this.#writer.endBatch();
+      }
+    });
+  }
+
+  /** Closes the underlying `Deno.Kv`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#kv.close();
+  }
+
+  #serialize<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new Error("Storage is closed"));
+    const run = this.#queue.then(operation);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #prepare(): Promise<void> {
+    if (this.#prepared) return;
+    await checkFormat(this.#kv);
+    await this.#redo.replay();
+    await this.#snapshots.prepare();
+    await this.#log.prepare(this.#snapshots.seq);
+    this.#prepared = true;
+  }
+
+  async #load(): Promise<LoadedState<C>> {
+    const pruneFloor = await this.#instances.readPruneFloor();
+    const records = await this.#instances.readRecords();
+    // The key-value state: the snapshot, then the log after it, in order.
+    const state = new Map<string, KvEntry>();
+    const snapshotBytes = await this.#snapshots.readPages(state);
+    await this.#log.load(this.#snapshots.seq, state);
+    this.#snapshots.loaded(snapshotBytes);
+    this.#instances.loaded();
+    return { records, pruneFloor, entries: [...state] };
+  }
+
+  async #commit(batch: PersistBatch<C>): Promise<void> {
+    // Build every unit before writing anything: a write that can never fit is
+    // refused while the batch is still untouched.
+    const units = await batchUnits(batch, this.#instances);
+    if (batch.snapshot !== undefined) checkSnapshotEntries(batch.snapshot);
+    const packer = new CommitPacker({ writer: this.#writer, log: this.#log, redo: this.#redo });
+    for (const unit of units) await packer.add(unit);
+    // A snapshot is of the state after every log entry so far (this batch's
+    // included); it is written a slice per commit from now on.
+    if (batch.snapshot !== undefined) this.#snapshots.start(batch.snapshot);
+    for (const unit of await this.#snapshots.work()) await packer.add(unit);
+    await packer.flush();
+  }
+}
