@@ -16,7 +16,7 @@ import { Completion } from "../src/runtime/completion.ts";
 import { SeededRandom } from "../src/runtime/random.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import type { ReplicaStorage } from "../src/storage/types.ts";
-import type { PeerStats, PeerTransport } from "../src/transport/types.ts";
+import { type PeerStats, type PeerTransport, unmeasuredPeerStats } from "../src/transport/types.ts";
 
 /** How to load the cluster. */
 export interface LoadOptions {
@@ -79,18 +79,9 @@ function queueTransport(
     send: (messages) => {
       for (const message of messages) queue.push(message);
     },
+    // A round trip of 0 ticks (the core counts at least 1): every peer is near.
     stats: (): PeerStats[] =>
-      peers.map((peer) => ({
-        peer,
-        roundTripMs: 0,
-        lastContactMs: clock.now(),
-        oldestOutstandingMs: undefined,
-        queued: 0,
-        sentBatches: 0,
-        sentMessages: 0,
-        failedBatches: 0,
-        droppedMessages: 0,
-      })),
+      peers.map((peer) => ({ ...unmeasuredPeerStats(peer, clock.now()), roundTripMs: 0 })),
     close: () => Promise.resolve(),
   };
 }

@@ -24,7 +24,7 @@
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
 import { DEFAULT_TIMING, Replica, type ReplicaStats, type TimingOptions } from "../core/replica.ts";
-import type { Decided, Message, Ready } from "../core/types.ts";
+import type { Decided, Execution, Message, Ready } from "../core/types.ts";
 import {
   describeKvCommand,
   type KvCommand,
@@ -106,6 +106,31 @@ export interface ReplicaDriverOptions {
    * Never set it.
    */
   readonly unsafeAnswerBlindWritesAtCommit?: boolean;
+  /**
+   * Keep the core's thrifty peer order and round trips as set (by default, or
+   * through `core.setPeerOrder`) instead of following the transport's
+   * measurements on every tick (default false). For scripted tests whose
+   * transport measures nothing: the scenario scripts choose the order.
+   */
+  readonly fixedPeerOrder?: boolean;
+  /**
+   * Watches what the driver does that its edges cannot see (the scenario tests
+   * print it). Storage and transport see their own calls. Absent: nothing is
+   * called.
+   */
+  readonly observer?: ReplicaDriverObserver;
+}
+
+/**
+ * The driver's actions that happen inside it, for tests that print a
+ * transcript. Each is called at the moment of the action, on the driver's
+ * stack; it must not call back into the driver.
+ */
+export interface ReplicaDriverObserver {
+  /** Client commands were proposed together as this replica's instance `number`. */
+  proposed?(number: number, commands: readonly KvCommand[]): void;
+  /** An execution was applied to the key-value state (its Ready's records are durable, its messages sent). */
+  executed?(execution: Execution<KvCommand>): void;
 }
 
 /** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */
@@ -397,6 +422,7 @@ export class ReplicaDriver {
     this.#batchTimer?.cancel();
     this.#batchTimer = undefined;
     const { number } = this.#core.propose(commands);
+    this.#options.observer?.proposed?.(number, commands);
     // Bounded by the proposals in flight (each is decided, as a Nop at worst).
     this.#proposedAtMs.set(number, this.#clock.now());
     this.metrics.instancesProposed++;
@@ -457,6 +483,7 @@ export class ReplicaDriver {
         }
       }
     }
+    if (this.#options.fixedPeerOrder) return;
     const order = [...peers].sort((a, b) => {
       if (live(a) !== live(b)) return live(a) ? -1 : 1;
       return (a.roundTripMs ?? Number.POSITIVE_INFINITY) -
@@ -629,9 +656,11 @@ export class ReplicaDriver {
 
   #execute(ready: Ready<KvCommand>): void {
     const trace = this.#options.traceMessages ? this.#options.log : undefined;
+    const observer = this.#options.observer;
     for (const execution of ready.executions) {
       trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
       const applied = this.#kv.apply(execution, execution.local);
+      observer?.executed?.(execution);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
       for (const { request, result } of applied.results) this.#answer(request, result);
     }

@@ -13,7 +13,7 @@ import type { Message } from "../core/types.ts";
 import { isKvCommand, type KvCommand } from "../kv/commands.ts";
 import type { Random } from "../runtime/random.ts";
 import { decodeBatch, encodeBatch, type PeerBatch } from "../transport/codec.ts";
-import type { PeerStats, PeerTransport } from "../transport/types.ts";
+import { type PeerStats, type PeerTransport, unmeasuredPeerStats } from "../transport/types.ts";
 import type { FaultRates } from "./config.ts";
 import type { EventQueue } from "./event_queue.ts";
 
@@ -143,17 +143,7 @@ export class SimNetwork {
     const stats: PeerStats[] = [];
     for (let peer = 0; peer < this.#options.replicas; peer++) {
       if (peer === self) continue;
-      stats.push({
-        peer,
-        roundTripMs: undefined,
-        lastContactMs: this.#lastContact[self]![peer],
-        oldestOutstandingMs: undefined,
-        queued: 0,
-        sentBatches: 0,
-        sentMessages: 0,
-        failedBatches: 0,
-        droppedMessages: 0,
-      });
+      stats.push(unmeasuredPeerStats(peer, this.#lastContact[self]![peer]));
     }
     return stats;
   }

@@ -32,6 +32,25 @@ export interface PeerStats {
   readonly droppedMessages: number;
 }
 
+/**
+ * Stats of a peer that nothing measures (the in-process transports of the
+ * simulator, the scenario tests and `bench:core`): no round trip, nothing
+ * outstanding or counted, last heard from at `lastContactMs`.
+ */
+export function unmeasuredPeerStats(peer: number, lastContactMs: number | undefined): PeerStats {
+  return {
+    peer,
+    roundTripMs: undefined,
+    lastContactMs,
+    oldestOutstandingMs: undefined,
+    queued: 0,
+    sentBatches: 0,
+    sentMessages: 0,
+    failedBatches: 0,
+    droppedMessages: 0,
+  };
+}
+
 /** Sends the core's messages to peers, batched per peer. */
 export interface PeerTransport<C> {
   /**

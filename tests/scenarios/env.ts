@@ -1,13 +1,14 @@
 /**
  * The scenario interpreter: a small cluster of EPaxos* replicas driven one
  * step at a time by a script, in the manner of etcd raft's
- * `rafttest/interaction_env*.go`. Every message waits in one network queue
- * until a command delivers or drops it, so a script decides the exact
- * interleaving; every Ready is handled at once (or, for a replica whose driver
- * a script made manual, by `process-ready`), in the driver's order (persist,
- * then send, then execute, then advance), and printed. The output is
- * deterministic: a transcript of what each replica persisted, sent and
- * executed.
+ * `rafttest/interaction_env*.go`. Each replica is the production driver
+ * (`ReplicaDriver`) with its edges swapped (./driver_edges.ts): a disk that
+ * survives crashes, a manual clock, and one network queue where every message
+ * waits until a command delivers or drops it, so a script decides the exact
+ * interleaving. The driver handles every Ready at once (or, for a replica
+ * whose driver a script made manual, pauses at each storage commit until
+ * `process-ready`), and the transcript prints what it did: what each replica
+ * persisted, sent and executed. The output is deterministic.
  *
  * Safety is checked after every command, whatever the transcript says, so a
  * regenerated golden file cannot bless a divergence: Agreement (every copy of
@@ -21,37 +22,28 @@
  * @module
  */
 
-import { type Access, accessesConflict, batchAccesses } from "../../src/core/conflict.ts";
-import { depsEqual } from "../../src/core/deps.ts";
-import {
-  describeExecution,
-  describeMessage,
-  describePayload,
-  describeRecord,
-  describeStorageRecord,
-} from "../../src/core/describe.ts";
-import { describeId, instanceKey, keyNumber, keyOwner } from "../../src/core/instance.ts";
+import { describeMessage, describePayload, describeRecord } from "../../src/core/describe.ts";
+import { describeId, keyNumber, keyOwner } from "../../src/core/instance.ts";
 import { quorumSizes } from "../../src/core/quorum.ts";
 import {
   DEFAULT_TIMING,
-  Replica,
+  type Replica,
   type ReplicaStats,
   type TimingOptions,
 } from "../../src/core/replica.ts";
+import { type InstanceRecord, type Message, MESSAGE_TYPES, NOP } from "../../src/core/types.ts";
+import type { KvCommand, KvCommandInput } from "../../src/kv/commands.ts";
+import { SeededRandom } from "../../src/runtime/random.ts";
+import { InvariantChecker } from "../../src/sim/invariants.ts";
+import type { PersistBatch } from "../../src/storage/types.ts";
 import {
-  type Execution,
-  type InstanceRecord,
-  type Message,
-  MESSAGE_TYPES,
-  NOP,
-  type Payload,
-  Phase,
-  type Ready,
-} from "../../src/core/types.ts";
-import { type KvCommand, kvConflicts } from "../../src/kv/commands.ts";
-import { type KvMutation, KvStateMachine } from "../../src/kv/state_machine.ts";
-import { InvariantChecker, InvariantViolation } from "../../src/sim/invariants.ts";
-import { MemoryStorage } from "../../src/storage/memory.ts";
+  describeScenarioCommand,
+  ScenarioReplica,
+  type ScenarioReplicaContext,
+} from "./driver_edges.ts";
+import { checkAgreement, checkExecutionOrders } from "./safety.ts";
+
+export { describeScenarioCommand } from "./driver_edges.ts";
 
 /**
  * Timing of scenario clusters: the production defaults, except that progress
@@ -63,41 +55,11 @@ export const SCENARIO_TIMING: TimingOptions = {
   frontierTicks: 1_000_000_000,
 };
 
+/** Seed of the boot ids in request ids (`id.bootId.n`): fixed, so runs repeat. */
+const REQUEST_ID_SEED = 1;
+
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-
-/** Renders a KV command with its value as text: `put(x=1)`, `get(x)`, `del(x)`. */
-export function describeScenarioCommand(command: KvCommand): string {
-  switch (command.op) {
-    case "put":
-      return `put(${command.key}=${decoder.decode(command.value)})`;
-    case "get":
-      return `get(${command.key})`;
-    case "delete":
-      return `del(${command.key})`;
-    case "list":
-      return `list(${command.prefix}*)`;
-  }
-}
-
-/** A replica's driver: its core (absent while crashed), disk and state machine. */
-interface Node {
-  readonly id: number;
-  core: Replica<KvCommand> | undefined;
-  /** Survives a crash: what the replica persisted. */
-  readonly storage: MemoryStorage<KvCommand>;
-  kv: KvStateMachine;
-  /** Effects of the last Ready's executions, persisted with the next Ready's records. */
-  pendingEffects: Map<number, readonly KvMutation[]>;
-  /** Executions whose effects go into the next persist. */
-  pendingLog: { owner: number; number: number }[];
-  /** Every instance this replica executed, in order, across restarts. */
-  readonly executed: { owner: number; number: number; command: Payload<KvCommand> }[];
-  /** Accumulated stats of earlier incarnations (a restart starts a fresh core). */
-  readonly pastStats: ReplicaStats[];
-  /** Whether Readies wait for `process-ready` instead of being handled at once. */
-  manual: boolean;
-}
 
 /** A failure of a script command (bad arguments), as opposed to a broken invariant. */
 export class ScenarioError extends Error {
@@ -143,7 +105,7 @@ interface MessageFilter {
  * output.
  */
 export class ScenarioEnv {
-  #nodes: Node[] = [];
+  #nodes: ScenarioReplica[] = [];
   #replicas = 0;
   #timing: TimingOptions = SCENARIO_TIMING;
   /** Messages sent and not yet delivered or dropped, in send order. */
@@ -153,7 +115,6 @@ export class ScenarioEnv {
   /** Partition groups: replica to group number; undefined when healed. */
   #groups: number[] | undefined;
   #checker: InvariantChecker | undefined;
-  #requests = 0;
   #output: string[] = [];
 
   /** Number of replicas (0 before `cluster`). */
@@ -180,17 +141,14 @@ export class ScenarioEnv {
 
   /** Replica `id`'s key-value state, as `key=value` strings in key order. */
   kvState(id: number): string[] {
-    return [...this.#node(id).kv.entries()]
+    return [...(this.#node(id).state?.entries() ?? [])]
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([key, entry]) => `${key}=${decoder.decode(entry.value)}`);
   }
 
   /** Replica `id`'s counters over all its incarnations. */
   stats(id: number): ReplicaStats {
-    const node = this.#node(id);
-    const all = [...node.pastStats];
-    if (node.core !== undefined) all.push(node.core.stats);
-    return sumStats(all);
+    return this.#node(id).stats();
   }
 
   /** The messages in flight, in send order. */
@@ -210,7 +168,7 @@ export class ScenarioEnv {
   record(id: number, owner: number, number: number): InstanceRecord<KvCommand> | undefined {
     const node = this.#node(id);
     if (node.core !== undefined) return node.core.instance(owner, number);
-    return node.storage.loadSync().records.find((record) =>
+    return node.disk.loadSync().records.find((record) =>
       record.owner === owner && record.number === number
     );
   }
@@ -320,21 +278,27 @@ export class ScenarioEnv {
     this.#network = [];
     this.#sent = [];
     this.#groups = undefined;
-    this.#checker = new InvariantChecker(n);
-    this.#nodes = Array.from({ length: n }, (_, id) => {
-      const storage = new MemoryStorage<KvCommand>();
-      return {
-        id,
-        core: this.#newCore(id, storage),
-        storage,
-        kv: new KvStateMachine(),
-        pendingEffects: new Map(),
-        pendingLog: [],
-        executed: [],
-        pastStats: [],
-        manual: false,
-      };
-    });
+    const checker = new InvariantChecker(n);
+    this.#checker = checker;
+    const context: ScenarioReplicaContext = {
+      replicas: n,
+      timing: this.#timing,
+      random: new SeededRandom(REQUEST_ID_SEED),
+      print: (line: string) => this.#print(line),
+      send: (message: Message<KvCommand>) => {
+        this.#print(`  send ${this.#describeMessage(message)}`);
+        this.#network.push(message);
+        this.#sent.push(message);
+      },
+      durable: (id: number, batch: PersistBatch<KvCommand>) => {
+        checker.onPersist(id, batch.records, 0);
+        for (const key of batch.effects.keys()) {
+          checker.onDurableExecution(id, keyOwner(key), keyNumber(key));
+        }
+      },
+    };
+    this.#nodes = Array.from({ length: n }, (_, id) => new ScenarioReplica(id, context));
+    for (const node of this.#nodes) node.boot();
     this.#print(
       `n=${n} f=${sizes.maxFailures} e=${sizes.fastFailures} fast-quorum=${sizes.fastQuorumSize} ` +
         `slow-quorum=${sizes.slowQuorumSize} preaccept-to=${sizes.preAcceptTargets} ` +
@@ -343,6 +307,7 @@ export class ScenarioEnv {
     for (const node of this.#nodes) {
       this.#print(`${node.id}: peer order ${node.core!.peerOrder.join(",")}`);
     }
+    for (const node of this.#nodes) node.settle();
   }
 
   #peerOrder(args: Arguments): void {
@@ -356,31 +321,19 @@ export class ScenarioEnv {
     this.#print(`${id}: peer order ${core.peerOrder.join(",")}`);
   }
 
+  /**
+   * Submits the commands through the replica's driver in one turn: it proposes
+   * them together as one instance (its batching) and prints the proposal.
+   */
   #propose(args: Arguments): void {
     const id = this.#integer(args, "r");
-    const core = this.core(id);
-    const commands = args.words.map((word) => this.#parseKvCommand(word));
-    if (commands.length === 0) throw new ScenarioError("propose needs at least one command");
-    const instance = core.propose(commands);
-    this.#print(
-      `${id} proposes ${describeId(instance.owner, instance.number)} ${
-        describePayload(commands, describeScenarioCommand)
-      }`,
-    );
-    this.#handleReadies(this.#node(id));
-  }
-
-  #parseKvCommand(word: string): KvCommand {
-    const request = `req${++this.#requests}`;
-    let match = /^put\(([^=()]+)=([^()]*)\)$/.exec(word);
-    if (match !== null) {
-      return { op: "put", request, key: match[1]!, value: encoder.encode(match[2]!) };
+    this.core(id);
+    const inputs = args.words.map(parseKvCommand);
+    if (inputs.length === 0) throw new ScenarioError("propose needs at least one command");
+    const refusal = this.#node(id).submit(inputs);
+    if (refusal !== undefined) {
+      throw new ScenarioError(`Replica ${id} refused the commands: ${refusal.message}`);
     }
-    match = /^get\(([^=()]+)\)$/.exec(word);
-    if (match !== null) return { op: "get", request, key: match[1]! };
-    match = /^del\(([^=()]+)\)$/.exec(word);
-    if (match !== null) return { op: "delete", request, key: match[1]! };
-    throw new ScenarioError(`Cannot parse command "${word}": use put(k=v), get(k) or del(k)`);
   }
 
   #filter(args: Arguments): MessageFilter {
@@ -449,8 +402,7 @@ export class ScenarioEnv {
       return;
     }
     this.#print(`${message.to} receives ${this.#describeMessage(message)}`);
-    node.core.step(message);
-    this.#handleReadies(node);
+    node.receive(message);
   }
 
   /** Delivers everything in flight, and what that sends, until the network is empty. */
@@ -464,11 +416,12 @@ export class ScenarioEnv {
   }
 
   /**
-   * `driver r=0 manual` leaves replica 0's Readies to `process-ready`, so a
-   * script can crash it between two Readies (after one is sent and executed,
-   * before the next is persisted: the window an asynchronous driver has while
-   * its storage write is in flight). `driver r=0 auto` handles them at once
-   * again, starting with any pending.
+   * `driver r=0 manual` holds each of replica 0's storage commits until
+   * `process-ready`, so a script can crash it between two Readies (after one
+   * is sent and executed, before the next is persisted: the window an
+   * asynchronous driver has while its storage write is in flight). A Ready
+   * with nothing to persist does not wait. `driver r=0 auto` lands them at
+   * once again, starting with any held.
    */
   #driver(args: Arguments): void {
     const mode = args.words[0];
@@ -479,23 +432,26 @@ export class ScenarioEnv {
       const node = this.#node(id);
       node.manual = mode === "manual";
       this.#print(`${id}: driver ${mode}`);
-      if (!node.manual && node.core !== undefined) this.#handleReadies(node);
+      if (!node.manual) node.landHeld();
     }
   }
 
-  /** Handles up to `n` (default 1) Readies of a replica whose driver is manual. */
+  /** Lands up to `n` (default 1) held commits of a replica whose driver is manual. */
   #processReady(args: Arguments): void {
     const id = this.#integer(args, "r");
     const node = this.#node(id);
-    const core = this.core(id);
+    this.core(id);
     const limit = args.named.has("n") ? this.#integer(args, "n") : 1;
-    for (let i = 0; i < limit && core.hasReady(); i++) {
+    for (let i = 0; i < limit && node.holding; i++) {
       this.#print(`${id} handles a Ready`);
-      this.#handleReady(node);
+      node.landHeld();
     }
   }
 
-  /** Ticks the chosen live replicas (all by default) `n` times, handling each Ready. */
+  /**
+   * Moves the clocks of the chosen live replicas (all by default) one tick, `n`
+   * times; a replica whose driver then did something is announced first.
+   */
   #tick(args: Arguments): void {
     const ids = args.named.has("r")
       ? this.#replicaList(args, "r")
@@ -505,10 +461,10 @@ export class ScenarioEnv {
       for (const id of ids) {
         const node = this.#node(id);
         if (node.core === undefined) continue;
-        node.core.tick();
-        if (!node.manual && node.core.hasReady()) {
-          this.#print(`${id} at tick ${node.core.now}`);
-          this.#handleReadies(node);
+        const mark = this.#output.length;
+        node.tick();
+        if (this.#output.length > mark) {
+          this.#output.splice(mark, 0, `${id} at tick ${node.core.now}`);
         }
       }
     }
@@ -519,19 +475,7 @@ export class ScenarioEnv {
     for (const id of this.#replicaList(args, "r")) {
       const node = this.#node(id);
       if (node.core === undefined) throw new ScenarioError(`Replica ${id} is already down`);
-      node.pastStats.push(structuredClone(node.core.stats));
-      node.core = undefined;
-      node.manual = false;
-      // Executions whose effects were not yet persisted (they go with the
-      // next Ready) are lost with the process: the restarted replica executes
-      // those instances again, so they leave the execution log too.
-      const lost = new Set(node.pendingLog.map((entry) => instanceKey(entry.owner, entry.number)));
-      for (let i = node.executed.length - 1; i >= 0 && lost.size > 0; i--) {
-        const entry = node.executed[i]!;
-        if (lost.delete(instanceKey(entry.owner, entry.number))) node.executed.splice(i, 1);
-      }
-      node.pendingEffects = new Map();
-      node.pendingLog = [];
+      node.crash();
       this.#print(`${id} crashed`);
     }
   }
@@ -541,11 +485,9 @@ export class ScenarioEnv {
     for (const id of this.#replicaList(args, "r")) {
       const node = this.#node(id);
       if (node.core !== undefined) throw new ScenarioError(`Replica ${id} is up`);
-      const loaded = node.storage.loadSync();
-      node.kv = new KvStateMachine(loaded.entries);
-      node.core = this.#newCore(id, node.storage);
-      this.#print(`${id} restarts with ${loaded.records.length} records`);
-      this.#handleReadies(node);
+      const records = node.boot();
+      this.#print(`${id} restarts with ${records} records`);
+      node.settle();
     }
   }
 
@@ -653,67 +595,6 @@ export class ScenarioEnv {
   }
 
   // ---------------------------------------------------------------------------
-  // The driver.
-
-  #newCore(id: number, storage: MemoryStorage<KvCommand>): Replica<KvCommand> {
-    const loaded = storage.loadSync();
-    return new Replica<KvCommand>(
-      { id, replicas: this.#replicas, conflicts: kvConflicts, timing: this.#timing },
-      { records: loaded.records, pruneFloor: loaded.pruneFloor },
-    );
-  }
-
-  /** The driver loop, unless the replica's driver is manual: every Ready until none is left. */
-  #handleReadies(node: Node): void {
-    if (node.manual) return;
-    while (node.core!.hasReady()) this.#handleReady(node);
-  }
-
-  /** One Ready: persist, then send, then execute, then advance. */
-  #handleReady(node: Node): void {
-    const core = node.core!;
-    const ready = core.ready();
-    this.#persist(node, ready);
-    for (const message of ready.messages) {
-      this.#print(`  send ${this.#describeMessage(message)}`);
-      this.#network.push(message);
-      this.#sent.push(message);
-    }
-    this.#execute(node, ready.executions);
-    for (const abandoned of ready.abandoned) {
-      this.#print(`  abandon ${abandoned.commands.length}cmd: ${abandoned.reason}`);
-    }
-    core.advance();
-  }
-
-  #persist(node: Node, ready: Ready<KvCommand>): void {
-    for (const record of ready.records) {
-      this.#print(`  ${describeStorageRecord(record, describeScenarioCommand)}`);
-    }
-    node.storage.commitSync({ records: ready.records, effects: node.pendingEffects });
-    node.pendingEffects = new Map();
-    this.#checker!.onPersist(node.id, ready.records, 0);
-    for (const executed of node.pendingLog) {
-      this.#checker!.onDurableExecution(node.id, executed.owner, executed.number);
-    }
-    node.pendingLog = [];
-  }
-
-  #execute(node: Node, executions: readonly Execution<KvCommand>[]): void {
-    for (const execution of executions) {
-      this.#print(`  ${describeExecution(execution, describeScenarioCommand)}`);
-      const applied = node.kv.apply(execution, execution.local);
-      node.pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-      node.pendingLog.push({ owner: execution.owner, number: execution.number });
-      node.executed.push({
-        owner: execution.owner,
-        number: execution.number,
-        command: execution.command,
-      });
-    }
-  }
-
-  // ---------------------------------------------------------------------------
   // Invariants.
 
   /**
@@ -723,89 +604,15 @@ export class ScenarioEnv {
    * relative order everywhere. With `report`, prints a summary.
    */
   #check(report: boolean): void {
-    const committed = new Map<number, { record: InstanceRecord<KvCommand>; replica: number }>();
-    for (const node of this.#nodes) {
-      if (node.core === undefined) continue;
-      for (const record of node.core.instances()) {
-        if (record.phase !== Phase.Committed) continue;
-        const key = instanceKey(record.owner, record.number);
-        const seen = committed.get(key);
-        if (seen === undefined) {
-          committed.set(key, { record, replica: node.id });
-        } else if (
-          !samePayload(seen.record.command!, record.command!) ||
-          !depsEqual(seen.record.deps!, record.deps!)
-        ) {
-          throw new InvariantViolation(
-            "Agreement",
-            `replica ${seen.replica} has ${
-              describeRecord(seen.record, describeScenarioCommand)
-            } but replica ${node.id} has ${describeRecord(record, describeScenarioCommand)}`,
-          );
-        }
-      }
-    }
-    this.#checkExecutionOrders();
+    const committed = checkAgreement(this.#nodes.map((node) => node.core));
+    checkExecutionOrders(this.#nodes.map((node) => node.executed));
     this.#checker!.checkVisibility();
     this.#checker!.checkExecutionOrder();
     if (report) {
       this.#print(
-        `agreement: ${committed.size} committed instances, every copy agrees; ` +
+        `agreement: ${committed} committed instances, every copy agrees; ` +
           `execution: conflicting commands in one order on every replica`,
       );
-    }
-  }
-
-  /** The in-memory execution check: once each, and pairwise the same order for conflicts. */
-  #checkExecutionOrders(): void {
-    const positions = this.#nodes.map((node) => {
-      const position = new Map<number, number>();
-      node.executed.forEach((entry, index) => {
-        const key = instanceKey(entry.owner, entry.number);
-        if (position.has(key)) {
-          throw new InvariantViolation(
-            "executed at most once",
-            `replica ${node.id} executed ${describeId(entry.owner, entry.number)} twice`,
-          );
-        }
-        position.set(key, index);
-      });
-      return position;
-    });
-    const accesses = new Map<number, readonly Access[]>();
-    for (const node of this.#nodes) {
-      for (const entry of node.executed) {
-        if (entry.command === NOP) continue;
-        accesses.set(
-          instanceKey(entry.owner, entry.number),
-          batchAccesses(kvConflicts, entry.command),
-        );
-      }
-    }
-    const keys = [...accesses.keys()];
-    for (let i = 0; i < keys.length; i++) {
-      for (let j = i + 1; j < keys.length; j++) {
-        const a = keys[i]!;
-        const b = keys[j]!;
-        if (!accessesConflict(accesses.get(a)!, accesses.get(b)!)) continue;
-        let order: { replica: number; aFirst: boolean } | undefined;
-        for (let replica = 0; replica < this.#nodes.length; replica++) {
-          const pa = positions[replica]!.get(a);
-          const pb = positions[replica]!.get(b);
-          if (pa === undefined || pb === undefined) continue;
-          const aFirst = pa < pb;
-          if (order === undefined) {
-            order = { replica, aFirst };
-          } else if (order.aFirst !== aFirst) {
-            throw new InvariantViolation(
-              "conflicting commands execute in the same order",
-              `replicas ${order.replica} and ${replica} execute ${describeKey(a)} and ${
-                describeKey(b)
-              } in different orders`,
-            );
-          }
-        }
-      }
     }
   }
 
@@ -820,7 +627,7 @@ export class ScenarioEnv {
     this.#output.push(line);
   }
 
-  #node(id: number): Node {
+  #node(id: number): ScenarioReplica {
     const node = this.#nodes[id];
     if (node === undefined) {
       throw new ScenarioError(
@@ -856,8 +663,15 @@ function parseId(text: string): { owner: number; number: number } {
   return { owner: Number(match[1]), number: Number(match[2]) };
 }
 
-function describeKey(key: number): string {
-  return describeId(keyOwner(key), keyNumber(key));
+/** Parses `put(k=v)`, `get(k)` or `del(k)`; the driver assigns the request id. */
+function parseKvCommand(word: string): KvCommandInput {
+  let match = /^put\(([^=()]+)=([^()]*)\)$/.exec(word);
+  if (match !== null) return { op: "put", key: match[1]!, value: encoder.encode(match[2]!) };
+  match = /^get\(([^=()]+)\)$/.exec(word);
+  if (match !== null) return { op: "get", key: match[1]! };
+  match = /^del\(([^=()]+)\)$/.exec(word);
+  if (match !== null) return { op: "delete", key: match[1]! };
+  throw new ScenarioError(`Cannot parse command "${word}": use put(k=v), get(k) or del(k)`);
 }
 
 function matches(message: Message<KvCommand>, filter: MessageFilter): boolean {
@@ -871,26 +685,4 @@ function matches(message: Message<KvCommand>, filter: MessageFilter): boolean {
     }
   }
   return true;
-}
-
-function samePayload(a: Payload<KvCommand>, b: Payload<KvCommand>): boolean {
-  if (a === b) return true;
-  if (a === NOP || b === NOP || a.length !== b.length) return false;
-  return a.every((command, index) => command.request === b[index]!.request);
-}
-
-function sumStats(all: readonly ReplicaStats[]): ReplicaStats {
-  const total = structuredClone(all[0]!) as ReplicaStats;
-  for (const stats of all.slice(1)) {
-    for (const key of Object.keys(stats) as (keyof ReplicaStats)[]) {
-      if (key === "recoveryOutcomes") continue;
-      (total[key] as number) += stats[key] as number;
-    }
-    for (
-      const key of Object.keys(stats.recoveryOutcomes) as (keyof ReplicaStats["recoveryOutcomes"])[]
-    ) {
-      total.recoveryOutcomes[key] += stats.recoveryOutcomes[key];
-    }
-  }
-  return total;
 }
