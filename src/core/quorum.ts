@@ -74,3 +74,49 @@ export function nextBallot(above: number, replica: number, replicas: number): nu
   while (candidate <= above) candidate += replicas;
   return candidate;
 }
+
+/** What the coordinator does with the PreAcceptOK replies it has (`HandlePreAcceptOK`). */
+export type PreAcceptDecision =
+  /** At least `n - e` replies equal `initDep`: commit on the fast path. */
+  | "fast"
+  /** A slow quorum answered and the fast path is lost (or waited for long enough): Accept. */
+  | "slow"
+  /** Too few peers were asked to ever form a quorum: ask the rest. */
+  | "widen"
+  /** Wait for more replies. */
+  | "wait";
+
+/** The inputs of {@linkcode decidePreAccept}. */
+export interface PreAcceptTally {
+  /** Replies (the coordinator's own vote included) with deps equal to `initDep`. */
+  readonly matching: number;
+  /** Replies received, matching or not. */
+  readonly replies: number;
+  /** Peers asked that have not answered. */
+  readonly outstanding: number;
+  /** Whether the lead's timer ran out (then a slow quorum is enough). */
+  readonly timedOut: boolean;
+  /** Whether the PreAccept already went to every peer. */
+  readonly widened: boolean;
+}
+
+/**
+ * Decides the coordinator's next step after PreAccept (EPaxos* Figure 3 lines
+ * 19-25): the fast path needs `n - e` replies equal to `initDep` exactly (the
+ * only fast-path rule, thrifty or not); otherwise a slow quorum of `n - f`
+ * replies goes to Accept once the fast path can no longer happen, or once the
+ * timer ran out.
+ */
+export function decidePreAccept(tally: PreAcceptTally, sizes: QuorumSizes): PreAcceptDecision {
+  if (tally.matching >= sizes.fastQuorumSize) return "fast";
+  const fastStillPossible = tally.matching + tally.outstanding >= sizes.fastQuorumSize;
+  if (tally.replies >= sizes.slowQuorumSize && (tally.timedOut || !fastStillPossible)) {
+    return "slow";
+  }
+  if (
+    !fastStillPossible && !tally.widened && tally.replies + tally.outstanding < sizes.slowQuorumSize
+  ) {
+    return "widen";
+  }
+  return "wait";
+}

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ballotOwner, nextBallot, quorumSizes } from "../../src/core/quorum.ts";
+import {
+  ballotOwner,
+  decidePreAccept,
+  nextBallot,
+  type PreAcceptDecision,
+  type PreAcceptTally,
+  quorumSizes,
+} from "../../src/core/quorum.ts";
 
 Deno.test("quorum sizes match the protocol card's table", () => {
   // n, f, e, slow (n-f), fast (n-e), thrifty PreAccept targets (n-e-1)
@@ -62,3 +69,53 @@ Deno.test("ballot 0 belongs to the instance's owner", () => {
   assert.equal(ballotOwner(0, 4, 5), 4);
   assert.equal(ballotOwner(0, 0, 5), 0);
 });
+
+Deno.test("decidePreAccept: the coordinator's step after PreAccept", () => {
+  const rows: {
+    name: string;
+    n: number;
+    tally: Omit<PreAcceptTally, "timedOut" | "widened"> & {
+      timedOut?: boolean;
+      widened?: boolean;
+    };
+    want: PreAcceptDecision;
+  }[] = [
+    { name: "n=5: 3 matching (own vote included)", n: 5, tally: t(3, 3, 0), want: "fast" },
+    { name: "n=5: 2 matching, 1 outstanding", n: 5, tally: t(2, 2, 1), want: "wait" },
+    { name: "n=5: 3 replies, 2 match, none outstanding", n: 5, tally: t(2, 3, 0), want: "slow" },
+    { name: "n=5: fast still possible, no timeout", n: 5, tally: t(2, 3, 1), want: "wait" },
+    {
+      name: "n=5: fast still possible, but the timer ran out",
+      n: 5,
+      tally: { ...t(2, 3, 1), timedOut: true },
+      want: "slow",
+    },
+    {
+      name: "n=5: timed out without a slow quorum",
+      n: 5,
+      tally: { ...t(1, 2, 1), timedOut: true },
+      want: "wait",
+    },
+    { name: "n=5: too few asked to form a quorum", n: 5, tally: t(1, 2, 0), want: "widen" },
+    {
+      name: "n=5: too few, already widened",
+      n: 5,
+      tally: { ...t(1, 2, 0), widened: true },
+      want: "wait",
+    },
+    { name: "n=5: no own vote yet, 2 peers match", n: 5, tally: t(2, 2, 0), want: "widen" },
+    { name: "n=7: 4 of 5 matching is not fast", n: 7, tally: t(4, 5, 1), want: "wait" },
+    { name: "n=7: 4 of 5 matching, no one left", n: 7, tally: t(4, 5, 0), want: "slow" },
+    { name: "n=7: 5 matching", n: 7, tally: t(5, 5, 0), want: "fast" },
+    { name: "n=3: own vote and one match", n: 3, tally: t(2, 2, 0), want: "fast" },
+    { name: "n=3: own vote and one mismatch", n: 3, tally: t(1, 2, 0), want: "slow" },
+  ];
+  for (const row of rows) {
+    const tally = { timedOut: false, widened: false, ...row.tally };
+    assert.equal(decidePreAccept(tally, quorumSizes(row.n)), row.want, row.name);
+  }
+});
+
+function t(matching: number, replies: number, outstanding: number) {
+  return { matching, replies, outstanding };
+}

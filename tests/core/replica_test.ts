@@ -162,3 +162,25 @@ Deno.test("messages about pruned instances are ignored", () => {
   assert.equal(cluster.replicas[1]!.hasReady(), false);
   assert.equal(cluster.replicas[1]!.instance(0, 1), undefined);
 });
+
+Deno.test("hasReady and hasUrgentReady only read: the executor runs in the input", () => {
+  const cluster = new Cluster(3);
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  const first = cluster.replicas[0]!.ready();
+  cluster.replicas[0]!.advance();
+  for (const message of first.messages) cluster.replicas[message.to]!.step(message);
+  const follower = cluster.replicas[first.messages[0]!.to]!;
+  const reply = follower.ready();
+  follower.advance();
+  for (const message of reply.messages) cluster.replicas[0]!.step(message);
+  // The fast-path commit executed inside step(), before any query.
+  const coordinator = cluster.replicas[0]!;
+  assert.equal(coordinator.stats.executedInstances, 1);
+  const before = JSON.stringify([coordinator.stats, coordinator.describeState()]);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(coordinator.hasUrgentReady(), true);
+    assert.equal(coordinator.hasReady(), true);
+  }
+  assert.equal(JSON.stringify([coordinator.stats, coordinator.describeState()]), before);
+  assert.deepEqual(coordinator.ready().executions.map((e) => e.number), [1]);
+});

@@ -1,0 +1,413 @@
+/**
+ * The state one replica's handlers share, and the primitives they all use:
+ * creating and indexing instances, queueing messages, picking thrifty peers,
+ * running the executor, pruning. The handlers live in `replica.ts` (the
+ * public `Replica` and the commit protocol, EPaxos* Figure 3) and
+ * `recoverer.ts` (recovery, Figure 5); both hold this object. Not exported
+ * from the package: only `Replica` is.
+ *
+ * @module
+ */
+
+import { type Access, batchAccesses, ConflictIndex, type ConflictModel } from "./conflict.ts";
+import { type Deps, describeDeps } from "./deps.ts";
+import { describeRecord } from "./describe.ts";
+import { Executor } from "./executor.ts";
+import { Housekeeping } from "./housekeeping.ts";
+import {
+  describeId,
+  fromRecord,
+  type Instance,
+  instanceKey,
+  keyNumber,
+  keyOwner,
+  newInstance,
+  toRecord,
+} from "./instance.ts";
+import { type Lead, Leads } from "./lead.ts";
+import { ProgressTracker } from "./progress.ts";
+import { type QuorumSizes, quorumSizes } from "./quorum.ts";
+import { ReadyBuilder } from "./ready_builder.ts";
+import { newReplicaStats, type ReplicaStats } from "./stats.ts";
+import { Timers, type TimingOptions } from "./timing.ts";
+import { type InstanceRecord, type Message, NOP, type Payload, Phase } from "./types.ts";
+
+/** How to build a replica. */
+export interface ReplicaOptions<C> {
+  /** This replica's index, `0 <= id < replicas`. */
+  readonly id: number;
+  /** Cluster size `n` (odd, 3 to 9). */
+  readonly replicas: number;
+  /** Which commands conflict (supplied by the replicated state machine). */
+  readonly conflicts: ConflictModel<C>;
+  /** Timer settings; missing fields take `DEFAULT_TIMING`. */
+  readonly timing?: Partial<TimingOptions>;
+  /** How many times a proposal replaced by a Nop is proposed again before it is abandoned. */
+  readonly maxReproposals?: number;
+  /** Most instances pruned in one step, so a long-delayed prune cannot stall the replica. */
+  readonly maxPrunePerStep?: number;
+}
+
+/** What a replica reloads after a restart: everything its storage holds. */
+export interface RestoredState<C> {
+  /** Every instance record persisted and not deleted. */
+  readonly records: Iterable<InstanceRecord<C>>;
+  /** The last persisted prune floor. */
+  readonly pruneFloor?: Deps;
+}
+
+/** One of this replica's own proposals, until it executes or is abandoned. */
+export interface OwnProposal<C> {
+  /** The client commands. */
+  readonly commands: readonly C[];
+  /** How many times they were proposed again after a Nop replaced them. */
+  readonly reproposals: number;
+}
+
+/** The state of one replica, shared by its handlers. */
+export class ReplicaState<C> {
+  /** This replica's index. */
+  readonly id: number;
+  /** Cluster size. */
+  readonly n: number;
+  /** Quorum sizes of the cluster. */
+  readonly quorum: QuorumSizes;
+  /** Which commands conflict. */
+  readonly conflicts: ConflictModel<C>;
+  /** Timer settings and measured round trips. */
+  readonly timers: Timers;
+  /** See {@linkcode ReplicaOptions.maxReproposals}. */
+  readonly maxReproposals: number;
+  /** See {@linkcode ReplicaOptions.maxPrunePerStep}. */
+  readonly maxPrunePerStep: number;
+  /** Bitmask of every replica but this one. */
+  readonly allPeers: number;
+  /** Every instance held, by key. */
+  readonly instances = new Map<number, Instance<C>>();
+  /** The executor over the held instances. */
+  readonly executor: Executor<C>;
+  /** Which held instances touch which keys (`ConflictingIds`). */
+  readonly index: ConflictIndex;
+  /** The instances this replica coordinates or recovers. */
+  readonly leads: Leads<C>;
+  /** Frontiers, prune floor, held commands. */
+  readonly progress: ProgressTracker;
+  /** Highest numbers, wanted instances, gaps. */
+  readonly housekeeping: Housekeeping;
+  /** The next Ready and the one in flight. */
+  readonly out = new ReadyBuilder<C>();
+  /** Own proposals not yet executed, by instance key. */
+  readonly ownProposals = new Map<number, OwnProposal<C>>();
+  /** Held instances not committed. */
+  readonly uncommitted = new Set<Instance<C>>();
+  /** `Waiting(id, k)` received: instance key to the largest `k`. */
+  readonly waitingReports = new Map<number, number>();
+  /** Highest ballot seen in a Nack, per instance, so the next recovery starts above it. */
+  readonly nackedBallots = new Map<number, number>();
+  /** Counters. */
+  readonly stats: ReplicaStats = newReplicaStats();
+  /** The current tick. */
+  tick = 0;
+  /** The last number this replica allocated in its own row. */
+  lastNumber = 0;
+  /** Thrifty preference order of the peers, closest first. */
+  peerOrder: number[] = [];
+
+  /** Empty state for replica `options.id`. */
+  constructor(options: ReplicaOptions<C>) {
+    this.quorum = quorumSizes(options.replicas);
+    if (!Number.isInteger(options.id) || options.id < 0 || options.id >= options.replicas) {
+      throw new RangeError(`Replica id must be in 0..${options.replicas - 1}, got ${options.id}`);
+    }
+    this.id = options.id;
+    this.n = options.replicas;
+    this.conflicts = options.conflicts;
+    this.timers = new Timers(this.id, this.n, options.timing);
+    this.maxReproposals = options.maxReproposals ?? 8;
+    this.maxPrunePerStep = options.maxPrunePerStep ?? 8192;
+    this.allPeers = ((1 << this.n) - 1) & ~(1 << this.id);
+    this.executor = new Executor(this.n, (key) => this.instances.get(key));
+    this.index = new ConflictIndex(this.n);
+    this.leads = new Leads(this.n);
+    this.progress = new ProgressTracker(this.id, this.n);
+    this.housekeeping = new Housekeeping(this.id, this.n, this.timers, this.progress);
+    for (let distance = 1; distance < this.n; distance++) {
+      this.peerOrder.push((this.id + distance) % this.n);
+    }
+  }
+
+  /** Creates instance `(owner, number)` in the initial phase. */
+  create(owner: number, number: number): Instance<C> {
+    const instance = newInstance<C>(owner, number, this.tick);
+    this.instances.set(instance.key, instance);
+    this.housekeeping.noteExists(owner, number);
+    return instance;
+  }
+
+  /** The instance `(owner, number)`, created if not held. */
+  getOrCreate(owner: number, number: number): Instance<C> {
+    return this.instances.get(instanceKey(owner, number)) ?? this.create(owner, number);
+  }
+
+  /**
+   * Records that `instance`'s original command is known, the first time a
+   * non-Nop payload is seen: it enters the conflict index (so later commands
+   * depend on it, `ConflictingIds` over `cmd`) and the executor's view.
+   */
+  learn(instance: Instance<C>, command: Payload<C>, accesses?: readonly Access[]): void {
+    if (instance.accesses !== undefined || command === NOP) return;
+    this.#index(instance, command, accesses);
+    this.executor.noteKnown(instance);
+  }
+
+  #index(instance: Instance<C>, command: readonly C[], accesses?: readonly Access[]): void {
+    instance.accesses = accesses ?? batchAccesses(this.conflicts, command);
+    instance.heldCommands = command.length;
+    this.progress.heldCommands += command.length;
+    this.index.add(instance.owner, instance.number, instance.accesses);
+  }
+
+  /** Queues the message `build` makes for each peer in the bitmask `targets`. */
+  sendTo(targets: number, build: (to: number) => Message<C>): void {
+    for (let peer = 0; peer < this.n; peer++) {
+      if ((targets & (1 << peer)) !== 0 && peer !== this.id) this.out.send(build(peer));
+    }
+  }
+
+  /** Queues a reply about `instance` to `to`. */
+  reply(
+    to: number,
+    instance: Instance<C>,
+    body:
+      | { type: "preacceptok"; deps: Deps }
+      | { type: "acceptok"; ballot: number }
+      | { type: "validateok"; ballot: number; invalidators: readonly number[] },
+  ): void {
+    const from = this.id;
+    const { owner, number } = instance;
+    switch (body.type) {
+      case "preacceptok":
+        return this.out.send({ type: "preacceptok", from, to, owner, number, deps: body.deps });
+      case "acceptok":
+        return this.out.send({ type: "acceptok", from, to, owner, number, ballot: body.ballot });
+      case "validateok":
+        return this.out.send({
+          type: "validateok",
+          from,
+          to,
+          owner,
+          number,
+          ballot: body.ballot,
+          invalidators: body.invalidators,
+        });
+    }
+  }
+
+  /** Tells `to` that `instance` is promised to a higher ballot. */
+  sendNack(instance: Instance<C>, to: number): void {
+    this.out.send({
+      type: "nack",
+      from: this.id,
+      to,
+      owner: instance.owner,
+      number: instance.number,
+      ballot: instance.ballot,
+    });
+  }
+
+  /** Sends `instance`'s Commit to `to`. */
+  sendCommit(instance: Instance<C>, to: number): void {
+    this.out.send(this.#commitMessage(instance, to));
+  }
+
+  /** Sends `instance`'s Commit to every peer (with thrifty operation some hear of it first here). */
+  broadcastCommit(instance: Instance<C>): void {
+    this.sendTo(this.allPeers, (to) => this.#commitMessage(instance, to));
+  }
+
+  #commitMessage(instance: Instance<C>, to: number): Message<C> {
+    return {
+      type: "commit",
+      from: this.id,
+      to,
+      owner: instance.owner,
+      number: instance.number,
+      ballot: instance.acceptedBallot,
+      command: instance.command!,
+      deps: instance.deps!,
+    };
+  }
+
+  /** Picks `count` peers in preference order, those in `prefer` first, skipping `exclude`. */
+  pick(count: number, exclude: number, prefer = 0): number {
+    let chosen = 0;
+    let picked = 0;
+    for (const pass of [true, false]) {
+      for (const peer of this.peerOrder) {
+        if (picked >= count) return chosen;
+        const bit = 1 << peer;
+        if ((exclude & bit) !== 0 || (chosen & bit) !== 0) continue;
+        if (pass && (prefer & bit) === 0) continue;
+        chosen |= bit;
+        picked++;
+      }
+    }
+    return chosen;
+  }
+
+  /** Sets `lead`'s deadline `ticks` from now. */
+  setDeadline(lead: Lead<C>, ticks: number): void {
+    this.leads.setDeadline(lead, this.tick, ticks);
+  }
+
+  /** Drops our lead of `instance` if a higher ballot has taken over, and backs off. */
+  preempt(instance: Instance<C>, ballot: number): void {
+    const lead = this.leads.get(instance.key);
+    if (lead !== undefined && lead.ballot < ballot) {
+      this.leads.drop(instance.key);
+      this.housekeeping.deferRecovery(instance.key, this.tick);
+    }
+  }
+
+  /** Runs the executor and queues what it executed. */
+  runExecutor(): void {
+    const executed = this.executor.run();
+    for (const instance of executed) {
+      const own = this.ownProposals.get(instance.key);
+      if (own !== undefined) this.ownProposals.delete(instance.key);
+      this.out.execute({
+        owner: instance.owner,
+        number: instance.number,
+        command: instance.command!,
+        local: own !== undefined,
+      });
+      this.stats.executedInstances++;
+      if (instance.command !== NOP) this.stats.executedCommands += instance.command!.length;
+    }
+  }
+
+  /**
+   * Forgets instances every replica has executed durably: they can never be
+   * needed again, except by a replica that lost its disk (not supported).
+   */
+  maybePrune(): void {
+    let budget = this.maxPrunePerStep;
+    let changed = false;
+    for (let row = 0; row < this.n && budget > 0; row++) {
+      const floor = this.progress.pruneTarget(row);
+      let current = this.progress.pruneFloor[row]!;
+      if (floor <= current) continue;
+      const from = current + 1;
+      while (current < floor && budget > 0) {
+        current++;
+        budget--;
+        const key = instanceKey(row, current);
+        const instance = this.instances.get(key);
+        if (instance === undefined) continue;
+        this.instances.delete(key);
+        this.progress.heldCommands -= instance.heldCommands;
+        instance.dirty = false; // a pruned instance is not written again
+        this.uncommitted.delete(instance);
+        this.leads.drop(key);
+        this.ownProposals.delete(key);
+        this.stats.prunedInstances++;
+      }
+      this.out.addRecord({ kind: "delete", owner: row, from, to: current });
+      this.progress.setPruneFloor(row, current);
+      this.executor.markPrunedPrefix(row, current);
+      changed = true;
+    }
+    if (changed) this.out.addRecord({ kind: "floor", pruneFloor: [...this.progress.pruneFloor] });
+  }
+
+  /**
+   * Loads what storage held before a restart. Returns this replica's own
+   * unfinished instances at ballot 0, for the coordinator to resume.
+   */
+  restore(restored: RestoredState<C>): Instance<C>[] {
+    this.progress.restore(restored.pruneFloor);
+    const pruneFloor = this.progress.pruneFloor;
+    if (restored.pruneFloor !== undefined) this.index.raiseAbsentFloor(pruneFloor);
+    const loaded: Instance<C>[] = [];
+    for (const record of restored.records) {
+      if (record.owner < 0 || record.owner >= this.n) continue;
+      if (this.progress.isPruned(record.owner, record.number)) {
+        // Pruned before the crash but its delete was not persisted: finish it.
+        this.out.addRecord({
+          kind: "delete",
+          owner: record.owner,
+          from: record.number,
+          to: record.number,
+        });
+        continue;
+      }
+      const instance = fromRecord(record, this.tick);
+      this.instances.set(instance.key, instance);
+      loaded.push(instance);
+      this.housekeeping.noteExists(instance.owner, instance.number);
+      if (instance.owner === this.id && instance.number > this.lastNumber) {
+        this.lastNumber = instance.number;
+      }
+    }
+    this.lastNumber = Math.max(this.lastNumber, pruneFloor[this.id]!);
+    for (let row = 0; row < this.n; row++) this.executor.markPrunedPrefix(row, pruneFloor[row]!);
+    loaded.sort((a, b) => a.number - b.number || a.owner - b.owner);
+    for (const instance of loaded) {
+      const original = instance.initialCommand !== undefined && instance.initialCommand !== NOP
+        ? instance.initialCommand
+        : instance.command;
+      if (original !== undefined && original !== NOP) this.#index(instance, original);
+    }
+    // Executed instances first, so the executor's prefixes are right before it runs.
+    for (const instance of loaded) {
+      if (instance.executed) this.executor.restoreExecuted(instance);
+    }
+    for (const instance of loaded) {
+      if (instance.executed) {
+        this.progress.noteDurablyExecuted(instance.owner, instance.number);
+        continue;
+      }
+      if (instance.accesses !== undefined) this.executor.noteKnown(instance);
+      if (instance.phase === Phase.Committed) {
+        this.executor.noteCommitted(instance);
+      } else if (instance.phase !== Phase.Initial || instance.command !== undefined) {
+        this.uncommitted.add(instance);
+      }
+    }
+    return loaded.filter((instance) => instance.owner === this.id && instance.ballot === 0);
+  }
+
+  /**
+   * Renders the state as lines: a summary, then every instance that is not
+   * finished here (uncommitted, or committed and waiting to execute) with what
+   * this replica is doing about it.
+   */
+  describe(limit: number): string[] {
+    const lines = [
+      `replica ${this.id} tick=${this.tick} instances=${this.instances.size} leads=${this.leads.size} ` +
+      `uncommitted=${this.uncommitted.size} pending=${this.executor.pendingCount} ` +
+      `wanted=${this.housekeeping.wantedCount} executed=${describeDeps(this.progress.executed)} ` +
+      `known=${describeDeps(this.executor.knownPrefix)} highest=${
+        describeDeps(this.housekeeping.rowHighest)
+      } ` +
+      `pruned=${describeDeps(this.progress.pruneFloor)}`,
+    ];
+    let shown = 0;
+    for (const instance of this.instances.values()) {
+      if (instance.executed) continue;
+      if (shown++ >= limit) {
+        lines.push("...");
+        break;
+      }
+      const lead = this.leads.get(instance.key);
+      const parked = instance.blockedOn === undefined
+        ? ""
+        : ` waits-on=${describeId(keyOwner(instance.blockedOn), keyNumber(instance.blockedOn))}`;
+      const leading = lead === undefined
+        ? ""
+        : ` lead=${lead.stage}@${lead.ballot} deadline=${lead.deadline}`;
+      lines.push(`  ${describeRecord(toRecord(instance))}${leading}${parked}`);
+    }
+    return lines;
+  }
+}
