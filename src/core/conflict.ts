@@ -70,9 +70,9 @@ export function batchAccesses<C>(
 }
 
 interface KeyEntry {
-  /** Per row, the highest instance number that writes this key. */
+  /** Per row, the highest instance number that writes this key; then one more than the highest `seq` of those writes. */
   readonly write: number[];
-  /** Per row, the highest instance number that touches this key at all. */
+  /** Per row, the highest instance number that touches this key at all; then one more than the highest `seq`. */
   readonly any: number[];
 }
 
@@ -88,10 +88,19 @@ interface KeyEntry {
  * conflicts with every write, a range write with everything. Coarser is safe;
  * it only adds dependencies.
  *
+ * Each vector has one entry more than the rows: one more than the highest
+ * `seq` (SOSP'13 §4.1) of the instances it covers, so that collecting also
+ * computes the `seq` a command needs to come after every conflict it knows.
+ * A `seq` is indexed at the highest value the replica has seen for the
+ * instance (pre-accepted, accepted or committed): a higher `seq` is always
+ * safe, it only orders a later command later.
+ *
  * Memory stays bounded by forgetting keys whose every entry is at or below a
  * floor every replica has pruned past. A key the index does not know answers
  * `absentFloor`, which covers every instance whose key was forgotten and, after
  * a restart, every instance pruned before it; so the answer is always a superset.
+ * Its `seq` entry stays 0: a forgotten instance executed everywhere, so its
+ * strongly connected component is closed and a new command cannot join it.
  * Coordinators put their own prune floor into D0, so in the common case the
  * absent floor adds nothing a PreAccept did not already carry.
  */
@@ -109,11 +118,12 @@ export class ConflictIndex {
   /** Creates an empty index for `replicas` rows. */
   constructor(replicas: number) {
     this.#replicas = replicas;
-    this.#anyWrite = new Array<number>(replicas).fill(0);
-    this.#anyAccess = new Array<number>(replicas).fill(0);
-    this.#spanWrite = new Array<number>(replicas).fill(0);
-    this.#spanAccess = new Array<number>(replicas).fill(0);
-    this.#absentFloor = new Array<number>(replicas).fill(0);
+    // Rows, then the `seq` entry.
+    this.#anyWrite = new Array<number>(replicas + 1).fill(0);
+    this.#anyAccess = new Array<number>(replicas + 1).fill(0);
+    this.#spanWrite = new Array<number>(replicas + 1).fill(0);
+    this.#spanAccess = new Array<number>(replicas + 1).fill(0);
+    this.#absentFloor = new Array<number>(replicas + 1).fill(0);
   }
 
   /** Number of keys indexed exactly. */
@@ -135,7 +145,11 @@ export class ConflictIndex {
     raise(this.#absentFloor, floor);
   }
 
-  /** Adds `into` the instances that conflict with `accesses`; rows only ever rise. */
+  /**
+   * Adds `into` (an instance's dependencies: rows, then `seq`) the instances
+   * that conflict with `accesses` and raises its `seq` above theirs; entries
+   * only ever rise.
+   */
   collect(accesses: readonly Access[], into: number[]): void {
     for (const access of accesses) {
       if (access.end !== undefined) {
@@ -148,15 +162,20 @@ export class ConflictIndex {
     }
   }
 
-  /** Records that instance `(owner, number)` touches `accesses`. */
-  add(owner: number, number: number, accesses: readonly Access[]): void {
+  /**
+   * Records that instance `(owner, number)` with `seq` touches `accesses`.
+   * Adding an instance again with a higher `seq` raises it.
+   */
+  add(owner: number, number: number, accesses: readonly Access[], seq: number): void {
+    const seqSlot = this.#replicas;
+    const above = seq + 1;
     for (const access of accesses) {
-      if (number > this.#anyAccess[owner]!) this.#anyAccess[owner] = number;
-      if (access.write && number > this.#anyWrite[owner]!) this.#anyWrite[owner] = number;
+      note(this.#anyAccess, owner, number, seqSlot, above);
+      if (access.write) note(this.#anyWrite, owner, number, seqSlot, above);
       if (access.end !== undefined) {
         this.#hasSpans = true;
-        if (number > this.#spanAccess[owner]!) this.#spanAccess[owner] = number;
-        if (access.write && number > this.#spanWrite[owner]!) this.#spanWrite[owner] = number;
+        note(this.#spanAccess, owner, number, seqSlot, above);
+        if (access.write) note(this.#spanWrite, owner, number, seqSlot, above);
         continue;
       }
       let entry = this.#keys.get(access.key);
@@ -164,8 +183,8 @@ export class ConflictIndex {
         entry = { write: [...this.#absentFloor], any: [...this.#absentFloor] };
         this.#keys.set(access.key, entry);
       }
-      if (number > entry.any[owner]!) entry.any[owner] = number;
-      if (access.write && number > entry.write[owner]!) entry.write[owner] = number;
+      note(entry.any, owner, number, seqSlot, above);
+      if (access.write) note(entry.write, owner, number, seqSlot, above);
     }
   }
 
@@ -194,8 +213,22 @@ export class ConflictIndex {
   }
 }
 
+/** Raises row `owner` to `number` and the `seq` entry to `above`. */
+function note(
+  vector: number[],
+  owner: number,
+  number: number,
+  seqSlot: number,
+  above: number,
+): void {
+  if (number > vector[owner]!) vector[owner] = number;
+  if (above > vector[seqSlot]!) vector[seqSlot] = above;
+}
+
+/** Raises `target` to `source` entry by entry; entries `source` lacks count as 0. */
 function raise(target: number[], source: readonly number[]): void {
-  for (let r = 0; r < target.length; r++) {
+  const length = Math.min(target.length, source.length);
+  for (let r = 0; r < length; r++) {
     if (source[r]! > target[r]!) target[r] = source[r]!;
   }
 }

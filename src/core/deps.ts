@@ -15,6 +15,17 @@
  * name instances that do not conflict; the executor ignores those once their
  * commands are known.
  *
+ * An instance's dependencies carry one more entry after the rows: its `seq`
+ * (SOSP'13 §4.1, Figure 2), `deps[replicas]`. It is chosen with the
+ * dependencies (one more than the highest `seq` of any conflicting instance the
+ * replica knows, raised to the coordinator's), agreed with them (the fast path
+ * needs equal vectors, the slow path takes the maximum as it takes the union)
+ * and orders the commands of one strongly connected component at execution.
+ * That is what lets a blind write be answered at commit (see
+ * `driver/answer.ts`): a command proposed after a commit hears of it from some
+ * replica of every quorum and so gets a higher `seq`. Frontier and prune
+ * vectors carry rows only.
+ *
  * Vectors are treated as immutable values once they leave the function that
  * built them: messages, records and instances share them.
  *
@@ -27,6 +38,16 @@ export type Deps = readonly number[];
 /** The empty dependency set for `replicas` rows. */
 export function emptyDeps(replicas: number): number[] {
   return new Array<number>(replicas).fill(0);
+}
+
+/** The empty dependencies of an instance for `replicas` rows: no instance, `seq` 0. */
+export function emptyInstanceDeps(replicas: number): number[] {
+  return new Array<number>(replicas + 1).fill(0);
+}
+
+/** The `seq` of an instance's dependencies for `replicas` rows (SOSP'13 §4.1). */
+export function seqOf(deps: Deps, replicas: number): number {
+  return deps[replicas] ?? 0;
 }
 
 /** Whether instance `(owner, number)` is in `deps`. */
@@ -61,10 +82,11 @@ export function depsUnion(a: Deps, b: Deps): Deps {
   return union;
 }
 
-/** Raises `target` in place to include `source`. */
+/** Raises `target` in place to include `source` (entries `source` lacks count as 0). */
 export function depsRaise(target: number[], source: Deps): void {
-  for (let r = 0; r < target.length; r++) {
-    const value = source[r] ?? 0;
+  const length = Math.min(target.length, source.length);
+  for (let r = 0; r < length; r++) {
+    const value = source[r]!;
     if (value > target[r]!) target[r] = value;
   }
 }
@@ -75,8 +97,19 @@ export function describeDeps(deps: Deps | undefined): string {
 }
 
 /**
- * Checks that a value received from outside is a well-formed dependency vector
- * for `replicas` rows.
+ * Renders an instance's dependencies as `[r0 r1 ... ^seq]`: the rows, then the
+ * `seq` after a caret.
+ */
+export function describeInstanceDeps(deps: Deps | undefined): string {
+  if (deps === undefined) return "-";
+  if (deps.length === 0) return "[]";
+  return `[${deps.slice(0, -1).join(" ")} ^${deps[deps.length - 1]}]`;
+}
+
+/**
+ * Checks that a value received from outside is a well-formed vector of
+ * `replicas` non-negative integers (rows; an instance's dependencies have
+ * `replicas + 1`, the last being its `seq`).
  */
 export function isDeps(value: unknown, replicas: number): value is Deps {
   if (!Array.isArray(value) || value.length !== replicas) return false;

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { describeDeps } from "./deps.ts";
+import { describeDeps, describeInstanceDeps } from "./deps.ts";
 import { describeId } from "./instance.ts";
 import {
   type Execution,
@@ -54,14 +54,14 @@ export function describeMessage<C>(
   const payload = (command: Payload<C>) => describePayload(command, describeCommand);
   switch (message.type) {
     case "preaccept":
-      return `${head} ${id} ${payload(message.command)} deps=${describeDeps(message.deps)}`;
+      return `${head} ${id} ${payload(message.command)} deps=${describeInstanceDeps(message.deps)}`;
     case "preacceptok":
-      return `${head} ${id} deps=${describeDeps(message.deps)}`;
+      return `${head} ${id} deps=${describeInstanceDeps(message.deps)}`;
     case "accept":
     case "commit":
     case "validate":
       return `${head} ${id} b=${message.ballot} ${payload(message.command)} deps=${
-        describeDeps(message.deps)
+        describeInstanceDeps(message.deps)
       }`;
     case "acceptok":
     case "recover":
@@ -71,8 +71,8 @@ export function describeMessage<C>(
       return `${head} ${id} b=${message.ballot} abal=${message.acceptedBallot} ${
         describePhase(message.phase)
       } ${describePayload(message.command, describeCommand)} deps=${
-        describeDeps(message.deps)
-      } init=${describeDeps(message.initialDeps)}`;
+        describeInstanceDeps(message.deps)
+      } init=${describeInstanceDeps(message.initialDeps)}`;
     case "validateok": {
       const invalidators: string[] = [];
       for (let i = 0; i + 2 < message.invalidators.length; i += 3) {
@@ -98,12 +98,12 @@ export function describeRecord<C>(
 ): string {
   const initial = record.initialDeps === undefined
     ? ""
-    : ` init=${describeDeps(record.initialDeps)}`;
+    : ` init=${describeInstanceDeps(record.initialDeps)}`;
   return `${describeId(record.owner, record.number)} ${
     describePhase(record.phase)
   } b=${record.ballot} abal=${record.acceptedBallot} ${
     describePayload(record.command, describeCommand)
-  } deps=${describeDeps(record.deps)}${initial}${record.executed ? " executed" : ""}`;
+  } deps=${describeInstanceDeps(record.deps)}${initial}${record.executed ? " executed" : ""}`;
 }
 
 /** Renders a storage record as a line. */

@@ -399,8 +399,14 @@ export class Executor<C> {
           component.push(member);
           if (member === instance) break;
         }
-        // Inside a component, execute by instance id (EPaxos* §4: no `seq`).
-        component.sort((a, b) => a.number - b.number || a.owner - b.owner);
+        // Inside a component, execute by `seq`, then instance id (SOSP'13
+        // §4.3.2). EPaxos* §4 orders by id alone, which is enough when every
+        // answer waits for execution; answering blind writes at commit needs
+        // `seq`: a command proposed after a commit has a higher one.
+        const seqSlot = this.#replicas;
+        component.sort((a, b) =>
+          a.deps![seqSlot]! - b.deps![seqSlot]! || a.number - b.number || a.owner - b.owner
+        );
         for (const member of component) this.#execute(member);
       }
     }

@@ -64,6 +64,8 @@ export interface Instance<C> {
   initialCommand: Payload<C> | undefined;
   /** `initDep`. */
   initialDeps: Deps | undefined;
+  /** The highest `seq` this instance is indexed with in the conflict index (-1: not indexed). */
+  indexedSeq: number;
   /** Executed here, in memory: the executor emitted it. */
   executed: boolean;
   /**
@@ -116,6 +118,7 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     deps: undefined,
     initialCommand: undefined,
     initialDeps: undefined,
+    indexedSeq: -1,
     executed: false,
     executedMarked: false,
     accesses: undefined,

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Deps, depsContain, emptyDeps } from "./deps.ts";
+import { type Deps, depsContain, emptyInstanceDeps } from "./deps.ts";
 import { type Instance, instanceKey, keyNumber, keyOwner } from "./instance.ts";
 import type { Lead, RecoverReply } from "./lead.ts";
 import { nextBallot } from "./quorum.ts";
@@ -329,7 +329,7 @@ export class Recoverer<C> {
     instance.ballot = lead.ballot;
     instance.acceptedBallot = lead.ballot;
     instance.command = decision.command;
-    instance.deps = decision.deps === "empty" ? emptyDeps(this.#s.n) : decision.deps;
+    instance.deps = decision.deps === "empty" ? emptyInstanceDeps(this.#s.n) : decision.deps;
     instance.phase = Phase.Accepted;
     this.#s.learn(instance, decision.command);
     this.#s.out.markDirty(instance);

@@ -21,7 +21,7 @@
  */
 
 import { batchAccesses } from "./conflict.ts";
-import { type Deps, depsEqual, depsRaise, depsUnion, emptyDeps } from "./deps.ts";
+import { type Deps, depsEqual, depsRaise, depsUnion, emptyInstanceDeps } from "./deps.ts";
 import { CATCH_UP_RANGE, type CommitRequest } from "./housekeeping.ts";
 import { type Instance, instanceKey, keyNumber, keyOwner, toRecord } from "./instance.ts";
 import { type Lead, popCount, repliedMask } from "./lead.ts";
@@ -315,8 +315,9 @@ export class Replica<C> {
     const instance = this.#s.create(this.#s.id, number);
     const accesses = batchAccesses(this.#s.conflicts, commands);
     // D0 = ConflictingIds(p, c), plus our prune floor: instances every replica
-    // executed, so peers that forgot their keys still report nothing new.
-    const deps = emptyDeps(this.#s.n);
+    // executed, so peers that forgot their keys still report nothing new. Its
+    // `seq` is one more than any conflict's we know (SOSP'13 Figure 2, line 3).
+    const deps = emptyInstanceDeps(this.#s.n);
     this.#s.index.collect(accesses, deps);
     depsRaise(deps, this.#s.progress.pruneFloor);
     instance.phase = Phase.PreAccepted;

@@ -10,7 +10,7 @@
  */
 
 import { type Access, batchAccesses, ConflictIndex, type ConflictModel } from "./conflict.ts";
-import { type Deps, describeDeps } from "./deps.ts";
+import { type Deps, describeDeps, seqOf } from "./deps.ts";
 import { describeRecord } from "./describe.ts";
 import { Executor } from "./executor.ts";
 import { Housekeeping } from "./housekeeping.ts";
@@ -155,7 +155,8 @@ export class ReplicaState<C> {
    * depend on it, `ConflictingIds` over `cmd`) and the executor's view.
    */
   learn(instance: Instance<C>, command: Payload<C>, accesses?: readonly Access[]): void {
-    if (instance.accesses !== undefined || command === NOP) return;
+    if (command === NOP) return;
+    if (instance.accesses !== undefined) return this.#raiseSeq(instance);
     this.#index(instance, command, accesses);
     this.executor.noteKnown(instance);
   }
@@ -164,7 +165,26 @@ export class ReplicaState<C> {
     instance.accesses = accesses ?? batchAccesses(this.conflicts, command);
     instance.heldCommands = command.length;
     this.progress.heldCommands += command.length;
-    this.index.add(instance.owner, instance.number, instance.accesses);
+    instance.indexedSeq = this.#seenSeq(instance);
+    this.index.add(instance.owner, instance.number, instance.accesses, instance.indexedSeq);
+  }
+
+  /**
+   * Re-indexes a known instance whose `seq` rose (an Accept or Commit with the
+   * slow path's maximum), so that commands proposed after it get a higher one.
+   */
+  #raiseSeq(instance: Instance<C>): void {
+    const seq = this.#seenSeq(instance);
+    if (seq <= instance.indexedSeq) return;
+    instance.indexedSeq = seq;
+    this.index.add(instance.owner, instance.number, instance.accesses!, seq);
+  }
+
+  /** The highest `seq` held for `instance`: its current or initial dependencies'. */
+  #seenSeq(instance: Instance<C>): number {
+    const current = instance.deps === undefined ? 0 : seqOf(instance.deps, this.n);
+    const initial = instance.initialDeps === undefined ? 0 : seqOf(instance.initialDeps, this.n);
+    return Math.max(current, initial);
   }
 
   /** Queues the message `build` makes for each peer in the bitmask `targets`. */

@@ -42,11 +42,13 @@ export function validateMessage<C>(
     Number.isInteger(m[field]) && (m[field] as number) >= 0 && (m[field] as number) < n;
   const natural = (field: string, max: number, min = 0) =>
     Number.isInteger(m[field]) && (m[field] as number) >= min && (m[field] as number) <= max;
-  const deps = (field: string) => isDeps(m[field], n);
+  // An instance's dependencies: the rows, then its `seq`.
+  const deps = (field: string) => isDeps(m[field], n + 1);
+  const rows = (field: string) => isDeps(m[field], n);
   const payload = (field: string): boolean => isPayload(m[field], options.isCommand);
   if (!replica("from") || !replica("to")) return fail("Message has no valid from and to");
   if (m.type === "frontier") {
-    if (!deps("executed") || !deps("pruned")) return fail("Frontier has malformed vectors");
+    if (!rows("executed") || !rows("pruned")) return fail("Frontier has malformed vectors");
     if (!natural("highest", MAX_INSTANCE_NUMBER)) return fail("Frontier has a malformed highest");
     return { ok: true, message: m as unknown as Message<C> };
   }

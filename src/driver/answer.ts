@@ -1,20 +1,29 @@
 /**
  * The answer rule: when a client's command may be answered.
  *
- * Every command, blind writes included, is answered after it has executed on
- * the replica that proposed it. Answering a blind write at commit (EPaxos's
- * own rule in SOSP'13, once the decision is durable) is linearizable only
- * when commands of one strongly connected component of the dependency graph
- * execute in an order that puts a command committed earlier before one
- * proposed later: the original protocol's agreed `seq` did that. EPaxos*
- * drops `seq` and orders a component by instance id, and then a later read
- * can join the write's component through a third, slower command and execute
- * before it. The simulator finds such a history in a few dozen seeds (seed 4,
- * n = 3, message loss only: put 1.21 committed and answered; get 2.17,
- * proposed after the answer, depends on it, but 1.20, uncommitted when 1.21
- * was decided, then committed depending on 2.17, and the component runs
- * 2.17, 1.20, 1.21). {@linkcode answersAtCommit} computes the answers that
- * broken rule would give, for the simulator's negative test.
+ * - A blind write (a PUT without conditions, a DELETE without If-Match) is
+ *   answered at commit: once its instance is decided and the decision is
+ *   durable, with the version the write will have (`versionOf` of its
+ *   instance and place in the batch). The driver answers it after the Ready
+ *   that reports the decision is written; by then a quorum persisted the
+ *   decided value before replying (fast path: the PreAccept replies; slow
+ *   path or recovery: the Accept replies), so EPaxos* recovery finds it
+ *   whatever fails next. This is EPaxos's own reply rule (SOSP'13 §4.3).
+ * - Everything else (reads, lists, conditional writes) is answered after it
+ *   executed on the replica that proposed it: its result depends on the state.
+ *
+ * Answering at commit is linearizable because commands of one strongly
+ * connected component of the dependency graph execute in `seq` order
+ * (SOSP'13 §4.3.2; `deps.ts`): a conflicting command proposed after the
+ * answer collects its dependencies from a quorum, which intersects the
+ * quorum that holds the write's final `seq`, so it depends on the write and
+ * gets a higher `seq`, and executes after it whether or not the two end up in
+ * one component. EPaxos* (§4) drops `seq` and orders a component by instance
+ * id; the simulator found that this breaks answers at commit (seed 4, n = 3,
+ * message loss only: put 1.21 committed and answered; get 2.17, proposed after
+ * the answer, depends on it, but 1.20, uncommitted when 1.21 was decided, then
+ * committed depending on 2.17, and the component ran 2.17, 1.20, 1.21, so the
+ * get read the value before the put).
  *
  * @module
  */
@@ -37,12 +46,12 @@ export interface CommitAnswer {
 }
 
 /**
- * The answers answering at commit would give for a decided instance of row
- * `owner`: one per blind write of the payload, none for a Nop (recovery
- * replaced the batch; its commands are proposed again or abandoned). Used only
- * by the unsafe rule the simulator must catch; see the module comment.
+ * The answers for the blind writes of instance `(owner, number)` decided with
+ * `payload`: one per blind write, none for a Nop (recovery replaced the batch;
+ * its commands are proposed again or abandoned). A DELETE's answer does not
+ * say whether the key existed: that is known only at execution.
  */
-export function answersAtCommit(
+export function blindWriteAnswers(
   owner: number,
   number: number,
   payload: Payload<KvCommand>,

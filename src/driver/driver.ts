@@ -37,7 +37,7 @@ import type { Random } from "../runtime/random.ts";
 import type { LoadedState, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
-import { answersAtCommit } from "./answer.ts";
+import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
 import { OutcomeUnknownError, UnavailableError } from "./errors.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { type Answer, Waiters } from "./waiters.ts";
@@ -99,13 +99,13 @@ export interface ReplicaDriverOptions {
    */
   readonly markerDelayMs?: number;
   /**
-   * Answer blind writes at commit (once the Ready that decides them is
-   * durable) instead of after execution. NOT linearizable while components of
-   * the dependency graph execute in instance-id order (see ./answer.ts): it
-   * exists so that the simulator shows it catches this broken answer rule.
-   * Never set it.
+   * Answer blind writes as soon as their proposal is written here, before
+   * any quorum holds them: a broken answer rule (a crash or a recovery can
+   * still replace the write by a Nop or order it differently). It exists so
+   * that the simulator shows it catches answers given before the decision is
+   * durable. Never set it.
    */
-  readonly unsafeAnswerBlindWritesAtCommit?: boolean;
+  readonly unsafeAnswerBlindWritesBeforeDurable?: boolean;
   /**
    * Keep the core's thrifty peer order and round trips as set (by default, or
    * through `core.setPeerOrder`) instead of following the transport's
@@ -174,6 +174,8 @@ export class ReplicaDriver {
   #batchBytes = 0;
   /** When each instance proposed here (and not yet decided) was proposed. */
   readonly #proposedAtMs = new Map<number, number>();
+  /** Answers the broken rule gives once the next Ready is written (bounded by the proposals of one turn). */
+  #unsafeEarlyAnswers: CommitAnswer[] = [];
   #batchTimer: Timer | undefined;
   #markerTimer: Timer | undefined;
   #tickTimer: Timer | undefined;
@@ -423,6 +425,9 @@ export class ReplicaDriver {
     this.#batchTimer = undefined;
     const { number } = this.#core.propose(commands);
     this.#options.observer?.proposed?.(number, commands);
+    if (this.#options.unsafeAnswerBlindWritesBeforeDurable) {
+      this.#unsafeEarlyAnswers.push(...blindWriteAnswers(this.id, number, commands));
+    }
     // Bounded by the proposals in flight (each is decided, as a Nop at worst).
     this.#proposedAtMs.set(number, this.#clock.now());
     this.metrics.instancesProposed++;
@@ -553,8 +558,10 @@ export class ReplicaDriver {
     // (Raft thesis §10.2.1); its vote counts once this Ready is advanced.
     this.#send(ready.earlyMessages);
     const effects = this.#pendingEffects;
+    const early = this.#unsafeEarlyAnswers;
+    if (early.length > 0) this.#unsafeEarlyAnswers = [];
     if (ready.records.length === 0 && effects.size === 0) {
-      this.#afterPersist(ready);
+      this.#afterPersist(ready, early);
       return;
     }
     this.#pendingEffects = new Map();
@@ -568,7 +575,7 @@ export class ReplicaDriver {
     this.#storage.commit({ records: ready.records, effects, snapshot }).then(() => {
       this.#persisting = false;
       this.#observeCommit(this.#clock.now() - started, ready.records.length, effects.size);
-      this.#afterPersist(ready);
+      this.#afterPersist(ready, early);
       // Completed later than the call: the loop is not on the stack, restart it.
       if (!this.#pumping) this.#pump();
     }, (error: unknown) => {
@@ -581,12 +588,16 @@ export class ReplicaDriver {
     });
   }
 
-  #afterPersist(ready: Ready<KvCommand>): void {
+  #afterPersist(ready: Ready<KvCommand>, unsafeEarly: readonly CommitAnswer[]): void {
     this.#noteDecided(ready.decided);
-    // The answer rule (./answer.ts): every command is answered after it has
-    // executed here, in #execute; answering blind writes here, at commit, is
-    // the broken rule the simulator must catch.
-    if (this.#options.unsafeAnswerBlindWritesAtCommit) this.#answerDecided(ready.decided);
+    // The answer rule (./answer.ts): a blind write is answered here, at
+    // commit: its instance is decided and the decision is durable (a quorum
+    // persisted it before replying, and this Ready's commit record is written).
+    // Every other command is answered after it executed here, in #execute.
+    this.#answerDecided(ready.decided);
+    for (const { request, result } of unsafeEarly) {
+      if (this.#answer(request, result)) this.metrics.commandsAnsweredAtCommit++;
+    }
     this.#send(ready.messages);
     this.#execute(ready);
     this.#core.advance();
@@ -628,7 +639,7 @@ export class ReplicaDriver {
   /** Answers the blind writes of this replica's decided instances (./answer.ts). */
   #answerDecided(decided: readonly Decided<KvCommand>[]): void {
     for (const { number, command } of decided) {
-      for (const { request, result } of answersAtCommit(this.id, number, command)) {
+      for (const { request, result } of blindWriteAnswers(this.id, number, command)) {
         if (this.#answer(request, result)) this.metrics.commandsAnsweredAtCommit++;
       }
     }

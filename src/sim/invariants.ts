@@ -7,7 +7,7 @@
 
 import { accessesConflict, batchAccesses } from "../core/conflict.ts";
 import type { Access } from "../core/conflict.ts";
-import { type Deps, depsContain, depsEqual, describeDeps } from "../core/deps.ts";
+import { type Deps, depsContain, depsEqual, describeInstanceDeps } from "../core/deps.ts";
 import { describeId, instanceKey, keyNumber, keyOwner } from "../core/instance.ts";
 import {
   type InstanceRecord,
@@ -118,9 +118,9 @@ export class InvariantChecker {
         throw new InvariantViolation(
           "Agreement",
           `instance ${id} committed as ${describePayload(decided.command)} ${
-            describeDeps(decided.deps)
+            describeInstanceDeps(decided.deps)
           } and as ${describePayload(record.command!)} ${
-            describeDeps(record.deps)
+            describeInstanceDeps(record.deps)
           } at replica ${replica}`,
         );
       }
@@ -225,9 +225,9 @@ export class InvariantChecker {
     if (prunedB !== undefined && prunedB <= first.firstCommitAt) return;
     throw new InvariantViolation(
       "Visibility",
-      `${describeId(keyOwner(a), keyNumber(a))} ${describeDeps(first.deps)} and ${
+      `${describeId(keyOwner(a), keyNumber(a))} ${describeInstanceDeps(first.deps)} and ${
         describeId(keyOwner(b), keyNumber(b))
-      } ${describeDeps(second.deps)} conflict and neither depends on the other`,
+      } ${describeInstanceDeps(second.deps)} conflict and neither depends on the other`,
     );
   }
 

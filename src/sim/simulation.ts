@@ -105,7 +105,7 @@ export interface SimulationOptions {
    * Runs the drivers with the broken answer rule (blind writes answered before
    * their decision is durable), to show that the simulator catches it.
    */
-  readonly unsafeAnswerBlindWritesAtCommit?: boolean;
+  readonly unsafeAnswerBlindWritesBeforeDurable?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -171,7 +171,8 @@ export class Simulation {
           // The simulated clients keep their own deadlines.
           requestTimeoutMs: 10 * (config.safetyMs + config.livenessMs),
           contactWindowMs: 1000,
-          unsafeAnswerBlindWritesAtCommit: options.unsafeAnswerBlindWritesAtCommit ?? false,
+          unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
+            false,
           ...(this.#trace === undefined ? {} : {
             log: (line: string) => this.#trace?.(`${this.#now} r${id} ${line}`),
             traceMessages: true,

@@ -29,7 +29,11 @@ import { MsgpackWriter } from "../codec/msgpack.ts";
 export interface RecordCodecOptions<C> {
   /** Whether a decoded value is a well-formed command. */
   readonly isCommand: (value: unknown) => value is C;
-  /** Cluster size: when given, owners must be below it and vectors must have this length. */
+  /**
+   * Cluster size: when given, owners must be below it, row vectors must have
+   * this length and an instance's dependencies one more (its `seq`; records
+   * written before `seq` existed have none and read as `seq` 0).
+   */
   readonly replicas?: number;
 }
 
@@ -125,8 +129,9 @@ export function decodeRecord<C>(
     record.command = command;
   }
   if (deps !== null) {
-    if (!isVector(deps, options.replicas)) throw new Error("Record has malformed deps");
-    record.deps = deps;
+    const checked = instanceDeps(deps, options.replicas);
+    if (checked === undefined) throw new Error("Record has malformed deps");
+    record.deps = checked;
   }
   if (initCmd === true) {
     if (record.command === undefined) throw new Error("Record's initial command refers to none");
@@ -141,8 +146,9 @@ export function decodeRecord<C>(
     if (record.deps === undefined) throw new Error("Record's initial deps refer to none");
     record.initialDeps = record.deps;
   } else if (initDeps !== null) {
-    if (!isVector(initDeps, options.replicas)) throw new Error("Record has malformed initial deps");
-    record.initialDeps = initDeps;
+    const checked = instanceDeps(initDeps, options.replicas);
+    if (checked === undefined) throw new Error("Record has malformed initial deps");
+    record.initialDeps = checked;
   }
   return record;
 }
@@ -270,6 +276,18 @@ function countZeros(bytes: Uint8Array): number {
 
 function isNatural(value: unknown): value is number {
   return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+/**
+ * An instance's stored dependencies: `replicas` rows and a `seq`, or, from a
+ * record written before `seq` existed, the rows alone (read as `seq` 0: such
+ * an instance was answered after execution, which needs no `seq`).
+ */
+function instanceDeps(value: unknown, replicas: number | undefined): Deps | undefined {
+  if (replicas === undefined) return isVector(value, undefined) ? value : undefined;
+  if (isVector(value, replicas + 1)) return value;
+  if (isVector(value, replicas)) return [...value, 0];
+  return undefined;
 }
 
 function isVector(value: unknown, replicas: number | undefined): value is Deps {

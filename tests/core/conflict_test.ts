@@ -7,7 +7,7 @@ import {
   ConflictIndex,
   type ConflictModel,
 } from "../../src/core/conflict.ts";
-import { depsContain, emptyDeps } from "../../src/core/deps.ts";
+import { depsContain, emptyInstanceDeps, seqOf } from "../../src/core/deps.ts";
 
 const keys = ["a", "b", "c", "d"];
 const accessArbitrary: fc.Arbitrary<Access> = fc.oneof(
@@ -23,6 +23,8 @@ const accessArbitrary: fc.Arbitrary<Access> = fc.oneof(
 const instanceArbitrary = fc.record({
   owner: fc.nat(2),
   accesses: fc.array(accessArbitrary, { minLength: 1, maxLength: 3 }),
+  seq: fc.nat(20),
+  raisedSeq: fc.option(fc.nat(40)),
 });
 
 Deno.test("reads do not conflict with reads; a write conflicts with what it overlaps", () => {
@@ -36,7 +38,7 @@ Deno.test("reads do not conflict with reads; a write conflicts with what it over
   );
 });
 
-Deno.test("the index answers a superset of the exact conflicts (ConflictingIds)", () => {
+Deno.test("the index answers a superset of the exact conflicts (ConflictingIds) and a seq above theirs", () => {
   fc.assert(fc.property(
     fc.array(instanceArbitrary, { maxLength: 30 }),
     fc.array(accessArbitrary, { minLength: 1, maxLength: 3 }),
@@ -44,22 +46,31 @@ Deno.test("the index answers a superset of the exact conflicts (ConflictingIds)"
     (history, query, forget) => {
       const index = new ConflictIndex(3);
       const numbers = [0, 0, 0];
-      const added: { owner: number; number: number; accesses: Access[] }[] = [];
+      const added: { owner: number; number: number; accesses: Access[]; seq: number }[] = [];
       for (const instance of history) {
         const number = ++numbers[instance.owner]!;
-        index.add(instance.owner, number, instance.accesses);
-        added.push({ owner: instance.owner, number, accesses: instance.accesses });
+        index.add(instance.owner, number, instance.accesses, instance.seq);
+        let seq = instance.seq;
+        if (instance.raisedSeq !== null) {
+          // Learned again with another seq (an Accept or a Commit): the highest counts.
+          index.add(instance.owner, number, instance.accesses, instance.raisedSeq);
+          seq = Math.max(seq, instance.raisedSeq);
+        }
+        added.push({ owner: instance.owner, number, accesses: instance.accesses, seq });
       }
       if (forget) {
         // Forgetting below a floor must keep everything at or below it covered.
         const floor = numbers.map((top) => Math.floor(top / 2));
         index.forgetBelow(floor);
       }
-      const deps = emptyDeps(3);
+      const deps = emptyInstanceDeps(3);
       index.collect(query, deps);
       for (const instance of added) {
         if (accessesConflict(query, instance.accesses)) {
           assert.ok(depsContain(deps, instance.owner, instance.number));
+          // Forgotten instances executed everywhere: their seq no longer matters.
+          const forgotten = forget && instance.number <= Math.floor(numbers[instance.owner]! / 2);
+          if (!forgotten) assert.ok(seqOf(deps, 3) > instance.seq);
         }
       }
     },
@@ -68,14 +79,17 @@ Deno.test("the index answers a superset of the exact conflicts (ConflictingIds)"
 
 Deno.test("forgetting only drops keys whose every instance is below the floor", () => {
   const index = new ConflictIndex(2);
-  index.add(0, 1, [{ key: "old", write: true }]);
-  index.add(0, 5, [{ key: "new", write: true }]);
+  index.add(0, 1, [{ key: "old", write: true }], 3);
+  index.add(0, 5, [{ key: "new", write: true }], 4);
   assert.equal(index.size, 2);
   assert.equal(index.forgetBelow([2, 0]), 1);
   assert.equal(index.size, 1);
-  const deps = emptyDeps(2);
+  const deps = emptyInstanceDeps(2);
   index.collect([{ key: "old", write: false }], deps);
-  assert.deepEqual(deps, [2, 0]);
+  // The forgotten key answers the floor, with no seq: its instance executed everywhere.
+  assert.deepEqual(deps, [2, 0, 0]);
+  index.collect([{ key: "new", write: false }], deps);
+  assert.deepEqual(deps, [5, 0, 5]);
 });
 
 Deno.test("a batch touches the union of its members' keys, writing where any member writes", () => {

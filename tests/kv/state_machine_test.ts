@@ -854,11 +854,11 @@ Deno.test("property: the core's conflict index finds every earlier kv command th
         for (const [owner, spec] of earlier) {
           const command = resolve(spec, new Map(), []);
           const number = ++numbers[owner]!;
-          index.add(owner, number, batchAccesses(kvConflicts, [command]));
+          index.add(owner, number, batchAccesses(kvConflicts, [command]), 0);
           added.push({ owner, number, command });
         }
         const command = resolve(last, new Map(), []);
-        const deps = [0, 0, 0];
+        const deps = [0, 0, 0, 0];
         index.collect(batchAccesses(kvConflicts, [command]), deps);
         for (const other of added) {
           if (!conflicts([command], [other.command])) continue;

@@ -94,8 +94,8 @@ Deno.test("the environment detects conflicting commands that do not see each oth
   // Two conflicting instances that (falsely) do not depend on each other,
   // committed in opposite orders at replicas 0 and 1. Visibility fails, and
   // the executions would be free to differ.
-  const first = { owner: 1, number: 1, ballot: 0, deps: [0, 0, 0], command: command("a") };
-  const second = { owner: 2, number: 1, ballot: 0, deps: [0, 0, 0], command: command("b") };
+  const first = { owner: 1, number: 1, ballot: 0, deps: [0, 0, 0, 0], command: command("a") };
+  const second = { owner: 2, number: 1, ballot: 0, deps: [0, 0, 0, 0], command: command("b") };
   env.core(0).step({ ...first, type: "commit", from: 1, to: 0 });
   env.core(0).step({ ...second, type: "commit", from: 2, to: 0 });
   env.core(1).step({ ...second, type: "commit", from: 2, to: 1 });
@@ -103,7 +103,7 @@ Deno.test("the environment detects conflicting commands that do not see each oth
   // A tick makes the driver handle each replica's Ready, which executes them.
   assert.throws(() => env.run("tick n=1"), (error) => {
     assert.ok(error instanceof InvariantViolation);
-    assert.match(error.message, /^Visibility: 1\.1 \[0 0 0\] and 2\.1 \[0 0 0\] conflict/);
+    assert.match(error.message, /^Visibility: 1\.1 \[0 0 0 \^0\] and 2\.1 \[0 0 0 \^0\] conflict/);
     return true;
   });
 });

@@ -122,13 +122,13 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     const preAccepts = sentAbout(env, "preaccept", "0.1");
     assert.deepEqual(preAccepts.map((m) => m.to), [1, 2], "thrifty: PreAccept to n-e-1 = 2 peers");
     assert.ok(
-      sentAbout(env, "preacceptok", "0.1").every((m) => depsEqual(m.deps, [0, 0, 0, 0, 0])),
+      sentAbout(env, "preacceptok", "0.1").every((m) => depsEqual(m.deps, [0, 0, 0, 0, 0, 0])),
       "every reply matches initDep",
     );
     assert.equal(sentAbout(env, "accept", "0.1").length, 0, "no Accept round");
     assert.deepEqual(sentAbout(env, "commit", "0.1").map((m) => m.to), [1, 2, 3, 4]);
     assert.equal(env.stats(0).fastCommits, 1);
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 0] });
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 0, 0] });
     assertExecuted(env, ["0.1"]);
     assertKv(env, ["x=1"]);
   },
@@ -138,8 +138,8 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     const accepts = sentAbout(env, "accept", "0.1");
     assert.deepEqual(accepts.map((m) => m.to), [1, 2], "Accept to n-f-1 = 2 peers");
     assert.ok(accepts.every((m) => m.ballot === 0));
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 1, 0, 0, 0] });
-    assertCommittedEverywhere(env, "1.1", { payload: "{put(x=2)}", deps: [0, 0, 0, 0, 0] });
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 1, 0, 0, 0, 1] });
+    assertCommittedEverywhere(env, "1.1", { payload: "{put(x=2)}", deps: [0, 0, 0, 0, 0, 0] });
     assertExecuted(env, ["1.1", "0.1"]);
     assertKv(env, ["x=1"]);
   },
@@ -147,8 +147,8 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     assert.equal(env.stats(0).slowCommits, 1);
     assert.equal(env.stats(3).slowCommits, 1);
     // The cycle: each depends on the other.
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=a)}", deps: [0, 0, 0, 1, 0] });
-    assertCommittedEverywhere(env, "3.1", { payload: "{put(x=d)}", deps: [1, 0, 0, 0, 0] });
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=a)}", deps: [0, 0, 0, 1, 0, 1] });
+    assertCommittedEverywhere(env, "3.1", { payload: "{put(x=d)}", deps: [1, 0, 0, 0, 0, 1] });
     // Broken by instance id, identically everywhere.
     assertExecuted(env, ["0.1", "3.1"]);
     assertKv(env, ["x=d"]);
@@ -167,7 +167,7 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     );
     assertCommittedEverywhere(env, "0.1", {
       payload: "{put(x=1)}",
-      deps: [0, 0, 0, 0, 0],
+      deps: [0, 0, 0, 0, 0, 0],
       atLeast: 3,
     });
     assertExecuted(env, ["0.1"], [0, 1, 2]);
@@ -186,23 +186,23 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     // Recovery decided nothing itself: no recovery Accept, no Validate.
     assert.ok(sentAbout(env, "accept", "0.1").every((m) => m.ballot === 0));
     assert.equal(sentAbout(env, "validate", "0.1").length, 0);
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 0] });
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 0, 0] });
     assertExecuted(env, ["0.1"]);
   },
   "recovery_found_accepted.txt": (env) => {
     assert.deepEqual(outcomes(env, 1), ["foundAccepted=1"]);
     const recoveryAccepts = sentAbout(env, "accept", "0.1").filter((m) => m.ballot === 2);
     assert.ok(recoveryAccepts.length > 0);
-    assert.ok(recoveryAccepts.every((m) => depsEqual(m.deps, [0, 0, 0, 0, 1])));
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 1] });
+    assert.ok(recoveryAccepts.every((m) => depsEqual(m.deps, [0, 0, 0, 0, 1, 1])));
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=1)}", deps: [0, 0, 0, 0, 1, 1] });
     assertExecuted(env, ["4.1", "0.1"]);
     assertKv(env, ["x=1"]);
   },
   "recovery_nop_coordinator.txt": (env) => {
     assert.deepEqual(outcomes(env, 1), ["nopCoordinatorAnswered=1"]);
     assert.equal(env.stats(0).reproposals, 1, "the coordinator proposes its command again");
-    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0] });
-    assertCommittedEverywhere(env, "0.2", { payload: "{put(x=1)}", deps: [1, 0, 0] });
+    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0, 0] });
+    assertCommittedEverywhere(env, "0.2", { payload: "{put(x=1)}", deps: [1, 0, 0, 1] });
     assertExecuted(env, ["0.1", "0.2"]);
     assertKv(env, ["x=1"]);
   },
@@ -211,7 +211,7 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     assert.ok(sentAbout(env, "validateok", "0.1").every((m) => m.invalidators.length === 0));
     assertCommittedEverywhere(env, "0.1", {
       payload: "{put(x=1)}",
-      deps: [0, 0, 0, 0, 0],
+      deps: [0, 0, 0, 0, 0, 0],
       atLeast: 4,
     });
     assertExecuted(env, ["0.1"], [1, 2, 3, 4]);
@@ -225,10 +225,10 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     );
     assertCommittedEverywhere(env, "3.1", {
       payload: "{put(x=2)}",
-      deps: [0, 0, 0, 0, 0],
+      deps: [0, 0, 0, 0, 0, 0],
       atLeast: 4,
     });
-    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0, 0, 0], atLeast: 4 });
+    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0, 0, 0, 0], atLeast: 4 });
     assertExecuted(env, ["3.1", "0.1"], [1, 2, 3, 4]);
     assertKv(env, ["x=2"]);
   },
@@ -237,12 +237,12 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     assert.equal(sentAbout(env, "waiting", "0.1").length, 4, "Waiting to every peer");
     assertCommittedEverywhere(env, "0.1", {
       payload: "{put(x=1)}",
-      deps: [0, 0, 0, 0, 0],
+      deps: [0, 0, 0, 0, 0, 0],
       atLeast: 4,
     });
     assertCommittedEverywhere(env, "3.1", {
       payload: "{put(x=2)}",
-      deps: [1, 0, 0, 0, 0],
+      deps: [1, 0, 0, 0, 0, 1],
       atLeast: 4,
     });
     assertExecuted(env, ["0.1", "3.1"], [1, 2, 3, 4]);
@@ -252,10 +252,10 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     assert.deepEqual(outcomes(env, 1), ["validated=1", "waited=1", "waitedNop=1"]);
     assertCommittedEverywhere(env, "3.1", {
       payload: "{put(x=2)}",
-      deps: [0, 0, 0, 0, 0],
+      deps: [0, 0, 0, 0, 0, 0],
       atLeast: 4,
     });
-    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0, 0, 0], atLeast: 4 });
+    assertCommittedEverywhere(env, "0.1", { payload: "nop", deps: [0, 0, 0, 0, 0, 0], atLeast: 4 });
     assertExecuted(env, ["3.1", "0.1"], [1, 2, 3, 4]);
     assertKv(env, ["x=2"]);
   },
@@ -273,7 +273,7 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     const step4 = sentAbout(env, "accept", "0.1").filter((m) => m.ballot === 7);
     assert.ok(step4.length > 0 && step4.every((m) => m.command !== NOP), "c2 is re-proposed");
     // Agreement, replica 1's disk included: c2 with deps {2.1} everywhere.
-    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=c2)}", deps: [0, 0, 1] });
+    assertCommittedEverywhere(env, "0.1", { payload: "{put(x=c2)}", deps: [0, 0, 1, 1] });
     assert.equal(env.record(1, 0, 1)!.acceptedBallot, 5, "replica 1 committed at ballot 5");
     assert.equal(env.record(0, 0, 1)!.acceptedBallot, 7, "replica 0 committed at ballot 7");
     assertExecuted(env, ["2.1", "0.1"]);

@@ -62,17 +62,17 @@ Deno.test("records encode to the library's exact bytes, before and after the pay
   const cases: [StoredInstance<KvCommand>, unknown[]][] = [
     [instance([0, 1]), [0, 1, 1, 0, 0, false, null, null, null, null]],
     [
-      instance([1, 2], { command: payload, deps: [1, 0, 0] }),
-      [1, 2, 1, 0, 0, false, payload, [1, 0, 0], null, null],
+      instance([1, 2], { command: payload, deps: [1, 0, 0, 2] }),
+      [1, 2, 1, 0, 0, false, payload, [1, 0, 0, 2], null, null],
     ],
-    [executed([1, 4], payload), [1, 4, 3, 0, 0, true, payload, [3, 0, 0], true, true]],
+    [executed([1, 4], payload), [1, 4, 3, 0, 0, true, payload, [3, 0, 0, 1], true, true]],
     [
       { ...executed([2, 5], payload), initialCommand: other },
-      [2, 5, 3, 0, 0, true, payload, [4, 0, 0], other, true],
+      [2, 5, 3, 0, 0, true, payload, [4, 0, 0, 1], other, true],
     ],
     [
-      instance([0, 3], { command: "nop", deps: [0, 0, 0] }),
-      [0, 3, 1, 0, 0, false, "nop", [0, 0, 0], null, null],
+      instance([0, 3], { command: "nop", deps: [0, 0, 0, 0] }),
+      [0, 3, 1, 0, 0, false, "nop", [0, 0, 0, 0], null, null],
     ],
   ];
   for (const [record, fields] of cases) {
@@ -97,6 +97,19 @@ Deno.test("malformed records say what is wrong", () => {
   for (const [fields, error] of cases) {
     assert.throws(() => decodeRecord(encodeMsgpack(fields), CODEC), error);
   }
+});
+
+Deno.test("records written before seq existed read with seq 0", () => {
+  // Rows only: the format before an instance's dependencies carried its seq.
+  const old = [1, 2, 3, 0, 0, true, [put("a", new Uint8Array([1]))], [1, 0, 0], true, [0, 0, 0]];
+  const decoded = decodeRecord<KvCommand>(encodeMsgpack(old), CODEC);
+  assert.deepStrictEqual(decoded.deps, [1, 0, 0, 0]);
+  assert.deepStrictEqual(decoded.initialDeps, [0, 0, 0, 0]);
+  assert.throws(
+    () =>
+      decodeRecord(encodeMsgpack([0, 1, 1, 0, 0, false, null, [1, 2, 3, 4, 5], null, null]), CODEC),
+    /malformed deps/,
+  );
 });
 
 Deno.test("entries round-trip", () => {

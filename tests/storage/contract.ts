@@ -86,9 +86,9 @@ export function instance(
   };
 }
 
-/** A committed, executed instance carrying `command`, with deps `[number - 1, 0, 0]`. */
+/** A committed, executed instance carrying `command`, with deps `[number - 1, 0, 0]` and `seq` 1. */
 export function executed(id: Id, command: Payload<KvCommand>): StoredInstance<KvCommand> {
-  const deps = [id[1] - 1, 0, 0];
+  const deps = [id[1] - 1, 0, 0, 1];
   return instance(id, {
     phase: 3,
     executed: true,
@@ -292,6 +292,8 @@ const payloadArb: fc.Arbitrary<Payload<KvCommand>> = fc.oneof(
   { weight: 4, arbitrary: fc.array(commandArb, { minLength: 1, maxLength: 3 }) },
 );
 const depsArb = fc.array(fc.nat(9), { minLength: REPLICAS, maxLength: REPLICAS });
+/** An instance's dependencies: the rows, then its `seq`. */
+const instanceDepsArb = fc.array(fc.nat(9), { minLength: REPLICAS + 1, maxLength: REPLICAS + 1 });
 const ownerArb = fc.nat(REPLICAS - 1);
 const numberArb = fc.integer({ min: 1, max: 8 });
 
@@ -303,10 +305,10 @@ const instanceArb: fc.Arbitrary<StoredInstance<KvCommand>> = fc.record({
   acceptedBallot: fc.nat(50),
   executed: fc.boolean(),
   command: fc.option(payloadArb, { nil: undefined }),
-  deps: fc.option(depsArb, { nil: undefined }),
+  deps: fc.option(instanceDepsArb, { nil: undefined }),
   initial: fc.constantFrom("none", "same", "other"),
   other: payloadArb,
-  otherDeps: depsArb,
+  otherDeps: instanceDepsArb,
 }).map(({ initial, other, otherDeps, command, deps, ...rest }) => {
   const record: Record<string, unknown> = { kind: "instance", ...rest };
   if (command !== undefined) record.command = command;
@@ -387,13 +389,19 @@ export function runStorageContract(factory: StorageFactory): void {
     await commitAndCompare(subject, [
       batch([
         instance([0, 1]),
-        instance([1, 2], { phase: 2, ballot: 7, acceptedBallot: 7, command: NOP, deps: [0, 1, 0] }),
+        instance([1, 2], {
+          phase: 2,
+          ballot: 7,
+          acceptedBallot: 7,
+          command: NOP,
+          deps: [0, 1, 0, 0],
+        }),
         executed([2, 3], command),
         instance([0, 4], {
           command,
-          deps: [1, 2, 3],
+          deps: [1, 2, 3, 4],
           initialCommand: [put("z", bytes(1))],
-          initialDeps: [0, 0, 1],
+          initialDeps: [0, 0, 1, 3],
         }),
         instance([1, 5], { command: NOP, initialCommand: NOP }),
         { kind: "floor", pruneFloor: [0, 1, 0] },
@@ -406,7 +414,7 @@ export function runStorageContract(factory: StorageFactory): void {
   test("the latest record of an instance wins, within and across batches", async (subject) => {
     await commitAndCompare(subject, [
       batch([instance([0, 1]), instance([0, 1], { phase: 2, ballot: 3 }), instance([1, 1])]),
-      batch([instance([1, 1], { phase: 3, command: NOP, deps: [0, 0, 0] })]),
+      batch([instance([1, 1], { phase: 3, command: NOP, deps: [0, 0, 0, 0] })]),
       batch([{ kind: "floor", pruneFloor: [1, 0, 0] }, { kind: "floor", pruneFloor: [2, 0, 0] }]),
     ]);
   });
