@@ -96,10 +96,6 @@ export {
 } from "./src/storage/deno_kv/mod.ts";
 export { type AppOptions, createApp } from "./src/server/app.ts";
 export { ReplicaDriver, type ReplicaDriverOptions } from "./src/driver/driver.ts";
-export {
-  OutcomeUnknownError as ReplicaOutcomeUnknownError,
-  UnavailableError as ReplicaUnavailableError,
-} from "./src/driver/errors.ts";
 export { HttpTransport, type HttpTransportOptions } from "./src/transport/http.ts";
 export { MemoryNetwork } from "./src/transport/memory.ts";
 export type { PeerStats, PeerTransport } from "./src/transport/types.ts";

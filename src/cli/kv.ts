@@ -244,7 +244,10 @@ function shorten(text: string): string {
 
 function describeError(error: KvClientError, options: { readonly server?: boolean } = {}): string {
   const server = (options.server ?? true) ? error.server : undefined;
-  const where = [error.status === undefined ? undefined : `HTTP ${error.status}`, server]
+  const where = [
+    error.answerStatus === undefined ? undefined : `HTTP ${error.answerStatus}`,
+    server,
+  ]
     .filter((part) => part !== undefined).join(" from ");
   return where === "" ? error.message : `${error.message} (${where})`;
 }

@@ -25,6 +25,14 @@
  * @module
  */
 
+import {
+  ClientRequestError,
+  KvError,
+  OutcomeUnknownError,
+  PreconditionFailedError,
+  UnavailableError,
+} from "../errors.ts";
+
 /** How a client picks the replica for each request. */
 export type ServerStrategy = "first" | "random" | "round-robin";
 
@@ -163,93 +171,6 @@ export interface ReplicaStatus {
   readonly stateDigest: string;
   /** Every other field of the answer. */
   readonly [field: string]: unknown;
-}
-
-/** Where an error came from, for {@linkcode KvClientError}. */
-export interface KvClientErrorOptions {
-  /** The replica that answered, if one did. */
-  readonly server?: string;
-  /** The HTTP status, if there was an answer. */
-  readonly status?: number;
-  /** The underlying error. */
-  readonly cause?: unknown;
-}
-
-/** Base class of the errors a {@linkcode KvClient} throws about a request. */
-export class KvClientError extends Error {
-  /** The replica the error came from, if known. */
-  readonly server: string | undefined;
-  /** The HTTP status, if there was an answer. */
-  readonly status: number | undefined;
-
-  /** Creates an error. */
-  constructor(message: string, options: KvClientErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "KvClientError";
-    this.server = options.server;
-    this.status = options.status;
-  }
-}
-
-/** A compare-and-set or compare-and-delete found another version (HTTP 412): nothing changed. */
-export class PreconditionFailedError extends KvClientError {
-  /** The key's current version, or `null` if the key does not exist. */
-  readonly current: string | null;
-
-  /** Creates an error. */
-  constructor(message: string, current: string | null, options: KvClientErrorOptions = {}) {
-    super(message, options);
-    this.name = "PreconditionFailedError";
-    this.current = current;
-  }
-}
-
-/**
- * No replica would take the request (HTTP 503, or no connection could be
- * opened): nothing was proposed, so the request may be retried later.
- */
-export class UnavailableError extends KvClientError {
-  /** The last `Retry-After` asked for, in seconds, if any. */
-  readonly retryAfterSeconds: number | undefined;
-  /** Attempts made before giving up. */
-  readonly attempts: number;
-
-  /** Creates an error. */
-  constructor(
-    message: string,
-    details: { readonly retryAfterSeconds?: number; readonly attempts: number },
-    options: KvClientErrorOptions = {},
-  ) {
-    super(message, options);
-    this.name = "UnavailableError";
-    this.retryAfterSeconds = details.retryAfterSeconds;
-    this.attempts = details.attempts;
-  }
-}
-
-/**
- * The request was sent but its outcome is unknown (HTTP 504, another 5xx,
- * a timeout or a lost connection): a write may or may not have taken effect.
- * Read the key to find out; never retry a compare-and-set blindly.
- */
-export class OutcomeUnknownError extends KvClientError {
-  /** Creates an error. */
-  constructor(message: string, options: KvClientErrorOptions = {}) {
-    super(message, options);
-    this.name = "OutcomeUnknownError";
-  }
-}
-
-/** The server refused the request as malformed or not allowed (a 4xx other than 412); the message is the server's. */
-export class ClientRequestError extends KvClientError {
-  /** The HTTP status. */
-  declare readonly status: number;
-
-  /** Creates an error. */
-  constructor(message: string, status: number, options: KvClientErrorOptions = {}) {
-    super(message, { ...options, status });
-    this.name = "ClientRequestError";
-  }
 }
 
 /** An answer read in full. */
@@ -481,9 +402,9 @@ export class KvClient {
     if (answer.status !== 200) throw this.#failure(answer);
     const version = jsonOf(answer)?.version ?? etagVersion(answer.headers.get("etag"));
     if (typeof version !== "string") {
-      throw new KvClientError("The answer to a put carries no version", {
+      throw new KvError("The answer to a put carries no version", 502, {
         server: answer.server,
-        status: answer.status,
+        answerStatus: answer.status,
       });
     }
     return { version };
@@ -503,9 +424,9 @@ export class KvClient {
     if (answer.status !== 200) throw this.#failure(answer);
     const version = answer.headers.get("kv-version") ?? etagVersion(answer.headers.get("etag"));
     if (version === undefined || version === null) {
-      throw new KvClientError("The answer to a get carries no version", {
+      throw new KvError("The answer to a get carries no version", 502, {
         server: answer.server,
-        status: answer.status,
+        answerStatus: answer.status,
       });
     }
     return new Entry(key, answer.body, version);
@@ -544,9 +465,9 @@ export class KvClient {
     if (answer.status !== 200) throw this.#failure(answer);
     const json = jsonOf(answer);
     if (json === undefined || !Array.isArray(json.items)) {
-      throw new KvClientError("The answer to a list is not a page", {
+      throw new KvError("The answer to a list is not a page", 502, {
         server: answer.server,
-        status: answer.status,
+        answerStatus: answer.status,
       });
     }
     const items = json.items.map((item: Record<string, unknown>) => {
@@ -591,9 +512,9 @@ export class KvClient {
     if (answer.status !== 200) throw this.#failure(answer);
     const json = jsonOf(answer);
     if (json === undefined || typeof json.id !== "number") {
-      throw new KvClientError("The answer to a status request is not a status", {
+      throw new KvError("The answer to a status request is not a status", 502, {
         server: answer.server,
-        status: answer.status,
+        answerStatus: answer.status,
       });
     }
     return json as ReplicaStatus;
@@ -689,11 +610,13 @@ export class KvClient {
     const retryAfterSeconds = refusal.retryAfterMs === undefined
       ? undefined
       : refusal.retryAfterMs / 1000;
-    throw new UnavailableError(
-      message,
-      { attempts, ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }) },
-      { server: refusal.server, status: refusal.status, cause: refusal.cause },
-    );
+    throw new UnavailableError(message, {
+      attempts,
+      retryAfterSeconds,
+      server: refusal.server,
+      answerStatus: refusal.status,
+      cause: refusal.cause,
+    });
   }
 
   /** One attempt: the whole answer, or the error if the connection could not be opened. */
@@ -741,9 +664,9 @@ export class KvClient {
   }
 
   /** The error for an answer that is not a success. */
-  #failure(answer: RawAnswer): KvClientError {
+  #failure(answer: RawAnswer): KvError {
     const message = messageOf(answer);
-    const where = { server: answer.server, status: answer.status };
+    const where = { server: answer.server, answerStatus: answer.status };
     if (answer.status === 412) {
       const json = jsonOf(answer);
       const current =
@@ -756,6 +679,6 @@ export class KvClient {
       return new ClientRequestError(message, answer.status, where);
     }
     if (answer.status >= 500) return new OutcomeUnknownError(message, where);
-    return new KvClientError(`Unexpected answer: ${message}`, where);
+    return new KvError(`Unexpected answer: ${message}`, 502, where);
   }
 }

@@ -1,30 +1,37 @@
 /**
- * The epaxos-kv HTTP client: {@linkcode KvClient} and its typed errors.
+ * The epaxos-kv HTTP client: {@linkcode KvClient} and the errors it throws,
+ * the same classes a replica throws (`src/errors.ts`).
  *
  * @module
  */
 
 export {
-  ClientRequestError,
   type Consistency,
   type DeleteOptions,
   failedToConnect,
   type GetOptions,
   KvClient,
   type KvClientEntry,
-  KvClientError,
-  type KvClientErrorOptions,
   type KvClientOptions,
   type KvListPage,
   type ListOptions,
   normalizeServerUrl,
-  OutcomeUnknownError,
-  PreconditionFailedError,
   type PutOptions,
   type PutResult,
   type ReplicaPeerStatus,
   type ReplicaStatus,
   type RequestOptions,
   type ServerStrategy,
-  UnavailableError,
 } from "./client.ts";
+export {
+  ClientRequestError,
+  KvError,
+  // The client's names for the base class and its options, kept for callers.
+  KvError as KvClientError,
+  type KvErrorOptions,
+  type KvErrorOptions as KvClientErrorOptions,
+  OutcomeUnknownError,
+  PreconditionFailedError,
+  UnavailableError,
+  type UnavailableErrorOptions,
+} from "../errors.ts";

@@ -37,8 +37,8 @@ import type { Random } from "../runtime/random.ts";
 import type { LoadedState, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
+import { OutcomeUnknownError, UnavailableError } from "../errors.ts";
 import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
-import { OutcomeUnknownError, UnavailableError } from "./errors.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { type Answer, Waiters } from "./waiters.ts";
 
@@ -376,7 +376,9 @@ export class ReplicaDriver {
   #admissionProblem(): UnavailableError | undefined {
     if (this.#stopped) return new UnavailableError("The replica is shutting down");
     if (this.#loopError !== undefined) {
-      return new UnavailableError(`The replica cannot persist: ${this.#loopError.message}`, 5);
+      return new UnavailableError(`The replica cannot persist: ${this.#loopError.message}`, {
+        retryAfterSeconds: 5,
+      });
     }
     if (this.#waiters.size >= (this.#options.maxPendingCommands ?? 20_000)) {
       return new UnavailableError("Too many requests in progress");
@@ -391,7 +393,7 @@ export class ReplicaDriver {
       return new UnavailableError(
         `${this.#core.heldCommands} commands are held until every replica executes them ` +
           `(limit ${heldLimit}); waiting for ${behind.join(", ") || "pruning to catch up"}`,
-        5,
+        { retryAfterSeconds: 5 },
       );
     }
     if (!this.quorumReachable()) return new UnavailableError("No quorum of replicas is reachable");

@@ -14,16 +14,15 @@ import { bodyLimit } from "hono/body-limit";
 import {
   isKvCommand,
   keyProblem,
-  type KvCommand,
   type KvCommandInput,
   MAX_LIST_LIMIT,
   MAX_VALUE_BYTES,
 } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
-import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "../transport/codec.ts";
-import { PEER_BATCH_PATH } from "../transport/http.ts";
+import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import { OutcomeUnknownError, UnavailableError } from "../driver/errors.ts";
+import { KvError, OutcomeUnknownError, UnavailableError } from "../errors.ts";
 import { renderMetrics } from "./render_metrics.ts";
 import type { RecentWindow } from "../runtime/metrics.ts";
 
@@ -53,24 +52,18 @@ function problem(c: Context, status: number, message: string, extra: Record<stri
 }
 
 /**
- * Compares a presented secret with the expected one in time that does not
- * depend on where they differ (only on the presented length). Synchronous: it
- * runs on every peer request.
+ * The answer to a {@linkcode KvError}: its status and message, with
+ * `Retry-After` when nothing was proposed and advice when the outcome is
+ * unknown.
  */
-function sameSecret(candidate: string, expected: Uint8Array): boolean {
-  const presented = encoder.encode(candidate);
-  let difference = presented.length ^ expected.length;
-  for (let i = 0; i < presented.length; i++) {
-    difference |= presented[i]! ^ (expected[i % expected.length] ?? 0);
+function kvProblem(c: Context, error: KvError): Response {
+  if (error instanceof UnavailableError) {
+    c.header("Retry-After", String(error.retryAfterSeconds ?? 1));
   }
-  return difference === 0;
-}
-
-function bearer(c: Context): string | undefined {
-  const header = c.req.header("authorization");
-  if (header === undefined) return undefined;
-  const match = /^Bearer\s+(.+)$/i.exec(header.trim());
-  return match?.[1];
+  const message = error instanceof OutcomeUnknownError
+    ? `${error.message}; read the key to learn whether it applied`
+    : error.message;
+  return problem(c, error.status, message);
 }
 
 /** Parses an entity tag list's first tag (`"v"` or `W/"v"`), `*`, or undefined. */
@@ -86,25 +79,16 @@ function etag(version: string): string {
   return `"${version}"`;
 }
 
-/** Answers a command's outcome, or the error that stopped it. */
+/**
+ * Answers a command's outcome. The {@linkcode KvError} that stops one reaches
+ * the app's `onError`, which answers it with its status.
+ */
 async function run(
-  c: Context,
   node: ReplicaDriver,
   command: KvCommandInput,
   answer: (result: KvResult) => Response,
 ): Promise<Response> {
-  try {
-    return answer(await node.submit(command));
-  } catch (error) {
-    if (error instanceof UnavailableError) {
-      c.header("Retry-After", String(error.retryAfterSeconds));
-      return problem(c, 503, error.message);
-    }
-    if (error instanceof OutcomeUnknownError) {
-      return problem(c, 504, `${error.message}; read the key to learn whether it applied`);
-    }
-    throw error;
-  }
+  return answer(await node.submit(command));
 }
 
 function keyFromPath(c: Context): { key: string } | { error: Response } {
@@ -141,13 +125,13 @@ function recentQuantiles(window: RecentWindow): Record<string, number | null> {
 /** Builds the app of one replica. */
 export function createApp(options: AppOptions): Hono {
   const { node } = options;
-  const secretBytes = encoder.encode(options.secret);
   const tokenBytes = options.clientToken === undefined
     ? undefined
     : encoder.encode(options.clientToken);
   const app = new Hono();
 
   app.onError((error, c) => {
+    if (error instanceof KvError) return kvProblem(c, error);
     console.error(`replica ${node.id}: ${c.req.method} ${c.req.path}: ${error.stack ?? error}`);
     return problem(c, 500, "Internal error");
   });
@@ -230,48 +214,22 @@ export function createApp(options: AppOptions): Hono {
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
 
   // --- Peer route --------------------------------------------------------
-  app.post(
-    PEER_BATCH_PATH,
-    // The credential before the body limit, which buffers the body: a
-    // stranger's body is never read.
-    async (c, next) => {
-      const token = bearer(c);
-      if (token === undefined || !sameSecret(token, secretBytes)) {
-        return problem(c, 401, "The peer route needs the cluster credential");
-      }
-      await next();
-      return undefined;
-    },
-    bodyLimit({
-      maxSize: MAX_BATCH_BYTES,
-      onError: (c) => problem(c, 413, `Batch is larger than ${MAX_BATCH_BYTES} bytes`),
+  app.route(
+    "/",
+    peerRoute({
+      self: node.id,
+      replicas: options.replicas,
+      secret: options.secret,
+      isCommand: isKvCommand,
+      receive: (batch) => node.receive(batch),
     }),
-    async (c) => {
-      const bytes = new Uint8Array(await c.req.arrayBuffer());
-      let batch;
-      try {
-        batch = decodeBatch<KvCommand>(bytes, {
-          replicas: options.replicas,
-          self: node.id,
-          isCommand: isKvCommand,
-        });
-      } catch (error) {
-        if (error instanceof BatchError) {
-          const status = error.message.startsWith("Batch sender is not a replica") ? 403 : 400;
-          return problem(c, status, error.message);
-        }
-        throw error;
-      }
-      node.receive(batch);
-      return c.body(null, 204);
-    },
   );
 
   // --- Client routes -----------------------------------------------------
   const client = new Hono();
   client.use("*", async (c, next) => {
     if (tokenBytes !== undefined) {
-      const token = bearer(c);
+      const token = bearerToken(c.req.header("authorization"));
       if (token === undefined || !sameSecret(token, tokenBytes)) {
         c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
         return problem(c, 401, "This route needs the client token");
@@ -303,7 +261,7 @@ export function createApp(options: AppOptions): Hono {
     if (consistency !== "linearizable") {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    return await run(c, node, {
+    return await run(node, {
       op: "list",
       prefix,
       ...(cursor === undefined ? {} : { after: cursor }),
@@ -327,7 +285,6 @@ export function createApp(options: AppOptions): Hono {
       return problem(c, 400, "consistency must be linearizable or local");
     }
     return await run(
-      c,
       node,
       { op: "get", key: parsed.key },
       (result) =>
@@ -352,7 +309,7 @@ export function createApp(options: AppOptions): Hono {
       if (value.length > MAX_VALUE_BYTES) {
         return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
       }
-      return await run(c, node, {
+      return await run(node, {
         op: "put",
         key: parsed.key,
         value,
@@ -371,7 +328,7 @@ export function createApp(options: AppOptions): Hono {
     if ("error" in parsed) return parsed.error;
     const condition = conditionOf(c);
     if ("error" in condition) return condition.error;
-    return await run(c, node, {
+    return await run(node, {
       op: "delete",
       key: parsed.key,
       ...(condition.ifVersion === undefined ? {} : { ifVersion: condition.ifVersion }),

@@ -14,7 +14,7 @@
 import { describeKeyFailure, HistoryRecorder } from "../check/mod.ts";
 import { keyNumber, keyOwner } from "../core/instance.ts";
 import type { TimingOptions } from "../core/replica.ts";
-import { OutcomeUnknownError, UnavailableError } from "../driver/errors.ts";
+import { OutcomeUnknownError, UnavailableError } from "../errors.ts";
 import type { KvCommandInput } from "../kv/commands.ts";
 import type { KvResult } from "../kv/state_machine.ts";
 import { SeededRandom } from "../runtime/random.ts";

@@ -3,6 +3,7 @@ import {
   ClientRequestError,
   KvClient,
   KvClientError,
+  KvError,
   normalizeServerUrl,
   OutcomeUnknownError,
   PreconditionFailedError,
@@ -236,6 +237,7 @@ Deno.test("a 503 from a replica without a quorum is retried on another replica",
     await assert.rejects(pinned.put("k", "v", { server: urls[0] }), (error) => {
       assert.ok(error instanceof UnavailableError);
       assert.equal(error.status, 503);
+      assert.equal(error.answerStatus, 503);
       assert.equal(error.server, urls[0]);
       assert.equal(error.retryAfterSeconds, 1);
       assert.equal(error.attempts, 1);
@@ -281,7 +283,8 @@ Deno.test("a replica that cannot be connected to is skipped, and none reachable 
     const nothing = new KvClient({ servers: [dead, deadServerUrl()], maxRetryDelayMs: 10 });
     await assert.rejects(nothing.put("k", "v"), (error) => {
       assert.ok(error instanceof UnavailableError);
-      assert.equal(error.status, undefined);
+      assert.equal(error.status, 503, "unavailable, whether or not a replica answered");
+      assert.equal(error.answerStatus, undefined, "no replica answered");
       assert.match(
         error.message,
         /^No replica took the request in 3 attempts: http:.*: Cannot connect: .*; http:.*: Cannot connect/,
@@ -303,6 +306,7 @@ Deno.test("a 504 or a client timeout is OutcomeUnknownError and is never retried
     await assert.rejects(kv.put("k", "v"), (error) => {
       assert.ok(error instanceof OutcomeUnknownError);
       assert.equal(error.status, 504);
+      assert.equal(error.answerStatus, 504);
       assert.equal(error.server, urls[0]);
       assert.match(error.message, /did not execute in time/);
       return true;
@@ -316,7 +320,8 @@ Deno.test("a 504 or a client timeout is OutcomeUnknownError and is never retried
     const impatient = new KvClient({ servers: urls, timeoutMs: 100 });
     await assert.rejects(impatient.delete("k"), (error) => {
       assert.ok(error instanceof OutcomeUnknownError);
-      assert.equal(error.status, undefined);
+      assert.equal(error.status, 504, "unknown, whether or not a replica answered");
+      assert.equal(error.answerStatus, undefined, "no replica answered");
       assert.match(
         error.message,
         /No answer within 100 ms; the request may or may not have taken effect/,
@@ -389,4 +394,25 @@ Deno.test("the constructor validates and normalizes its options", () => {
   assert.ok(new OutcomeUnknownError("x") instanceof KvClientError);
   assert.ok(new UnavailableError("x", { attempts: 1 }) instanceof KvClientError);
   assert.equal(new ClientRequestError("x", 400).status, 400);
+});
+
+Deno.test("the client throws the classes a replica throws, each with its status as a type", () => {
+  // One vocabulary: the client's names are the classes of src/errors.ts.
+  assert.equal(KvClientError, KvError);
+  const unavailable = new UnavailableError("x");
+  assert.ok(unavailable instanceof KvClientError);
+  assert.equal(unavailable.status, 503);
+  assert.equal(unavailable.attempts, 1);
+  assert.equal(unavailable.retryAfterSeconds, undefined);
+  assert.equal(new OutcomeUnknownError("x").status, 504);
+  const failed = new PreconditionFailedError("x", "1.0.0", {
+    server: "http://a",
+    answerStatus: 412,
+  });
+  assert.equal(failed.status, 412);
+  assert.equal(failed.current, "1.0.0");
+  assert.equal(failed.server, "http://a");
+  const refused = new ClientRequestError("x", 413);
+  assert.equal(refused.status, 413);
+  assert.equal(refused.name, "ClientRequestError");
 });

@@ -4,7 +4,7 @@ import { MAX_VALUE_BYTES } from "../../src/kv/commands.ts";
 import { createApp } from "../../src/server/app.ts";
 import { encodeBatch } from "../../src/transport/codec.ts";
 import { PEER_BATCH_PATH } from "../../src/transport/http.ts";
-import { startTestCluster } from "./cluster_helpers.ts";
+import { startTestCluster, waitFor } from "./cluster_helpers.ts";
 
 const SECRET = "test-secret-0123456789";
 
@@ -195,6 +195,31 @@ Deno.test("the peer route refuses requests without the credential, from stranger
     assert.equal((await post(batch, auth)).status, 204);
     assert.equal(node.metrics.batchesReceived, received + 1);
   });
+});
+
+Deno.test("the driver's errors are answered with their status: 503 with Retry-After, 504 with advice", async () => {
+  const cluster = await startTestCluster(3, { contactWindowMs: 1000, requestTimeoutMs: 200 });
+  try {
+    const app = createApp({ node: cluster.nodes[0]!, replicas: 3, secret: SECRET });
+    const put = (key: string) => app.request(`/kv/${key}`, { method: "PUT", body: "v" });
+    // Cut off, but still believing its peers reachable: proposes, cannot commit.
+    cluster.network.setDown(0, true);
+    const unknown = await put("a");
+    assert.equal(unknown.status, 504);
+    assert.equal(unknown.headers.get("retry-after"), null);
+    assert.deepEqual(await unknown.json(), {
+      error:
+        "The command was proposed but did not execute in time; read the key to learn whether it applied",
+    });
+    // Once the peers are considered unreachable: refused, nothing proposed.
+    await waitFor(() => !cluster.nodes[0]!.quorumReachable(), 5000, "the quorum to be lost");
+    const refused = await put("b");
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers.get("retry-after"), "1");
+    assert.deepEqual(await refused.json(), { error: "No quorum of replicas is reachable" });
+  } finally {
+    await cluster.stop();
+  }
 });
 
 Deno.test("a configured client token guards the client routes but not the peer or health routes", async () => {

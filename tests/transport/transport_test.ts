@@ -2,12 +2,9 @@ import assert from "node:assert/strict";
 import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
 import { SystemClock } from "../../src/runtime/clock.ts";
 import { SeededRandom } from "../../src/runtime/random.ts";
-import { BatchError, decodeBatch, type PeerBatch } from "../../src/transport/codec.ts";
-import {
-  HttpTransport,
-  type HttpTransportOptions,
-  PEER_BATCH_PATH,
-} from "../../src/transport/http.ts";
+import type { PeerBatch } from "../../src/transport/codec.ts";
+import { HttpTransport, type HttpTransportOptions } from "../../src/transport/http.ts";
+import { peerRoute } from "../../src/transport/http_route.ts";
 import { MemoryNetwork } from "../../src/transport/memory.ts";
 import type { PeerTransport } from "../../src/transport/types.ts";
 import {
@@ -74,27 +71,20 @@ const httpFactory: TransportFactory = {
     const clock = new SystemClock();
     const received = Array.from({ length: REPLICAS }, () => [] as PeerBatch<KvCommand>[]);
     let refused = 0;
-    // The receiving side of `src/server/app.ts`'s peer route: credential, decode, hand over.
-    const handler = (id: number) => async (request: Request): Promise<Response> => {
-      if (request.method !== "POST" || new URL(request.url).pathname !== PEER_BATCH_PATH) {
-        refused++;
-        return new Response(null, { status: 404 });
-      }
-      if (request.headers.get("authorization") !== `Bearer ${SECRET}`) {
-        refused++;
-        return new Response(null, { status: 401 });
-      }
-      const bytes = new Uint8Array(await request.arrayBuffer());
-      try {
-        received[id]!.push(
-          decodeBatch<KvCommand>(bytes, { replicas: REPLICAS, self: id, isCommand: isKvCommand }),
-        );
-      } catch (error) {
-        if (!(error instanceof BatchError)) throw error;
-        refused++;
-        return new Response(error.message, { status: 400 });
-      }
-      return new Response(null, { status: 204 });
+    // The receiving side is the production one (`src/transport/http_route.ts`).
+    const handler = (id: number) => {
+      const route = peerRoute<KvCommand>({
+        self: id,
+        replicas: REPLICAS,
+        secret: SECRET,
+        isCommand: isKvCommand,
+        receive: (batch) => received[id]!.push(batch),
+      });
+      return async (request: Request): Promise<Response> => {
+        const response = await route.fetch(request);
+        if (response.status !== 204) refused++;
+        return response;
+      };
     };
     const serve = (id: number, port: number) =>
       Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, handler(id));
