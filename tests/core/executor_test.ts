@@ -35,6 +35,7 @@ const specsArbitrary = fc.array(
     }),
     nop: fc.double({ min: 0, max: 1, noNaN: true }).map((x) => x < 0.1),
     mutual: fc.boolean(),
+    seq: fc.nat(4),
   }),
   { minLength: 1, maxLength: 25 },
 ).map((raw) => {
@@ -44,9 +45,13 @@ const specsArbitrary = fc.array(
     owner: entry.owner,
     number: entry.number,
     // Name only instances that exist: a dependency on a missing one waits for ever.
-    deps: entry.depFractions.map((fraction, row) =>
-      Math.min(counts[row], Math.floor(fraction * (counts[row] + 1)))
-    ),
+    // The rows, then the seq (SOSP'13 §4.1), which orders a cycle.
+    deps: [
+      ...entry.depFractions.map((fraction, row) =>
+        Math.min(counts[row], Math.floor(fraction * (counts[row] + 1)))
+      ),
+      entry.seq,
+    ],
     accesses: [{ key: entry.key, write: entry.write }],
     nop: entry.nop,
   }));
@@ -72,7 +77,7 @@ function replay(specs: readonly Spec[], order: readonly number[]): Instance<stri
     const instance = newInstance<string>(spec.owner, spec.number, 0);
     table.set(instance.key, instance);
     instance.command = spec.nop ? NOP : ["x"];
-    instance.deps = spec.nop ? new Array(ROWS).fill(0) : spec.deps;
+    instance.deps = spec.nop ? new Array(ROWS + 1).fill(0) : spec.deps;
     instance.phase = Phase.Committed;
     if (!spec.nop) {
       instance.accesses = spec.accesses;
@@ -150,6 +155,25 @@ Deno.test("a command runs after the conflicting commands it depends on, unless t
     }),
     { numRuns: 1000 },
   );
+});
+
+Deno.test("inside a cycle, commands run in seq order, then by instance id", () => {
+  // 0.1 and 1.1 write one key and each has the other in its deps: one
+  // component. By id 0.1 would run first; 1.1 has the lower seq and runs first.
+  const specs: Spec[] = [
+    { owner: 0, number: 1, deps: [0, 1, 0, 5], accesses: [{ key: "a", write: true }], nop: false },
+    { owner: 1, number: 1, deps: [1, 0, 0, 3], accesses: [{ key: "a", write: true }], nop: false },
+    { owner: 2, number: 1, deps: [1, 1, 0, 3], accesses: [{ key: "a", write: true }], nop: false },
+  ];
+  for (const order of [[0, 1, 2], [2, 1, 0], [1, 2, 0]]) {
+    const run = replay(specs, order).map((instance) => instance.key);
+    // 2.1 depends on both, and neither on it: it runs last. Among the cycle, seq decides.
+    assert.deepEqual(run, [instanceKey(1, 1), instanceKey(0, 1), instanceKey(2, 1)]);
+  }
+  // Equal seqs fall back to the instance id.
+  const tied = specs.map((spec) => ({ ...spec, deps: [...spec.deps.slice(0, ROWS), 4] }));
+  const run = replay(tied, [0, 1, 2]).map((instance) => instance.key);
+  assert.deepEqual(run, [instanceKey(0, 1), instanceKey(1, 1), instanceKey(2, 1)]);
 });
 
 Deno.test("an instance waits for an unknown instance its dependencies name, then runs", () => {

@@ -157,7 +157,7 @@ Deno.test("messages about pruned instances are ignored", () => {
     number: 1,
     ballot: 0,
     command: NOP,
-    deps: [0, 0, 0],
+    deps: [0, 0, 0, 0],
   });
   assert.equal(cluster.replicas[1]!.hasReady(), false);
   assert.equal(cluster.replicas[1]!.instance(0, 1), undefined);

@@ -250,7 +250,7 @@ Deno.test({
             key: "guarded",
             value: new TextEncoder().encode("forged"),
           }],
-          deps: [0, 0, 0],
+          deps: [0, 0, 0, 0],
         }],
       }) as Uint8Array<ArrayBuffer>;
       const attempts: Record<string, string>[] = [{}, {

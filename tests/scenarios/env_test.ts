@@ -66,7 +66,7 @@ Deno.test("the environment detects replicas that commit different values", () =>
   env.run("stabilize");
   // Forge a Commit of a different value for a new instance at two replicas,
   // bypassing the protocol: the check after the next command must object.
-  const base = { owner: 2, number: 1, ballot: 0, deps: [0, 0, 0] } as const;
+  const base = { owner: 2, number: 1, ballot: 0, deps: [0, 0, 0, 0] } as const;
   const value = (text: string) => [{
     op: "put" as const,
     request: `forged-${text}`,

@@ -184,7 +184,7 @@ Deno.test("the peer route refuses requests without the credential, from stranger
         owner: 1,
         number: 1,
         command: [{ op: "put" }],
-        deps: [0, 0, 0],
+        deps: [0, 0, 0, 0],
       }],
     });
     const refused = await post(badCommand, auth);

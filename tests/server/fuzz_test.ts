@@ -476,7 +476,7 @@ const REAL_BATCHES: Uint8Array[] = [
       number: 9,
       ballot: 5,
       command: [put],
-      deps: [0, 3, 8],
+      deps: [0, 3, 8, 2],
     }, {
       type: "frontier",
       from: 2,
@@ -495,7 +495,7 @@ const REAL_BATCHES: Uint8Array[] = [
       owner: 1,
       number: 4,
       command: [put, list],
-      deps: [1, 3, 0],
+      deps: [1, 3, 0, 4],
     }],
   }),
 ];

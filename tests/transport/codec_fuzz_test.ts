@@ -123,6 +123,8 @@ const ballotArb = bigNat(MAX_BALLOT);
 const numberArb = bigNat(MAX_INSTANCE_NUMBER, 1);
 const depsArb = (replicas: number) =>
   fc.array(fc.maxSafeNat(), { minLength: replicas, maxLength: replicas });
+/** An instance's dependencies: the rows, then its `seq`. */
+const instanceDepsArb = (replicas: number) => depsArb(replicas + 1);
 
 /** Every message type, with arbitrary valid fields, from `from` to `to`. */
 function messageArb(
@@ -132,7 +134,8 @@ function messageArb(
 ): fc.Arbitrary<Message<KvCommand>> {
   const owner = fc.nat(replicas - 1);
   const about = fc.record({ owner, number: numberArb }).map((ids) => ({ from, to, ...ids }));
-  const deps = depsArb(replicas);
+  const deps = instanceDepsArb(replicas);
+  const rows = depsArb(replicas);
   return fc.oneof(
     fc.tuple(about, batchArb, deps).map(([ids, command, d]): Message<KvCommand> => ({
       type: "preaccept",
@@ -194,7 +197,7 @@ function messageArb(
       ...ids,
       count,
     })),
-    fc.tuple(deps, deps, bigNat(MAX_INSTANCE_NUMBER)).map((
+    fc.tuple(rows, rows, bigNat(MAX_INSTANCE_NUMBER)).map((
       [executed, pruned, highest],
     ): Message<KvCommand> => ({ type: "frontier", from, to, executed, pruned, highest })),
   );

@@ -88,7 +88,7 @@ Deno.test("the peer route refuses strangers, malformed and oversized batches who
     encode({
       v: 1,
       from: 1,
-      messages: [{ ...nack, type: "preaccept", command: [{ op: "put" }], deps: [0, 0, 0] }],
+      messages: [{ ...nack, type: "preaccept", command: [{ op: "put" }], deps: [0, 0, 0, 0] }],
     }),
     400,
     /Malformed preaccept/,
