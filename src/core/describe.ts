@@ -133,9 +133,12 @@ export function describeExecution<C>(
   }${execution.local ? " local" : ""}`;
 }
 
-/** Renders a Ready as lines: records, then messages, then executions. */
+/** Renders a Ready as lines: early messages, records, then messages, then executions. */
 export function describeReady<C>(ready: Ready<C>, describeCommand?: CommandDescriber<C>): string[] {
   const lines: string[] = [];
+  for (const message of ready.earlyMessages) {
+    lines.push(`send early ${describeMessage(message, describeCommand)}`);
+  }
   for (const record of ready.records) lines.push(describeStorageRecord(record, describeCommand));
   for (const message of ready.messages) {
     lines.push(`send ${describeMessage(message, describeCommand)}`);

@@ -35,6 +35,8 @@ export interface Lead<C> {
    * its PreAccepted record is durable (see `Replica.advance`).
    */
   preAcceptReplies: (Deps | undefined)[];
+  /** Whether the coordinator's own PreAccepted record is not durable yet (its PreAccepts left early). */
+  ownVotePending: boolean;
   /** Bitmask of AcceptOK senders at `ballot`. */
   acks: number;
   /** RecoverOK by replica (including late ones); empty unless recovering. */
@@ -113,6 +115,7 @@ export class Leads<C> {
       attempts: 0,
       deadline: Number.POSITIVE_INFINITY,
       preAcceptReplies: stage === "preaccept" ? new Array(this.#replicas) : NO_REPLIES,
+      ownVotePending: false,
       acks: 0,
       recoverReplies: stage === "recover" ? new Array(this.#replicas) : NO_REPLIES,
       quorum: 0,

@@ -15,6 +15,8 @@ export interface InFlight<C> {
   readonly executions: readonly Execution<C>[];
   /** The instances whose executed markers it carried: durable once advanced. */
   readonly markers: readonly Instance<C>[];
+  /** Whether it carried any record. */
+  readonly wroteRecords: boolean;
 }
 
 /** The next Ready, as it fills, and the one in flight. */
@@ -23,6 +25,7 @@ export class ReadyBuilder<C> {
   #dirty: Instance<C>[] = [];
   #extraRecords: StorageRecord<C>[] = [];
   #outbox: Message<C>[] = [];
+  #early: Message<C>[] = [];
   #executions: Execution<C>[] = [];
   #abandoned: Abandoned<C>[] = [];
   #decided: Decided<C>[] = [];
@@ -45,6 +48,15 @@ export class ReadyBuilder<C> {
   /** Queues a message to send once the next Ready's records are durable. */
   send(message: Message<C>): void {
     this.#outbox.push(message);
+  }
+
+  /**
+   * Queues a message that may leave while the next Ready's records are being
+   * written: a coordinator's own PreAccept (Raft thesis §10.2.1). Its sender
+   * counts its own vote only once those records are durable.
+   */
+  sendEarly(message: Message<C>): void {
+    this.#early.push(message);
   }
 
   /** Queues an execution for the state machine. */
@@ -70,7 +82,7 @@ export class ReadyBuilder<C> {
   /** Whether the next Ready holds anything but executed markers. */
   hasUrgent(): boolean {
     return this.#dirty.length > 0 || this.#extraRecords.length > 0 || this.#outbox.length > 0 ||
-      this.#executions.length > 0 || this.#abandoned.length > 0;
+      this.#early.length > 0 || this.#executions.length > 0 || this.#abandoned.length > 0;
   }
 
   /** Whether the next Ready holds anything. */
@@ -135,14 +147,15 @@ export class ReadyBuilder<C> {
       messages: this.#outbox,
       executions: this.#executions,
       abandoned: this.#abandoned,
-      earlyMessages: [],
+      earlyMessages: this.#early,
       decided: this.#decided,
     };
-    this.#inFlight = { executions: this.#executions, markers };
+    this.#inFlight = { executions: this.#executions, markers, wroteRecords: records.length > 0 };
     for (const instance of this.#dirty) instance.dirty = false;
     this.#dirty = [];
     this.#extraRecords = [];
     this.#outbox = [];
+    this.#early = [];
     this.#executions = [];
     this.#abandoned = [];
     this.#decided = [];

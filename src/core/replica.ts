@@ -27,7 +27,12 @@ import { type Instance, instanceKey, keyNumber, keyOwner, toRecord } from "./ins
 import { type Lead, popCount, repliedMask } from "./lead.ts";
 import { decidePreAccept, type QuorumSizes } from "./quorum.ts";
 import { Recoverer } from "./recoverer.ts";
-import { type ReplicaOptions, ReplicaState, type RestoredState } from "./replica_state.ts";
+import {
+  MAX_EARLY_PREACCEPTS,
+  type ReplicaOptions,
+  ReplicaState,
+  type RestoredState,
+} from "./replica_state.ts";
 import type { ReplicaStats } from "./stats.ts";
 import {
   type InstanceRecord,
@@ -245,7 +250,10 @@ export class Replica<C> {
    * before asking again. Stepping the replica while a Ready is in flight is fine.
    */
   ready(): Ready<C> {
-    return this.#s.out.take((instance) => this.#s.instances.get(instance.key) === instance);
+    const ready = this.#s.out.take((instance) => this.#s.instances.get(instance.key) === instance);
+    this.#s.ownVotesInFlight = this.#s.ownVotesPending;
+    this.#s.ownVotesPending = [];
+    return ready;
   }
 
   /**
@@ -254,6 +262,8 @@ export class Replica<C> {
    */
   advance(): void {
     const inFlight = this.#s.out.advance();
+    if (inFlight.wroteRecords) this.#s.earlyPreAccepts = true;
+    this.#countOwnVotes();
     for (const execution of inFlight.executions) {
       const instance = this.#s.instances.get(instanceKey(execution.owner, execution.number));
       if (instance !== undefined) this.#s.out.markExecuted(instance);
@@ -310,6 +320,24 @@ export class Replica<C> {
   // ---------------------------------------------------------------------------
   // Commit protocol (EPaxos* Figure 3).
 
+  /**
+   * The coordinator's own PreAccepted records of the Ready just advanced are
+   * durable: its votes count now (Raft thesis §10.2.1), and may decide.
+   */
+  #countOwnVotes(): void {
+    const votes = this.#s.ownVotesInFlight;
+    if (votes.length === 0) return;
+    this.#s.ownVotesInFlight = [];
+    for (const lead of votes) {
+      lead.ownVotePending = false;
+      const instance = lead.instance;
+      if (this.#s.leads.get(instance.key) !== lead || lead.stage !== "preaccept") continue;
+      if (instance.ballot !== 0 || instance.phase !== Phase.PreAccepted) continue;
+      lead.preAcceptReplies[this.#s.id] = instance.initialDeps;
+      this.#decidePreAccept(lead, false);
+    }
+  }
+
   #propose(commands: readonly C[], reproposals: number): { owner: number; number: number } {
     const number = ++this.#s.lastNumber;
     const instance = this.#s.create(this.#s.id, number);
@@ -330,14 +358,23 @@ export class Replica<C> {
     this.#s.uncommitted.add(instance);
     this.#s.ownProposals.set(instance.key, { commands, reproposals });
     const lead = this.#s.leads.start(instance, 0, "preaccept");
-    lead.preAcceptReplies[this.#s.id] = deps;
-    this.#sendPreAccept(lead, this.#s.pick(this.#s.quorum.preAcceptTargets, 0));
+    if (this.#s.earlyPreAccepts && this.#s.ownVotesPending.length < MAX_EARLY_PREACCEPTS) {
+      // The PreAccepts leave while our record is written (Raft thesis
+      // §10.2.1); our own vote counts once it is durable (#countOwnVotes).
+      // Peers still persist before they reply.
+      lead.ownVotePending = true;
+      this.#s.ownVotesPending.push(lead);
+      this.#sendPreAccept(lead, this.#s.pick(this.#s.quorum.preAcceptTargets, 0), true);
+    } else {
+      lead.preAcceptReplies[this.#s.id] = deps;
+      this.#sendPreAccept(lead, this.#s.pick(this.#s.quorum.preAcceptTargets, 0));
+    }
     return { owner: this.#s.id, number };
   }
 
-  #sendPreAccept(lead: Lead<C>, targets: number): void {
+  #sendPreAccept(lead: Lead<C>, targets: number, early = false): void {
     const instance = lead.instance;
-    this.#s.sendTo(targets, (to) => ({
+    (early ? this.#s.sendEarlyTo : this.#s.sendTo).call(this.#s, targets, (to) => ({
       type: "preaccept",
       from: this.#s.id,
       to,
@@ -392,6 +429,8 @@ export class Replica<C> {
 
   /** Tallies the PreAcceptOK replies and carries out `decidePreAccept`. */
   #decidePreAccept(lead: Lead<C>, timedOut: boolean): void {
+    // Our own vote is not durable yet: nothing is decided without it.
+    if (lead.ownVotePending) return;
     const instance = lead.instance;
     const initialDeps = instance.initialDeps!;
     let replies = 0;

@@ -32,6 +32,13 @@ import { newReplicaStats, type ReplicaStats } from "./stats.ts";
 import { Timers, type TimingOptions } from "./timing.ts";
 import { type InstanceRecord, type Message, NOP, type Payload, Phase } from "./types.ts";
 
+/**
+ * Most own PreAccepts one Ready sends before its records are durable (the
+ * rest wait for the write, as every other message does). A restarted replica
+ * skips this many numbers of its row, so bounding it bounds the gaps.
+ */
+export const MAX_EARLY_PREACCEPTS = 8;
+
 /** How to build a replica. */
 export interface ReplicaOptions<C> {
   /** This replica's index, `0 <= id < replicas`. */
@@ -110,6 +117,18 @@ export class ReplicaState<C> {
   tick = 0;
   /** The last number this replica allocated in its own row. */
   lastNumber = 0;
+  /**
+   * Whether this replica may send its own PreAccepts before their records are
+   * durable: once something it wrote is durable (storage held state at
+   * restore, or a Ready with records was advanced). A replica whose storage is
+   * empty therefore never sent an early PreAccept, and the numbers it
+   * allocates cannot collide with ones a crash lost (see `restore`).
+   */
+  earlyPreAccepts = false;
+  /** Own proposals whose PreAccept left early: their vote counts once the next Ready is durable. */
+  ownVotesPending: Lead<C>[] = [];
+  /** Own votes waiting for the Ready in flight to be advanced. */
+  ownVotesInFlight: Lead<C>[] = [];
   /** Thrifty preference order of the peers, closest first. */
   peerOrder: number[] = [];
 
@@ -191,6 +210,12 @@ export class ReplicaState<C> {
   sendTo(targets: number, build: (to: number) => Message<C>): void {
     for (let peer = 0; peer < this.n; peer++) {
       if ((targets & (1 << peer)) !== 0 && peer !== this.id) this.out.send(build(peer));
+    }
+  }
+  /** Like `sendTo`, for messages that may leave before the next Ready's records are durable. */
+  sendEarlyTo(targets: number, build: (to: number) => Message<C>): void {
+    for (let peer = 0; peer < this.n; peer++) {
+      if ((targets & (1 << peer)) !== 0 && peer !== this.id) this.out.sendEarly(build(peer));
     }
   }
 
@@ -345,11 +370,13 @@ export class ReplicaState<C> {
    * unfinished instances at ballot 0, for the coordinator to resume.
    */
   restore(restored: RestoredState<C>): Instance<C>[] {
+    let hadState = restored.pruneFloor !== undefined;
     this.progress.restore(restored.pruneFloor);
     const pruneFloor = this.progress.pruneFloor;
     if (restored.pruneFloor !== undefined) this.index.raiseAbsentFloor(pruneFloor);
     const loaded: Instance<C>[] = [];
     for (const record of restored.records) {
+      hadState = true;
       if (record.owner < 0 || record.owner >= this.n) continue;
       if (this.progress.isPruned(record.owner, record.number)) {
         // Pruned before the crash but its delete was not persisted: finish it.
@@ -370,6 +397,14 @@ export class ReplicaState<C> {
       }
     }
     this.lastNumber = Math.max(this.lastNumber, pruneFloor[this.id]!);
+    if (hadState) {
+      // Up to MAX_EARLY_PREACCEPTS proposals of the Ready in flight at a crash
+      // may have reached peers without their records: never reuse their
+      // numbers. Peers recover the skipped numbers (as Nops where nothing
+      // arrived) through the usual gap handling.
+      this.lastNumber += MAX_EARLY_PREACCEPTS;
+      this.earlyPreAccepts = true;
+    }
     for (let row = 0; row < this.n; row++) this.executor.markPrunedPrefix(row, pruneFloor[row]!);
     loaded.sort((a, b) => a.number - b.number || a.owner - b.owner);
     for (const instance of loaded) {

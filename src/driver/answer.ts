@@ -7,8 +7,11 @@
  *   instance and place in the batch). The driver answers it after the Ready
  *   that reports the decision is written; by then a quorum persisted the
  *   decided value before replying (fast path: the PreAccept replies; slow
- *   path or recovery: the Accept replies), so EPaxos* recovery finds it
- *   whatever fails next. This is EPaxos's own reply rule (SOSP'13 §4.3).
+ *   path or recovery: the Accept replies) and the coordinator its commit
+ *   (recovery trusts a coordinator's own record: one that restarted merely
+ *   pre-accepted would make it choose a Nop), so EPaxos* recovery finds the
+ *   decision whatever fails next. This is EPaxos's own reply rule (SOSP'13
+ *   §4.3).
  * - Everything else (reads, lists, conditional writes) is answered after it
  *   executed on the replica that proposed it: its result depends on the state.
  *

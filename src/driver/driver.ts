@@ -595,7 +595,10 @@ export class ReplicaDriver {
     // The answer rule (./answer.ts): a blind write is answered here, at
     // commit: its instance is decided and the decision is durable (a quorum
     // persisted it before replying, and this Ready's commit record is written).
-    // Every other command is answered after it executed here, in #execute.
+    // Not earlier: EPaxos* recovery trusts the coordinator's own record, and a
+    // coordinator that restarted pre-accepted makes it choose a Nop (see
+    // tests/scenarios/testdata/fast_commit_durability.txt). Every other
+    // command is answered after it executed here, in #execute.
     this.#answerDecided(ready.decided);
     for (const { request, result } of unsafeEarly) {
       if (this.#answer(request, result)) this.metrics.commandsAnsweredAtCommit++;

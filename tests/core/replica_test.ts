@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { ConflictModel } from "../../src/core/conflict.ts";
 import { Replica } from "../../src/core/replica.ts";
+import { MAX_EARLY_PREACCEPTS } from "../../src/core/replica_state.ts";
 import { type Message, NOP, Phase, type Ready } from "../../src/core/types.ts";
 
 interface Command {
@@ -38,7 +39,7 @@ class Cluster {
             this.executed[replica.id]!.push(`${execution.owner}.${execution.number}`);
           }
           replica.advance();
-          for (const message of ready.messages) {
+          for (const message of [...ready.earlyMessages, ...ready.messages]) {
             this.sent.push(message);
             if (!drop(message)) this.replicas[message.to]!.step(message);
           }
@@ -134,8 +135,9 @@ Deno.test("a restarted coordinator resumes its unfinished proposal from its reco
   const preAccepts = resumed.messages.filter((m) => m.type === "preaccept");
   assert.equal(preAccepts.length, 2, "re-sent to every peer");
   restarted.advance();
-  // A new proposal never reuses the instance number.
-  assert.equal(restarted.propose([{ key: "b", write: true }]).number, 2);
+  // A new proposal never reuses the instance number, nor one an early
+  // PreAccept lost in the crash may have taken.
+  assert.equal(restarted.propose([{ key: "b", write: true }]).number, 2 + MAX_EARLY_PREACCEPTS);
 });
 
 Deno.test("messages about pruned instances are ignored", () => {
