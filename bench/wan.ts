@@ -6,7 +6,8 @@
  * link delayed by RTT/2 (`--emulate-wan`), and K closed-loop clients co-located
  * with each replica (0 ms to it). Each client writes its own keys, except that
  * with probability `--conflict` % an operation writes one key shared by every
- * region. Latency is client-seen: the answer comes after the command executed.
+ * region. Latency is client-seen: every operation is a blind PUT, answered at
+ * commit once the decision is durable (README, "HTTP API").
  *
  * Per region it reports p50 and p99 latency, the fast-path ratio of the
  * commands that replica coordinated, the fast-path floor (round trip to the
