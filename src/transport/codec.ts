@@ -28,12 +28,15 @@ export interface PeerBatch<C> {
   readonly messages: readonly Message<C>[];
 }
 
-/** Why a batch was refused. */
+/** Why a batch was refused, with the HTTP status the peer route answers. */
 export class BatchError extends Error {
-  /** Creates a refusal with a reason fit for a 400 answer. */
-  constructor(message: string) {
+  /** 413: too large; 403: the sender is not a replica of this cluster; 400: malformed. */
+  readonly status: 400 | 403 | 413;
+  /** Creates a refusal with a reason fit for the answer. */
+  constructor(message: string, status: 400 | 403 | 413 = 400) {
     super(message);
     this.name = "BatchError";
+    this.status = status;
   }
 }
 
@@ -70,7 +73,7 @@ export interface DecodeBatchOptions<C> {
  */
 export function decodeBatch<C>(bytes: Uint8Array, options: DecodeBatchOptions<C>): PeerBatch<C> {
   if (bytes.length > MAX_BATCH_BYTES) {
-    throw new BatchError(`Batch is larger than ${MAX_BATCH_BYTES} bytes`);
+    throw new BatchError(`Batch is larger than ${MAX_BATCH_BYTES} bytes`, 413);
   }
   let value: unknown;
   try {
@@ -93,7 +96,7 @@ export function decodeBatch<C>(bytes: Uint8Array, options: DecodeBatchOptions<C>
   }
   const from = batch.from;
   if (!Number.isInteger(from) || (from as number) < 0 || (from as number) >= options.replicas) {
-    throw new BatchError("Batch sender is not a replica of this cluster");
+    throw new BatchError("Batch sender is not a replica of this cluster", 403);
   }
   if (!Array.isArray(batch.messages)) throw new BatchError("Batch has no message list");
   const messages: Message<C>[] = [];

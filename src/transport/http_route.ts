@@ -73,10 +73,7 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
           isCommand: options.isCommand,
         });
       } catch (error) {
-        if (error instanceof BatchError) {
-          const status = error.message.startsWith("Batch sender is not a replica") ? 403 : 400;
-          return refuse(c, status, error.message);
-        }
+        if (error instanceof BatchError) return refuse(c, error.status, error.message);
         throw error;
       }
       options.receive(batch);
