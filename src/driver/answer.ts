@@ -28,6 +28,15 @@
  * committed depending on 2.17, and the component ran 2.17, 1.20, 1.21, so the
  * get read the value before the put).
  *
+ * A gap this argument does not close (original EPaxos has it too): with five
+ * or more replicas, a later command whose coordinator knew the write only as
+ * pre-accepted (a lower `seq`), and which a recovery then commits with that
+ * coordinator's original proposal (the Validate path, which must keep the
+ * value the fast path may have chosen), keeps the lower `seq`. If it also
+ * joins the write's component it may run first. The simulator's swarms have
+ * not produced it; closing it needs a recovery rule that tells "committed
+ * before proposed" apart, or timestamps in the manner of Tempo or Accord.
+ *
  * @module
  */
 
