@@ -28,6 +28,7 @@
  */
 
 import type { Access } from "./conflict.ts";
+import { seqOf } from "./deps.ts";
 import { type Instance, instanceKey } from "./instance.ts";
 import { NOP, Phase } from "./types.ts";
 
@@ -403,9 +404,9 @@ export class Executor<C> {
         // §4.3.2). EPaxos* §4 orders by id alone, which is enough when every
         // answer waits for execution; answering blind writes at commit needs
         // `seq`: a command proposed after a commit has a higher one.
-        const seqSlot = this.#replicas;
+        const rows = this.#replicas;
         component.sort((a, b) =>
-          a.deps![seqSlot]! - b.deps![seqSlot]! || a.number - b.number || a.owner - b.owner
+          seqOf(a.deps!, rows) - seqOf(b.deps!, rows) || a.number - b.number || a.owner - b.owner
         );
         for (const member of component) this.#execute(member);
       }

@@ -374,7 +374,7 @@ export class Replica<C> {
 
   #sendPreAccept(lead: Lead<C>, targets: number, early = false): void {
     const instance = lead.instance;
-    (early ? this.#s.sendEarlyTo : this.#s.sendTo).call(this.#s, targets, (to) => ({
+    this.#s.sendTo(targets, (to) => ({
       type: "preaccept",
       from: this.#s.id,
       to,
@@ -382,7 +382,7 @@ export class Replica<C> {
       number: instance.number,
       command: instance.command!,
       deps: instance.initialDeps!,
-    }));
+    }), { early });
     lead.contacted |= targets;
     this.#s.setDeadline(lead, this.#s.timers.widenTimeout(lead.contacted));
   }

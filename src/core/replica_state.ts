@@ -206,16 +206,20 @@ export class ReplicaState<C> {
     return Math.max(current, initial);
   }
 
-  /** Queues the message `build` makes for each peer in the bitmask `targets`. */
-  sendTo(targets: number, build: (to: number) => Message<C>): void {
+  /**
+   * Queues the message `build` makes for each peer in the bitmask `targets`;
+   * with `early`, as messages that may leave before the next Ready's records
+   * are durable (`ReadyBuilder.sendEarly`).
+   */
+  sendTo(
+    targets: number,
+    build: (to: number) => Message<C>,
+    options: { readonly early?: boolean } = {},
+  ): void {
     for (let peer = 0; peer < this.n; peer++) {
-      if ((targets & (1 << peer)) !== 0 && peer !== this.id) this.out.send(build(peer));
-    }
-  }
-  /** Like `sendTo`, for messages that may leave before the next Ready's records are durable. */
-  sendEarlyTo(targets: number, build: (to: number) => Message<C>): void {
-    for (let peer = 0; peer < this.n; peer++) {
-      if ((targets & (1 << peer)) !== 0 && peer !== this.id) this.out.sendEarly(build(peer));
+      if ((targets & (1 << peer)) === 0 || peer === this.id) continue;
+      if (options.early) this.out.sendEarly(build(peer));
+      else this.out.send(build(peer));
     }
   }
 

@@ -104,20 +104,22 @@ runClockContract({
   }),
 });
 
+/** A fresh ManualClock, and time passing for it by `advance` (which fires due timers). */
+function manualSubject(): { clock: ManualClock; elapse(milliseconds: number): Promise<void> } {
+  const clock = new ManualClock();
+  return {
+    clock,
+    elapse(milliseconds) {
+      clock.advance(milliseconds);
+      return Promise.resolve();
+    },
+  };
+}
+
 runClockContract({
   name: "ManualClock",
   propertyRuns: 200,
-  create() {
-    const clock = new ManualClock();
-    return {
-      clock,
-      elapse(milliseconds) {
-        clock.advance(milliseconds);
-        return Promise.resolve();
-      },
-      slackMs: 0,
-    };
-  },
+  create: () => ({ ...manualSubject(), slackMs: 0 }),
 });
 
 // --- SystemClock ------------------------------------------------------------
@@ -233,16 +235,7 @@ function runTimerContract(name: string, create: () => TimerSubject): void {
 }
 
 runTimerContract("SystemClock", () => ({ clock: new SystemClock(), elapse: wallClockWait }));
-runTimerContract("ManualClock", () => {
-  const clock = new ManualClock();
-  return {
-    clock,
-    elapse(milliseconds) {
-      clock.advance(milliseconds);
-      return Promise.resolve();
-    },
-  };
-});
+runTimerContract("ManualClock", manualSubject);
 
 Deno.test("ManualClock fires a timer at its own due time, even set by another timer", () => {
   const clock = new ManualClock(100);
