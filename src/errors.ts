@@ -84,7 +84,7 @@ export class UnavailableError extends KvError {
 
 /**
  * The command was proposed, or the request sent, but its outcome is not known
- * (HTTP 504): it did not execute in time, the replica stopped, another 5xx
+ * (HTTP 504): it was not answered in time, the replica stopped, another 5xx
  * came back, or the connection was lost. A write may or may not have taken
  * effect: read the key to find out; never retry a compare-and-set blindly.
  */

@@ -316,7 +316,8 @@ export class ReplicaDriver {
 
   /**
    * Proposes `input` under a request id of this replica's and resolves with
-   * its result once it has executed here.
+   * its result when the answer rule allows (./answer.ts): a blind write once
+   * its decision is durable, anything else once it has executed here.
    *
    * @throws {UnavailableError} if no quorum is reachable or too much is pending
    *   (nothing was proposed).
