@@ -117,6 +117,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     secret,
     clock,
     random,
+    log,
     ...(faults === undefined
       ? {}
       : { interpose: (peer, deliver) => faults.interpose(peer, deliver) }),
@@ -143,6 +144,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     ...(clientToken === undefined ? {} : { clientToken }),
     ...(self.region === undefined ? {} : { region: self.region }),
     names: config.replicas.map((replica) => replica.name),
+    urls: config.replicas.map((replica) => replica.url),
+    log,
     ...(faults === undefined || wanMatrix !== undefined
       ? {}
       : { extraOps: faultRoutes(faults, { secret, replicas: config.replicas.length }) }),

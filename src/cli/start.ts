@@ -9,9 +9,17 @@
  * deno task start --replicas 5 --base-port 9001    # a local cluster of another size
  * deno task start --config cluster.json --id 2     # one replica of a real cluster, as each region runs it
  *                 [--data DIR] [--listen HOST:PORT]
+ * deno task start --config data/local-cluster.json --id 1   # one replica of the local cluster, alone
  * ```
  *
- * Ctrl-C stops every replica it started.
+ * The local cluster keeps its secret in its data directory
+ * (`data/cluster-secret`, readable by its owner only), made on the first
+ * launch and reused after, and its cluster file (`data/local-cluster.json`)
+ * points at it: so one local replica can be stopped and started again on its
+ * own while the others serve.
+ *
+ * Ctrl-C stops every replica it started. A replica that exits while the others
+ * run is reported, once, with its exit code or signal.
  *
  * @module
  */
@@ -20,6 +28,7 @@ import {
   ConfigError,
   defaultListenAddress,
   loadClusterConfig,
+  type ReplicaEntry,
   type SecretReference,
 } from "../server/config.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
@@ -27,12 +36,105 @@ import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 const ROOT = new URL("../../", import.meta.url);
 const REPLICA_SCRIPT = new URL("src/cli/replica.ts", ROOT).pathname;
 const DENO_CONFIG = new URL("deno.json", ROOT).pathname;
-const SECRET_ENV = "EPAXOS_CLUSTER_SECRET";
+
+/** The local cluster's file, in its data directory. */
+export const LOCAL_CONFIG_FILE = "local-cluster.json";
+/** The file holding the local cluster's secret, in its data directory. */
+export const LOCAL_SECRET_FILE = "cluster-secret";
 
 interface ChildSpec {
   readonly name: string;
   readonly args: string[];
   readonly env: Record<string, string>;
+  /** The command that starts this child again on its own, for the exit report. */
+  readonly restartHint?: string;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The local cluster's secret, kept in the file `path`: made on the first call
+ * (24 random bytes, in hex) in a file only its owner may read or write (mode
+ * 0o600), and read back on every later call, so that every launch, and every
+ * replica started alone, uses the same one.
+ *
+ * @throws {ConfigError} if the file exists but others may read it, or holds no
+ *   secret of at least 16 characters; the file is left as it is.
+ */
+export async function localClusterSecret(path: string): Promise<string> {
+  const fresh = hex(crypto.getRandomValues(new Uint8Array(24)));
+  try {
+    // `createNew`: two launches at once cannot both write it; the second reads it.
+    await Deno.writeTextFile(path, `${fresh}\n`, { createNew: true, mode: 0o600 });
+    return fresh;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+  }
+  const info = await Deno.stat(path);
+  // `mode` is null where the system has no such permissions (Windows).
+  if (info.mode !== null && (info.mode & 0o077) !== 0) {
+    throw new ConfigError(
+      `${path} may be read by others (mode ${
+        (info.mode & 0o777).toString(8)
+      }); make it owner-only with: chmod 600 ${path}`,
+    );
+  }
+  const secret = (await Deno.readTextFile(path)).trim();
+  if (secret.length < 16 || /\s/.test(secret)) {
+    throw new ConfigError(
+      `${path} holds no secret (at least 16 characters, no spaces); remove it to have a new one made`,
+    );
+  }
+  return secret;
+}
+
+/**
+ * Writes the local cluster's file, `<dataRoot>/local-cluster.json`: replicas
+ * `local-<id>` at `urls`, and the secret read from the file `secretPath` (an
+ * absolute path). Returns the file's path.
+ */
+export async function writeLocalClusterConfig(
+  dataRoot: string,
+  urls: readonly string[],
+  secretPath: string,
+): Promise<string> {
+  const configPath = `${dataRoot}/${LOCAL_CONFIG_FILE}`;
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify(
+      {
+        replicas: urls.map((url, id) => ({ id, name: `local-${id}`, region: "local", url })),
+        secret: { file: secretPath },
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  return configPath;
+}
+
+/**
+ * Where `deno task start --config FILE --id ID` keeps the replica's data when
+ * no `--data` is given. For the local cluster's own file
+ * (`<data>/local-cluster.json`), where the local cluster keeps it:
+ * `<data>/replica-<id>`, so that a local replica started alone finds its data.
+ * Otherwise `data/<name>`, under the working directory.
+ */
+export function defaultDataDir(configPath: string, replica: ReplicaEntry): string {
+  const split = /^(.*)[\\/]([^\\/]+)$/.exec(configPath);
+  if (split !== null && split[2] === LOCAL_CONFIG_FILE) {
+    return `${split[1]}/replica-${replica.id}`;
+  }
+  return `data/${replica.name}`;
+}
+
+/** How a child process ended, in words: its exit code, or the signal that ended it. */
+export function describeExit(status: Deno.CommandStatus): string {
+  return status.signal === null
+    ? `exited with code ${status.code}`
+    : `was ended by signal ${status.signal}`;
 }
 
 /** The `deno run` arguments for one replica, with the least permissions it needs. */
@@ -97,6 +199,8 @@ async function supervise(
   children: readonly ChildSpec[],
   onReady?: () => Promise<void>,
 ): Promise<number> {
+  let stopping = false;
+  let running = children.length;
   const processes = children.map((child) => {
     const process = new Deno.Command(Deno.execPath(), {
       args: child.args,
@@ -105,11 +209,25 @@ async function supervise(
       stderr: "piped",
       stdin: "null",
     }).spawn();
+    console.log(`launcher: ${child.name} started as pid ${process.pid}`);
     pipeLines(process.stdout, `[${child.name}]`, (line) => console.log(line));
     pipeLines(process.stderr, `[${child.name}]`, (line) => console.error(line));
+    // Reported once, when it ends; when we stop them, only an unclean end is.
+    process.status.then((status) => {
+      running--;
+      if (stopping && status.success) return;
+      const others = stopping || running === 0
+        ? ""
+        : `; the other ${running === 1 ? "replica keeps" : `${running} replicas keep`} running`;
+      const hint = stopping || child.restartHint === undefined
+        ? ""
+        : `; start it again with: ${child.restartHint}`;
+      console.error(
+        `launcher: ${child.name} (pid ${process.pid}) ${describeExit(status)}${others}${hint}`,
+      );
+    });
     return process;
   });
-  let stopping = false;
   const stopAll = () => {
     if (stopping) return;
     stopping = true;
@@ -158,25 +276,11 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
   if (replicas % 2 === 0) throw new UsageError(`--replicas must be odd, got ${replicas}`);
   const basePort = integerOption(args, "base-port", { min: 1024, max: 65000, fallback: 8001 })!;
   const dataRoot = await Deno.realPath(await ensureDir(option(args, "data", "data")!));
-  const configPath = `${dataRoot}/local-cluster.json`;
+  const secretPath = `${dataRoot}/${LOCAL_SECRET_FILE}`;
+  await localClusterSecret(secretPath);
   const urls = Array.from({ length: replicas }, (_, id) => `http://127.0.0.1:${basePort + id}`);
-  await Deno.writeTextFile(
-    configPath,
-    JSON.stringify(
-      {
-        replicas: urls.map((url, id) => ({ id, name: `local-${id}`, region: "local", url })),
-        secret: { env: SECRET_ENV },
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  // A fresh credential for every launch: all local replicas start together.
-  const secret = Array.from(
-    crypto.getRandomValues(new Uint8Array(24)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const configPath = await writeLocalClusterConfig(dataRoot, urls, secretPath);
+  const secret: SecretReference = { file: secretPath };
   const children: ChildSpec[] = [];
   for (let id = 0; id < replicas; id++) {
     const dataDir = await ensureDir(`${dataRoot}/replica-${id}`);
@@ -188,10 +292,11 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
         dataDir,
         listen: `127.0.0.1:${basePort + id}`,
         peerUrls: urls,
-        secrets: [{ env: SECRET_ENV }],
+        secrets: [secret],
         logMessages: args.flags.has("log-messages"),
       }),
-      env: { [SECRET_ENV]: secret },
+      env: {},
+      restartHint: `deno task start --config ${configPath} --id ${id}`,
     });
   }
   console.log(
@@ -205,6 +310,10 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
       return;
     }
     const [first, , third] = [urls[0]!, urls[1]!, urls[2]!];
+    // `deno task admin` reads data/cluster-secret of the project by itself.
+    const admin = option(args, "data") === undefined
+      ? "deno task admin"
+      : `EPAXOS_CLUSTER_SECRET=$(cat ${secretPath}) deno task admin`;
     console.log(`
 All ${replicas} replicas are ready. Try:
 
@@ -216,6 +325,12 @@ All ${replicas} replicas are ready. Try:
   curl -X DELETE ${first}/kv/greeting
   curl ${first}/status
   curl ${first}/metrics
+  ${admin} --server ${first} members
+
+The cluster secret is in ${secretPath}.
+To restart one replica while the others serve, stop it (kill its pid, printed
+above) and start it alone:
+  deno task start --config ${configPath} --id 1
 `);
   });
 }
@@ -231,7 +346,9 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
   const id = integerOption(args, "id", { min: 0, max: config.replicas.length - 1 });
   if (id === undefined) throw new UsageError("--config needs --id");
   const self = config.replicas[id]!;
-  const dataDir = await Deno.realPath(await ensureDir(option(args, "data", `data/${self.name}`)!));
+  const dataDir = await Deno.realPath(
+    await ensureDir(option(args, "data") ?? defaultDataDir(configPath, self)),
+  );
   const listen = option(args, "listen", defaultListenAddress(self.url))!;
   const secrets = [
     config.secret,

@@ -23,6 +23,7 @@ import { bearerToken, sameSecret } from "../net/bearer.ts";
 import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError, OutcomeUnknownError, UnavailableError } from "../errors.ts";
+import { adminRoute } from "./admin_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
 import type { RecentWindow } from "../runtime/metrics.ts";
 
@@ -38,8 +39,12 @@ export interface AppOptions {
   readonly clientToken?: string;
   /** This replica's region, for `/status`. */
   readonly region?: string;
-  /** Names of the replicas, by id, for `/status`. */
+  /** Names of the replicas, by id, for `/status` and `/admin/members`. */
   readonly names?: readonly string[];
+  /** Base URLs of the replicas, by id, for `/admin/members`. */
+  readonly urls?: readonly string[];
+  /** Receives one line per notable event of the routes (a peer's credential refused). */
+  readonly log?: (line: string) => void;
   /** Extra routes mounted under `/ops/` (the test-only fault layer). */
   readonly extraOps?: Hono;
 }
@@ -212,6 +217,7 @@ export function createApp(options: AppOptions): Hono {
     return c.body(renderMetrics(node, options.names));
   });
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
+  app.route("/admin", adminRoute(options));
 
   // --- Peer route --------------------------------------------------------
   app.route(
@@ -222,6 +228,7 @@ export function createApp(options: AppOptions): Hono {
       secret: options.secret,
       isCommand: isKvCommand,
       receive: (batch) => node.receive(batch),
+      ...(options.log === undefined ? {} : { log: options.log }),
     }),
   );
 

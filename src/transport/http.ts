@@ -11,6 +11,10 @@
  * the oldest messages are shed. Every batch's round trip feeds a smoothed
  * round-trip estimate per peer.
  *
+ * A peer that refuses our credential (401) or us as a sender (403) is logged
+ * once, not per request; once it accepts a batch again, that is logged too, and
+ * a later refusal is logged anew.
+ *
  * @module
  */
 
@@ -23,6 +27,13 @@ import type { PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
 export const PEER_BATCH_PATH = "/peer/v1/batch";
+
+/**
+ * The header naming the sending replica's id on every peer request, so that a
+ * receiver refusing the credential can say who claimed to send it (it is not
+ * trusted for anything else: an accepted batch names its sender inside).
+ */
+export const PEER_SENDER_HEADER = "epaxos-sender";
 
 /** Settings of an HTTP transport. */
 export interface HttpTransportOptions {
@@ -50,6 +61,8 @@ export interface HttpTransportOptions {
   readonly backoffMs?: number;
   /** Cap on the backoff (default 1000). */
   readonly maxBackoffMs?: number;
+  /** Receives one line per notable event: a peer refusing us, or accepting us again. */
+  readonly log?: (line: string) => void;
   /**
    * A hook between encoding and sending, for the test-only fault layer: it may
    * delay, drop or duplicate a batch by calling `deliver` zero or more times.
@@ -77,6 +90,8 @@ interface Link {
   sentMessages: number;
   failedBatches: number;
   droppedMessages: number;
+  /** The peer refused our last requests (401 or 403), and that was logged. */
+  refused: boolean;
 }
 
 /** Width of the slots whose peer requests share one timeout timer. */
@@ -99,6 +114,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
     const headers = {
       "authorization": `Bearer ${options.secret}`,
       "content-type": "application/x-msgpack",
+      [PEER_SENDER_HEADER]: String(options.self),
     };
     for (const peer of options.peers) {
       if (peer.id === options.self) continue;
@@ -125,6 +141,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
         sentMessages: 0,
         failedBatches: 0,
         droppedMessages: 0,
+        refused: false,
       });
     }
   }
@@ -236,7 +253,29 @@ export class HttpTransport<C> implements PeerTransport<C> {
 
   async #post(link: Link, body: Uint8Array): Promise<boolean> {
     const status = await link.client.post(body, this.#timeoutSignal());
-    return status >= 200 && status < 300;
+    const delivered = status >= 200 && status < 300;
+    if (status === 401 || status === 403) this.#noteRefused(link, status);
+    else if (delivered && link.refused) {
+      link.refused = false;
+      this.#options.log?.(
+        `peer ${link.peer} (${new URL(link.url).origin}) accepts our requests again`,
+      );
+    }
+    return delivered;
+  }
+
+  /** Logs, once until the peer accepts a batch again, that it refuses us. */
+  #noteRefused(link: Link, status: 401 | 403): void {
+    if (link.refused) return;
+    link.refused = true;
+    const peer = `peer ${link.peer} (${new URL(link.url).origin})`;
+    this.#options.log?.(
+      status === 401
+        ? `${peer} refused our cluster secret (401): every replica needs the same secret; ` +
+          "nothing reaches it until that is fixed (logged once until it accepts us again)"
+        : `${peer} refused us as a sender (403): it does not count replica ${this.#options.self} ` +
+          "as a member of its cluster (logged once until it accepts us again)",
+    );
   }
 
   /**

@@ -5,6 +5,10 @@
  * (`codec.ts`), and only then hands it to the replica; a refused batch changes
  * nothing. A replica's app mounts it (`src/server/app.ts`).
  *
+ * A refused credential is logged once per claimed sender (the id in the
+ * `epaxos-sender` header, or none), with the address it came from; once that
+ * sender's batch is accepted, a later refusal is logged anew.
+ *
  * @module
  */
 
@@ -12,8 +16,9 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { formatHostPort } from "../net/endpoint.ts";
 import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
-import { PEER_BATCH_PATH } from "./http.ts";
+import { PEER_BATCH_PATH, PEER_SENDER_HEADER } from "./http.ts";
 import type { BatchHandler } from "./types.ts";
 
 /** Settings of {@linkcode peerRoute}. */
@@ -28,9 +33,18 @@ export interface PeerRouteOptions<C> {
   readonly isCommand: (value: unknown) => value is C;
   /** Takes every batch that passed the checks, in arrival order. */
   readonly receive: BatchHandler<C>;
+  /** Receives one line per notable event: a sender whose credential is refused. */
+  readonly log?: (line: string) => void;
 }
 
 const encoder = new TextEncoder();
+
+/** Where a request came from (`host:port`), when the server says (`Deno.serve` does). */
+function remoteAddress(c: Context): string {
+  const address = (c.env as { remoteAddr?: Deno.Addr } | undefined)?.remoteAddr;
+  if (address === undefined || !("hostname" in address)) return "an unknown address";
+  return formatHostPort(address);
+}
 
 /** A JSON error answer, in the shape of every other route's. */
 function refuse(c: Context, status: 400 | 401 | 403 | 413, message: string): Response {
@@ -46,6 +60,25 @@ function refuse(c: Context, status: 400 | 401 | 403 | 413, message: string): Res
  */
 export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
   const secretBytes = encoder.encode(options.secret);
+  // Claimed senders whose refusal was logged: replica ids, and -1 for a
+  // request that claims none (so at most `replicas + 1` entries).
+  const refusedSenders = new Set<number>();
+  const noteRefused = (c: Context, presented: boolean) => {
+    if (options.log === undefined) return;
+    const claimed = c.req.header(PEER_SENDER_HEADER);
+    const id = claimed !== undefined && /^\d{1,3}$/.test(claimed) &&
+        Number(claimed) < options.replicas
+      ? Number(claimed)
+      : -1;
+    if (refusedSenders.has(id)) return;
+    refusedSenders.add(id);
+    const how = presented ? "with a wrong cluster secret" : "without a credential";
+    const who = id < 0 ? "naming no replica as sender" : `claiming to be replica ${id}`;
+    options.log(
+      `refused a peer request ${how} from ${remoteAddress(c)}, ${who} ` +
+        "(logged once until that sender is accepted)",
+    );
+  };
   const route = new Hono();
   route.post(
     PEER_BATCH_PATH,
@@ -54,6 +87,7 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
     async (c, next) => {
       const token = bearerToken(c.req.header("authorization"));
       if (token === undefined || !sameSecret(token, secretBytes)) {
+        noteRefused(c, token !== undefined);
         return refuse(c, 401, "The peer route needs the cluster credential");
       }
       await next();
@@ -76,6 +110,7 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
         if (error instanceof BatchError) return refuse(c, error.status, error.message);
         throw error;
       }
+      if (refusedSenders.size > 0) refusedSenders.delete(batch.from);
       options.receive(batch);
       return c.body(null, 204);
     },

@@ -1,0 +1,179 @@
+/**
+ * `deno task admin`: operations on an epaxos-kv cluster, through one
+ * replica's admin route (`src/server/admin_route.ts`), with the cluster secret.
+ *
+ * ```
+ * deno task admin --server http://127.0.0.1:8001 members
+ * ```
+ *
+ * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset, from
+ * `data/cluster-secret` under the working directory, where the local cluster
+ * (`deno task start`) keeps it: `deno task` runs in the project directory.
+ *
+ * @module
+ */
+
+import { integerOption, option, parseArgs, UsageError } from "./args.ts";
+
+/** The usage text `--help` prints. */
+export const USAGE = `Usage: deno task admin [--server URL] <command>
+
+Operations on an epaxos-kv cluster, through a replica's admin route.
+
+Commands:
+  members          Print the cluster's configuration as JSON:
+                   {"epoch": N, "members": [{"id", "name", "url", "role", "state",
+                   "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}
+                   state is "caught-up" or "lagging" (lagInstances: instances the
+                   member has not reported executing that the server has)
+
+Options:
+  --server URL     The replica to ask (default http://127.0.0.1:8001)
+  --timeout MS     Request timeout in milliseconds (default 10000)
+  --help           Print this text
+
+The cluster secret comes from $EPAXOS_CLUSTER_SECRET or, when that is unset,
+from data/cluster-secret (the local cluster's, in the project directory).
+
+Exit status: 0 success; 1 refused or failed (the reason on stderr, one line);
+2 usage error.
+`;
+
+/** The secret variable. */
+export const SECRET_ENV = "EPAXOS_CLUSTER_SECRET";
+
+/** Where the local cluster keeps its secret, relative to the project directory. */
+export const LOCAL_SECRET_PATH = "data/cluster-secret";
+
+/** Where {@linkcode runAdmin} reads and writes (defaults: the process's). */
+export interface AdminIo {
+  /** Reads an environment variable. */
+  readonly env?: (name: string) => string | undefined;
+  /** The local cluster's secret file (default {@linkcode LOCAL_SECRET_PATH}). */
+  readonly localSecretPath?: string;
+  /** Receives what the command prints. */
+  readonly out?: (text: string) => void;
+  /** Receives error lines. */
+  readonly err?: (line: string) => void;
+}
+
+const COMMANDS = ["members"];
+
+/** A refusal or failure, with the reason to print. */
+class AdminError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "AdminError";
+  }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+async function clusterSecret(io: AdminIo): Promise<string> {
+  const fromEnv = (io.env ?? ((name) => Deno.env.get(name)))(SECRET_ENV);
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  const path = io.localSecretPath ?? LOCAL_SECRET_PATH;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    const reason = error instanceof Deno.errors.NotFound
+      ? `${path} does not exist`
+      : `cannot read ${path}: ${(error as Error).message}`;
+    throw new AdminError(
+      `no cluster secret: set ${SECRET_ENV}, or run in the project directory of a local ` +
+        `cluster started with deno task start (${reason})`,
+    );
+  }
+  const secret = text.trim();
+  if (secret === "") throw new AdminError(`no cluster secret: ${path} is empty`);
+  return secret;
+}
+
+function serverUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--server must be a URL such as http://127.0.0.1:8001, got ${text}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`--server must be an http or https URL, got ${text}`);
+  }
+  return url.href.replace(/\/+$/, "");
+}
+
+/** GETs `path` of the admin route and resolves with its JSON body. */
+async function adminGet(
+  server: string,
+  path: string,
+  options: { readonly secret: string; readonly timeoutMs: number },
+): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(`${server}/admin${path}`, {
+      headers: { authorization: `Bearer ${options.secret}` },
+      signal: AbortSignal.timeout(options.timeoutMs),
+    });
+  } catch (error) {
+    const reason = error instanceof DOMException && error.name === "TimeoutError"
+      ? `no answer within ${options.timeoutMs} ms`
+      : (error as Error).message;
+    throw new AdminError(`cannot reach ${server}: ${reason}`);
+  }
+  const text = await response.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  if (!response.ok) {
+    const message = typeof body === "object" && body !== null &&
+        typeof (body as { error?: unknown }).error === "string"
+      ? (body as { error: string }).error
+      : text.slice(0, 200);
+    throw new AdminError(`${server} refused (${response.status}): ${message}`);
+  }
+  if (body === undefined) throw new AdminError(`${server} answered something that is not JSON`);
+  return body;
+}
+
+/**
+ * Runs `deno task admin` with arguments `argv` and resolves with its exit
+ * status: 0 on success, 1 on a refusal or failure (one line on `err`), 2 on a
+ * usage error (with the usage text).
+ */
+export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promise<number> {
+  const out = io.out ?? ((text: string) => console.log(text));
+  const err = io.err ?? ((line: string) => console.error(line));
+  try {
+    const args = parseArgs(argv, { options: ["server", "timeout"], flags: ["help"] });
+    if (args.flags.has("help")) {
+      out(USAGE);
+      return 0;
+    }
+    const [command, ...rest] = args.positional;
+    if (command === undefined) throw new UsageError("No command given");
+    if (!COMMANDS.includes(command)) throw new UsageError(`Unknown command ${command}`);
+    if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got ${rest[0]}`);
+    const server = serverUrl(option(args, "server", "http://127.0.0.1:8001")!);
+    const timeoutMs = integerOption(args, "timeout", { min: 1, max: 600_000, fallback: 10_000 })!;
+    const secret = await clusterSecret(io);
+    const members = await adminGet(server, "/members", { secret, timeoutMs });
+    out(JSON.stringify(members, null, 2));
+    return 0;
+  } catch (error) {
+    if (error instanceof UsageError) {
+      err(`admin: ${oneLine(error.message)}\n\n${USAGE}`);
+      return 2;
+    }
+    err(`admin: ${oneLine(error instanceof Error ? error.message : String(error))}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await runAdmin(Deno.args));

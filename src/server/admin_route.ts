@@ -1,0 +1,142 @@
+/**
+ * The admin route of a replica, mounted at `/admin` (`src/server/app.ts`) and
+ * guarded by the cluster secret as a bearer token, like the peer route: the
+ * operations that `deno task admin` (`src/cli/admin.ts`) asks for.
+ *
+ * - `GET /admin/members`: the cluster's configuration as this replica sees it,
+ *   `{"epoch", "members": [{"id", "name", "url", "role", "state",
+ *   "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}`.
+ *
+ * Membership is static today: the configuration is the cluster file's, epoch
+ * 1, and every member a voter. A member's `state` is `"caught-up"` when it has
+ * reported executing all but at most `caughtUpInstances` of the instances this
+ * replica executed (`lagInstances`, from frontier gossip, which peers send
+ * every 100 ms or so: a healthy peer under load reads a little behind), and
+ * `"lagging"` otherwise. This replica is always caught up with itself. The
+ * gossip last heard from a member that is down stays as it was: its
+ * `lastContactMsAgo` tells how old it is.
+ *
+ * More operations are added here as further routes of the same sub-app, behind
+ * the same guard.
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { ReplicaDriver } from "../driver/driver.ts";
+import { bearerToken, sameSecret } from "../net/bearer.ts";
+
+/** Settings of {@linkcode adminRoute}. */
+export interface AdminRouteOptions {
+  /** The replica the route answers for. */
+  readonly node: ReplicaDriver;
+  /** The cluster credential an admin request must present as its bearer token. */
+  readonly secret: string;
+  /**
+   * Base URLs of the members, by id (default: the URL the transport dials for
+   * each peer; `null` for this replica).
+   */
+  readonly urls?: readonly string[];
+  /** Names of the members, by id (default `replica-<id>`). */
+  readonly names?: readonly string[];
+  /**
+   * Most instances a member may be behind this replica and still count as
+   * caught up (default {@linkcode DEFAULT_CAUGHT_UP_INSTANCES}).
+   */
+  readonly caughtUpInstances?: number;
+}
+
+/** Default of {@linkcode AdminRouteOptions.caughtUpInstances}. */
+export const DEFAULT_CAUGHT_UP_INSTANCES = 1000;
+
+/** The epoch of the bootstrap configuration (the cluster file's). */
+export const BOOTSTRAP_EPOCH = 1;
+
+/** One member, as `GET /admin/members` describes it. */
+export interface MemberStatus {
+  /** The member's id. */
+  readonly id: number;
+  /** Its name. */
+  readonly name: string;
+  /** Its base URL, if known. */
+  readonly url: string | null;
+  /** Its role: every member votes today. */
+  readonly role: "voter";
+  /** Whether it has executed about what this replica has. */
+  readonly state: "caught-up" | "lagging";
+  /** Instances this replica executed that the member has not reported executing. */
+  readonly lagInstances: number;
+  /** Milliseconds since this replica last heard from it (0 for itself; null if never). */
+  readonly lastContactMsAgo: number | null;
+  /** Smoothed round trip to it, in milliseconds, once measured (null for itself). */
+  readonly roundTripMs: number | null;
+  /** Whether it is the replica that answered. */
+  readonly self: boolean;
+}
+
+/** The answer of `GET /admin/members`. */
+export interface MembersAnswer {
+  /** The configuration's epoch. */
+  readonly epoch: number;
+  /** Every member, by id. */
+  readonly members: readonly MemberStatus[];
+}
+
+const encoder = new TextEncoder();
+
+/** The members as `node` sees them (the body of `GET /admin/members`). */
+export function describeMembers(options: AdminRouteOptions): MembersAnswer {
+  const { node } = options;
+  const tolerance = options.caughtUpInstances ?? DEFAULT_CAUGHT_UP_INSTANCES;
+  const lag = node.core.executionLag();
+  const peers = new Map(node.peers().map((peer) => [peer.peer, peer]));
+  const now = node.now();
+  const members = lag.map((behind, id): MemberStatus => {
+    const self = id === node.id;
+    const peer = peers.get(id);
+    const url = options.urls?.[id] ??
+      (peer?.url === undefined ? null : new URL(peer.url).origin);
+    const lastContactMs = peer?.lastContactMs;
+    return {
+      id,
+      name: options.names?.[id] ?? `replica-${id}`,
+      url,
+      role: "voter",
+      state: self || behind <= tolerance ? "caught-up" : "lagging",
+      lagInstances: self ? 0 : behind,
+      lastContactMsAgo: self
+        ? 0
+        : lastContactMs === undefined
+        ? null
+        : Math.max(0, Math.round(now - lastContactMs)),
+      roundTripMs: peer?.roundTripMs === undefined ? null : Number(peer.roundTripMs.toFixed(2)),
+      self,
+    };
+  });
+  return { epoch: BOOTSTRAP_EPOCH, members };
+}
+
+/**
+ * The admin route as a Hono sub-app, to mount at `/admin`. Every request needs
+ * `Authorization: Bearer <cluster secret>`; without it, or with another, the
+ * answer is 401 with a JSON error and nothing is done.
+ */
+export function adminRoute(options: AdminRouteOptions): Hono {
+  const secretBytes = encoder.encode(options.secret);
+  const route = new Hono();
+  route.use("*", async (c, next) => {
+    const token = bearerToken(c.req.header("authorization"));
+    if (token === undefined || !sameSecret(token, secretBytes)) {
+      c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv admin"');
+      return c.json({
+        error: token === undefined
+          ? "The admin route needs the cluster secret (Authorization: Bearer <secret>)"
+          : "The admin route refused this cluster secret",
+      }, 401);
+    }
+    await next();
+    return undefined;
+  });
+  route.get("/members", (c) => c.json(describeMembers(options)));
+  return route;
+}

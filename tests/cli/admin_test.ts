@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { runAdmin, USAGE } from "../../src/cli/admin.ts";
+import { deadServerUrl, SECRET, startServedCluster } from "../client/helpers.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+interface Run {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `deno task admin ...args` in the project directory, to completion. */
+async function admin(args: readonly string[], secret: string): Promise<Run> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "--quiet", "admin", ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", EPAXOS_CLUSTER_SECRET: secret },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Runs {@linkcode runAdmin} in process, with `env` as the environment. */
+async function adminInProcess(
+  args: readonly string[],
+  options: { env?: Record<string, string>; localSecretPath?: string } = {},
+): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  const code = await runAdmin(args, {
+    env: (name) => options.env?.[name],
+    localSecretPath: options.localSecretPath ?? "/nonexistent/cluster-secret",
+    out: (text) => stdout += `${text}\n`,
+    err: (line) => stderr += `${line}\n`,
+  });
+  return { code, stdout, stderr };
+}
+
+Deno.test("deno task admin members prints the members as JSON; a wrong secret exits 1 in one line", async () => {
+  const cluster = await startServedCluster();
+  try {
+    const server = cluster.urls[0]!;
+    const ok = await admin(["--server", server, "members"], SECRET);
+    assert.equal(ok.code, 0, ok.stderr);
+    const body = JSON.parse(ok.stdout);
+    assert.equal(body.epoch, 1);
+    assert.equal(body.members.length, 3);
+    for (const [id, member] of body.members.entries()) {
+      assert.equal(member.id, id);
+      assert.equal(member.role, "voter");
+      assert.ok(member.state === "caught-up" || member.state === "lagging", member.state);
+      assert.equal(typeof member.lagInstances, "number");
+      assert.ok("url" in member && "lastContactMsAgo" in member);
+      assert.equal(member.self, id === 0);
+    }
+
+    const refused = await admin(["--server", server, "members"], "wrong-secret-0123456789");
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, "");
+    assert.match(refused.stderr, /^admin: .* refused \(401\): The admin route refused/);
+    assert.equal(refused.stderr.trimEnd().split("\n").length, 1, refused.stderr);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("admin reads the local cluster's secret file when EPAXOS_CLUSTER_SECRET is unset", async () => {
+  const cluster = await startServedCluster();
+  const dir = await Deno.makeTempDir({ prefix: "epaxos-admin-" });
+  try {
+    const path = `${dir}/cluster-secret`;
+    await Deno.writeTextFile(path, `${SECRET}\n`, { mode: 0o600 });
+    const run = await adminInProcess(["--server", cluster.urls[2]!, "members"], {
+      localSecretPath: path,
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(JSON.parse(run.stdout).members[2].self, true);
+
+    // The environment wins over the file.
+    const wrong = await adminInProcess(["--server", cluster.urls[2]!, "members"], {
+      env: { EPAXOS_CLUSTER_SECRET: "wrong-secret-0123456789" },
+      localSecretPath: path,
+    });
+    assert.equal(wrong.code, 1);
+  } finally {
+    await cluster.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("admin: usage errors exit 2 with usage; failures exit 1 with one line", async () => {
+  for (const args of [[], ["add", "--url", "http://x"], ["members", "extra"], ["--bogus"]]) {
+    const run = await adminInProcess(args, { env: { EPAXOS_CLUSTER_SECRET: SECRET } });
+    assert.equal(run.code, 2, JSON.stringify(args));
+    assert.ok(run.stderr.includes(USAGE), JSON.stringify(args));
+    assert.match(run.stderr, /^admin: /);
+  }
+  assert.ok(!USAGE.includes(" add "), "only members is offered");
+  const help = await adminInProcess(["--help"]);
+  assert.equal(help.code, 0);
+  assert.ok(help.stdout.includes("members"));
+
+  const badServer = await adminInProcess(["--server", "ftp://x", "members"]);
+  assert.equal(badServer.code, 2);
+
+  const noSecret = await adminInProcess(["--server", "http://127.0.0.1:1", "members"]);
+  assert.equal(noSecret.code, 1);
+  assert.match(noSecret.stderr, /^admin: no cluster secret: set EPAXOS_CLUSTER_SECRET.*\n$/);
+
+  const unreachable = await adminInProcess(["--server", deadServerUrl(), "members"], {
+    env: { EPAXOS_CLUSTER_SECRET: SECRET },
+  });
+  assert.equal(unreachable.code, 1);
+  assert.match(unreachable.stderr, /^admin: cannot reach http:\/\/127\.0\.0\.1:\d+: .*\n$/);
+  assert.equal(unreachable.stderr.split("\n").length, 2, unreachable.stderr);
+});

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { createApp } from "../../src/server/app.ts";
+import { adminRoute, describeMembers } from "../../src/server/admin_route.ts";
+import { startTestCluster, waitFor } from "./cluster_helpers.ts";
+
+const SECRET = "admin-secret-0123456789";
+const URLS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001", "http://10.0.0.3:8001"];
+
+Deno.test("the admin route refuses requests without the cluster secret and does nothing", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const app = createApp({ node: cluster.nodes[0]!, replicas: 3, secret: SECRET, urls: URLS });
+    const strangers: Record<string, string>[] = [
+      {},
+      { authorization: "Bearer wrong-secret-0123456789" },
+      { authorization: `Basic ${SECRET}` },
+    ];
+    for (const headers of strangers) {
+      for (const path of ["/admin/members", "/admin/other"]) {
+        const answer = await app.request(path, { headers });
+        assert.equal(answer.status, 401, `${path} ${JSON.stringify(headers)}`);
+        assert.match(answer.headers.get("www-authenticate") ?? "", /^Bearer /);
+        assert.match((await answer.json()).error, /^The admin route (needs|refused)/);
+      }
+    }
+    // With the secret, an unknown admin path is a 404 like any other.
+    const unknown = await app.request("/admin/other", {
+      headers: { authorization: `Bearer ${SECRET}` },
+    });
+    assert.equal(unknown.status, 404);
+    assert.ok("error" in await unknown.json());
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("GET /admin/members lists every member: epoch 1, voters, caught up when quiet", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const app = createApp({
+      node: cluster.nodes[1]!,
+      replicas: 3,
+      secret: SECRET,
+      urls: URLS,
+      names: ["va", "ca", "ie"],
+    });
+    await cluster.nodes[0]!.submit({ op: "put", key: "k", value: new Uint8Array([1]) });
+    const members = async () => {
+      const answer = await app.request("/admin/members", {
+        headers: { authorization: `Bearer ${SECRET}` },
+      });
+      assert.equal(answer.status, 200);
+      return await answer.json();
+    };
+    // Frontier gossip tells replica 1 that everyone executed the write.
+    const node = cluster.nodes[1]!;
+    await waitFor(
+      () => node.core.executionLag().every((lag) => lag === 0) && node.state.size === 1,
+      5000,
+      "gossip to settle",
+    );
+    const body = await members();
+    assert.equal(body.epoch, 1);
+    assert.deepEqual(
+      body.members.map((
+        m: Record<string, unknown>,
+      ) => [m.id, m.name, m.url, m.role, m.state, m.self]),
+      [
+        [0, "va", URLS[0], "voter", "caught-up", false],
+        [1, "ca", URLS[1], "voter", "caught-up", true],
+        [2, "ie", URLS[2], "voter", "caught-up", false],
+      ],
+    );
+    const self = body.members[1];
+    assert.equal(self.lastContactMsAgo, 0);
+    for (const peer of [body.members[0], body.members[2]]) {
+      assert.equal(typeof peer.lastContactMsAgo, "number");
+      assert.ok(peer.lastContactMsAgo >= 0 && peer.lastContactMsAgo < 5000);
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("a member that misses writes is lagging by the instances it missed, then catches up", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const node = cluster.nodes[0]!;
+    const route = new Hono().route(
+      "/admin",
+      adminRoute({ node, secret: SECRET, caughtUpInstances: 0 }),
+    );
+    const member = async (id: number) => {
+      const answer = await route.request("/admin/members", {
+        headers: { authorization: `Bearer ${SECRET}` },
+      });
+      return (await answer.json()).members[id];
+    };
+    cluster.network.setDown(2, true);
+    for (let i = 0; i < 5; i++) {
+      await node.submit({ op: "put", key: `k${i}`, value: new Uint8Array([i]) });
+    }
+    await waitFor(
+      () => describeMembers({ node, secret: SECRET }).members[2]!.lagInstances >= 5,
+      5000,
+      "replica 2 to fall behind",
+    );
+    const behind = await member(2);
+    assert.equal(behind.state, "lagging");
+    assert.ok(behind.lagInstances >= 5, JSON.stringify(behind));
+    assert.equal((await member(0)).state, "caught-up");
+
+    cluster.network.setDown(2, false);
+    await waitFor(
+      () => describeMembers({ node, secret: SECRET }).members[2]!.lagInstances === 0,
+      10_000,
+      "replica 2 to catch up",
+    );
+    const caughtUp = await member(2);
+    assert.equal(caughtUp.state, "caught-up");
+    assert.equal(caughtUp.lagInstances, 0);
+  } finally {
+    await cluster.stop();
+  }
+});
