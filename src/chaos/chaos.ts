@@ -148,15 +148,21 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await sleep(warmupMs);
     const faultStart = workload.elapsedSeconds();
     note("fault phase begins");
-    await scenario.inject({
-      cluster,
-      replicas,
-      random,
-      faultMs,
-      setFaults: (id, config) => putFaults(cluster, id, config),
-      sleep,
-      note,
-    });
+    try {
+      await scenario.inject({
+        cluster,
+        replicas,
+        random,
+        faultMs,
+        setFaults: (id, config) => putFaults(cluster, id, config),
+        sleep,
+        note,
+        history: workload.recorder,
+        keys: options.keys ?? 5,
+      });
+    } catch (error) {
+      failures.push(`${scenario.name}: ${(error as Error).message}`);
+    }
     const faultEnd = workload.elapsedSeconds();
     faultWindow = [faultStart, faultEnd];
     note("heal: clear faults, restart and resume every replica");

@@ -7,6 +7,8 @@
  * @module
  */
 
+import type { HistoryRecorder } from "../check/mod.ts";
+import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
@@ -27,6 +29,10 @@ export interface NemesisContext {
   sleep(ms: number): Promise<void>;
   /** Notes an event in the run's log. */
   note(line: string): void;
+  /** The workload's history, for a nemesis that also reads (a backup). */
+  readonly history: HistoryRecorder;
+  /** The workload's keys are `chaos-0` to `chaos-{keys - 1}`. */
+  readonly keys: number;
 }
 
 /** One chaos scenario. */
@@ -262,6 +268,7 @@ export const SCENARIOS: readonly Scenario[] = [
       await context.sleep(context.faultMs / 2);
     },
   },
+  BACKUP_RESTORE,
 ];
 
 /** The scenario called `name`. */

@@ -4,6 +4,7 @@
  *
  * ```
  * deno task admin --server http://127.0.0.1:8001 members
+ * deno task admin --server http://127.0.0.1:8001 backup --out backup.jsonl
  * ```
  *
  * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset, from
@@ -13,6 +14,7 @@
  * @module
  */
 
+import { fetchBackup } from "./admin_backup.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 /** The usage text `--help` prints. */
@@ -26,10 +28,19 @@ Commands:
                    "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}
                    state is "caught-up" or "lagging" (lagInstances: instances the
                    member has not reported executing that the server has)
+  backup --out FILE
+                   Write a consistent backup of the whole key-value state to FILE
+                   while writes go on (the state at one point of the execution
+                   order: every write acknowledged before the command started is
+                   in it); checked completely before FILE is written. Prints
+                   {"file", "keys", "bytes", "sha256", "stateDigest", "createdAt",
+                   "floor"}. Restore it into a new cluster with
+                   deno task start --restore FILE --config FILE --id ID.
 
 Options:
   --server URL     The replica to ask (default http://127.0.0.1:8001)
-  --timeout MS     Request timeout in milliseconds (default 10000)
+  --timeout MS     Request timeout in milliseconds (default 10000; a backup
+                   600000)
   --help           Print this text
 
 The cluster secret comes from $EPAXOS_CLUSTER_SECRET or, when that is unset,
@@ -57,7 +68,7 @@ export interface AdminIo {
   readonly err?: (line: string) => void;
 }
 
-const COMMANDS = ["members"];
+const COMMANDS = ["members", "backup"];
 
 /** A refusal or failure, with the reason to print. */
 class AdminError extends Error {
@@ -151,7 +162,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
   const out = io.out ?? ((text: string) => console.log(text));
   const err = io.err ?? ((line: string) => console.error(line));
   try {
-    const args = parseArgs(argv, { options: ["server", "timeout"], flags: ["help"] });
+    const args = parseArgs(argv, { options: ["server", "timeout", "out"], flags: ["help"] });
     if (args.flags.has("help")) {
       out(USAGE);
       return 0;
@@ -161,8 +172,24 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
     if (!COMMANDS.includes(command)) throw new UsageError(`Unknown command ${command}`);
     if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got ${rest[0]}`);
     const server = serverUrl(option(args, "server", "http://127.0.0.1:8001")!);
-    const timeoutMs = integerOption(args, "timeout", { min: 1, max: 600_000, fallback: 10_000 })!;
+    const outFile = option(args, "out");
+    if (command === "backup" && outFile === undefined) {
+      throw new UsageError("backup needs --out FILE");
+    }
+    if (command !== "backup" && outFile !== undefined) {
+      throw new UsageError(`--out is for backup, not ${command}`);
+    }
+    const timeoutMs = integerOption(args, "timeout", {
+      min: 1,
+      max: 3_600_000,
+      fallback: command === "backup" ? 600_000 : 10_000,
+    })!;
     const secret = await clusterSecret(io);
+    if (command === "backup") {
+      const summary = await fetchBackup(server, outFile!, { secret, timeoutMs });
+      out(JSON.stringify(summary, null, 2));
+      return 0;
+    }
     const members = await adminGet(server, "/members", { secret, timeoutMs });
     out(JSON.stringify(members, null, 2));
     return 0;

@@ -22,7 +22,8 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
-import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
+import { openDenoKvStorage, RestoreRefusedError, seedDenoKvStore } from "../storage/deno_kv/mod.ts";
+import { BackupFormatError, readBackup } from "../kv/backup.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";
@@ -32,12 +33,12 @@ import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 const USAGE =
   "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
   " [--max-held-commands N] [--enable-fault-injection | --emulate-wan MATRIX.json]" +
-  " [--volatile-storage]";
+  " [--volatile-storage] [--restore BACKUP_FILE]";
 
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
-    options: ["config", "id", "data", "listen", "emulate-wan", "max-held-commands"],
+    options: ["config", "id", "data", "listen", "emulate-wan", "max-held-commands", "restore"],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
@@ -71,6 +72,11 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   // restart, so it is never a default and always announced.
   const volatile = args.flags.has("volatile-storage");
   if (volatile) log("VOLATILE storage: nothing survives a restart (benchmark use only)");
+  const restore = option(args, "restore");
+  if (restore !== undefined) {
+    if (volatile) throw new UsageError("--restore seeds Deno KV storage; drop --volatile-storage");
+    log(await restoreFromBackup(restore, `${dataDir}/epaxos.kv`, config.replicas.length));
+  }
   const storage = volatile
     ? new MemoryStorage<KvCommand>()
     : await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
@@ -172,6 +178,38 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => shutdown("SIGTERM"));
   await server.finished;
+}
+
+/**
+ * Seeds the store at `path` from the backup file `file` (`deno task start
+ * --restore`), unless it was seeded from that backup already; returns what
+ * it did, as a log line.
+ *
+ * @throws {UsageError} if the file is not a complete backup, or the data
+ *   directory holds another store.
+ */
+async function restoreFromBackup(file: string, path: string, replicas: number): Promise<string> {
+  let backup;
+  try {
+    // The stream closes the file when read to the end or cancelled on an error.
+    backup = await readBackup((await Deno.open(file)).readable);
+  } catch (error) {
+    if (error instanceof BackupFormatError || error instanceof Deno.errors.NotFound) {
+      throw new UsageError(`--restore ${file}: ${error.message}`);
+    }
+    throw error;
+  }
+  try {
+    const outcome = await seedDenoKvStore(path, backup, { replicas, isCommand: isKvCommand });
+    const what = `backup ${backup.sha256.slice(0, 12)} of ${backup.header.createdAt} ` +
+      `(${backup.header.keys} keys, state digest ${backup.header.stateDigest})`;
+    return outcome === "seeded"
+      ? `restored ${what} into an empty store`
+      : `store already seeded from ${what}; starting from it`;
+  } catch (error) {
+    if (error instanceof RestoreRefusedError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 if (import.meta.main) {

@@ -10,7 +10,14 @@
  * deno task start --config cluster.json --id 2     # one replica of a real cluster, as each region runs it
  *                 [--data DIR] [--listen HOST:PORT]
  * deno task start --config data/local-cluster.json --id 1   # one replica of the local cluster, alone
+ * deno task start --restore backup.jsonl --config cluster.json --id 2   # seed a new cluster's replica
+ * deno task start --restore backup.jsonl           # a new local cluster seeded from a backup
  * ```
+ *
+ * `--restore FILE` seeds the replica's empty store from a backup (`deno task
+ * admin backup`) before it starts; every replica of the new cluster is started
+ * with the same file. Repeating it on a store seeded from that file just
+ * starts the replica; a store holding anything else is refused.
  *
  * The local cluster keeps its secret in its data directory
  * (`data/cluster-secret`, readable by its owner only), made on the first
@@ -146,11 +153,18 @@ export function replicaCommand(options: {
   readonly peerUrls: readonly string[];
   readonly secrets: readonly SecretReference[];
   readonly logMessages?: boolean;
+  /** A backup file to seed an empty store from (`--restore`). */
+  readonly restore?: string;
   /** More files the replica must read (a wide-area matrix). */
   readonly readFiles?: readonly string[];
 }): string[] {
   const net = new Set([options.listen, ...options.peerUrls.map(defaultListenAddress)]);
-  const read = new Set([options.configPath, options.dataDir, ...(options.readFiles ?? [])]);
+  const read = new Set([
+    options.configPath,
+    options.dataDir,
+    ...(options.readFiles ?? []),
+    ...(options.restore === undefined ? [] : [options.restore]),
+  ]);
   const env = new Set(["EPAXOS_CONFIG", "EPAXOS_ID", "EPAXOS_DATA", "EPAXOS_LISTEN"]);
   for (const secret of options.secrets) {
     if ("env" in secret) env.add(secret.env);
@@ -173,6 +187,7 @@ export function replicaCommand(options: {
     "--listen",
     options.listen,
     ...(options.logMessages ? ["--log-messages"] : []),
+    ...(options.restore === undefined ? [] : ["--restore", options.restore]),
   ];
 }
 
@@ -281,6 +296,10 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
   const urls = Array.from({ length: replicas }, (_, id) => `http://127.0.0.1:${basePort + id}`);
   const configPath = await writeLocalClusterConfig(dataRoot, urls, secretPath);
   const secret: SecretReference = { file: secretPath };
+  const restoreFile = option(args, "restore");
+  const restore = restoreFile === undefined
+    ? undefined
+    : await existingFile(restoreFile, "--restore");
   const children: ChildSpec[] = [];
   for (let id = 0; id < replicas; id++) {
     const dataDir = await ensureDir(`${dataRoot}/replica-${id}`);
@@ -294,6 +313,7 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
         peerUrls: urls,
         secrets: [secret],
         logMessages: args.flags.has("log-messages"),
+        ...(restore === undefined ? {} : { restore }),
       }),
       env: {},
       restartHint: `deno task start --config ${configPath} --id ${id}`,
@@ -350,6 +370,10 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
     await ensureDir(option(args, "data") ?? defaultDataDir(configPath, self)),
   );
   const listen = option(args, "listen", defaultListenAddress(self.url))!;
+  const restoreFile = option(args, "restore");
+  const restore = restoreFile === undefined
+    ? undefined
+    : await existingFile(restoreFile, "--restore");
   const secrets = [
     config.secret,
     ...(config.clientToken === undefined ? [] : [config.clientToken]),
@@ -374,15 +398,28 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
       peerUrls: config.replicas.map((replica) => replica.url),
       secrets,
       logMessages: args.flags.has("log-messages"),
+      ...(restore === undefined ? {} : { restore }),
     }),
     env,
   }]);
 }
 
+/** The absolute path of the file at `path`, which must exist. */
+async function existingFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new UsageError(`${flag} ${path}: no such file`);
+    }
+    throw error;
+  }
+}
+
 if (import.meta.main) {
   try {
     const args = parseArgs(Deno.args, {
-      options: ["config", "id", "data", "listen", "replicas", "base-port"],
+      options: ["config", "id", "data", "listen", "replicas", "base-port", "restore"],
       flags: ["log-messages"],
     });
     const code = option(args, "config") === undefined

@@ -69,25 +69,43 @@ export interface ListCommand {
   readonly limit: number;
 }
 
+/**
+ * Reads the whole key-value state at one point of the execution order: the
+ * consistent cut a backup is made of (`backup.ts`). Only the admin route
+ * proposes it.
+ */
+export interface BackupCommand {
+  /** Discriminant. */
+  readonly op: "backup";
+  /** Request id. */
+  readonly request: string;
+}
+
 /** Every command of the key-value state machine. */
-export type KvCommand = PutCommand | GetCommand | DeleteCommand | ListCommand;
+export type KvCommand = PutCommand | GetCommand | DeleteCommand | ListCommand | BackupCommand;
 
 /** A command as a client hands it in: the replica that takes it assigns its request id. */
 export type KvCommandInput =
   | Omit<PutCommand, "request">
   | Omit<GetCommand, "request">
   | Omit<DeleteCommand, "request">
-  | Omit<ListCommand, "request">;
+  | Omit<ListCommand, "request">
+  | Omit<BackupCommand, "request">;
 
 /** The upper bound of the span of keys starting with `prefix` (keys never contain U+FFFF). */
 export function prefixEnd(prefix: string): string {
   return `${prefix}\uffff`;
 }
 
+/** The accesses of a backup: a read of the span of every key. */
+const EVERY_KEY_READ: readonly Access[] = Object.freeze([
+  Object.freeze({ key: "", end: prefixEnd(""), write: false }),
+]);
+
 /**
  * Conflicts between key-value commands: writes (put, delete) write their key,
- * get reads it, and list reads the span of its prefix. Reads never conflict
- * with reads.
+ * get reads it, list reads the span of its prefix, and backup reads every key.
+ * Reads never conflict with reads.
  */
 export const kvConflicts: ConflictModel<KvCommand> = {
   accesses(command: KvCommand): readonly Access[] {
@@ -99,6 +117,8 @@ export const kvConflicts: ConflictModel<KvCommand> = {
         return [{ key: command.key, write: false }];
       case "list":
         return [{ key: command.prefix, end: prefixEnd(command.prefix), write: false }];
+      case "backup":
+        return EVERY_KEY_READ;
     }
   },
 };
@@ -178,6 +198,8 @@ export function isKvCommand(value: unknown): value is KvCommand {
           (typeof command.after === "string" && command.after.length <= MAX_KEY_BYTES)) &&
         Number.isInteger(command.limit) && (command.limit as number) >= 1 &&
         (command.limit as number) <= MAX_LIST_LIMIT;
+    case "backup":
+      return true;
     default:
       return false;
   }
@@ -206,5 +228,7 @@ export function describeKvCommand(command: KvCommand): string {
       return `list(${command.prefix}*${
         command.after === undefined ? "" : ` after ${command.after}`
       } limit ${command.limit})`;
+    case "backup":
+      return "backup(*)";
   }
 }

@@ -42,6 +42,14 @@ export type KvResult =
     readonly next?: string;
   }
   | {
+    readonly op: "backup";
+    readonly ok: true;
+    /** Every entry, in key order. */
+    readonly entries: readonly (readonly [string, KvEntry])[];
+    /** {@linkcode KvStateMachine.digest} of the state read. */
+    readonly digest: string;
+  }
+  | {
     readonly op: "put" | "delete";
     readonly ok: false;
     /** The key's current version, `null` if absent (the 412 answer). */
@@ -138,6 +146,17 @@ export class KvStateMachine {
   }
 
   /**
+   * Every entry in key order, with the digest of the state: what a backup
+   * command reads. The entries are the immutable objects the state holds, so
+   * this copies references only (about a millisecond per 100,000 keys).
+   */
+  snapshot(): KvResult & { op: "backup" } {
+    const entries: (readonly [string, KvEntry])[] = [];
+    for (const key of this.#sorted()) entries.push([key, this.#entries.get(key)!]);
+    return { op: "backup", ok: true, entries, digest: this.digest };
+  }
+
+  /**
    * Applies one committed instance and returns its mutations and, unless
    * `wantResults` is false (no client waits here), its results.
    */
@@ -183,6 +202,8 @@ export class KvStateMachine {
         return { op: "get", ok: true, entry: this.#entries.get(command.key) };
       case "list":
         return this.list(command.prefix, command.after, command.limit);
+      case "backup":
+        return this.snapshot();
       case "put": {
         const current = this.#entries.get(command.key);
         if (!conditionHolds(command.ifVersion, current)) {

@@ -6,6 +6,8 @@
  * - `GET /admin/members`: the cluster's configuration as this replica sees it,
  *   `{"epoch", "members": [{"id", "name", "url", "role", "state",
  *   "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}`.
+ * - `GET /admin/backup`: a consistent backup of the whole key-value state,
+ *   streamed as a backup file (`backup_route.ts`, `src/kv/backup.ts`).
  *
  * Membership is static today: the configuration is the cluster file's, epoch
  * 1, and every member a voter. A member's `state` is `"caught-up"` when it has
@@ -25,6 +27,7 @@
 import { Hono } from "hono";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { backupRoute } from "./backup_route.ts";
 
 /** Settings of {@linkcode adminRoute}. */
 export interface AdminRouteOptions {
@@ -138,5 +141,6 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     return undefined;
   });
   route.get("/members", (c) => c.json(describeMembers(options)));
+  route.route("/backup", backupRoute(options.node));
   return route;
 }

@@ -85,6 +85,32 @@ Deno.test("the local cluster file points at the secret file, which each replica 
   });
 });
 
+Deno.test("--restore reaches the replica with read permission on the backup only", () => {
+  const common = {
+    configPath: "/c/cluster.json",
+    id: 0,
+    dataDir: "/c/replica-0",
+    listen: "127.0.0.1:9101",
+    peerUrls: ["http://127.0.0.1:9101"],
+    secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+  };
+  const plain = replicaCommand(common);
+  assert.ok(!plain.includes("--restore"));
+  const args = replicaCommand({ ...common, restore: "/b/backup.jsonl" });
+  assert.deepEqual(args.slice(args.indexOf("--restore"), args.indexOf("--restore") + 2), [
+    "--restore",
+    "/b/backup.jsonl",
+  ]);
+  const read = args.find((arg) => arg.startsWith("--allow-read="))!;
+  assert.deepEqual(read.split("=")[1]!.split(",").sort(), [
+    "/b/backup.jsonl",
+    "/c/cluster.json",
+    "/c/replica-0",
+  ]);
+  const write = args.find((arg) => arg.startsWith("--allow-write="))!;
+  assert.equal(write, "--allow-write=/c/replica-0");
+});
+
 Deno.test("a replica of another cluster file keeps its data under data/<name> by default", () => {
   const replica = { id: 2, name: "ie", url: "http://ie.internal:8001" };
   assert.equal(defaultDataDir("/etc/epaxos/cluster.json", replica), "data/ie");

@@ -552,7 +552,8 @@ type CommandSpec =
     readonly prefix: string;
     readonly after: string | undefined;
     readonly limit: number;
-  };
+  }
+  | { readonly op: "backup" };
 
 const keyArbitrary = fc.constantFrom(...KEYS);
 const conditionArbitrary = fc.constantFrom<ConditionSpec>("none", "absent", "current", "stale");
@@ -584,6 +585,7 @@ const commandSpecArbitrary: fc.Arbitrary<CommandSpec> = fc.oneof(
       limit: fc.integer({ min: 1, max: 3 }),
     }),
   },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("backup" as const) }) },
 );
 
 /** An instance to execute: a Nop or a batch, in some row. */
@@ -639,6 +641,13 @@ function modelApply(model: Model, command: KvCommand, version: string): KvResult
         ? { op: "list", ok: true, entries, next: entries[entries.length - 1]!.key }
         : { op: "list", ok: true, entries };
     }
+    case "backup":
+      return {
+        op: "backup",
+        ok: true,
+        entries: sortedEntries(model),
+        digest: new KvStateMachine(model).digest,
+      };
   }
 }
 
@@ -660,6 +669,8 @@ function resolve(spec: CommandSpec, model: Model, issued: readonly string[]): Kv
   switch (spec.op) {
     case "get":
       return { op: "get", request, key: spec.key };
+    case "backup":
+      return { op: "backup", request };
     case "list":
       return spec.after === undefined
         ? { op: "list", request, prefix: spec.prefix, limit: spec.limit }
@@ -782,8 +793,12 @@ function writes(command: KvCommand): boolean {
   return command.op === "put" || command.op === "delete";
 }
 
-/** Whether the keys two commands touch overlap (a list touches every key with its prefix). */
+/**
+ * Whether the keys two commands touch overlap (a list touches every key with
+ * its prefix, a backup every key).
+ */
 function overlaps(a: KvCommand, b: KvCommand): boolean {
+  if (a.op === "backup" || b.op === "backup") return true;
   if (a.op === "list") {
     return b.op === "list"
       ? a.prefix.startsWith(b.prefix) || b.prefix.startsWith(a.prefix)

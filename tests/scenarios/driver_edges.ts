@@ -59,6 +59,8 @@ export function describeScenarioCommand(command: KvCommandInput): string {
       return `del(${command.key})`;
     case "list":
       return `list(${command.prefix}*)`;
+    case "backup":
+      return "backup(*)";
   }
 }
 

@@ -13,6 +13,7 @@
  * | `["meta", "snapshot"]` | the current snapshot, MessagePack `[generation, seq, pages]`: the key-value state after every log entry up to `seq` |
  * | `["s", generation, page]` | the snapshot's pages (`encodeSnapshotPages`) |
  * | `["redo", chunk]` | the redo log of a unit too large for one atomic commit, present only while such a unit is applied |
+| `["meta", "restore"]` | in a store seeded from a backup (`restore.ts`): MessagePack `[sha256, complete]`, the backup's SHA-256 and whether seeding finished; a store whose seeding did not finish is refused |
  *
  * Keys are short on purpose: a single write must always fit in one atomic
  * commit (see `writes.ts`), and so must the redo log's chunks.
@@ -27,6 +28,8 @@ export const FORMAT_VERSION = 2;
 export const FORMAT_KEY: Deno.KvKey = ["meta", "format"];
 /** The prune floor. */
 export const FLOOR_KEY: Deno.KvKey = ["meta", "floor"];
+/** The backup a store was seeded from, and whether seeding finished. */
+export const RESTORE_KEY: Deno.KvKey = ["meta", "restore"];
 /** The current snapshot's place. */
 export const SNAPSHOT_KEY: Deno.KvKey = ["meta", "snapshot"];
 /** Prefix of instance record chunks, `["i", owner, number, chunk]`. */
@@ -70,6 +73,50 @@ export async function checkFormat(kv: Deno.Kv): Promise<void> {
     throw new StorageFormatError(
       `File has storage format ${JSON.stringify(format.value)}, but this build reads only ` +
         `format ${FORMAT_VERSION}`,
+    );
+  }
+}
+
+/** What `["meta", "restore"]` holds: the backup a store was seeded from. */
+export interface RestoreMark {
+  /** The backup's SHA-256 (hex). */
+  readonly sha256: string;
+  /** Whether seeding finished. */
+  readonly complete: boolean;
+}
+
+/**
+ * The backup the store in `kv` was seeded from, if it was.
+ *
+ * @throws {StorageFormatError} if the mark is malformed.
+ */
+export async function readRestoreMark(kv: Deno.Kv): Promise<RestoreMark | undefined> {
+  const mark = await kv.get(RESTORE_KEY);
+  if (mark.versionstamp === null) return undefined;
+  const value = mark.value;
+  if (
+    !Array.isArray(value) || value.length !== 2 || typeof value[0] !== "string" ||
+    typeof value[1] !== "boolean"
+  ) {
+    throw new StorageFormatError(`Malformed restore mark at key ${describeKey(RESTORE_KEY)}`);
+  }
+  return { sha256: value[0], complete: value[1] };
+}
+
+/**
+ * Refuses a store whose seeding from a backup did not finish: it holds part
+ * of a state, which no replica may serve.
+ *
+ * @throws {StorageFormatError} if seeding did not finish.
+ */
+export async function checkSeeded(kv: Deno.Kv): Promise<void> {
+  const mark = await readRestoreMark(kv);
+  if (mark !== undefined && !mark.complete) {
+    throw new StorageFormatError(
+      `The store's seeding from backup ${
+        mark.sha256.slice(0, 12)
+      } did not finish; start it again with --restore and the same backup, ` +
+        "or empty the data directory",
     );
   }
 }

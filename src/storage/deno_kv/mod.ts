@@ -18,12 +18,14 @@
  * | `effects_log.ts` | the log of key-value changes, an entry per atomic commit |
  * | `snapshots.ts` | snapshots of the key-value state, why, and the log's cleanup |
  * | `instances.ts` | instance records, the prune floor, keyed deletes and chunk bookkeeping |
+ * | `restore.ts` | seeding an empty store from a backup |
  *
  * @module
  */
 
 export { CHUNK_BYTES } from "./chunks.ts";
 export { FORMAT_VERSION, StorageFormatError } from "./keys.ts";
+export { RestoreRefusedError, seedDenoKvStore, type SeedOutcome } from "./restore.ts";
 export { CLEANUP_PER_COMMIT, SNAPSHOT_BYTES_PER_COMMIT } from "./snapshots.ts";
 export { DenoKvStorage, type DenoKvStorageOptions, openDenoKvStorage } from "./storage.ts";
 export { DENO_KV_LIMITS, FailpointCrash } from "./writes.ts";

@@ -16,7 +16,7 @@ import type { KvEntry } from "../../kv/state_machine.ts";
 import type { LoadedState, PersistBatch, ReplicaStorage } from "../types.ts";
 import { EffectsLog } from "./effects_log.ts";
 import { Instances } from "./instances.ts";
-import { checkFormat } from "./keys.ts";
+import { checkFormat, checkSeeded } from "./keys.ts";
 import { batchUnits, CommitPacker } from "./packing.ts";
 import { RedoLog } from "./redo_log.ts";
 import { checkSnapshotEntries, Snapshots } from "./snapshots.ts";
@@ -38,6 +38,11 @@ export interface DenoKvStorageOptions<C> {
    * exceeds twice the last snapshot (default 8 MiB).
    */
   readonly snapshotLogBytes?: number;
+  /**
+   * For `restore.ts` only: opens a store whose seeding from a backup has not
+   * finished, which is otherwise refused.
+   */
+  readonly seeding?: boolean;
 }
 
 /**
@@ -75,6 +80,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   readonly #instances: Instances<C>;
   /** Whether the format was checked and no redo log is pending since the last failure. */
   #prepared = false;
+  readonly #seeding: boolean;
   #closed = false;
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -82,6 +88,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   constructor(kv: Deno.Kv, options: DenoKvStorageOptions<C>) {
     this.#kv = kv;
     this.#writer = new AtomicWriter(kv, options.crashAfterCommits);
+    this.#seeding = options.seeding ?? false;
     this.#redo = new RedoLog(kv, this.#writer);
     this.#log = new EffectsLog(kv);
     this.#snapshots = new Snapshots(kv, {
@@ -184,6 +191,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   async #prepare(): Promise<void> {
     if (this.#prepared) return;
     await checkFormat(this.#kv);
+    if (!this.#seeding) await checkSeeded(this.#kv);
     await this.#redo.replay();
     await this.#snapshots.prepare();
     await this.#log.prepare(this.#snapshots.seq);

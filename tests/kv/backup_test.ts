@@ -1,0 +1,169 @@
+import assert from "node:assert/strict";
+import {
+  BACKUP_FORMAT,
+  backupFloor,
+  BackupFormatError,
+  backupStream,
+  readBackup,
+  versionInstanceNumber,
+} from "../../src/kv/backup.ts";
+import { type KvEntry, KvStateMachine } from "../../src/kv/state_machine.ts";
+import { NOP } from "../../src/core/types.ts";
+import type { KvCommand } from "../../src/kv/commands.ts";
+
+const encoder = new TextEncoder();
+
+function entry(value: string, version: string): KvEntry {
+  return { value: encoder.encode(value), version };
+}
+
+/** A state with awkward keys and values, and the backup command's result on it. */
+function sampleSnapshot(size = 5) {
+  const machine = new KvStateMachine([
+    ["a", entry("one", "3.0.0")],
+    ["é/ü", entry("two", "17.2.4")],
+    ["\u{1F600} smile", entry("", "9.1.0")],
+    ['quote"and\\slash', entry("line\nbreak", "2.0.1")],
+    ...Array.from(
+      { length: size },
+      (_, i) =>
+        [`k${i}`, { value: new Uint8Array(i * 7 + 1).fill(i), version: `${i}.1.0` }] as [
+          string,
+          KvEntry,
+        ],
+    ),
+  ]);
+  return machine.snapshot();
+}
+
+async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function streamOf(bytes: Uint8Array, pieces = 3): ReadableStream<Uint8Array> {
+  const size = Math.max(1, Math.ceil(bytes.length / pieces));
+  return new ReadableStream({
+    start(controller) {
+      for (let at = 0; at < bytes.length; at += size) {
+        controller.enqueue(bytes.slice(at, at + size));
+      }
+      controller.close();
+    },
+  });
+}
+
+async function rejectsWith(bytes: Uint8Array, text: string): Promise<void> {
+  await assert.rejects(readBackup(streamOf(bytes)), (error: unknown) => {
+    assert.ok(error instanceof BackupFormatError, `expected BackupFormatError, got ${error}`);
+    assert.match(error.message, new RegExp(text));
+    return true;
+  });
+}
+
+Deno.test("a backup command reads every entry in key order, with the state's digest", () => {
+  const machine = new KvStateMachine([["b", entry("2", "2.0.0")], ["a", entry("1", "1.0.0")]]);
+  const applied = machine.apply({
+    owner: 1,
+    number: 4,
+    command: [
+      { op: "put", request: "r1", key: "c", value: encoder.encode("3") },
+      { op: "backup", request: "r2" },
+      { op: "delete", request: "r3", key: "a" },
+    ] satisfies KvCommand[],
+    local: true,
+  });
+  const result = applied.results[1]!.result;
+  assert.equal(result.op, "backup");
+  if (result.op !== "backup") return;
+  // The cut is between the put before it and the delete after it.
+  assert.deepEqual(result.entries.map(([key]) => key), ["a", "b", "c"]);
+  assert.equal(result.digest, new KvStateMachine(result.entries).digest);
+  assert.notEqual(result.digest, machine.digest);
+  // A Nop reads nothing.
+  assert.deepEqual(
+    machine.apply({ owner: 0, number: 1, command: NOP, local: false }).results,
+    [],
+  );
+});
+
+Deno.test("a backup round-trips through its file, whatever the chunking", async () => {
+  const snapshot = sampleSnapshot(2000);
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, {
+      stateDigest: snapshot.digest,
+      createdAt: new Date("2026-12-07T10:00:00Z"),
+    }),
+  );
+  for (const pieces of [1, 7, 1000]) {
+    const backup = await readBackup(streamOf(bytes, pieces));
+    assert.deepEqual(backup.entries, snapshot.entries);
+    assert.equal(backup.header.format, BACKUP_FORMAT);
+    assert.equal(backup.header.keys, snapshot.entries.length);
+    assert.equal(backup.header.stateDigest, snapshot.digest);
+    assert.equal(backup.header.floor, 1999);
+    assert.equal(backup.header.createdAt, "2026-12-07T10:00:00.000Z");
+    assert.match(backup.sha256, /^[0-9a-f]{64}$/);
+  }
+});
+
+Deno.test("an empty state backs up and reads back", async () => {
+  const snapshot = new KvStateMachine().snapshot();
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, { stateDigest: snapshot.digest, createdAt: new Date() }),
+  );
+  const backup = await readBackup(streamOf(bytes));
+  assert.deepEqual(backup.entries, []);
+  assert.equal(backup.header.floor, 0);
+});
+
+Deno.test("a truncated, altered or reordered backup is refused, saying why", async () => {
+  const snapshot = sampleSnapshot();
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, { stateDigest: snapshot.digest, createdAt: new Date() }),
+  );
+  const text = new TextDecoder().decode(bytes);
+  const lines = text.trimEnd().split("\n");
+  const join = (parts: string[]) => encoder.encode(parts.join("\n") + "\n");
+  // Truncated: no end line, or cut inside a line.
+  await rejectsWith(join(lines.slice(0, -1)), "incomplete");
+  await rejectsWith(bytes.slice(0, bytes.length - 40), "not JSON|malformed end");
+  await rejectsWith(new Uint8Array(0), "Empty file");
+  // One value changed: the SHA-256 no longer matches.
+  const altered = [...lines];
+  altered[2] = altered[2]!.replace(/"value":"[^"]*"/, '"value":"AAAA"');
+  await rejectsWith(join(altered), "SHA-256 mismatch");
+  // Two entries swapped.
+  const swapped = [...lines];
+  [swapped[1], swapped[2]] = [swapped[2]!, swapped[1]!];
+  await rejectsWith(join(swapped), "out of order");
+  // Not a backup at all, or another version.
+  await rejectsWith(encoder.encode('{"hello": 1}\n'), "not an epaxos-kv-backup");
+  await rejectsWith(
+    encoder.encode(lines[0]!.replace('"version":1', '"version":7') + "\n"),
+    "version 7",
+  );
+  // An entry whose version is not an instance's.
+  const badVersion = [...lines];
+  badVersion[1] = badVersion[1]!.replace(/"version":"[^"]*"/, '"version":"x"');
+  await rejectsWith(join(badVersion), "invalid version");
+  // Data after the end line.
+  await rejectsWith(join([...lines, lines[1]!]), "after the end");
+  // A line longer than any entry can be.
+  await rejectsWith(
+    encoder.encode(lines[0] + "\n" + "x".repeat(300 * 1024)),
+    "longer than",
+  );
+});
+
+Deno.test("versions name their instance number; the floor is the highest", () => {
+  assert.equal(versionInstanceNumber("12.3.0"), 12);
+  assert.equal(versionInstanceNumber("0.0.0"), 0);
+  assert.equal(versionInstanceNumber("12.3"), undefined);
+  assert.equal(versionInstanceNumber("a.1.2"), undefined);
+  assert.equal(versionInstanceNumber("1234567890123456.0.0"), undefined);
+  assert.equal(
+    backupFloor([["a", entry("", "5.0.0")], ["b", entry("", "41.2.7")], ["c", entry("", "7.1.0")]]),
+    41,
+  );
+  assert.equal(backupFloor([]), 0);
+});
