@@ -35,6 +35,8 @@ export interface FetchBackupOptions {
   readonly secret: string;
   /** Gives up on a backup that takes longer, in milliseconds (default 10 minutes). */
   readonly timeoutMs?: number;
+  /** The rate the replica streams at, in MB/s (default: the replica's, 4). */
+  readonly rateMBps?: number;
 }
 
 /**
@@ -48,7 +50,9 @@ export async function fetchBackup(
   out: string,
   options: FetchBackupOptions,
 ): Promise<BackupSummary> {
-  const url = `${server.replace(/\/+$/, "")}/admin/backup`;
+  const url = `${server.replace(/\/+$/, "")}/admin/backup${
+    options.rateMBps === undefined ? "" : `?rate=${options.rateMBps}`
+  }`;
   const response = await fetch(url, {
     headers: { authorization: `Bearer ${options.secret}` },
     signal: AbortSignal.timeout(options.timeoutMs ?? 600_000),

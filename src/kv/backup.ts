@@ -108,6 +108,15 @@ export interface BackupStreamOptions {
   readonly createdAt: Date;
   /** Called once when the stream ends: read to the end, or cancelled. */
   readonly onClose?: () => void;
+  /**
+   * Most bytes per second to hand out (default: no limit): a chunk waits
+   * until the bytes so far are within the rate, so that streaming a large
+   * state takes its share of a busy replica's CPU over time instead of at
+   * once.
+   */
+  readonly bytesPerSecond?: number;
+  /** Milliseconds of a monotonic clock, for the rate (default `performance.now`). */
+  readonly now?: () => number;
 }
 
 /**
@@ -131,9 +140,19 @@ export function backupStream(
   let pending = JSON.stringify(header) + "\n";
   let next = 0;
   let done = false;
+  const now = options.now ?? (() => performance.now());
+  const started = now();
+  let handedOut = 0;
   return new ReadableStream<Uint8Array>({
-    pull(controller) {
+    async pull(controller) {
       if (done) return;
+      const rate = options.bytesPerSecond;
+      if (rate !== undefined) {
+        // Wait until the bytes handed out so far are within the rate.
+        const dueMs = (handedOut / rate) * 1000 - (now() - started);
+        if (dueMs > 0) await new Promise((resolve) => setTimeout(resolve, dueMs));
+        if (done) return;
+      }
       while (pending.length < CHUNK_BYTES && next < entries.length) {
         const [key, entry] = entries[next++]!;
         pending += JSON.stringify({ key, version: entry.version, value: entry.value.toBase64() }) +
@@ -141,6 +160,7 @@ export function backupStream(
       }
       const bytes = encoder.encode(pending);
       hash.update(bytes);
+      handedOut += bytes.length;
       pending = "";
       if (next >= entries.length) {
         const end = JSON.stringify({ end: true, keys: entries.length, sha256: hash.digest("hex") });

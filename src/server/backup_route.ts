@@ -3,7 +3,8 @@
  * live cluster, streamed as a backup file (`src/kv/backup.ts`). The replica
  * proposes a backup command, which EPaxos* orders with every write, and
  * streams the state that command read; writes go on meanwhile. The admin
- * route mounts it behind the cluster secret.
+ * route mounts it behind the cluster secret. `?rate=MBPS` sets the stream's
+ * rate (default {@linkcode DEFAULT_BACKUP_RATE_MBPS} MB/s).
  *
  * @module
  */
@@ -11,10 +12,22 @@
 import { Hono } from "hono";
 import { backupStream } from "../kv/backup.ts";
 import type { KvResult } from "../kv/state_machine.ts";
-import { KvError } from "../errors.ts";
+import { ClientRequestError, KvError } from "../errors.ts";
 
 /** Most backups one replica streams at once: each holds the state it read until it is sent. */
 export const MAX_CONCURRENT_BACKUPS = 2;
+
+/**
+ * Default rate of a backup stream, in MB/s (`?rate=` changes it, from 1 to
+ * {@linkcode MAX_BACKUP_RATE_MBPS}). Streaming costs the replica CPU in
+ * proportion to the rate (JSON, base64, SHA-256): unlimited, a backup of
+ * 100,000 keys (14 MB) took a second and cut a busy 2-core cluster's write
+ * throughput to 35-39 % meanwhile (`deno task bench:backup`); at this rate it
+ * takes about four seconds and leaves most of the throughput.
+ */
+export const DEFAULT_BACKUP_RATE_MBPS = 4;
+/** Highest `?rate=` accepted, in MB/s. */
+export const MAX_BACKUP_RATE_MBPS = 1000;
 
 /** What the backup route needs of the replica. */
 export interface BackupSource {
@@ -42,6 +55,14 @@ export function backupRoute(source: BackupSource): Hono {
   const route = new Hono();
   let streaming = 0;
   route.get("/", async (c) => {
+    const rateText = c.req.query("rate");
+    const rate = rateText === undefined ? DEFAULT_BACKUP_RATE_MBPS : Number(rateText);
+    if (!Number.isFinite(rate) || rate < 1 || rate > MAX_BACKUP_RATE_MBPS) {
+      throw new ClientRequestError(
+        `rate must be a number of MB/s from 1 to ${MAX_BACKUP_RATE_MBPS}, got ${rateText}`,
+        400,
+      );
+    }
     if (streaming >= MAX_CONCURRENT_BACKUPS) throw new BackupBusyError();
     streaming++;
     let released = false;
@@ -58,6 +79,7 @@ export function backupRoute(source: BackupSource): Hono {
         stateDigest: result.digest,
         createdAt,
         onClose: release,
+        bytesPerSecond: rate * 1e6,
       });
       c.header("Content-Type", "application/x-ndjson");
       c.header("Content-Disposition", 'attachment; filename="epaxos-kv-backup.jsonl"');

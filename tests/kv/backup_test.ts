@@ -87,7 +87,7 @@ Deno.test("a backup command reads every entry in key order, with the state's dig
 });
 
 Deno.test("a backup round-trips through its file, whatever the chunking", async () => {
-  const snapshot = sampleSnapshot(2000);
+  const snapshot = sampleSnapshot(500);
   const bytes = await bytesOf(
     backupStream(snapshot.entries, {
       stateDigest: snapshot.digest,
@@ -100,7 +100,7 @@ Deno.test("a backup round-trips through its file, whatever the chunking", async 
     assert.equal(backup.header.format, BACKUP_FORMAT);
     assert.equal(backup.header.keys, snapshot.entries.length);
     assert.equal(backup.header.stateDigest, snapshot.digest);
-    assert.equal(backup.header.floor, 1999);
+    assert.equal(backup.header.floor, 499);
     assert.equal(backup.header.createdAt, "2026-12-07T10:00:00.000Z");
     assert.match(backup.sha256, /^[0-9a-f]{64}$/);
   }
@@ -166,4 +166,35 @@ Deno.test("versions name their instance number; the floor is the highest", () =>
     41,
   );
   assert.equal(backupFloor([]), 0);
+});
+
+Deno.test("a backup stream keeps to its rate, and reports its end once", async () => {
+  const snapshot = sampleSnapshot(200);
+  let closed = 0;
+  const started = performance.now();
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, {
+      stateDigest: snapshot.digest,
+      createdAt: new Date(),
+      bytesPerSecond: 200_000,
+      onClose: () => closed++,
+    }),
+  );
+  const elapsedMs = performance.now() - started;
+  // Every chunk but the first waits for its share of time: a lower bound
+  // only, which a slow machine meets as well.
+  const expectedMs = ((bytes.length - 64 * 1024) / 200_000) * 1000;
+  assert.ok(elapsedMs >= expectedMs * 0.9, `${bytes.length} bytes in ${elapsedMs} ms`);
+  assert.equal(closed, 1);
+  // A cancelled stream reports its end too.
+  let cancelled = 0;
+  const stream = backupStream(snapshot.entries, {
+    stateDigest: snapshot.digest,
+    createdAt: new Date(),
+    onClose: () => cancelled++,
+  });
+  const reader = stream.getReader();
+  await reader.read();
+  await reader.cancel();
+  assert.equal(cancelled, 1);
 });

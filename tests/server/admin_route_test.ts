@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { createApp } from "../../src/server/app.ts";
 import { adminRoute, describeMembers } from "../../src/server/admin_route.ts";
 import { startTestCluster, waitFor } from "./cluster_helpers.ts";
+import { readBackup } from "../../src/kv/backup.ts";
 
 const SECRET = "admin-secret-0123456789";
 const URLS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001", "http://10.0.0.3:8001"];
@@ -120,6 +121,36 @@ Deno.test("a member that misses writes is lagging by the instances it missed, th
     const caughtUp = await member(2);
     assert.equal(caughtUp.state, "caught-up");
     assert.equal(caughtUp.lagInstances, 0);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("GET /admin/backup streams the state as a backup file; a bad rate is a 400", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const app = createApp({ node: cluster.nodes[2]!, replicas: 3, secret: SECRET, urls: URLS });
+    for (const key of ["a", "b", "c"]) {
+      await cluster.nodes[0]!.submit({ op: "put", key, value: new TextEncoder().encode(key) });
+    }
+    const headers = { authorization: `Bearer ${SECRET}` };
+    for (const rate of ["0", "1001", "fast"]) {
+      const refused = await app.request(`/admin/backup?rate=${rate}`, { headers });
+      assert.equal(refused.status, 400, rate);
+      assert.match((await refused.json()).error, /^rate must be/);
+    }
+    const answer = await app.request("/admin/backup?rate=50", { headers });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.headers.get("backup-keys"), "3");
+    const backup = await readBackup(answer.body!);
+    assert.deepEqual(backup.entries.map(([key]) => key), ["a", "b", "c"]);
+    assert.equal(backup.header.stateDigest, answer.headers.get("backup-state-digest"));
+    // The backup read what every replica holds at that point.
+    await waitFor(
+      () => cluster.nodes[0]!.state.digest === backup.header.stateDigest,
+      5000,
+      "replica 0 to reach the backed-up state",
+    );
   } finally {
     await cluster.stop();
   }
