@@ -62,7 +62,10 @@ export class Replica<C> {
       commit: (instance, ballot, command, deps) => this.#commit(instance, ballot, command, deps),
       sendAccept: (lead, targets) => this.#sendAccept(lead, targets),
     });
-    if (restored !== undefined) this.#resume(this.#s.restore(restored));
+    if (restored !== undefined) {
+      this.#resume(this.#s.restore(restored));
+      this.#recoverSkipped();
+    }
     this.#s.runExecutor();
   }
 
@@ -589,6 +592,21 @@ export class Replica<C> {
   }
 
   /** Resumes this replica's own unfinished proposals after a restart. */
+  /**
+   * Recovers, at once and together, the numbers of its own row `restore`
+   * skipped: each may have reached a peer in an early PreAccept before the
+   * crash, so only recovery may decide it (a Nop where nothing arrived). Every
+   * later instance of this row depends on them through the row's prefix.
+   */
+  #recoverSkipped(): void {
+    const skipped = this.#s.skippedNumbers;
+    if (skipped === undefined) return;
+    for (let number = skipped.from; number <= skipped.to; number++) {
+      const instance = this.#s.getOrCreate(this.#s.id, number);
+      if (instance.phase !== Phase.Committed) this.#recoverer.start(instance);
+    }
+  }
+
   #resume(own: readonly Instance<C>[]): void {
     // At ballot 0: same value, same ballot, so re-sending is what a slow
     // coordinator would do.
