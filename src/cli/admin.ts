@@ -24,7 +24,7 @@ Operations on an epaxos-kv cluster, through a replica's admin route.
 
 Commands:
   members          Print the cluster's configuration as JSON:
-                   {"epoch": N, "members": [{"id", "name", "url", "role", "state",
+                   {"epoch": N, "members": [{"id", "name", "url", "role", "state", "alive",
                    "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}
                    state is "caught-up" or "lagging" (lagInstances: instances the
                    member has not reported executing that the server has)

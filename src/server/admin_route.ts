@@ -4,7 +4,7 @@
  * operations that `deno task admin` (`src/cli/admin.ts`) asks for.
  *
  * - `GET /admin/members`: the cluster's configuration as this replica sees it,
- *   `{"epoch", "members": [{"id", "name", "url", "role", "state",
+ *   `{"epoch", "members": [{"id", "name", "url", "role", "state", "alive",
  *   "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}`.
  * - `GET /admin/backup`: a consistent backup of the whole key-value state,
  *   streamed as a backup file (`backup_route.ts`, `src/kv/backup.ts`).
@@ -16,7 +16,9 @@
  * every 100 ms or so: a healthy peer under load reads a little behind), and
  * `"lagging"` otherwise. This replica is always caught up with itself. The
  * gossip last heard from a member that is down stays as it was: its
- * `lastContactMsAgo` tells how old it is.
+ * `lastContactMsAgo` tells how old it is, and `alive` is false once that is
+ * over {@linkcode ALIVE_WITHIN_MS} (peers send frontier gossip every 50 ms or
+ * so, so a live peer is heard from many times in that window).
  *
  * More operations are added here as further routes of the same sub-app, behind
  * the same guard.
@@ -47,10 +49,15 @@ export interface AdminRouteOptions {
    * caught up (default {@linkcode DEFAULT_CAUGHT_UP_INSTANCES}).
    */
   readonly caughtUpInstances?: number;
+  /** A member heard from within this many milliseconds is alive (default {@linkcode ALIVE_WITHIN_MS}). */
+  readonly aliveWithinMs?: number;
 }
 
 /** Default of {@linkcode AdminRouteOptions.caughtUpInstances}. */
 export const DEFAULT_CAUGHT_UP_INSTANCES = 1000;
+
+/** A member heard from within this many milliseconds counts as alive. */
+export const ALIVE_WITHIN_MS = 3000;
 
 /** The epoch of the bootstrap configuration (the cluster file's). */
 export const BOOTSTRAP_EPOCH = 1;
@@ -69,6 +76,8 @@ export interface MemberStatus {
   readonly state: "caught-up" | "lagging";
   /** Instances this replica executed that the member has not reported executing. */
   readonly lagInstances: number;
+  /** Whether it was heard from within {@linkcode ALIVE_WITHIN_MS} (always true for itself). */
+  readonly alive: boolean;
   /** Milliseconds since this replica last heard from it (0 for itself; null if never). */
   readonly lastContactMsAgo: number | null;
   /** Smoothed round trip to it, in milliseconds, once measured (null for itself). */
@@ -91,6 +100,7 @@ const encoder = new TextEncoder();
 export function describeMembers(options: AdminRouteOptions): MembersAnswer {
   const { node } = options;
   const tolerance = options.caughtUpInstances ?? DEFAULT_CAUGHT_UP_INSTANCES;
+  const aliveWithinMs = options.aliveWithinMs ?? ALIVE_WITHIN_MS;
   const lag = node.core.executionLag();
   const peers = new Map(node.peers().map((peer) => [peer.peer, peer]));
   const now = node.now();
@@ -107,6 +117,7 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
       role: "voter",
       state: self || behind <= tolerance ? "caught-up" : "lagging",
       lagInstances: self ? 0 : behind,
+      alive: self || (lastContactMs !== undefined && now - lastContactMs <= aliveWithinMs),
       lastContactMsAgo: self
         ? 0
         : lastContactMs === undefined

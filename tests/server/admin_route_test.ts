@@ -111,6 +111,10 @@ Deno.test("a member that misses writes is lagging by the instances it missed, th
     assert.equal(behind.state, "lagging");
     assert.ok(behind.lagInstances >= 5, JSON.stringify(behind));
     assert.equal((await member(0)).state, "caught-up");
+    // Not heard from for longer than the window: not alive.
+    const view = { node, secret: SECRET, aliveWithinMs: 300 };
+    await waitFor(() => !describeMembers(view).members[2]!.alive, 5000, "replica 2 to be dead");
+    assert.ok(describeMembers(view).members[0]!.alive && describeMembers(view).members[1]!.alive);
 
     cluster.network.setDown(2, false);
     await waitFor(
@@ -121,6 +125,7 @@ Deno.test("a member that misses writes is lagging by the instances it missed, th
     const caughtUp = await member(2);
     assert.equal(caughtUp.state, "caught-up");
     assert.equal(caughtUp.lagInstances, 0);
+    assert.equal(caughtUp.alive, true);
   } finally {
     await cluster.stop();
   }
