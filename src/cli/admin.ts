@@ -34,7 +34,8 @@ Commands:
                    order: every write acknowledged before the command started is
                    in it); checked completely before FILE is written. Prints
                    {"file", "keys", "bytes", "sha256", "stateDigest", "createdAt",
-                   "floor"}. Restore it into a new cluster with
+                   "floor", "checkedBy"} (checkedBy: the replica whose own digest at
+                   the same point agreed; a disagreement refuses the backup). Restore it into a new cluster with
                    deno task start --restore FILE --config FILE --id ID.
                    --rate: MB/s the replica streams at (default 4, at most 1000;
                    faster costs the replica more of its CPU meanwhile).

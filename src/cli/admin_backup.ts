@@ -27,6 +27,8 @@ export interface BackupSummary {
   readonly createdAt: string;
   /** The highest instance number its versions name. */
   readonly floor: number;
+  /** The replica whose own digest at the same point agreed, or null if none answered. */
+  readonly checkedBy: number | null;
 }
 
 /** Settings for {@linkcode fetchBackup}. */
@@ -83,6 +85,7 @@ export async function fetchBackup(
       stateDigest: backup.header.stateDigest,
       createdAt: backup.header.createdAt,
       floor: backup.header.floor,
+      checkedBy: backup.header.checkedBy,
     };
   } catch (error) {
     await Deno.remove(partial).catch(() => {});

@@ -19,9 +19,11 @@
  * UTF-8, one JSON object per line:
  *
  * 1. `{"format": "epaxos-kv-backup", "version": 1, "createdAt": ISO-8601,
- *    "keys": N, "stateDigest": D, "floor": F}`: `stateDigest` is the state
+ *    "keys": N, "stateDigest": D, "floor": F, "checkedBy": R}`: `stateDigest` is the state
  *    machine's digest of the state (`/status` shows the same figure), `floor`
- *    the highest instance number any version names;
+ *    the highest instance number any version names, `checkedBy` the replica
+ *    whose own digest at the same backup command was equal (null if none
+ *    answered);
  * 2. N lines `{"key": K, "version": V, "value": BASE64}`, keys in strictly
  *    increasing order (UTF-16 code units, as the state machine sorts them);
  * 3. `{"end": true, "keys": N, "sha256": HEX}`: the SHA-256 of every byte
@@ -57,6 +59,11 @@ export interface BackupHeader {
   readonly stateDigest: string;
   /** The highest instance number any entry's version names (0 if none). */
   readonly floor: number;
+  /**
+   * The replica whose own digest at the same backup command equalled
+   * `stateDigest` when the backup was taken, or null if none answered.
+   */
+  readonly checkedBy: number | null;
 }
 
 /** A backup read and checked. */
@@ -117,6 +124,8 @@ export interface BackupStreamOptions {
   readonly bytesPerSecond?: number;
   /** Milliseconds of a monotonic clock, for the rate (default `performance.now`). */
   readonly now?: () => number;
+  /** {@linkcode BackupHeader.checkedBy} (default null). */
+  readonly checkedBy?: number | null;
 }
 
 /**
@@ -136,6 +145,7 @@ export function backupStream(
     keys: entries.length,
     stateDigest: options.stateDigest,
     floor: backupFloor(entries),
+    checkedBy: options.checkedBy ?? null,
   };
   let pending = JSON.stringify(header) + "\n";
   let next = 0;
@@ -294,9 +304,11 @@ function checkHeader(value: unknown): BackupHeader {
     );
   }
   const { createdAt, keys, stateDigest, floor } = value;
+  const checkedBy = value.checkedBy ?? null;
   if (
     typeof createdAt !== "string" || !Number.isSafeInteger(keys) || (keys as number) < 0 ||
-    typeof stateDigest !== "string" || !Number.isSafeInteger(floor) || (floor as number) < 0
+    typeof stateDigest !== "string" || !Number.isSafeInteger(floor) || (floor as number) < 0 ||
+    (checkedBy !== null && !(Number.isSafeInteger(checkedBy) && (checkedBy as number) >= 0))
   ) {
     throw new BackupFormatError("Line 1: malformed header");
   }
@@ -307,6 +319,7 @@ function checkHeader(value: unknown): BackupHeader {
     keys: keys as number,
     stateDigest,
     floor: floor as number,
+    checkedBy: checkedBy as number | null,
   };
 }
 

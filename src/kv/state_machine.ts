@@ -76,6 +76,9 @@ const NOTHING_APPLIED: AppliedInstance = Object.freeze({
   mutations: NO_MUTATIONS,
 });
 
+/** Backup digests a state machine keeps ({@linkcode KvStateMachine.digestAtBackup}). */
+export const BACKUP_DIGESTS_KEPT = 64;
+
 /** The version a write gets: unique to its instance and position in the batch. */
 export function versionOf(owner: number, number: number, index: number): string {
   return `${number}.${owner}.${index}`;
@@ -89,6 +92,8 @@ export class KvStateMachine {
   readonly #entries = new Map<string, KvEntry>();
   #sortedKeys: string[] | undefined;
   #digest = 0;
+  /** The digest at each recent backup command, by request id (oldest first). */
+  readonly #backupDigests = new Map<string, string>();
 
   /** Creates a state machine holding `entries` (what storage had). */
   constructor(entries?: Iterable<readonly [string, KvEntry]>) {
@@ -146,6 +151,16 @@ export class KvStateMachine {
   }
 
   /**
+   * The digest of the state at the backup command `request`, if it executed
+   * here recently (the last {@linkcode BACKUP_DIGESTS_KEPT}): execution is
+   * deterministic, so every replica computes the same one, and a backup is
+   * checked against a second replica's (`src/server/backup_route.ts`).
+   */
+  digestAtBackup(request: string): string | undefined {
+    return this.#backupDigests.get(request);
+  }
+
+  /**
    * Every entry in key order, with the digest of the state: what a backup
    * command reads. The entries are the immutable objects the state holds, so
    * this copies references only (about a millisecond per 100,000 keys).
@@ -165,7 +180,11 @@ export class KvStateMachine {
     if (execution.command.length === 1) {
       // The unbatched common case, without the bookkeeping a batch needs.
       const command = execution.command[0]!;
-      const result = this.#applyOne(command, versionOf(execution.owner, execution.number, 0));
+      const result = this.#applyOne(
+        command,
+        versionOf(execution.owner, execution.number, 0),
+        wantResults,
+      );
       let mutations: readonly KvMutation[] = NO_MUTATIONS;
       if (result.ok && (command.op === "put" || command.op === "delete")) {
         const entry = this.#entries.get(command.key);
@@ -183,7 +202,11 @@ export class KvStateMachine {
     const results: { request: string; result: KvResult }[] = [];
     const changed = new Map<string, KvEntry | undefined>();
     execution.command.forEach((command, index) => {
-      const result = this.#applyOne(command, versionOf(execution.owner, execution.number, index));
+      const result = this.#applyOne(
+        command,
+        versionOf(execution.owner, execution.number, index),
+        wantResults,
+      );
       if (result.ok && (command.op === "put" || command.op === "delete")) {
         changed.set(command.key, this.#entries.get(command.key));
       }
@@ -196,14 +219,22 @@ export class KvStateMachine {
     return { results: wantResults ? results : NO_RESULTS, mutations };
   }
 
-  #applyOne(command: KvCommand, version: string): KvResult {
+  #applyOne(command: KvCommand, version: string, wantResults: boolean): KvResult {
     switch (command.op) {
       case "get":
         return { op: "get", ok: true, entry: this.#entries.get(command.key) };
       case "list":
         return this.list(command.prefix, command.after, command.limit);
-      case "backup":
-        return this.snapshot();
+      case "backup": {
+        this.#backupDigests.set(command.request, this.digest);
+        if (this.#backupDigests.size > BACKUP_DIGESTS_KEPT) {
+          this.#backupDigests.delete(this.#backupDigests.keys().next().value!);
+        }
+        // Only the replica a client waits at reads the entries out.
+        return wantResults
+          ? this.snapshot()
+          : { op: "backup", ok: true, entries: [], digest: this.digest };
+      }
       case "put": {
         const current = this.#entries.get(command.key);
         if (!conditionHolds(command.ifVersion, current)) {

@@ -7,7 +7,10 @@
  *   `{"epoch", "members": [{"id", "name", "url", "role", "state", "alive",
  *   "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}`.
  * - `GET /admin/backup`: a consistent backup of the whole key-value state,
- *   streamed as a backup file (`backup_route.ts`, `src/kv/backup.ts`).
+ *   streamed as a backup file (`backup_route.ts`, `src/kv/backup.ts`), once a
+ *   second replica's digest at the same point agrees.
+ * - `GET /admin/backup/digest?request=ID`: this replica's state digest at
+ *   backup command `ID`, which the replica taking a backup asks for.
  *
  * Membership is static today: the configuration is the cluster file's, epoch
  * 1, and every member a voter. A member's `state` is `"caught-up"` when it has
@@ -29,7 +32,7 @@
 import { Hono } from "hono";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { bearerToken, sameSecret } from "../net/bearer.ts";
-import { backupRoute } from "./backup_route.ts";
+import { type BackupCheck, backupRoute } from "./backup_route.ts";
 
 /** Settings of {@linkcode adminRoute}. */
 export interface AdminRouteOptions {
@@ -51,7 +54,14 @@ export interface AdminRouteOptions {
   readonly caughtUpInstances?: number;
   /** A member heard from within this many milliseconds is alive (default {@linkcode ALIVE_WITHIN_MS}). */
   readonly aliveWithinMs?: number;
+  /** How this replica reaches another's admin route (default the global `fetch`; tests swap it). */
+  readonly fetch?: (url: string, init: RequestInit) => Promise<Response>;
 }
+
+/** How long a backup waits for a second replica's digest at the same command. */
+export const BACKUP_CHECK_DEADLINE_MS = 5000;
+/** Most replicas asked for their digest, one after another. */
+const BACKUP_CHECK_REPLICAS = 2;
 
 /** Default of {@linkcode AdminRouteOptions.caughtUpInstances}. */
 export const DEFAULT_CAUGHT_UP_INSTANCES = 1000;
@@ -131,6 +141,51 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
 }
 
 /**
+ * Asks up to {@linkcode BACKUP_CHECK_REPLICAS} other replicas (those heard
+ * from, nearest first) for their digest at backup command `request`, waiting
+ * at most {@linkcode BACKUP_CHECK_DEADLINE_MS} in all for one to have
+ * executed it; `undefined` if none could say.
+ */
+async function checkElsewhere(
+  options: AdminRouteOptions,
+  request: string,
+): Promise<BackupCheck | undefined> {
+  const { node } = options;
+  const fetcher = options.fetch ?? fetch;
+  const deadline = node.now() + BACKUP_CHECK_DEADLINE_MS;
+  const members = describeMembers(options).members
+    .filter((member) => !member.self && member.alive && member.url !== null)
+    .sort((a, b) => (a.roundTripMs ?? Infinity) - (b.roundTripMs ?? Infinity))
+    .slice(0, BACKUP_CHECK_REPLICAS);
+  for (const member of members) {
+    const url = `${member.url}/admin/backup/digest?request=${encodeURIComponent(request)}`;
+    while (node.now() < deadline) {
+      let response: Response;
+      try {
+        response = await fetcher(url, {
+          headers: { authorization: `Bearer ${options.secret}` },
+          signal: AbortSignal.timeout(Math.max(1, deadline - node.now())),
+        });
+      } catch {
+        break; // Unreachable: ask the next one.
+      }
+      if (response.ok) {
+        const body = await response.json();
+        if (typeof body?.stateDigest === "string") {
+          return { replica: member.id, stateDigest: body.stateDigest };
+        }
+        break;
+      }
+      await response.body?.cancel();
+      if (response.status !== 404) break;
+      // Not executed there yet: it will be, soon after the commit.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  return undefined;
+}
+
+/**
  * The admin route as a Hono sub-app, to mount at `/admin`. Every request needs
  * `Authorization: Bearer <cluster secret>`; without it, or with another, the
  * answer is 401 with a JSON error and nothing is done.
@@ -152,6 +207,23 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     return undefined;
   });
   route.get("/members", (c) => c.json(describeMembers(options)));
-  route.route("/backup", backupRoute(options.node));
+  route.get("/backup/digest", (c) => {
+    const request = c.req.query("request");
+    if (request === undefined || request.length === 0 || request.length > 128) {
+      return c.json({ error: "request must name a backup command's request id" }, 400);
+    }
+    const stateDigest = options.node.state.digestAtBackup(request);
+    if (stateDigest === undefined) {
+      return c.json({ error: `Backup command ${request} has not executed here (recently)` }, 404);
+    }
+    return c.json({ request, stateDigest });
+  });
+  route.route(
+    "/backup",
+    backupRoute({
+      source: options.node,
+      checkElsewhere: (request) => checkElsewhere(options, request),
+    }),
+  );
   return route;
 }

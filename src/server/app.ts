@@ -45,6 +45,8 @@ export interface AppOptions {
   readonly urls?: readonly string[];
   /** Receives one line per notable event of the routes (a peer's credential refused). */
   readonly log?: (line: string) => void;
+  /** How this replica reaches another's admin route (default the global `fetch`; tests swap it). */
+  readonly fetch?: (url: string, init: RequestInit) => Promise<Response>;
   /** Extra routes mounted under `/ops/` (the test-only fault layer). */
   readonly extraOps?: Hono;
 }

@@ -102,6 +102,7 @@ Deno.test({
       startedAfter = Array.from({ length: 10 }, (_, i) => `live/${firstAfter + i + 1}`);
       const summary = JSON.parse(taken.stdout);
       assert.equal(summary.file, file);
+      assert.ok([0, 2].includes(summary.checkedBy), `checked by ${summary.checkedBy}`);
 
       const backup = await readBackup((await Deno.open(file)).readable);
       assert.equal(summary.sha256, backup.sha256);

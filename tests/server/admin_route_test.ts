@@ -131,31 +131,78 @@ Deno.test("a member that misses writes is lagging by the instances it missed, th
   }
 });
 
-Deno.test("GET /admin/backup streams the state as a backup file; a bad rate is a 400", async () => {
+Deno.test("GET /admin/backup streams the state, checked against a second replica's digest", async () => {
   const cluster = await startTestCluster(3);
   try {
-    const app = createApp({ node: cluster.nodes[2]!, replicas: 3, secret: SECRET, urls: URLS });
+    // Every replica's app, reachable at its URL through a fetch that calls it.
+    let apps: Hono[] = [];
+    const fetchApp = (url: string, init: RequestInit) => {
+      const target = URLS.findIndex((base) => url.startsWith(base));
+      return Promise.resolve(apps[target]!.request(url, init));
+    };
+    apps = cluster.nodes.map((node) =>
+      createApp({ node, replicas: 3, secret: SECRET, urls: URLS, fetch: fetchApp })
+    );
     for (const key of ["a", "b", "c"]) {
       await cluster.nodes[0]!.submit({ op: "put", key, value: new TextEncoder().encode(key) });
     }
+    await waitFor(
+      () => cluster.nodes.every((node) => node.reachablePeers() === 2),
+      5000,
+      "every replica to hear from the others",
+    );
     const headers = { authorization: `Bearer ${SECRET}` };
     for (const rate of ["0", "1001", "fast"]) {
-      const refused = await app.request(`/admin/backup?rate=${rate}`, { headers });
+      const refused = await apps[2]!.request(`/admin/backup?rate=${rate}`, { headers });
       assert.equal(refused.status, 400, rate);
       assert.match((await refused.json()).error, /^rate must be/);
     }
-    const answer = await app.request("/admin/backup?rate=50", { headers });
+    const answer = await apps[2]!.request("/admin/backup?rate=50", { headers });
     assert.equal(answer.status, 200);
     assert.equal(answer.headers.get("backup-keys"), "3");
     const backup = await readBackup(answer.body!);
     assert.deepEqual(backup.entries.map(([key]) => key), ["a", "b", "c"]);
     assert.equal(backup.header.stateDigest, answer.headers.get("backup-state-digest"));
-    // The backup read what every replica holds at that point.
-    await waitFor(
-      () => cluster.nodes[0]!.state.digest === backup.header.stateDigest,
-      5000,
-      "replica 0 to reach the backed-up state",
+    // Another replica computed the same digest at the same command.
+    assert.ok(
+      backup.header.checkedBy === 0 || backup.header.checkedBy === 1,
+      JSON.stringify(backup.header),
     );
+    assert.equal(answer.headers.get("backup-checked-by"), String(backup.header.checkedBy));
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("a backup whose second replica computed another digest is refused (500)", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    await cluster.nodes[0]!.submit({ op: "put", key: "a", value: new Uint8Array([1]) });
+    await waitFor(
+      () => cluster.nodes[1]!.reachablePeers() === 2,
+      5000,
+      "replica 1 to hear from the others",
+    );
+    // A peer that answers every digest request with a state it made up.
+    const diverged = (_url: string, _init: RequestInit) =>
+      Promise.resolve(Response.json({ request: "x", stateDigest: "1:deadbeef" }));
+    const app = createApp({
+      node: cluster.nodes[1]!,
+      replicas: 3,
+      secret: SECRET,
+      urls: URLS,
+      fetch: diverged,
+    });
+    const answer = await app.request("/admin/backup", {
+      headers: { authorization: `Bearer ${SECRET}` },
+    });
+    assert.equal(answer.status, 500);
+    assert.match((await answer.json()).error, /states diverge; backup refused/);
+    // Nothing is left streaming: the next backup is not refused as busy.
+    const again = await app.request("/admin/backup", {
+      headers: { authorization: `Bearer ${SECRET}` },
+    });
+    assert.equal(again.status, 500);
   } finally {
     await cluster.stop();
   }
