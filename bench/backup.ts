@@ -10,7 +10,7 @@
  * is taken with the admin CLI (`deno task admin backup`, `--rate` passed on;
  * the replica's default rate otherwise). It reports the
  * backup's time and MB/s, and the write throughput during the backup as a
- * fraction of the steady windows' (medians). Finally a new cluster is started
+ * fraction of the steady window's in the same run (medians over runs). Finally a new cluster is started
  * from the last backup with `--restore`, and the time until every replica
  * serves the backed-up state (its state digest) is reported.
  *
@@ -207,12 +207,16 @@ const report = {
   backup_mb_per_s: Number(median(backupMbPerSecond).toFixed(2)),
   steady_writes_per_s: Math.round(median(steadyOps)),
   writes_per_s_during_backup: Math.round(median(duringOps)),
-  throughput_fraction_during_backup: Number((median(duringOps) / median(steadyOps)).toFixed(3)),
+  // The median of each run's own fraction (a ratio of medians would mix runs).
+  throughput_fraction_during_backup: Number(
+    median(duringOps.map((during, i) => during / steadyOps[i]!)).toFixed(3),
+  ),
   restore_to_serving_s: Number(restoreSeconds.toFixed(2)),
   runs_detail: backupSeconds.map((seconds, i) => ({
     steady_writes_per_s: Math.round(steadyOps[i]!),
     writes_per_s_during_backup: Math.round(duringOps[i]!),
     backup_s: Number(seconds.toFixed(3)),
+    fraction: Number((duringOps[i]! / steadyOps[i]!).toFixed(3)),
   })),
 };
 console.log(`

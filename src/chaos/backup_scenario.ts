@@ -10,7 +10,7 @@
 
 import { fetchBackup } from "../cli/admin_backup.ts";
 import { readBackup } from "../kv/backup.ts";
-import { startProcessCluster, waitUntil } from "./process_cluster.ts";
+import { answers, startProcessCluster, waitUntil } from "./process_cluster.ts";
 import type { NemesisContext, Scenario } from "./scenarios.ts";
 
 /** Milliseconds between backups during the fault phase. */
@@ -65,7 +65,29 @@ async function restoreAndCompare(context: NemesisContext, file: string): Promise
       }));
       return digests.every((digest) => digest === backup.header.stateDigest);
     }, { deadlineMs: 30_000, what: "the restored cluster to hold the backup's state" });
-    context.note(`restored into a new cluster: state digest ${backup.header.stateDigest} on all`);
+    // Values too, not only versions (which the digest hashes): a backup of
+    // the restored cluster holds exactly the backed-up entries.
+    const again = await fetchBackup(restored.urls[0]!, `${file}.restored`, {
+      secret: restored.secret,
+      timeoutMs: 15_000,
+    });
+    const copy = await readBackup((await Deno.open(`${file}.restored`)).readable);
+    const byKey = (entries: typeof backup.entries) =>
+      new Map(entries.map(([key, entry]) => [key, `${entry.version}=${entry.value.toBase64()}`]));
+    const restoredEntries = byKey(copy.entries);
+    const expected = byKey(backup.entries);
+    if (
+      restoredEntries.size !== expected.size ||
+      [...expected].some(([key, entry]) => restoredEntries.get(key) !== entry)
+    ) {
+      throw new Error(
+        `the restored cluster's entries differ from the backup's (${again.keys} keys)`,
+      );
+    }
+    context.note(
+      `restored into a new cluster: state digest ${backup.header.stateDigest} on all, ` +
+        `the same ${again.keys} entries`,
+    );
   } finally {
     await restored.stop();
   }
@@ -95,8 +117,14 @@ export const BACKUP_RESTORE: Scenario = {
       ) {
         context.note(`restart replica ${victim}`);
         await context.cluster.start(victim);
+        await waitUntil(() => answers(`${context.cluster.urls[victim]}/readyz`), {
+          deadlineMs: 20_000,
+          what: `replica ${victim} to answer after its restart`,
+        });
       }
-      const source = (victim + 1 + (serial % (context.replicas - 1))) % context.replicas;
+      // Any running replica, the restarted one included once it is back.
+      let source = serial % context.replicas;
+      if (!context.cluster.running(source)) source = (source + 1) % context.replicas;
       if (await backupAsReads(context, source, `${file}.${serial}`, serial)) {
         await Deno.rename(`${file}.${serial}`, file);
         taken++;

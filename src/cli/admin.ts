@@ -7,9 +7,10 @@
  * deno task admin --server http://127.0.0.1:8001 backup --out backup.jsonl
  * ```
  *
- * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset, from
- * `data/cluster-secret` under the working directory, where the local cluster
- * (`deno task start`) keeps it: `deno task` runs in the project directory.
+ * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset and the
+ * server is on this machine, from `data/cluster-secret` under the working
+ * directory, where the local cluster (`deno task start`) keeps it: `deno
+ * task` runs in the project directory. It is never sent to another machine.
  *
  * @module
  */
@@ -42,12 +43,13 @@ Commands:
 
 Options:
   --server URL     The replica to ask (default http://127.0.0.1:8001)
-  --timeout MS     Request timeout in milliseconds (default 10000; a backup
-                   600000)
+  --timeout MS     Request timeout in milliseconds (default 10000; for a backup,
+                   the whole stream: 3600000, an hour, 14 GB at the default rate)
   --help           Print this text
 
-The cluster secret comes from $EPAXOS_CLUSTER_SECRET or, when that is unset,
-from data/cluster-secret (the local cluster's, in the project directory).
+The cluster secret comes from $EPAXOS_CLUSTER_SECRET or, when that is unset and
+the server is on this machine (127.x.x.x, localhost, [::1]), from
+data/cluster-secret (the local cluster's, in the project directory).
 
 Exit status: 0 success; 1 refused or failed (the reason on stderr, one line);
 2 usage error.
@@ -86,10 +88,23 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, " ").trim();
 }
 
-async function clusterSecret(io: AdminIo): Promise<string> {
+/** Whether `server` is on this machine, where the local cluster's secret may go. */
+function isLoopback(server: string): boolean {
+  const host = new URL(server).hostname;
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+async function clusterSecret(io: AdminIo, server: string): Promise<string> {
   const fromEnv = (io.env ?? ((name) => Deno.env.get(name)))(SECRET_ENV);
   if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
   const path = io.localSecretPath ?? LOCAL_SECRET_PATH;
+  if (!isLoopback(server)) {
+    // The local cluster's secret never leaves this machine.
+    throw new AdminError(
+      `no cluster secret: set ${SECRET_ENV} (${path}, the local cluster's, is used only for a ` +
+        `server on this machine, not ${server})`,
+    );
+  }
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -189,9 +204,9 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
     const timeoutMs = integerOption(args, "timeout", {
       min: 1,
       max: 3_600_000,
-      fallback: command === "backup" ? 600_000 : 10_000,
+      fallback: command === "backup" ? 3_600_000 : 10_000,
     })!;
-    const secret = await clusterSecret(io);
+    const secret = await clusterSecret(io, server);
     if (command === "backup") {
       const summary = await fetchBackup(server, outFile!, {
         secret,

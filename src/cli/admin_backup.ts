@@ -35,7 +35,7 @@ export interface BackupSummary {
 export interface FetchBackupOptions {
   /** The cluster secret, sent as a bearer token. */
   readonly secret: string;
-  /** Gives up on a backup that takes longer, in milliseconds (default 10 minutes). */
+  /** Gives up on a backup that takes longer, in milliseconds (default an hour). */
   readonly timeoutMs?: number;
   /** The rate the replica streams at, in MB/s (default: the replica's, 4). */
   readonly rateMBps?: number;
@@ -57,7 +57,7 @@ export async function fetchBackup(
   }`;
   const response = await fetch(url, {
     headers: { authorization: `Bearer ${options.secret}` },
-    signal: AbortSignal.timeout(options.timeoutMs ?? 600_000),
+    signal: AbortSignal.timeout(options.timeoutMs ?? 3_600_000),
   });
   if (!response.ok || response.body === null) {
     let reason = response.statusText;

@@ -22,8 +22,9 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
-import { openDenoKvStorage, RestoreRefusedError, seedDenoKvStore } from "../storage/deno_kv/mod.ts";
-import { BackupFormatError, readBackup } from "../kv/backup.ts";
+import { openDenoKvStorage, seedingOf } from "../storage/deno_kv/mod.ts";
+import { versionTagOf } from "../kv/backup.ts";
+import { restoreFromBackup } from "./restore.ts";
 import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";
@@ -75,8 +76,18 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   const restore = option(args, "restore");
   if (restore !== undefined) {
     if (volatile) throw new UsageError("--restore seeds Deno KV storage; drop --volatile-storage");
-    log(await restoreFromBackup(restore, `${dataDir}/epaxos.kv`, config.replicas.length));
+    log(
+      await restoreFromBackup(restore, `${dataDir}/epaxos.kv`, {
+        replicas: config.replicas.length,
+        peerUrls: config.replicas.filter((replica) => replica.id !== id).map((r) => r.url),
+      }),
+    );
   }
+  // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
+  const seeding = volatile ? undefined : await seedingOf(`${dataDir}/epaxos.kv`);
+  const versionTag = seeding?.store && seeding.mark !== undefined
+    ? versionTagOf(seeding.mark.sha256)
+    : undefined;
   const storage = volatile
     ? new MemoryStorage<KvCommand>()
     : await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
@@ -130,6 +141,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   });
   const node = await ReplicaDriver.open({
     id,
+    ...(versionTag === undefined ? {} : { versionTag }),
     replicas: config.replicas.length,
     storage,
     transport,
@@ -178,38 +190,6 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   Deno.addSignalListener("SIGINT", () => shutdown("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => shutdown("SIGTERM"));
   await server.finished;
-}
-
-/**
- * Seeds the store at `path` from the backup file `file` (`deno task start
- * --restore`), unless it was seeded from that backup already; returns what
- * it did, as a log line.
- *
- * @throws {UsageError} if the file is not a complete backup, or the data
- *   directory holds another store.
- */
-async function restoreFromBackup(file: string, path: string, replicas: number): Promise<string> {
-  let backup;
-  try {
-    // The stream closes the file when read to the end or cancelled on an error.
-    backup = await readBackup((await Deno.open(file)).readable);
-  } catch (error) {
-    if (error instanceof BackupFormatError || error instanceof Deno.errors.NotFound) {
-      throw new UsageError(`--restore ${file}: ${error.message}`);
-    }
-    throw error;
-  }
-  try {
-    const outcome = await seedDenoKvStore(path, backup, { replicas, isCommand: isKvCommand });
-    const what = `backup ${backup.sha256.slice(0, 12)} of ${backup.header.createdAt} ` +
-      `(${backup.header.keys} keys, state digest ${backup.header.stateDigest})`;
-    return outcome === "seeded"
-      ? `restored ${what} into an empty store`
-      : `store already seeded from ${what}; starting from it`;
-  } catch (error) {
-    if (error instanceof RestoreRefusedError) throw new UsageError(error.message);
-    throw error;
-  }
 }
 
 if (import.meta.main) {

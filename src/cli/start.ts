@@ -88,7 +88,14 @@ export async function localClusterSecret(path: string): Promise<string> {
       }); make it owner-only with: chmod 600 ${path}`,
     );
   }
-  const secret = (await Deno.readTextFile(path)).trim();
+  // Another launch may have just created the file and not written it yet:
+  // wait a little for its content before calling it empty.
+  let secret = "";
+  for (let attempt = 0; attempt < 20; attempt++) {
+    secret = (await Deno.readTextFile(path)).trim();
+    if (secret.length > 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   if (secret.length < 16 || /\s/.test(secret)) {
     throw new ConfigError(
       `${path} holds no secret (at least 16 characters, no spaces); remove it to have a new one made`,

@@ -591,7 +591,6 @@ export class Replica<C> {
     this.#recoverer.reevaluateWaiting(instance.key);
   }
 
-  /** Resumes this replica's own unfinished proposals after a restart. */
   /**
    * Recovers, at once and together, the numbers of its own row `restore`
    * skipped: each may have reached a peer in an early PreAccept before the
@@ -607,6 +606,7 @@ export class Replica<C> {
     }
   }
 
+  /** Resumes this replica's own unfinished proposals after a restart. */
   #resume(own: readonly Instance<C>[]): void {
     // At ballot 0: same value, same ballot, so re-sending is what a slow
     // coordinator would do.

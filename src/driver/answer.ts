@@ -67,6 +67,7 @@ export function blindWriteAnswers(
   owner: number,
   number: number,
   payload: Payload<KvCommand>,
+  versionTag?: string,
 ): CommitAnswer[] {
   if (payload === NOP) return [];
   const answers: CommitAnswer[] = [];
@@ -76,7 +77,7 @@ export function blindWriteAnswers(
     answers.push({
       request: command.request,
       result: command.op === "put"
-        ? { op: "put", ok: true, version: versionOf(owner, number, index) }
+        ? { op: "put", ok: true, version: versionOf(owner, number, index, versionTag) }
         : { op: "delete", ok: true },
     });
   }

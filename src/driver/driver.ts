@@ -46,6 +46,8 @@ import { type Answer, Waiters } from "./waiters.ts";
 export interface ReplicaDriverOptions {
   /** This replica's id. */
   readonly id: number;
+  /** `KvStateMachineOptions.versionTag`: set in a cluster seeded from a backup. */
+  readonly versionTag?: string;
   /** Cluster size. */
   readonly replicas: number;
   /** Durable state. */
@@ -205,7 +207,10 @@ export class ReplicaDriver {
       },
       { records: loaded.records, pruneFloor: loaded.pruneFloor },
     );
-    this.#kv = new KvStateMachine(loaded.entries);
+    this.#kv = new KvStateMachine(
+      loaded.entries,
+      options.versionTag === undefined ? {} : { versionTag: options.versionTag },
+    );
     this.#storage = options.storage;
     this.#transport = options.transport;
     this.#clock = options.clock;
@@ -429,7 +434,9 @@ export class ReplicaDriver {
     const { number } = this.#core.propose(commands);
     this.#options.observer?.proposed?.(number, commands);
     if (this.#options.unsafeAnswerBlindWritesBeforeDurable) {
-      this.#unsafeEarlyAnswers.push(...blindWriteAnswers(this.id, number, commands));
+      this.#unsafeEarlyAnswers.push(
+        ...blindWriteAnswers(this.id, number, commands, this.#kv.versionTag),
+      );
     }
     // Bounded by the proposals in flight (each is decided, as a Nop at worst).
     this.#proposedAtMs.set(number, this.#clock.now());
@@ -645,7 +652,14 @@ export class ReplicaDriver {
   /** Answers the blind writes of this replica's decided instances (./answer.ts). */
   #answerDecided(decided: readonly Decided<KvCommand>[]): void {
     for (const { number, command } of decided) {
-      for (const { request, result } of blindWriteAnswers(this.id, number, command)) {
+      for (
+        const { request, result } of blindWriteAnswers(
+          this.id,
+          number,
+          command,
+          this.#kv.versionTag,
+        )
+      ) {
         if (this.#answer(request, result)) this.metrics.commandsAnsweredAtCommit++;
       }
     }

@@ -24,8 +24,8 @@
  *    the highest instance number any version names, `checkedBy` the replica
  *    whose own digest at the same backup command was equal (null if none
  *    answered);
- * 2. N lines `{"key": K, "version": V, "value": BASE64}`, keys in strictly
- *    increasing order (UTF-16 code units, as the state machine sorts them);
+ * 2. N lines `{"key": K, "version": V, "value": BASE64}`, each key once, in
+ *    no particular order (sorting a large state would stall the replica);
  * 3. `{"end": true, "keys": N, "sha256": HEX}`: the SHA-256 of every byte
  *    before this line, so that a truncated or altered file is refused.
  *
@@ -70,7 +70,7 @@ export interface BackupHeader {
 export interface Backup {
   /** Line 1. */
   readonly header: BackupHeader;
-  /** Every entry, in key order. */
+  /** Every entry, in the file's order. */
   readonly entries: readonly (readonly [string, KvEntry])[];
   /** The SHA-256 the last line names (hex): identifies the backup. */
   readonly sha256: string;
@@ -85,10 +85,17 @@ export class BackupFormatError extends Error {
   }
 }
 
-const VERSION_PATTERN = /^(\d{1,15})\.(\d{1,15})\.(\d{1,15})$/;
+/** `number.owner.index`, with the tag of a cluster seeded from a backup (`.r` and 12 hex digits). */
+const VERSION_PATTERN = /^(\d{1,15})\.(\d{1,15})\.(\d{1,15})(?:\.r[0-9a-f]{12})?$/;
+
+/** The version tag of a cluster seeded from the backup whose SHA-256 is `sha256`. */
+export function versionTagOf(sha256: string): string {
+  return `r${sha256.slice(0, 12)}`;
+}
 
 /**
- * The instance number a version names (`number.owner.index`, see
+ * The instance number a version names (`number.owner.index`, or
+ * `number.owner.index.tag` in a cluster seeded from a backup; see
  * `versionOf`), or `undefined` if it is not one.
  */
 export function versionInstanceNumber(version: string): number | undefined {
@@ -129,8 +136,8 @@ export interface BackupStreamOptions {
 }
 
 /**
- * The backup file of `entries` (in key order, as a backup command returns
- * them) as a stream of bytes, produced as it is read.
+ * The backup file of `entries` (as a backup command returns them) as a
+ * stream of bytes, produced as it is read.
  */
 export function backupStream(
   entries: readonly (readonly [string, KvEntry])[],
@@ -151,13 +158,17 @@ export function backupStream(
   let next = 0;
   let done = false;
   const now = options.now ?? (() => performance.now());
-  const started = now();
+  let started = now();
   let handedOut = 0;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (done) return;
       const rate = options.bytesPerSecond;
       if (rate !== undefined) {
+        // Credit for time the reader did not read is capped at one chunk, so
+        // that a reader that stalled does not get a burst at full speed.
+        const creditMs = (CHUNK_BYTES / rate) * 1000;
+        started = Math.max(started, now() - (handedOut / rate) * 1000 - creditMs);
         // Wait until the bytes handed out so far are within the rate.
         const dueMs = (handedOut / rate) * 1000 - (now() - started);
         if (dueMs > 0) await new Promise((resolve) => setTimeout(resolve, dueMs));
@@ -195,8 +206,8 @@ export function backupStream(
 
 /**
  * Reads a backup file, checking everything before returning: the header, each
- * entry (a valid key in increasing order, a version of the form
- * `number.owner.index`, a value within the size limit), the count, the
+ * entry (a valid key, each once, a version of the form
+ * `number.owner.index[.tag]`, a value within the size limit), the count, the
  * SHA-256 of the bytes, the state digest and the floor.
  *
  * @throws {BackupFormatError} saying what is wrong (with the line number).
@@ -206,6 +217,7 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
   const decoder = new TextDecoder("utf-8", { fatal: true });
   let header: BackupHeader | undefined;
   const entries: (readonly [string, KvEntry])[] = [];
+  const keys = new Set<string>();
   let end: { keys: number; sha256: string } | undefined;
   let lineNumber = 0;
   const takeLine = (bytes: Uint8Array) => {
@@ -232,10 +244,8 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
     hash.update(bytes);
     hash.update(NEWLINE);
     const entry = checkEntry(value, lineNumber);
-    const previous = entries[entries.length - 1];
-    if (previous !== undefined && !(previous[0] < entry[0])) {
-      throw new BackupFormatError(`Line ${lineNumber}: key out of order or repeated`);
-    }
+    if (keys.has(entry[0])) throw new BackupFormatError(`Line ${lineNumber}: key repeated`);
+    keys.add(entry[0]);
     entries.push(entry);
   };
   let buffered = new Uint8Array(0);

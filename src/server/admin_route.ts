@@ -54,6 +54,8 @@ export interface AdminRouteOptions {
   readonly caughtUpInstances?: number;
   /** A member heard from within this many milliseconds is alive (default {@linkcode ALIVE_WITHIN_MS}). */
   readonly aliveWithinMs?: number;
+  /** Receives a line per notable event (a backup refused for divergence). */
+  readonly log?: (line: string) => void;
   /** How this replica reaches another's admin route (default the global `fetch`; tests swap it). */
   readonly fetch?: (url: string, init: RequestInit) => Promise<Response>;
 }
@@ -223,6 +225,7 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     backupRoute({
       source: options.node,
       checkElsewhere: (request) => checkElsewhere(options, request),
+      ...(options.log === undefined ? {} : { log: options.log }),
     }),
   );
   return route;

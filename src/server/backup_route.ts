@@ -59,6 +59,8 @@ export interface BackupRouteOptions {
    * answer; absent, backups are not checked against a second replica.
    */
   readonly checkElsewhere?: (request: string) => Promise<BackupCheck | undefined>;
+  /** Receives a line when a backup is refused for divergence. */
+  readonly log?: (line: string) => void;
 }
 
 /** Two replicas computed different states at the same point of the execution order. */
@@ -126,10 +128,13 @@ export function backupRoute(options: BackupRouteOptions): Hono {
       if (result.op !== "backup") throw new Error(`A backup command answered ${result.op}`);
       const check = await options.checkElsewhere?.(request);
       if (check?.stateDigest !== undefined && check.stateDigest !== result.digest) {
-        throw new StateDivergenceError(
+        const error = new StateDivergenceError(
           `Replica ${check.replica} computed state digest ${check.stateDigest} at this backup, ` +
             `this replica ${result.digest}: their states diverge; backup refused`,
         );
+        // An operator must hear of this even if nobody reads the answer.
+        options.log?.(`DIVERGENCE at backup command ${request}: ${error.message}`);
+        throw error;
       }
       const createdAt = new Date(source.wallClockMs?.() ?? Date.now());
       const body = backupStream(result.entries, {

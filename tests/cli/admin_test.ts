@@ -90,6 +90,13 @@ Deno.test("admin reads the local cluster's secret file when EPAXOS_CLUSTER_SECRE
       localSecretPath: path,
     });
     assert.equal(wrong.code, 1);
+
+    // The file never goes to a server on another machine.
+    const remote = await adminInProcess(["--server", "http://203.0.113.7:8001", "members"], {
+      localSecretPath: path,
+    });
+    assert.equal(remote.code, 1);
+    assert.match(remote.stderr, /used only for a server on this machine/);
   } finally {
     await cluster.stop();
     await Deno.remove(dir, { recursive: true });

@@ -6,8 +6,9 @@ import {
   backupStream,
   readBackup,
   versionInstanceNumber,
+  versionTagOf,
 } from "../../src/kv/backup.ts";
-import { type KvEntry, KvStateMachine } from "../../src/kv/state_machine.ts";
+import { type KvEntry, KvStateMachine, versionOf } from "../../src/kv/state_machine.ts";
 import { NOP } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 
@@ -60,7 +61,7 @@ async function rejectsWith(bytes: Uint8Array, text: string): Promise<void> {
   });
 }
 
-Deno.test("a backup command reads every entry in key order, with the state's digest", () => {
+Deno.test("a backup command reads every entry, with the state's digest", () => {
   const machine = new KvStateMachine([["b", entry("2", "2.0.0")], ["a", entry("1", "1.0.0")]]);
   const applied = machine.apply({
     owner: 1,
@@ -76,7 +77,7 @@ Deno.test("a backup command reads every entry in key order, with the state's dig
   assert.equal(result.op, "backup");
   if (result.op !== "backup") return;
   // The cut is between the put before it and the delete after it.
-  assert.deepEqual(result.entries.map(([key]) => key), ["a", "b", "c"]);
+  assert.deepEqual(result.entries.map(([key]) => key).sort(), ["a", "b", "c"]);
   assert.equal(result.digest, new KvStateMachine(result.entries).digest);
   assert.notEqual(result.digest, machine.digest);
   // A Nop reads nothing.
@@ -132,10 +133,12 @@ Deno.test("a truncated, altered or reordered backup is refused, saying why", asy
   const altered = [...lines];
   altered[2] = altered[2]!.replace(/"value":"[^"]*"/, '"value":"AAAA"');
   await rejectsWith(join(altered), "SHA-256 mismatch");
-  // Two entries swapped.
+  // Two entries swapped: same entries, other bytes.
   const swapped = [...lines];
   [swapped[1], swapped[2]] = [swapped[2]!, swapped[1]!];
-  await rejectsWith(join(swapped), "out of order");
+  await rejectsWith(join(swapped), "SHA-256 mismatch");
+  // An entry twice.
+  await rejectsWith(join([lines[0]!, lines[1]!, lines[1]!, ...lines.slice(2)]), "key repeated");
   // Not a backup at all, or another version.
   await rejectsWith(encoder.encode('{"hello": 1}\n'), "not an epaxos-kv-backup");
   await rejectsWith(
@@ -157,6 +160,8 @@ Deno.test("a truncated, altered or reordered backup is refused, saying why", asy
 
 Deno.test("versions name their instance number; the floor is the highest", () => {
   assert.equal(versionInstanceNumber("12.3.0"), 12);
+  assert.equal(versionInstanceNumber(`12.3.0.${versionTagOf("0123456789abcdef")}`), 12);
+  assert.equal(versionInstanceNumber("12.3.0.rXYZ"), undefined);
   assert.equal(versionInstanceNumber("0.0.0"), 0);
   assert.equal(versionInstanceNumber("12.3"), undefined);
   assert.equal(versionInstanceNumber("a.1.2"), undefined);
@@ -197,4 +202,22 @@ Deno.test("a backup stream keeps to its rate, and reports its end once", async (
   await reader.read();
   await reader.cancel();
   assert.equal(cancelled, 1);
+});
+
+Deno.test("a state machine with a version tag tags every version it gives", () => {
+  const tag = versionTagOf("feedfacecafe0000");
+  const machine = new KvStateMachine([], { versionTag: tag });
+  const applied = machine.apply({
+    owner: 2,
+    number: 9,
+    command: [{ op: "put", request: "r", key: "k", value: new Uint8Array([1]) }],
+    local: true,
+  });
+  assert.deepEqual(applied.results[0]!.result, {
+    op: "put",
+    ok: true,
+    version: versionOf(2, 9, 0, tag),
+  });
+  assert.equal(versionOf(2, 9, 0, tag), "9.2.0.rfeedfacecafe");
+  assert.equal(machine.read("k")!.version, "9.2.0.rfeedfacecafe");
 });

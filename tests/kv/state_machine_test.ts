@@ -645,7 +645,8 @@ function modelApply(model: Model, command: KvCommand, version: string): KvResult
       return {
         op: "backup",
         ok: true,
-        entries: sortedEntries(model),
+        // The state's own order: a Map's, as the machine's.
+        entries: Array.from(model),
         digest: new KvStateMachine(model).digest,
       };
   }

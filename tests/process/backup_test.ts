@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { readBackup } from "../../src/kv/backup.ts";
+import { readBackup, versionTagOf } from "../../src/kv/backup.ts";
 import { startProcessCluster, waitUntil } from "../../src/chaos/process_cluster.ts";
 
 const ADMIN_SCRIPT = new URL("../../src/cli/admin.ts", import.meta.url).pathname;
@@ -131,6 +131,17 @@ Deno.test({
         },
         { deadlineMs: 20_000, what: "restored replicas to hold the backup's state" },
       );
+      // Values too, not only versions (which the digest hashes): a backup of
+      // the restored cluster holds exactly the backed-up entries.
+      const again = await admin(
+        ["--server", urls[0]!, "backup", "--out", `${work}/again.jsonl`],
+        restored.secret,
+      );
+      assert.equal(again.code, 0, again.stderr);
+      const copy = await readBackup((await Deno.open(`${work}/again.jsonl`)).readable);
+      const byKey = (entries: typeof backup.entries) =>
+        new Map(entries.map(([key, entry]) => [key, [entry.version, entry.value.toBase64()]]));
+      assert.deepEqual(byKey(copy.entries), byKey(backup.entries));
       const [key, entry] = backup.entries[backup.entries.length - 1]!;
       assert.deepEqual(await get(urls[2]!, key), {
         value: new TextDecoder().decode(entry.value),
@@ -141,6 +152,9 @@ Deno.test({
       const fresh = await put(urls[0]!, "after-restore", "new");
       assert.equal(fresh.status, 200);
       assert.ok(Number(fresh.version!.split(".")[0]) > backup.header.floor, fresh.version);
+      // ...and tagged with the backup, so none equals a version the old
+      // cluster gave after the backup either.
+      assert.ok(fresh.version!.endsWith(`.${versionTagOf(backup.sha256)}`), fresh.version);
       assert.equal((await put(urls[1]!, key, "updated", entry.version)).status, 200);
       // Restarting a replica with the same command line keeps its state.
       await restored.restart(2);

@@ -186,23 +186,74 @@ Deno.test("a backup whose second replica computed another digest is refused (500
     // A peer that answers every digest request with a state it made up.
     const diverged = (_url: string, _init: RequestInit) =>
       Promise.resolve(Response.json({ request: "x", stateDigest: "1:deadbeef" }));
+    const logged: string[] = [];
     const app = createApp({
       node: cluster.nodes[1]!,
       replicas: 3,
       secret: SECRET,
       urls: URLS,
       fetch: diverged,
+      log: (line) => logged.push(line),
     });
     const answer = await app.request("/admin/backup", {
       headers: { authorization: `Bearer ${SECRET}` },
     });
     assert.equal(answer.status, 500);
     assert.match((await answer.json()).error, /states diverge; backup refused/);
-    // Nothing is left streaming: the next backup is not refused as busy.
-    const again = await app.request("/admin/backup", {
-      headers: { authorization: `Bearer ${SECRET}` },
+    assert.equal(logged.filter((line) => line.startsWith("DIVERGENCE")).length, 1);
+    // Nothing is left streaming: more refusals than the concurrency limit
+    // are divergence again, never busy.
+    for (let i = 0; i < 3; i++) {
+      const again = await app.request("/admin/backup", {
+        headers: { authorization: `Bearer ${SECRET}` },
+      });
+      assert.equal(again.status, 500);
+      await again.body?.cancel();
+    }
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("at most two backups stream at once; a cancelled one frees its place", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    // More than one chunk of file (64 KiB), so that an unread stream stays open.
+    await Promise.all(
+      Array.from(
+        { length: 200 },
+        (_, i) =>
+          cluster.nodes[0]!.submit({ op: "put", key: `k${i}`, value: new Uint8Array(1000) }),
+      ),
+    );
+    // No other replica answers the digest check: backups go unchecked.
+    const unreachable = () => Promise.reject(new TypeError("connection refused"));
+    const app = createApp({
+      node: cluster.nodes[0]!,
+      replicas: 3,
+      secret: SECRET,
+      urls: URLS,
+      fetch: unreachable,
     });
-    assert.equal(again.status, 500);
+    const headers = { authorization: `Bearer ${SECRET}` };
+    // Two streams left unread hold both places.
+    const first = await app.request("/admin/backup?rate=1", { headers });
+    const second = await app.request("/admin/backup?rate=1", { headers });
+    assert.equal(first.status, 200);
+    assert.equal(second.status, 200);
+    assert.equal(first.headers.get("backup-checked-by"), "none");
+    const third = await app.request("/admin/backup", { headers });
+    assert.equal(third.status, 429);
+    assert.match((await third.json()).error, /backups are being streamed/);
+    // Cancelling one frees its place; reading one to the end frees the other.
+    await first.body!.cancel();
+    const fourth = await app.request("/admin/backup", { headers });
+    assert.equal(fourth.status, 200);
+    assert.equal((await readBackup(fourth.body!)).header.checkedBy, null);
+    await readBackup(second.body!);
+    const fifth = await app.request("/admin/backup", { headers });
+    assert.equal(fifth.status, 200);
+    await fifth.body!.cancel();
   } finally {
     await cluster.stop();
   }

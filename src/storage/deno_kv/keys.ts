@@ -13,7 +13,7 @@
  * | `["meta", "snapshot"]` | the current snapshot, MessagePack `[generation, seq, pages]`: the key-value state after every log entry up to `seq` |
  * | `["s", generation, page]` | the snapshot's pages (`encodeSnapshotPages`) |
  * | `["redo", chunk]` | the redo log of a unit too large for one atomic commit, present only while such a unit is applied |
-| `["meta", "restore"]` | in a store seeded from a backup (`restore.ts`): MessagePack `[sha256, complete]`, the backup's SHA-256 and whether seeding finished; a store whose seeding did not finish is refused |
+ * | `["meta", "restore"]` | in a store seeded from a backup (`restore.ts`): `[sha256, complete]` (a Deno KV value, like the format version), the backup's SHA-256 and whether seeding finished; a store whose seeding did not finish is refused |
  *
  * Keys are short on purpose: a single write must always fit in one atomic
  * commit (see `writes.ts`), and so must the redo log's chunks.

@@ -25,7 +25,7 @@
 
 export { CHUNK_BYTES } from "./chunks.ts";
 export { FORMAT_VERSION, StorageFormatError } from "./keys.ts";
-export { RestoreRefusedError, seedDenoKvStore, type SeedOutcome } from "./restore.ts";
+export { RestoreRefusedError, seedDenoKvStore, seedingOf, type SeedOutcome } from "./restore.ts";
 export { CLEANUP_PER_COMMIT, SNAPSHOT_BYTES_PER_COMMIT } from "./snapshots.ts";
 export { DenoKvStorage, type DenoKvStorageOptions, openDenoKvStorage } from "./storage.ts";
 export { DENO_KV_LIMITS, FailpointCrash } from "./writes.ts";

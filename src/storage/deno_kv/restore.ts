@@ -4,23 +4,29 @@
  *
  * Every replica of the new cluster is seeded from the same file and so holds
  * the same state and the same prune floor: every row is pruned up to the
- * highest instance number any backed-up version names. Instances of the new
- * cluster are numbered above it, so a new write's version (`number.owner.index`)
- * can never equal a restored one, and a compare-and-set holding a version from
- * before the backup matches only the entry it named.
+ * highest instance number any backed-up version names. The new cluster tags
+ * its versions with the backup (`versionTagOf`, applied by the replica that
+ * reads the mark), so a new write's version can never equal one the old
+ * cluster gave, before or after the backup, and a compare-and-set holding a
+ * version from before the backup matches only the entry it named.
  *
  * Seeding is marked in the file (`["meta", "restore"]`, see `keys.ts`) before
  * anything else is written and completed last; a store whose seeding did not
  * finish is refused by every open, and seeding from the same backup starts it
- * over. Seeding again from the backup the store already came from does nothing,
- * so a process manager may repeat the command line.
+ * over. Seeding again from the backup the store already came from does nothing.
  *
  * @module
  */
 
 import type { Backup } from "../../kv/backup.ts";
 import { KvError } from "../../errors.ts";
-import { FORMAT_KEY, FORMAT_VERSION, readRestoreMark, RESTORE_KEY } from "./keys.ts";
+import {
+  FORMAT_KEY,
+  FORMAT_VERSION,
+  readRestoreMark,
+  RESTORE_KEY,
+  type RestoreMark,
+} from "./keys.ts";
 import { openDenoKvStorage } from "./storage.ts";
 
 /** A restore refused because the data directory holds another store. */
@@ -54,14 +60,9 @@ export async function seedDenoKvStore<C>(
   backup: Backup,
   options: SeedOptions<C>,
 ): Promise<SeedOutcome> {
-  if (await exists(path)) {
-    const kv = await Deno.openKv(path);
-    let mark;
-    try {
-      mark = await readRestoreMark(kv);
-    } finally {
-      kv.close();
-    }
+  const seeding = await seedingOf(path);
+  if (seeding.store) {
+    const mark = seeding.mark;
     if (mark?.sha256 !== backup.sha256) {
       throw new RestoreRefusedError(
         `${path} already holds a store${
@@ -108,6 +109,24 @@ export async function seedDenoKvStore<C>(
     done.close();
   }
   return "seeded";
+}
+
+/**
+ * Whether a store exists at `path` and, if it was seeded from a backup, its
+ * mark (which backup, and whether seeding finished): read without opening the
+ * store as replica storage.
+ */
+export async function seedingOf(
+  path: string,
+): Promise<{ readonly store: false } | { readonly store: true; readonly mark?: RestoreMark }> {
+  if (!(await exists(path))) return { store: false };
+  const kv = await Deno.openKv(path);
+  try {
+    const mark = await readRestoreMark(kv);
+    return mark === undefined ? { store: true } : { store: true, mark };
+  } finally {
+    kv.close();
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
