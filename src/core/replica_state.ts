@@ -53,6 +53,13 @@ export interface ReplicaOptions<C> {
   readonly maxReproposals?: number;
   /** Most instances pruned in one step, so a long-delayed prune cannot stall the replica. */
   readonly maxPrunePerStep?: number;
+  /**
+   * For tests only, never in production: replaces some of the quorum sizes
+   * derived from `replicas` (for instance a fast quorum one smaller than
+   * correct), so that a test can show the explorer and the simulator catch a
+   * broken decider (`tests/sim/explore_test.ts`). A replica given it is unsafe.
+   */
+  readonly unsafeQuorumSizes?: Partial<QuorumSizes>;
 }
 
 /** What a replica reloads after a restart: everything its storage holds. */
@@ -136,7 +143,9 @@ export class ReplicaState<C> {
 
   /** Empty state for replica `options.id`. */
   constructor(options: ReplicaOptions<C>) {
-    this.quorum = quorumSizes(options.replicas);
+    this.quorum = options.unsafeQuorumSizes === undefined
+      ? quorumSizes(options.replicas)
+      : { ...quorumSizes(options.replicas), ...options.unsafeQuorumSizes };
     if (!Number.isInteger(options.id) || options.id < 0 || options.id >= options.replicas) {
       throw new RangeError(`Replica id must be in 0..${options.replicas - 1}, got ${options.id}`);
     }
