@@ -21,10 +21,10 @@ export const MAX_CONCURRENT_BACKUPS = 2;
 /**
  * Default rate of a backup stream, in MB/s (`?rate=` changes it, from 1 to
  * {@linkcode MAX_BACKUP_RATE_MBPS}). Streaming costs the replica CPU in
- * proportion to the rate (JSON, base64, SHA-256): unlimited, a backup of
- * 100,000 keys (14 MB) took a second and cut a busy 2-core cluster's write
- * throughput to 35-39 % meanwhile (`deno task bench:backup`); at this rate it
- * takes about four seconds and leaves most of the throughput.
+ * proportion to the rate (JSON, base64, SHA-256): at this rate a backup of
+ * 100,000 keys (14 MB) takes four seconds and a busy 2-core cluster keeps about
+ * 71 % of its write throughput meanwhile; unlimited, 1.2 s and about 64 %
+ * (`deno task bench:backup`, medians of 3 runs).
  */
 export const DEFAULT_BACKUP_RATE_MBPS = 4;
 /** Highest `?rate=` accepted, in MB/s. */
