@@ -21,6 +21,7 @@
  */
 
 import type { BackupSummary } from "../src/cli/admin_backup.ts";
+import { adminProcessArgs } from "../src/cli/admin.ts";
 import { integerOption, option, parseArgs } from "../src/cli/args.ts";
 import { startProcessCluster, waitUntil } from "../src/chaos/process_cluster.ts";
 
@@ -33,25 +34,18 @@ const windowSeconds = integerOption(args, "window", { min: 2, max: 120, fallback
 const connections = integerOption(args, "connections", { min: 1, max: 512, fallback: 64 })!;
 const out = option(args, "out");
 const rate = integerOption(args, "rate", { min: 1, max: 1000 });
-const ADMIN_SCRIPT = new URL("../src/cli/admin.ts", import.meta.url).pathname;
 
 /** Takes a backup as an operator does: `deno task admin backup`, its own process. */
 async function backup(server: string, file: string, secret: string): Promise<BackupSummary> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      ADMIN_SCRIPT,
+    args: adminProcessArgs([
       "--server",
       server,
       "backup",
       "--out",
       file,
       ...(rate === undefined ? [] : ["--rate", String(rate)]),
-    ],
+    ]),
     env: { EPAXOS_CLUSTER_SECRET: secret },
     stdout: "piped",
     stderr: "piped",

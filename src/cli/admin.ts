@@ -229,4 +229,21 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
   }
 }
 
+/**
+ * The `deno` arguments that run `deno task admin` with `args` as its own
+ * process, with the task's permissions (for tests and benchmarks that drive
+ * the CLI as an operator does).
+ */
+export function adminProcessArgs(args: readonly string[]): string[] {
+  return [
+    "run",
+    "--allow-net",
+    `--allow-env=${SECRET_ENV}`,
+    "--allow-read",
+    "--allow-write",
+    new URL(import.meta.url).pathname,
+    ...args,
+  ];
+}
+
 if (import.meta.main) Deno.exit(await runAdmin(Deno.args));

@@ -5,9 +5,8 @@
 
 import assert from "node:assert/strict";
 import { readBackup, versionTagOf } from "../../src/kv/backup.ts";
+import { adminProcessArgs } from "../../src/cli/admin.ts";
 import { startProcessCluster, waitUntil } from "../../src/chaos/process_cluster.ts";
-
-const ADMIN_SCRIPT = new URL("../../src/cli/admin.ts", import.meta.url).pathname;
 
 async function put(url: string, key: string, value: string, ifMatch?: string) {
   const response = await fetch(`${url}/kv/${encodeURIComponent(key)}`, {
@@ -42,15 +41,7 @@ async function stateDigests(urls: readonly string[]): Promise<Set<string>> {
 
 async function admin(args: string[], secret: string) {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      ADMIN_SCRIPT,
-      ...args,
-    ],
+    args: adminProcessArgs(args),
     env: { EPAXOS_CLUSTER_SECRET: secret },
     stdout: "piped",
     stderr: "piped",
