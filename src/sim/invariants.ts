@@ -307,3 +307,41 @@ function sameCommand(a: Payload<KvCommand>, b: Payload<KvCommand>): boolean {
 function describePayload(payload: Payload<KvCommand>): string {
   return payload === NOP ? "nop" : `[${payload.map((command) => command.request).join(" ")}]`;
 }
+
+/** A backup a client was answered, by the request id the replicas know it by. */
+export interface AnsweredBackup {
+  /** The backup command's request id. */
+  readonly request: string;
+  /** The digest of the state the answering replica read. */
+  readonly digest: string;
+}
+
+/**
+ * Every replica that executed a backup command (and still remembers it: a
+ * restart forgets) computed the digest the answer read, since the state at
+ * one point of the execution order is the same everywhere. `digestAt` holds,
+ * per replica, its `KvStateMachine.digestAtBackup`. Returns how many digests
+ * were compared.
+ *
+ * @throws {InvariantViolation} naming the replica and the backup that differ.
+ */
+export function checkBackupDigests(
+  backups: readonly AnsweredBackup[],
+  digestAt: readonly ((request: string) => string | undefined)[],
+): number {
+  let compared = 0;
+  for (const backup of backups) {
+    for (const [id, digestOf] of digestAt.entries()) {
+      const digest = digestOf(backup.request);
+      if (digest === undefined) continue;
+      compared++;
+      if (digest !== backup.digest) {
+        throw new InvariantViolation(
+          "identical state at a backup",
+          `replica ${id} computed ${digest} at backup ${backup.request}, the answer read ${backup.digest}`,
+        );
+      }
+    }
+  }
+  return compared;
+}

@@ -21,7 +21,12 @@ import { SeededRandom } from "../runtime/random.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
 import { SimHost } from "./host.ts";
-import { InvariantChecker, InvariantViolation } from "./invariants.ts";
+import {
+  type AnsweredBackup,
+  checkBackupDigests,
+  InvariantChecker,
+  InvariantViolation,
+} from "./invariants.ts";
 import { SimNetwork } from "./network.ts";
 
 /** The outcome of one run. */
@@ -50,6 +55,10 @@ export interface SimResult {
   readonly faultEvents: number;
   /** Recovery decisions by branch, summed over replicas. */
   readonly recoveryOutcomes: Readonly<Record<string, number>>;
+  /** Backups answered (each checked as a read of every shared key). */
+  readonly backups: number;
+  /** Other replicas' digests at those backups, compared with the answer's. */
+  readonly backupDigestsChecked: number;
 }
 
 /** Timers for simulated time, where a tick is a millisecond and the network is fast. */
@@ -77,8 +86,15 @@ interface Client {
   deadline: number;
   /** Value read or written last, with its version, per key (for compare-and-set). */
   readonly known: Map<string, { value: string | null; version: string | null }>;
-  operation: { key: string; kind: "put" | "get" | "cas" | "delete"; value?: string } | undefined;
+  operation:
+    | { key: string; kind: "put" | "get" | "cas" | "delete" | "backup"; value?: string }
+    | undefined;
   invokedInLiveness: boolean;
+}
+
+/** The history process of a backup's read of `key` (one per key, beside the client's own). */
+function backupProcess(client: Client, key: string): string {
+  return `${client.id}/backup/${key}`;
 }
 
 function sumOutcomes(all: readonly object[]): Record<string, number> {
@@ -121,6 +137,10 @@ export class Simulation {
   readonly #history: HistoryRecorder;
   /** Blind writes answered at commit, checked against what was decided. */
   readonly #acknowledged: { request: string; owner: number; number: number; index: number }[] = [];
+  /** Backups answered, with the digest their replica read. */
+  readonly #backups: AnsweredBackup[] = [];
+  /** Digests other replicas computed that were compared with a backup's. */
+  #backupsChecked = 0;
   #now = 0;
   #issued = 0;
   #completed = 0;
@@ -233,6 +253,8 @@ export class Simulation {
       messages: this.#network.messages,
       faultEvents: this.#faultEvents,
       recoveryOutcomes: sumOutcomes(stats.map((s) => s.recoveryOutcomes)),
+      backups: this.#backups.length,
+      backupDigestsChecked: this.#backupsChecked,
     };
   }
 
@@ -285,6 +307,10 @@ export class Simulation {
     this.#checker.checkVisibility();
     this.#checker.checkExecutionOrder();
     this.#checker.checkAcknowledged(this.#acknowledged);
+    this.#backupsChecked = checkBackupDigests(
+      this.#backups,
+      this.#hosts.map((host) => (request: string) => host.driver?.state.digestAtBackup(request)),
+    );
     const digests = new Set(this.#hosts.map((host) => host.driver!.state.digest));
     if (digests.size !== 1) {
       throw new InvariantViolation(
@@ -480,7 +506,18 @@ export class Simulation {
       ? `c${client.id}k${random.int(3)}`
       : `k${random.int(this.#config.sharedKeys)}`;
     const roll = random.next();
-    const kind = roll < 0.45 ? "put" : roll < 0.8 ? "get" : roll < 0.95 ? "cas" : "delete";
+    // One operation in a hundred, where keys are shared, is a backup: a read of
+    // every key at one point, checked as a read of each (the checker proves
+    // each of them linearizable) and by every replica's digest at it.
+    const kind = roll < 0.45
+      ? "put"
+      : roll < 0.8
+      ? "get"
+      : roll < 0.95
+      ? "cas"
+      : roll < 0.99 || this.#config.sharedKeys === 0
+      ? "delete"
+      : "backup";
     const request = `${client.id}.${this.#issued}`;
     const driver = this.#hosts[client.node]!.driver;
     this.#issued++;
@@ -511,6 +548,13 @@ export class Simulation {
         client.operation = { key, kind };
         this.#history.invoke(client.id, { f: "delete", key });
         command = { op: "delete", key };
+        break;
+      case "backup":
+        client.operation = { key, kind };
+        for (const shared of this.#sharedKeyNames()) {
+          this.#history.invoke(backupProcess(client, shared), { f: "get", key: shared });
+        }
+        command = { op: "backup" };
         break;
       case "cas": {
         const value = `v${++this.#valueCounter}`;
@@ -544,6 +588,10 @@ export class Simulation {
         ) {
           this.#noteAcknowledged(assigned, result.version);
         }
+        if (client.request === request && result.op === "backup") {
+          // By the request id the replicas know it by.
+          this.#backups.push({ request: assigned, digest: result.digest });
+        }
         this.#complete(client, request, result);
       },
       reject: (error) => {
@@ -560,10 +608,25 @@ export class Simulation {
     this.#acknowledged.push({ request, owner: owner!, number: number!, index: index! });
   }
 
+  /** The shared keys, `k0` to `k{sharedKeys - 1}`. */
+  #sharedKeyNames(): string[] {
+    return Array.from({ length: this.#config.sharedKeys }, (_, i) => `k${i}`);
+  }
+
   #complete(client: Client, request: string, result: KvResult): void {
     if (!client.busy || client.request !== request) return;
     const operation = client.operation!;
     switch (result.op) {
+      case "backup": {
+        const values = new Map(result.entries.map(([key, entry]) => [key, entry.value]));
+        for (const shared of this.#sharedKeyNames()) {
+          const value = values.get(shared);
+          this.#history.ok(backupProcess(client, shared), {
+            value: value === undefined ? null : new TextDecoder().decode(value),
+          });
+        }
+        break;
+      }
       case "get": {
         const value = result.ok && result.entry !== undefined
           ? new TextDecoder().decode(result.entry.value)
@@ -609,8 +672,19 @@ export class Simulation {
    */
   #notApplied(client: Client, request: string): void {
     if (!client.busy || client.request !== request) return;
-    this.#history.cancel(client.id);
+    this.#cancelOperation(client);
     this.#release(client);
+  }
+
+  /** Withdraws the client's operation from the history (a backup: each of its reads). */
+  #cancelOperation(client: Client): void {
+    if (client.operation?.kind === "backup") {
+      for (const shared of this.#sharedKeyNames()) {
+        this.#history.cancel(backupProcess(client, shared));
+      }
+    } else {
+      this.#history.cancel(client.id);
+    }
   }
 
   #timeout(client: Client, request: string): void {
@@ -621,9 +695,14 @@ export class Simulation {
         `operation ${request} of client ${client.id} on replica ${client.node} did not finish within ${this.#config.livenessMs} ms of healing`,
       );
     }
-    this.#history.info(client.id);
-    this.#indeterminate++;
-    client.known.delete(client.operation!.key);
+    if (client.operation?.kind === "backup") {
+      // Reads change nothing: one that never answered is no operation.
+      this.#cancelOperation(client);
+    } else {
+      this.#history.info(client.id);
+      this.#indeterminate++;
+      client.known.delete(client.operation!.key);
+    }
     this.#release(client);
   }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { deriveConfig, reproduceCommand } from "../../src/sim/config.ts";
 import { parseSimArguments, runSimulations } from "../../src/sim/main.ts";
 import { simulate, Simulation } from "../../src/sim/simulation.ts";
+import { checkBackupDigests, InvariantViolation } from "../../src/sim/invariants.ts";
 
 /** Seeds for this run: fixed by SIM_SEED, otherwise new each run (and printed). */
 const baseSeed = Number(Deno.env.get("SIM_SEED") ?? Math.floor(Math.random() * 1e9));
@@ -74,4 +75,35 @@ Deno.test("the simulator catches a broken answer rule: blind writes answered bef
   }
   assert.ok(failures.length > 0, "no seed caught answers given before the decision is durable");
   assert.match(failures[0]!, /linearizability|acknowledged writes survive/);
+});
+
+Deno.test("backups run in the swarms: checked as reads, and against every replica's digest", () => {
+  let backups = 0;
+  let compared = 0;
+  for (let seed = 1; seed <= 12 && (backups === 0 || compared === 0); seed++) {
+    const request = { seed, replicas: 3, conflicts: "some", commands: 300 } as const;
+    const config = deriveConfig(request);
+    const result = simulate(config);
+    assert.ok(result.ok, `${result.failure}\nreproduce: ${reproduceCommand(request, config)}`);
+    backups += result.backups;
+    compared += result.backupDigestsChecked;
+  }
+  assert.ok(backups > 0, "some backup was answered");
+  assert.ok(compared >= backups, `${compared} digests compared for ${backups} backups`);
+});
+
+Deno.test("the backup digest invariant fails when a replica computed another state", () => {
+  const backups = [{ request: "0.a.7", digest: "3:0000beef" }];
+  const same = (request: string) => request === "0.a.7" ? "3:0000beef" : undefined;
+  const forgot = (_request: string) => undefined;
+  assert.equal(checkBackupDigests(backups, [same, forgot, same]), 2);
+  const other = (request: string) => request === "0.a.7" ? "3:0000dead" : undefined;
+  assert.throws(
+    () => checkBackupDigests(backups, [same, other]),
+    (error: unknown) => {
+      assert.ok(error instanceof InvariantViolation);
+      assert.match(error.message, /identical state at a backup: replica 1 computed 3:0000dead/);
+      return true;
+    },
+  );
 });
