@@ -34,7 +34,7 @@
 
 import { createHash } from "node:crypto";
 import { keyProblem, MAX_VALUE_BYTES } from "./commands.ts";
-import { type KvEntry, KvStateMachine } from "./state_machine.ts";
+import { type KvEntry, stateDigestOf } from "./state_machine.ts";
 
 /** The `format` of line 1. */
 export const BACKUP_FORMAT = "epaxos-kv-backup";
@@ -218,6 +218,8 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
   let header: BackupHeader | undefined;
   const entries: (readonly [string, KvEntry])[] = [];
   const keys = new Set<string>();
+  /** The highest instance number the entries' versions name, as they are read. */
+  let floor = 0;
   let end: { keys: number; sha256: string } | undefined;
   let lineNumber = 0;
   const takeLine = (bytes: Uint8Array) => {
@@ -243,10 +245,11 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
     }
     hash.update(bytes);
     hash.update(NEWLINE);
-    const entry = checkEntry(value, lineNumber);
+    const { entry, number } = checkEntry(value, lineNumber);
     if (keys.has(entry[0])) throw new BackupFormatError(`Line ${lineNumber}: key repeated`);
     keys.add(entry[0]);
     entries.push(entry);
+    floor = Math.max(floor, number);
   };
   let buffered = new Uint8Array(0);
   for await (const chunk of stream) {
@@ -282,16 +285,14 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
       `Entry count mismatch: header ${header.keys}, end line ${end.keys}, file ${entries.length}`,
     );
   }
-  const digest = new KvStateMachine(entries).digest;
+  const digest = stateDigestOf(entries);
   if (digest !== header.stateDigest) {
     throw new BackupFormatError(
       `State digest mismatch: header ${header.stateDigest}, entries ${digest}`,
     );
   }
-  if (backupFloor(entries) !== header.floor) {
-    throw new BackupFormatError(
-      `Floor mismatch: header ${header.floor}, entries ${backupFloor(entries)}`,
-    );
+  if (floor !== header.floor) {
+    throw new BackupFormatError(`Floor mismatch: header ${header.floor}, entries ${floor}`);
   }
   return { header, entries, sha256 };
 }
@@ -333,15 +334,18 @@ function checkHeader(value: unknown): BackupHeader {
   };
 }
 
-function checkEntry(value: unknown, lineNumber: number): readonly [string, KvEntry] {
+/** An entry line's entry, and the instance number its version names. */
+function checkEntry(
+  value: unknown,
+  lineNumber: number,
+): { entry: readonly [string, KvEntry]; number: number } {
   if (!isRecord(value)) throw new BackupFormatError(`Line ${lineNumber}: not an entry`);
   const { key, version, value: encoded } = value;
   if (typeof key !== "string" || keyProblem(key) !== undefined) {
     throw new BackupFormatError(`Line ${lineNumber}: invalid key`);
   }
-  if (typeof version !== "string" || versionInstanceNumber(version) === undefined) {
-    throw new BackupFormatError(`Line ${lineNumber}: invalid version`);
-  }
+  const number = typeof version === "string" ? versionInstanceNumber(version) : undefined;
+  if (number === undefined) throw new BackupFormatError(`Line ${lineNumber}: invalid version`);
   if (typeof encoded !== "string" || encoded.length > Math.ceil(MAX_VALUE_BYTES / 3) * 4) {
     throw new BackupFormatError(`Line ${lineNumber}: invalid value`);
   }
@@ -351,7 +355,7 @@ function checkEntry(value: unknown, lineNumber: number): readonly [string, KvEnt
   } catch {
     throw new BackupFormatError(`Line ${lineNumber}: value is not base64`);
   }
-  return [key, { value: bytes, version }];
+  return { entry: [key, { value: bytes, version: version as string }], number };
 }
 
 function checkEnd(value: Record<string, unknown>, lineNumber: number) {

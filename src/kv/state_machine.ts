@@ -139,7 +139,7 @@ export class KvStateMachine {
    * executed the same set of writes.
    */
   get digest(): string {
-    return `${this.#entries.size}:${this.#digest.toString(16).padStart(8, "0")}`;
+    return formatDigest(this.#entries.size, this.#digest);
   }
 
   /** Reads `key` from local state (no consensus; `?consistency=local`). */
@@ -321,6 +321,20 @@ function lowerBound(keys: readonly string[], target: string): number {
     }
   }
   return low;
+}
+
+/**
+ * {@linkcode KvStateMachine.digest} of a state holding `entries` (each key
+ * once), computed without building one.
+ */
+export function stateDigestOf(entries: readonly (readonly [string, KvEntry])[]): string {
+  let sum = 0;
+  for (const [, entry] of entries) sum = (sum + versionHash(entry.version)) >>> 0;
+  return formatDigest(entries.length, sum);
+}
+
+function formatDigest(size: number, sum: number): string {
+  return `${size}:${sum.toString(16).padStart(8, "0")}`;
 }
 
 /** FNV-1a of a version: cheap, deterministic, good enough for a convergence check. */

@@ -8,7 +8,12 @@ import {
   versionInstanceNumber,
   versionTagOf,
 } from "../../src/kv/backup.ts";
-import { type KvEntry, KvStateMachine, versionOf } from "../../src/kv/state_machine.ts";
+import {
+  type KvEntry,
+  KvStateMachine,
+  stateDigestOf,
+  versionOf,
+} from "../../src/kv/state_machine.ts";
 import { NOP } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 
@@ -79,6 +84,7 @@ Deno.test("a backup command reads every entry, with the state's digest", () => {
   // The cut is between the put before it and the delete after it.
   assert.deepEqual(result.entries.map(([key]) => key).sort(), ["a", "b", "c"]);
   assert.equal(result.digest, new KvStateMachine(result.entries).digest);
+  assert.equal(stateDigestOf(result.entries), result.digest);
   assert.notEqual(result.digest, machine.digest);
   // A Nop reads nothing.
   assert.deepEqual(
