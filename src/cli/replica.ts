@@ -22,7 +22,7 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
-import { openDenoKvStorage, seedingOf } from "../storage/deno_kv/mod.ts";
+import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
 import { versionTagOf } from "../kv/backup.ts";
 import { restoreFromBackup } from "./restore.ts";
 import { FaultInjector } from "../transport/faults.ts";
@@ -83,17 +83,15 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       }),
     );
   }
-  // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
-  const seeding = volatile ? undefined : await seedingOf(`${dataDir}/epaxos.kv`);
-  const versionTag = seeding?.store && seeding.mark !== undefined
-    ? versionTagOf(seeding.mark.sha256)
-    : undefined;
   const storage = volatile
     ? new MemoryStorage<KvCommand>()
     : await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
       isCommand: isKvCommand,
       replicas: config.replicas.length,
     });
+  // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
+  const seededFrom = storage instanceof MemoryStorage ? undefined : storage.seededFrom;
+  const versionTag = seededFrom === undefined ? undefined : versionTagOf(seededFrom);
   const clock = new SystemClock();
   const random = new SystemRandom();
   // The fault layer exists only when asked for explicitly (chaos tests), and so

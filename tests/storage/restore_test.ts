@@ -58,6 +58,10 @@ Deno.test("seeding writes the backup's state and a prune floor above every resto
     );
     assert.deepEqual(loaded.pruneFloor, [3000, 3000, 3000]);
     assert.deepEqual(loaded.records, []);
+    // An open store says which backup it came from (the version tag's source).
+    const opened = await openDenoKvStorage(path, options);
+    assert.equal(opened.seededFrom, backup.sha256);
+    opened.close();
     // Seeding again from the same backup (a repeated command line) changes nothing.
     assert.equal(await seedDenoKvStore(path, backup, options), "already-seeded");
     assert.equal((await loadStore(path)).entries.length, 3000);
@@ -84,6 +88,7 @@ Deno.test("seeding refuses a directory that holds another store, and changes not
       records: [{ kind: "floor", pruneFloor: [1, 0, 0] }],
       effects: new Map(),
     });
+    assert.equal(storage.seededFrom, undefined);
     storage.close();
     await assert.rejects(seedDenoKvStore(own, first, options), /already holds a store;/);
     assert.deepEqual((await loadStore(own)).pruneFloor, [1, 0, 0]);

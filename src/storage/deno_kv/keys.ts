@@ -105,11 +105,12 @@ export async function readRestoreMark(kv: Deno.Kv): Promise<RestoreMark | undefi
 
 /**
  * Refuses a store whose seeding from a backup did not finish: it holds part
- * of a state, which no replica may serve.
+ * of a state, which no replica may serve. Returns the mark of a store seeded
+ * from a backup, if it is one.
  *
  * @throws {StorageFormatError} if seeding did not finish.
  */
-export async function checkSeeded(kv: Deno.Kv): Promise<void> {
+export async function checkSeeded(kv: Deno.Kv): Promise<RestoreMark | undefined> {
   const mark = await readRestoreMark(kv);
   if (mark !== undefined && !mark.complete) {
     throw new StorageFormatError(
@@ -119,6 +120,7 @@ export async function checkSeeded(kv: Deno.Kv): Promise<void> {
         "or empty the data directory",
     );
   }
+  return mark;
 }
 
 /** Whether `value` is a non-negative safe integer, as every number in a key is. */

@@ -81,6 +81,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   /** Whether the format was checked and no redo log is pending since the last failure. */
   #prepared = false;
   readonly #seeding: boolean;
+  #seededFrom: string | undefined;
   #closed = false;
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -99,6 +100,15 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       isCommand: options.isCommand,
       replicas: options.replicas,
     });
+  }
+
+  /**
+   * The SHA-256 of the backup this store was seeded from (`restore.ts`), or
+   * `undefined` if it was not; known once prepared (as `openDenoKvStorage`
+   * returns it).
+   */
+  get seededFrom(): string | undefined {
+    return this.#seededFrom;
   }
 
   /** Atomic commits made by `commit` so far (all batches). */
@@ -191,7 +201,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   async #prepare(): Promise<void> {
     if (this.#prepared) return;
     await checkFormat(this.#kv);
-    if (!this.#seeding) await checkSeeded(this.#kv);
+    if (!this.#seeding) this.#seededFrom = (await checkSeeded(this.#kv))?.sha256;
     await this.#redo.replay();
     await this.#snapshots.prepare();
     await this.#log.prepare(this.#snapshots.seq);
