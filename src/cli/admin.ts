@@ -16,6 +16,7 @@
  */
 
 import { fetchBackup } from "./admin_backup.ts";
+import { adminRequest } from "./admin_request.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 /** The usage text `--help` prints. */
@@ -141,34 +142,12 @@ async function adminGet(
   path: string,
   options: { readonly secret: string; readonly timeoutMs: number },
 ): Promise<unknown> {
-  let response: Response;
+  const response = await adminRequest(server, path, options);
   try {
-    response = await fetch(`${server}/admin${path}`, {
-      headers: { authorization: `Bearer ${options.secret}` },
-      signal: AbortSignal.timeout(options.timeoutMs),
-    });
-  } catch (error) {
-    const reason = error instanceof DOMException && error.name === "TimeoutError"
-      ? `no answer within ${options.timeoutMs} ms`
-      : (error as Error).message;
-    throw new AdminError(`cannot reach ${server}: ${reason}`);
-  }
-  const text = await response.text();
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
+    return JSON.parse(await response.text());
   } catch {
-    body = undefined;
+    throw new AdminError(`${server} answered something that is not JSON`);
   }
-  if (!response.ok) {
-    const message = typeof body === "object" && body !== null &&
-        typeof (body as { error?: unknown }).error === "string"
-      ? (body as { error: string }).error
-      : text.slice(0, 200);
-    throw new AdminError(`${server} refused (${response.status}): ${message}`);
-  }
-  if (body === undefined) throw new AdminError(`${server} answered something that is not JSON`);
-  return body;
 }
 
 /**

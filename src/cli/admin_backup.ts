@@ -10,6 +10,7 @@
 
 import { BackupFormatError, readBackup } from "../kv/backup.ts";
 import { KvError } from "../errors.ts";
+import { adminRequest, type AdminUnreachableError } from "./admin_request.ts";
 
 /** What a finished backup prints, as JSON. */
 export interface BackupSummary {
@@ -44,32 +45,21 @@ export interface FetchBackupOptions {
 /**
  * Fetches a backup from `server` into `out`.
  *
- * @throws {KvError} with the replica's status and message if it refused, or
- *   a {@linkcode BackupFormatError} if the answer is not a complete backup.
+ * @throws {KvError} with the replica's status and message if it refused,
+ *   {@linkcode AdminUnreachableError} if it could not be reached, or a
+ *   {@linkcode BackupFormatError} if the answer is not a complete backup.
  */
 export async function fetchBackup(
   server: string,
   out: string,
   options: FetchBackupOptions,
 ): Promise<BackupSummary> {
-  const url = `${server.replace(/\/+$/, "")}/admin/backup${
-    options.rateMBps === undefined ? "" : `?rate=${options.rateMBps}`
-  }`;
-  const response = await fetch(url, {
-    headers: { authorization: `Bearer ${options.secret}` },
-    signal: AbortSignal.timeout(options.timeoutMs ?? 3_600_000),
-  });
-  if (!response.ok || response.body === null) {
-    let reason = response.statusText;
-    try {
-      const body = await response.json();
-      if (typeof body?.error === "string") reason = body.error;
-    } catch { /* not JSON: keep the status text */ }
-    throw new KvError(
-      `${server} refused the backup (${response.status}): ${reason}`,
-      response.status,
-    );
-  }
+  const response = await adminRequest(
+    server,
+    `/backup${options.rateMBps === undefined ? "" : `?rate=${options.rateMBps}`}`,
+    { secret: options.secret, timeoutMs: options.timeoutMs ?? 3_600_000 },
+  );
+  if (response.body === null) throw new BackupFormatError(`${server} answered an empty body`);
   const partial = `${out}.partial`;
   const [toFile, toCheck] = response.body.tee();
   const file = await Deno.open(partial, { write: true, create: true, truncate: true, mode: 0o600 });

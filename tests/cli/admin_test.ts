@@ -128,4 +128,14 @@ Deno.test("admin: usage errors exit 2 with usage; failures exit 1 with one line"
   assert.equal(unreachable.code, 1);
   assert.match(unreachable.stderr, /^admin: cannot reach http:\/\/127\.0\.0\.1:\d+: .*\n$/);
   assert.equal(unreachable.stderr.split("\n").length, 2, unreachable.stderr);
+
+  // A backup reaches the replica the same way, and says so the same way.
+  const out = await Deno.makeTempFile();
+  const noBackup = await adminInProcess(
+    ["--server", deadServerUrl(), "backup", "--out", out],
+    { env: { EPAXOS_CLUSTER_SECRET: SECRET } },
+  );
+  await Deno.remove(out);
+  assert.equal(noBackup.code, 1);
+  assert.match(noBackup.stderr, /^admin: cannot reach http:\/\/127\.0\.0\.1:\d+: .*\n$/);
 });
