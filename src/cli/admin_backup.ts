@@ -10,7 +10,7 @@
 
 import { BackupFormatError, readBackup } from "../kv/backup.ts";
 import { KvError } from "../errors.ts";
-import { adminRequest, type AdminUnreachableError } from "./admin_request.ts";
+import { adminRequest } from "./admin_request.ts";
 
 /** What a finished backup prints, as JSON. */
 export interface BackupSummary {
@@ -46,7 +46,7 @@ export interface FetchBackupOptions {
  * Fetches a backup from `server` into `out`.
  *
  * @throws {KvError} with the replica's status and message if it refused,
- *   {@linkcode AdminUnreachableError} if it could not be reached, or a
+ *   `AdminUnreachableError` (`admin_request.ts`) if it could not be reached, or a
  *   {@linkcode BackupFormatError} if the answer is not a complete backup.
  */
 export async function fetchBackup(

@@ -31,7 +31,7 @@
 
 import { Hono } from "hono";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { requireBearer } from "../net/bearer.ts";
 import { type BackupCheck, backupRoute } from "./backup_route.ts";
 
 /** Settings of {@linkcode adminRoute}. */
@@ -195,19 +195,16 @@ async function checkElsewhere(
 export function adminRoute(options: AdminRouteOptions): Hono {
   const secretBytes = encoder.encode(options.secret);
   const route = new Hono();
-  route.use("*", async (c, next) => {
-    const token = bearerToken(c.req.header("authorization"));
-    if (token === undefined || !sameSecret(token, secretBytes)) {
-      c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv admin"');
-      return c.json({
-        error: token === undefined
-          ? "The admin route needs the cluster secret (Authorization: Bearer <secret>)"
-          : "The admin route refused this cluster secret",
-      }, 401);
-    }
-    await next();
-    return undefined;
-  });
+  route.use(
+    "*",
+    requireBearer(secretBytes, {
+      realm: "epaxos-kv admin",
+      refusal: (presented) =>
+        presented
+          ? "The admin route refused this cluster secret"
+          : "The admin route needs the cluster secret (Authorization: Bearer <secret>)",
+    }),
+  );
   route.get("/members", (c) => c.json(describeMembers(options)));
   route.get("/backup/digest", (c) => {
     const request = c.req.query("request");

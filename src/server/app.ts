@@ -19,7 +19,7 @@ import {
   MAX_VALUE_BYTES,
 } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
-import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { requireBearer } from "../net/bearer.ts";
 import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError, OutcomeUnknownError, UnavailableError } from "../errors.ts";
@@ -236,17 +236,15 @@ export function createApp(options: AppOptions): Hono {
 
   // --- Client routes -----------------------------------------------------
   const client = new Hono();
-  client.use("*", async (c, next) => {
-    if (tokenBytes !== undefined) {
-      const token = bearerToken(c.req.header("authorization"));
-      if (token === undefined || !sameSecret(token, tokenBytes)) {
-        c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
-        return problem(c, 401, "This route needs the client token");
-      }
-    }
-    await next();
-    return undefined;
-  });
+  if (tokenBytes !== undefined) {
+    client.use(
+      "*",
+      requireBearer(tokenBytes, {
+        realm: "epaxos-kv",
+        refusal: () => "This route needs the client token",
+      }),
+    );
+  }
 
   client.get("/kv", async (c) => {
     const prefix = c.req.query("prefix") ?? "";
