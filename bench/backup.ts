@@ -24,6 +24,7 @@ import type { BackupSummary } from "../src/cli/admin_backup.ts";
 import { adminProcessArgs } from "../src/cli/admin.ts";
 import { integerOption, option, parseArgs } from "../src/cli/args.ts";
 import { startProcessCluster, waitUntil } from "../src/chaos/process_cluster.ts";
+import { median as medianOrNull } from "./throughput/runs.ts";
 
 const args = parseArgs(Deno.args, {
   options: ["keys", "runs", "window", "connections", "out", "rate"],
@@ -56,10 +57,9 @@ async function backup(server: string, file: string, secret: string): Promise<Bac
 
 const VALUE = "v".repeat(64);
 
+/** The median of `values`, which are never empty here (runs ≥ 1). */
 function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  return medianOrNull(values)!;
 }
 
 async function put(url: string, key: string): Promise<boolean> {
