@@ -143,8 +143,6 @@ export function backupStream(
   entries: readonly (readonly [string, KvEntry])[],
   options: BackupStreamOptions,
 ): ReadableStream<Uint8Array> {
-  const encoder = new TextEncoder();
-  const hash = createHash("sha256");
   const header: BackupHeader = {
     format: BACKUP_FORMAT,
     version: BACKUP_VERSION,
@@ -154,54 +152,231 @@ export function backupStream(
     floor: backupFloor(entries),
     checkedBy: options.checkedBy ?? null,
   };
-  let pending = JSON.stringify(header) + "\n";
-  let next = 0;
+  function* lines(): Generator<string> {
+    yield JSON.stringify(header);
+    for (const [key, entry] of entries) yield entryLine(key, entry);
+  }
+  const { onClose, bytesPerSecond, now } = options;
+  return lineFileStream(lines(), {
+    endLine: (sha256) => JSON.stringify({ end: true, keys: entries.length, sha256 }),
+    ...(onClose === undefined ? {} : { onClose: () => onClose() }),
+    ...(bytesPerSecond === undefined ? {} : { bytesPerSecond }),
+    ...(now === undefined ? {} : { now }),
+  });
+}
+
+/** Settings of {@linkcode lineFileStream}. */
+export interface LineFileStreamOptions {
+  /** The last line (without its newline), given the SHA-256 (hex) of every byte before it. */
+  readonly endLine: (sha256: string) => string;
+  /**
+   * Most bytes per second to hand out (default: no limit): a chunk waits
+   * until the bytes so far are within the rate. Bytes left out for
+   * `fromOffset` do not count.
+   */
+  readonly bytesPerSecond?: number;
+  /** Milliseconds of a monotonic clock, for the rate (default `performance.now`). */
+  readonly now?: () => number;
+  /**
+   * Called once when the stream ends: with the file's length in bytes when it
+   * was produced to its end (read to the end, or `fromOffset` found beyond
+   * it), with `undefined` when it was cancelled or aborted before.
+   */
+  readonly onClose?: (totalBytes: number | undefined) => void;
+  /**
+   * Bytes at the start of the file to leave out (default 0): the stream is
+   * the rest of exactly the same bytes, for a reader that resumes. They are
+   * still produced (the end line's SHA-256 covers them), only not handed out.
+   * The stream errors with a `RangeError` if the file is shorter.
+   */
+  readonly fromOffset?: number;
+  /** Aborting it errors the stream with the signal's reason. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A file of JSON lines as a stream of bytes, produced as it is read, in
+ * chunks of about 64 KiB: `lines` (each without its
+ * newline), then the end line, which names the SHA-256 of every byte before
+ * it. The backup file is one (`backupStream`), the snapshot file another
+ * (`snapshot_file.ts`). The same lines give the same bytes in the same chunks.
+ */
+export function lineFileStream(
+  lines: Iterator<string>,
+  options: LineFileStreamOptions,
+): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  const hash = createHash("sha256");
+  const { signal } = options;
+  const fromOffset = options.fromOffset ?? 0;
+  if (!Number.isSafeInteger(fromOffset) || fromOffset < 0) {
+    throw new RangeError(`fromOffset must be a byte count, got ${fromOffset}`);
+  }
+  let skip = fromOffset;
+  let pending = "";
+  let upcoming = lines.next();
+  /** Bytes of the file produced so far, those left out included. */
+  let produced = 0;
   let done = false;
   const now = options.now ?? (() => performance.now());
   let started = now();
   let handedOut = 0;
+  let controllerOf: ReadableStreamDefaultController<Uint8Array> | undefined;
+  const finish = (totalBytes: number | undefined): boolean => {
+    if (done) return false;
+    done = true;
+    signal?.removeEventListener("abort", onAbort);
+    options.onClose?.(totalBytes);
+    return true;
+  };
+  const onAbort = () => {
+    if (finish(undefined)) controllerOf?.error(signal?.reason);
+  };
   return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controllerOf = controller;
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort);
+    },
     async pull(controller) {
-      if (done) return;
-      const rate = options.bytesPerSecond;
-      if (rate !== undefined) {
-        // Credit for time the reader did not read is capped at one chunk, so
-        // that a reader that stalled does not get a burst at full speed.
-        const creditMs = (CHUNK_BYTES / rate) * 1000;
-        started = Math.max(started, now() - (handedOut / rate) * 1000 - creditMs);
-        // Wait until the bytes handed out so far are within the rate.
-        const dueMs = (handedOut / rate) * 1000 - (now() - started);
-        if (dueMs > 0) await new Promise((resolve) => setTimeout(resolve, dueMs));
-        if (done) return;
+      let skippedChunks = 0;
+      while (!done) {
+        const rate = options.bytesPerSecond;
+        if (rate !== undefined && skip === 0) {
+          // Credit for time the reader did not read is capped at one chunk, so
+          // that a reader that stalled does not get a burst at full speed.
+          const creditMs = (CHUNK_BYTES / rate) * 1000;
+          started = Math.max(started, now() - (handedOut / rate) * 1000 - creditMs);
+          // Wait until the bytes handed out so far are within the rate.
+          const dueMs = (handedOut / rate) * 1000 - (now() - started);
+          if (dueMs > 0) await delay(dueMs, signal);
+          if (done) return;
+        }
+        while (pending.length < CHUNK_BYTES && upcoming.done !== true) {
+          pending += upcoming.value + "\n";
+          upcoming = lines.next();
+        }
+        let bytes = encoder.encode(pending);
+        pending = "";
+        hash.update(bytes);
+        const last = upcoming.done === true;
+        if (last) {
+          const tail = encoder.encode(options.endLine(hash.digest("hex")) + "\n");
+          const chunk = new Uint8Array(bytes.length + tail.length);
+          chunk.set(bytes);
+          chunk.set(tail, bytes.length);
+          bytes = chunk;
+        }
+        produced += bytes.length;
+        if (skip > 0) {
+          const left = Math.min(skip, bytes.length);
+          skip -= left;
+          bytes = bytes.subarray(left);
+        }
+        if (bytes.length > 0) {
+          handedOut += bytes.length;
+          controller.enqueue(bytes);
+        }
+        if (last) {
+          finish(produced);
+          if (skip > 0) {
+            controller.error(
+              new RangeError(
+                `Offset ${fromOffset} is beyond the end of the file (${produced} bytes)`,
+              ),
+            );
+          } else {
+            controller.close();
+          }
+          return;
+        }
+        if (bytes.length > 0) return;
+        // A whole chunk left out: let other work run now and then.
+        if (++skippedChunks % 16 === 0) await delay(0, signal);
       }
-      while (pending.length < CHUNK_BYTES && next < entries.length) {
-        const [key, entry] = entries[next++]!;
-        pending += JSON.stringify({ key, version: entry.version, value: entry.value.toBase64() }) +
-          "\n";
-      }
-      const bytes = encoder.encode(pending);
-      hash.update(bytes);
-      handedOut += bytes.length;
-      pending = "";
-      if (next >= entries.length) {
-        const end = JSON.stringify({ end: true, keys: entries.length, sha256: hash.digest("hex") });
-        const tail = encoder.encode(end + "\n");
-        const chunk = new Uint8Array(bytes.length + tail.length);
-        chunk.set(bytes);
-        chunk.set(tail, bytes.length);
-        controller.enqueue(chunk);
-        controller.close();
-        done = true;
-        options.onClose?.();
-        return;
-      }
-      controller.enqueue(bytes);
     },
     cancel() {
-      done = true;
-      options.onClose?.();
+      finish(undefined);
     },
   });
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done);
+  });
+}
+
+/** Settings of {@linkcode forEachLine}. */
+export interface ForEachLineOptions {
+  /** Longest line accepted (without its newline), by its number, from 1. */
+  readonly maxLineBytes: (lineNumber: number) => number;
+  /** Takes each line, without its newline; what it throws stops the reading. */
+  readonly onLine: (bytes: Uint8Array, lineNumber: number) => void;
+  /** The error to throw for a line longer than its maximum. */
+  readonly tooLong: (lineNumber: number, maxBytes: number) => Error;
+}
+
+/**
+ * Hands each line of `stream` to `onLine` as it arrives (a last line without
+ * a newline too), holding at most one line and one chunk in memory; returns
+ * the number of lines.
+ *
+ * @throws {Error} what `tooLong` or `onLine` gives, or the stream's error.
+ */
+export async function forEachLine(
+  stream: ReadableStream<Uint8Array>,
+  options: ForEachLineOptions,
+): Promise<number> {
+  // The unfinished line, in the pieces it came in: a long line is copied
+  // once, when it is complete, not once per chunk.
+  let pieces: Uint8Array[] = [];
+  let pieceBytes = 0;
+  let lineNumber = 0;
+  const take = (tail: Uint8Array) => {
+    let line = tail;
+    if (pieces.length > 0) {
+      line = new Uint8Array(pieceBytes + tail.length);
+      let at = 0;
+      for (const piece of pieces) {
+        line.set(piece, at);
+        at += piece.length;
+      }
+      line.set(tail, at);
+      pieces = [];
+      pieceBytes = 0;
+    }
+    lineNumber++;
+    options.onLine(line, lineNumber);
+  };
+  for await (const chunk of stream) {
+    let start = 0;
+    for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, start)) {
+      take(chunk.subarray(start, newline));
+      start = newline + 1;
+    }
+    if (start < chunk.length) {
+      pieces.push(chunk.slice(start));
+      pieceBytes += chunk.length - start;
+    }
+    const max = options.maxLineBytes(lineNumber + 1);
+    if (pieceBytes > max) throw options.tooLong(lineNumber + 1, max);
+  }
+  if (pieceBytes > 0) take(new Uint8Array(0));
+  return lineNumber;
+}
+
+/** An entry line (without its newline): `{"key": K, "version": V, "value": BASE64}`. */
+export function entryLine(key: string, entry: KvEntry): string {
+  return JSON.stringify({ key, version: entry.version, value: entry.value.toBase64() });
 }
 
 /**
@@ -221,9 +396,7 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
   /** The highest instance number the entries' versions name, as they are read. */
   let floor = 0;
   let end: { keys: number; sha256: string } | undefined;
-  let lineNumber = 0;
-  const takeLine = (bytes: Uint8Array) => {
-    lineNumber++;
+  const takeLine = (bytes: Uint8Array, lineNumber: number) => {
     if (end !== undefined) throw new BackupFormatError(`Line ${lineNumber}: data after the end`);
     let text: string;
     let value: unknown;
@@ -239,37 +412,25 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
       hash.update(NEWLINE);
       return;
     }
-    if (isRecord(value) && value.end === true) {
+    if (isJsonObject(value) && value.end === true) {
       end = checkEnd(value, lineNumber);
       return;
     }
     hash.update(bytes);
     hash.update(NEWLINE);
-    const { entry, number } = checkEntry(value, lineNumber);
+    const checked = parseEntryLine(value);
+    if (typeof checked === "string") throw new BackupFormatError(`Line ${lineNumber}: ${checked}`);
+    const { entry, number } = checked;
     if (keys.has(entry[0])) throw new BackupFormatError(`Line ${lineNumber}: key repeated`);
     keys.add(entry[0]);
     entries.push(entry);
     floor = Math.max(floor, number);
   };
-  let buffered = new Uint8Array(0);
-  for await (const chunk of stream) {
-    let data = chunk;
-    if (buffered.length > 0) {
-      data = new Uint8Array(buffered.length + chunk.length);
-      data.set(buffered);
-      data.set(chunk, buffered.length);
-    }
-    let start = 0;
-    for (let newline = data.indexOf(10, start); newline >= 0; newline = data.indexOf(10, start)) {
-      takeLine(data.subarray(start, newline));
-      start = newline + 1;
-    }
-    buffered = data.slice(start);
-    if (buffered.length > MAX_BACKUP_LINE_BYTES) {
-      throw new BackupFormatError(`Line ${lineNumber + 1}: longer than ${MAX_BACKUP_LINE_BYTES}`);
-    }
-  }
-  if (buffered.length > 0) takeLine(buffered);
+  await forEachLine(stream, {
+    maxLineBytes: () => MAX_BACKUP_LINE_BYTES,
+    onLine: takeLine,
+    tooLong: (number, max) => new BackupFormatError(`Line ${number}: longer than ${max}`),
+  });
   if (header === undefined) throw new BackupFormatError("Empty file: no header line");
   if (end === undefined) {
     throw new BackupFormatError("No end line: the backup is incomplete (truncated?)");
@@ -299,12 +460,13 @@ export async function readBackup(stream: ReadableStream<Uint8Array>): Promise<Ba
 
 const NEWLINE = new Uint8Array([10]);
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+/** Whether a parsed JSON value is an object (not null, not an array). */
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function checkHeader(value: unknown): BackupHeader {
-  if (!isRecord(value) || value.format !== BACKUP_FORMAT) {
+  if (!isJsonObject(value) || value.format !== BACKUP_FORMAT) {
     throw new BackupFormatError(`Line 1: not an ${BACKUP_FORMAT} file`);
   }
   if (value.version !== BACKUP_VERSION) {
@@ -334,26 +496,28 @@ function checkHeader(value: unknown): BackupHeader {
   };
 }
 
-/** An entry line's entry, and the instance number its version names. */
-function checkEntry(
+/**
+ * The entry an entry line holds ({@linkcode entryLine}, parsed) and the
+ * instance number its version names, or what is wrong with it: a valid key,
+ * a version of the form `number.owner.index[.tag]`, a base64 value within
+ * the size limit.
+ */
+export function parseEntryLine(
   value: unknown,
-  lineNumber: number,
-): { entry: readonly [string, KvEntry]; number: number } {
-  if (!isRecord(value)) throw new BackupFormatError(`Line ${lineNumber}: not an entry`);
+): { readonly entry: readonly [string, KvEntry]; readonly number: number } | string {
+  if (!isJsonObject(value)) return "not an entry";
   const { key, version, value: encoded } = value;
-  if (typeof key !== "string" || keyProblem(key) !== undefined) {
-    throw new BackupFormatError(`Line ${lineNumber}: invalid key`);
-  }
+  if (typeof key !== "string" || keyProblem(key) !== undefined) return "invalid key";
   const number = typeof version === "string" ? versionInstanceNumber(version) : undefined;
-  if (number === undefined) throw new BackupFormatError(`Line ${lineNumber}: invalid version`);
+  if (number === undefined) return "invalid version";
   if (typeof encoded !== "string" || encoded.length > Math.ceil(MAX_VALUE_BYTES / 3) * 4) {
-    throw new BackupFormatError(`Line ${lineNumber}: invalid value`);
+    return "invalid value";
   }
   let bytes: Uint8Array;
   try {
     bytes = Uint8Array.fromBase64(encoded);
   } catch {
-    throw new BackupFormatError(`Line ${lineNumber}: value is not base64`);
+    return "value is not base64";
   }
   return { entry: [key, { value: bytes, version: version as string }], number };
 }
