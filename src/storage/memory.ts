@@ -10,7 +10,8 @@ import type { Deps } from "../core/deps.ts";
 import { instanceKey } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
-import type { LoadedState, PersistBatch, ReplicaStorage } from "./types.ts";
+import { checkReplicaSnapshot, prunedBy, snapshotRecordKeys } from "./snapshot_check.ts";
+import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "./types.ts";
 
 /** Storage held in memory; synchronous underneath, asynchronous to fit the interface. */
 export class MemoryStorage<C> implements ReplicaStorage<C> {
@@ -19,6 +20,7 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
   #pruneFloor: Deps | undefined;
   #commits = 0;
   #snapshots = 0;
+  #installs = 0;
   readonly #snapshotEveryCommits: number | undefined;
 
   /**
@@ -120,6 +122,39 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
     this.#commits++;
   }
 
+  /**
+   * {@linkcode ReplicaStorage.install}, synchronously and as one step: every
+   * check comes before the first change, and nothing after it can fail, so a
+   * simulated crash (which falls between steps) keeps all of it or none.
+   *
+   * @throws {MalformedSnapshotError} if the snapshot is malformed.
+   * @throws {SnapshotBelowFloorError} if it is below the prune floor.
+   */
+  installSync(snapshot: ReplicaSnapshot<C>): void {
+    checkReplicaSnapshot(snapshot, { pruneFloor: this.#pruneFloor });
+    const prefix = snapshot.executedPrefix;
+    const replaced = snapshotRecordKeys(snapshot);
+    for (const [key, record] of this.#records) {
+      if (prunedBy(prefix, record)) this.#records.delete(key);
+      else if (record.executed && !replaced.has(key)) {
+        // Its effects are not in the snapshot's state: it executes again.
+        this.#records.set(key, { ...record, executed: false });
+      }
+    }
+    for (const record of snapshot.records) {
+      this.#records.set(instanceKey(record.owner, record.number), record);
+    }
+    this.#pruneFloor = [...prefix];
+    this.#entries.clear();
+    for (const [key, entry] of snapshot.entries) this.#entries.set(key, entry);
+    this.#installs++;
+  }
+
+  /** Number of snapshots installed so far. */
+  get installs(): number {
+    return this.#installs;
+  }
+
   /** Reads everything persisted. */
   load(): Promise<LoadedState<C>> {
     return Promise.resolve(this.loadSync());
@@ -129,6 +164,16 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
   commit(batch: PersistBatch<C>): Promise<void> {
     this.commitSync(batch);
     return Promise.resolve();
+  }
+
+  /** Installs a snapshot from a peer ({@linkcode installSync}). */
+  install(snapshot: ReplicaSnapshot<C>): Promise<void> {
+    try {
+      this.installSync(snapshot);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Nothing to release. */

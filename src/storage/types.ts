@@ -61,6 +61,57 @@ export interface ReplicaStorage<C> {
    * never.
    */
   wantsSnapshot?(): boolean;
+  /**
+   * Replaces what this replica holds with a snapshot from a peer
+   * ({@linkcode ReplicaSnapshot}), as one atomic unit: after a crash at any
+   * point `load` returns either the state before or all of the state after.
+   * After it, `load` returns:
+   * - `pruneFloor`: the snapshot's `executedPrefix`;
+   * - `records`: the snapshot's records; every record held before whose number
+   *   is above the prefix of its row and that is not among the snapshot's
+   *   records, kept, with `executed: false` (its effects are not in the
+   *   snapshot's state; it executes again); none at or below the prefix;
+   * - `entries`: the snapshot's entries.
+   *
+   * Must not be called while a `commit` is in flight.
+   *
+   * @throws {SnapshotBelowFloorError} if the snapshot's prefix is below the
+   *   persisted prune floor in some row (nothing changes: this replica is
+   *   ahead of the snapshot there).
+   */
+  install(snapshot: ReplicaSnapshot<C>): Promise<void>;
   /** Releases the storage. */
   close(): void;
+}
+
+/**
+ * What a replica that peers pruned past needs to go on: the key-value state
+ * of a peer at one point of the execution order (a barrier command that
+ * conflicts with every command, so every replica executes the same set of
+ * instances before it), and exactly which instances that state includes.
+ */
+export interface ReplicaSnapshot<C> {
+  /** Request id of the barrier command the state was read at (checked against a second replica's digest). */
+  readonly barrier: string;
+  /** Per row, every instance up to this number is executed in `entries` (the receiver's new prune floor). */
+  readonly executedPrefix: Deps;
+  /**
+   * The instances executed in `entries` above `executedPrefix`: their records,
+   * committed and `executed: true`. The receiver keeps them (its conflict
+   * index must know them).
+   */
+  readonly records: readonly InstanceRecord<C>[];
+  /** The key-value state at the barrier. */
+  readonly entries: readonly (readonly [string, KvEntry])[];
+  /** `stateDigestOf(entries)`: equal on every replica at the same barrier. */
+  readonly digest: string;
+}
+
+/** A snapshot was refused: the receiver already pruned past it in some row. */
+export class SnapshotBelowFloorError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SnapshotBelowFloorError";
+  }
 }

@@ -285,6 +285,7 @@ export class ScenarioReplica {
         }
         return completion;
       },
+      install: () => Promise.reject(new Error("not supported by this test double")),
       close: () => {},
     };
   }

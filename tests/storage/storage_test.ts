@@ -29,6 +29,7 @@ import {
   whole,
   withSnapshot,
 } from "./contract.ts";
+import { runInstallContract } from "./install_contract.ts";
 
 /** Asserts that `promise` rejects with an instance of `type` whose message contains `text`. */
 async function rejectsWith(
@@ -119,9 +120,10 @@ function denoKvFactory(loadFirst: boolean): StorageFactory {
   };
 }
 
-runStorageContract(memoryFactory);
-runStorageContract(denoKvFactory(false));
-runStorageContract(denoKvFactory(true));
+for (const factory of [memoryFactory, denoKvFactory(false), denoKvFactory(true)]) {
+  runStorageContract(factory);
+  runInstallContract(factory);
+}
 
 // --- Deno KV specifics -------------------------------------------------------
 

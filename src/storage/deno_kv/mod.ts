@@ -9,7 +9,7 @@
  *
  * | file | what it holds |
  * | --- | --- |
- * | `storage.ts` | {@linkcode DenoKvStorage}: open, load, commit, close |
+ * | `storage.ts` | {@linkcode DenoKvStorage}: open, load, commit, install, close |
  * | `keys.ts` | the key layout (a table of every key) and the format version |
  * | `writes.ts` | writes, Deno KV's limits per atomic commit, the atomic writer, durability |
  * | `chunks.ts` | values over the 64 KiB value limit, chunked |
@@ -18,6 +18,7 @@
  * | `effects_log.ts` | the log of key-value changes, an entry per atomic commit |
  * | `snapshots.ts` | snapshots of the key-value state, why, and the log's cleanup |
  * | `instances.ts` | instance records, the prune floor, keyed deletes and chunk bookkeeping |
+ * | `install.ts` | installing a peer's snapshot, atomically across its many commits |
  * | `restore.ts` | seeding an empty store from a backup |
  *
  * @module

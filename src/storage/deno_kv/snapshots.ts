@@ -29,6 +29,14 @@
  * keep entries well under it) is refused before anything of the batch is
  * written.
  *
+ * ## Installing one
+ *
+ * A snapshot a peer sends (`install.ts`) is written whole: its pages under
+ * the next generation ({@linkcode Snapshots.place}), then the same switch,
+ * made in one unit with the records and prune floor it brings, then the
+ * cleanup of everything it replaced, by listing ({@linkcode Snapshots.installed}).
+ * A snapshot being built is dropped: its state is no longer the replica's.
+ *
  * @module
  */
 
@@ -52,7 +60,7 @@ import {
   StorageFormatError,
 } from "./keys.ts";
 import type { Unit } from "./packing.ts";
-import { deleteWrite, write } from "./writes.ts";
+import { deleteWrite, type Write, write } from "./writes.ts";
 
 /** Default of {@linkcode SnapshotsOptions.snapshotLogBytes}. */
 const DEFAULT_SNAPSHOT_LOG_BYTES = 8 * 1024 * 1024;
@@ -72,12 +80,26 @@ export interface SnapshotsOptions {
   readonly snapshotLogBytes?: number;
 }
 
-/** The current snapshot's place. */
-interface SnapshotMeta {
+/** A snapshot's place, as `["meta", "snapshot"]` holds it. */
+export interface SnapshotMeta {
+  /** The generation its pages are under. */
   readonly generation: number;
   /** Log entries up to this one are in the snapshot. */
   readonly seq: number;
+  /** Its page count. */
   readonly pages: number;
+}
+
+/** A snapshot an install writes whole ({@linkcode Snapshots.place}). */
+export interface PlacedSnapshot {
+  /** Its place. */
+  readonly meta: SnapshotMeta;
+  /** The sets of its pages. */
+  readonly pageWrites: readonly Write[];
+  /** The set of `["meta", "snapshot"]` that switches to it. */
+  readonly switchWrite: Write;
+  /** Bytes of its pages. */
+  readonly bytes: number;
 }
 
 /** A snapshot being written, a slice per commit. */
@@ -250,6 +272,50 @@ export class Snapshots {
     return units;
   }
 
+  /** Whether the cleanup of what the current snapshot replaced is still to finish (in `work`). */
+  get cleaning(): boolean {
+    return this.#cleanup !== undefined;
+  }
+
+  /**
+   * Places `pages` (the encoded state a peer's snapshot brings) as the next
+   * generation, covering every log entry so far: the writes of its pages,
+   * which `load` does not read before the switch, and the switch itself. Only
+   * {@linkcode installed} changes what is known here.
+   */
+  place(pages: readonly Uint8Array[]): PlacedSnapshot {
+    const meta: SnapshotMeta = {
+      generation: (this.#snapshot?.generation ?? 0) + 1,
+      seq: this.#log.seq,
+      pages: pages.length,
+    };
+    let bytes = 0;
+    const pageWrites = pages.map((page, index) => {
+      bytes += page.length;
+      return write([SNAPSHOT, meta.generation, index], page);
+    });
+    return { meta, pageWrites, switchWrite: metaWrite(meta), bytes };
+  }
+
+  /**
+   * Notes that `placed` is the current snapshot (an install switched to it):
+   * a snapshot being built is dropped (its state is not the current one any
+   * more), and `work` deletes what it replaced, every log entry it covers and
+   * every page of another generation, listing them. The log after it is
+   * empty, so every entry of it is known here from now on.
+   */
+  installed(placed: PlacedSnapshot): void {
+    this.#building = undefined;
+    this.#snapshot = placed.meta;
+    this.#builtGeneration = placed.meta.generation;
+    this.#cleanup = placed.meta;
+    this.#keyedCleanup = false;
+    this.#replaced = [];
+    this.#loaded = true;
+    this.#bytes = placed.bytes;
+    this.#log.shrink(this.#log.bytes);
+  }
+
   /**
    * Forgets what a failed commit may have left half done: a snapshot being
    * built starts over when asked for again, and cleanup lists again (an
@@ -286,9 +352,7 @@ export class Snapshots {
       seq: building.seq,
       pages: building.pages,
     };
-    units.push({
-      writes: [write(SNAPSHOT_KEY, encodeMsgpack([meta.generation, meta.seq, meta.pages]))],
-    });
+    units.push({ writes: [metaWrite(meta)] });
     // In memory at once: a failed commit resets all of it (see `failed`).
     if (this.#snapshot !== undefined) this.#replaced.push(this.#snapshot);
     this.#snapshot = meta;
@@ -375,6 +439,11 @@ export function checkSnapshotEntries(entries: readonly (readonly [string, KvEntr
       encodeSnapshotPages([entry]);
     }
   }
+}
+
+/** The set of `["meta", "snapshot"]` to `meta`. */
+function metaWrite(meta: SnapshotMeta): Write {
+  return write(SNAPSHOT_KEY, encodeMsgpack([meta.generation, meta.seq, meta.pages]));
 }
 
 /** The current snapshot's place, from `["meta", "snapshot"]`. */

@@ -3,7 +3,8 @@
  * this folder together. It opens and checks a file (`keys.ts`), finishes a
  * unit a crash interrupted (`redo_log.ts`), loads the instance records
  * (`instances.ts`) and the key-value state (`snapshots.ts`, `effects_log.ts`),
- * and commits batches packed into atomic commits (`packing.ts`, `writes.ts`).
+ * commits batches packed into atomic commits (`packing.ts`, `writes.ts`) and
+ * installs peers' snapshots (`install.ts`).
  *
  * Each part keeps its own state and forgets, on a failed commit, what the
  * failure may have made untrue; the storage then prepares again before its
@@ -13,8 +14,11 @@
  */
 
 import type { KvEntry } from "../../kv/state_machine.ts";
-import type { LoadedState, PersistBatch, ReplicaStorage } from "../types.ts";
+import type { RecordCodecOptions } from "../codec.ts";
+import { checkReplicaSnapshot } from "../snapshot_check.ts";
+import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "../types.ts";
 import { EffectsLog } from "./effects_log.ts";
+import { encodeInstall, installSnapshot } from "./install.ts";
 import { Instances } from "./instances.ts";
 import { checkFormat, checkSeeded } from "./keys.ts";
 import { batchUnits, CommitPacker } from "./packing.ts";
@@ -78,6 +82,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   readonly #log: EffectsLog;
   readonly #snapshots: Snapshots;
   readonly #instances: Instances<C>;
+  readonly #codec: RecordCodecOptions<C>;
   /** Whether the format was checked and no redo log is pending since the last failure. */
   #prepared = false;
   readonly #seeding: boolean;
@@ -96,10 +101,8 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       log: this.#log,
       snapshotLogBytes: options.snapshotLogBytes,
     });
-    this.#instances = new Instances(kv, {
-      isCommand: options.isCommand,
-      replicas: options.replicas,
-    });
+    this.#codec = { isCommand: options.isCommand, replicas: options.replicas };
+    this.#instances = new Instances(kv, this.#codec);
   }
 
   /**
@@ -174,9 +177,46 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       } catch (error) {
         // What is on disk is a prefix of the batch, maybe with a pending redo
         // log: recover as a restart would before the next call.
-        this.#prepared = false;
-        this.#snapshots.failed();
-        this.#instances.failed();
+        this.#failed();
+        throw error;
+      } finally {
+        this.#writer.endBatch();
+      }
+    });
+  }
+
+  /**
+   * Installs a peer's snapshot, atomically across crashes (see `install.ts`);
+   * done when the promise resolves. Like a `commit`, it counts towards
+   * `crashAfterCommits`.
+   *
+   * @throws {MalformedSnapshotError} if the snapshot is malformed or could not
+   *   be read back (nothing changes).
+   * @throws {SnapshotBelowFloorError} if it is below the persisted prune
+   *   floor (nothing changes).
+   */
+  install(snapshot: ReplicaSnapshot<C>): Promise<void> {
+    return this.#serialize(async () => {
+      await this.#prepare();
+      const pruneFloor = await this.#instances.readPruneFloor();
+      checkReplicaSnapshot(snapshot, { replicas: this.#codec.replicas, pruneFloor });
+      const pages = encodeInstall(snapshot, this.#codec);
+      this.#writer.beginBatch();
+      try {
+        await installSnapshot(
+          {
+            writer: this.#writer,
+            redo: this.#redo,
+            log: this.#log,
+            snapshots: this.#snapshots,
+            instances: this.#instances,
+          },
+          snapshot,
+          pages,
+        );
+      } catch (error) {
+        // On disk: the state before or after, maybe with a pending redo log.
+        this.#failed();
         throw error;
       } finally {
         this.#writer.endBatch();
@@ -196,6 +236,13 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     const run = this.#queue.then(operation);
     this.#queue = run.catch(() => {});
     return run;
+  }
+
+  /** Forgets what a failed write may have made untrue: prepares again, as a restart would. */
+  #failed(): void {
+    this.#prepared = false;
+    this.#snapshots.failed();
+    this.#instances.failed();
   }
 
   async #prepare(): Promise<void> {
