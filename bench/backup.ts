@@ -24,6 +24,7 @@ import type { BackupSummary } from "../src/cli/admin_backup.ts";
 import { adminProcessArgs } from "../src/cli/admin.ts";
 import { integerOption, option, parseArgs } from "../src/cli/args.ts";
 import { startProcessCluster, waitUntil } from "../src/chaos/process_cluster.ts";
+import { preload, writers } from "./cluster_load.ts";
 import { median as medianOrNull } from "./throughput/runs.ts";
 
 const args = parseArgs(Deno.args, {
@@ -62,56 +63,6 @@ function median(values: readonly number[]): number {
   return medianOrNull(values)!;
 }
 
-async function put(url: string, key: string): Promise<boolean> {
-  try {
-    const response = await fetch(`${url}/kv/${key}`, {
-      method: "PUT",
-      body: VALUE,
-      signal: AbortSignal.timeout(10_000),
-    });
-    await response.body?.cancel();
-    return response.ok;
-  } catch {
-    return false;
-  }
-}
-
-/** Closed-loop writers until `stop()` is called; counts acknowledged writes. */
-function writers(urls: readonly string[]) {
-  let stopped = false;
-  let acknowledged = 0;
-  const loops = Array.from({ length: connections }, async (_, client) => {
-    const url = urls[client % urls.length]!;
-    while (!stopped) {
-      const key = `bench-${Math.floor(Math.random() * keys)}`;
-      if (await put(url, key)) acknowledged++;
-    }
-  });
-  return {
-    get acknowledged() {
-      return acknowledged;
-    },
-    async stop() {
-      stopped = true;
-      await Promise.all(loops);
-    },
-  };
-}
-
-async function preload(urls: readonly string[]): Promise<number> {
-  const started = performance.now();
-  let next = 0;
-  await Promise.all(Array.from({ length: 128 }, async (_, client) => {
-    while (next < keys) {
-      const key = `bench-${next++}`;
-      for (let attempt = 0; !(await put(urls[client % urls.length]!, key)); attempt++) {
-        if (attempt >= 5) throw new Error(`Preloading ${key} failed`);
-      }
-    }
-  }));
-  return (performance.now() - started) / 1000;
-}
-
 async function digests(urls: readonly string[]): Promise<string[]> {
   return await Promise.all(urls.map(async (url) => {
     try {
@@ -134,11 +85,13 @@ const backupMbPerSecond: number[] = [];
 let backupBytes = 0;
 let stateDigest = "";
 try {
-  const preloadSeconds = await preload(source.urls);
+  const preloadStarted = performance.now();
+  await preload(source.urls, { keys, value: VALUE });
+  const preloadSeconds = (performance.now() - preloadStarted) / 1000;
   console.log(`preloaded in ${preloadSeconds.toFixed(1)} s`);
   for (let run = 1; run <= runs; run++) {
     // Steady state: the same writers, no backup.
-    let load = writers(source.urls);
+    let load = writers(source.urls, { connections, keys, value: VALUE });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const before = load.acknowledged;
     const started = performance.now();
@@ -147,7 +100,7 @@ try {
     await load.stop();
     steadyOps.push(steady);
     // The same writers while a backup is taken.
-    load = writers(source.urls);
+    load = writers(source.urls, { connections, keys, value: VALUE });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const atStart = load.acknowledged;
     const backupStarted = performance.now();

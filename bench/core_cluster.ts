@@ -63,6 +63,10 @@ function syncStorage(): ReplicaStorage<KvCommand> {
       memory.commitSync(batch);
       return Completion.done();
     },
+    install: (snapshot) => {
+      memory.installSync(snapshot);
+      return Completion.done();
+    },
     close: () => {},
   };
 }

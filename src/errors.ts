@@ -99,6 +99,20 @@ export class OutcomeUnknownError extends KvError {
   }
 }
 
+/**
+ * An {@linkcode OutcomeUnknownError} answered at once, not after a wait: the
+ * replica installed a snapshot from a peer while the command was in flight
+ * (its peers had pruned past it), and lost track of what it was waiting
+ * for. The command may still take effect, or may have already.
+ */
+export class SnapshotInstalledError extends OutcomeUnknownError {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SnapshotInstalledError";
+  }
+}
+
 /** A compare-and-set or compare-and-delete found another version (HTTP 412): nothing changed. */
 export class PreconditionFailedError extends KvError {
   /** Always 412. */

@@ -126,7 +126,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const faultMs = durationMs * 0.5;
   const recoveryMs = Math.max(3000, durationMs - warmupMs - faultMs);
   const cluster = await startProcessCluster(replicas, {
-    extraArgs: ["--enable-fault-injection", ...(options.trace ? ["--log-messages"] : [])],
+    extraArgs: [
+      "--enable-fault-injection",
+      ...(options.trace ? ["--log-messages"] : []),
+      ...(scenario.replicaArgs ?? []),
+    ],
   });
   const workload = new Workload({
     urls: cluster.urls,

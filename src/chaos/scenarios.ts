@@ -9,6 +9,7 @@
 
 import type { HistoryRecorder } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
+import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
@@ -45,6 +46,8 @@ export interface Scenario {
   readonly replicas?: number;
   /** Whether the cluster is expected to keep committing during the fault phase. */
   readonly availableDuringFault: boolean;
+  /** Flags every replica of this scenario is started with (after the usual ones). */
+  readonly replicaArgs?: readonly string[];
   /** Applies the faults for the fault phase; healing is done by the runner afterwards. */
   inject(context: NemesisContext): Promise<void>;
 }
@@ -269,6 +272,7 @@ export const SCENARIOS: readonly Scenario[] = [
     },
   },
   BACKUP_RESTORE,
+  AWAY_PAST_RETENTION,
 ];
 
 /** The scenario called `name`. */

@@ -22,6 +22,7 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
+import { fetchSnapshot } from "../net/snapshot_fetch.ts";
 import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
 import { versionTagOf } from "../kv/backup.ts";
 import { restoreFromBackup } from "./restore.ts";
@@ -147,6 +148,15 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     random,
     log,
     traceMessages: args.flags.has("log-messages"),
+    // Peers pruned past this replica: a snapshot from one of them, resumed
+    // from the partial file if this process stopped during the transfer.
+    fetchSnapshot: (peer, signal) => {
+      const url = config.replicas.find((replica) => replica.id === peer)?.url;
+      if (url === undefined) {
+        return Promise.reject(new Error(`No replica ${peer} in the cluster file`));
+      }
+      return fetchSnapshot(url, { secret, partialPath: `${dataDir}/snapshot.partial`, signal });
+    },
     maxHeldCommands: integerOption(args, "max-held-commands", {
       min: 1000,
       max: 1_000_000_000,

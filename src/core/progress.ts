@@ -4,7 +4,9 @@
  * the prune floor that follows from them, and the client commands it holds
  * meanwhile. An instance every replica executed durably can never be needed
  * again (short of a replica losing its disk, which is not supported), so it is
- * pruned; one replica far behind holds pruning back everywhere.
+ * pruned. One replica far behind holds pruning back everywhere, up to the
+ * retention bound; past it, peers prune past that replica (`retention.ts`),
+ * which then installs a snapshot.
  *
  * @module
  */
@@ -21,6 +23,8 @@ export class ProgressTracker {
   readonly #executedAbove: Set<number>[];
   readonly #peerExecuted: number[][];
   readonly #peerPruned: number[][];
+  /** Per replica, whether its frontier gossip arrived since this tracker was created. */
+  readonly #heard: boolean[];
   readonly #pruneFloor: number[];
   #forgetFloor: number[];
   /** Client commands carried by the instances held (see `Replica.heldCommands`). */
@@ -34,6 +38,8 @@ export class ProgressTracker {
     this.#executedAbove = Array.from({ length: replicas }, () => new Set<number>());
     this.#peerExecuted = Array.from({ length: replicas }, () => emptyDeps(replicas));
     this.#peerPruned = Array.from({ length: replicas }, () => emptyDeps(replicas));
+    this.#heard = new Array<boolean>(replicas).fill(false);
+    this.#heard[self] = true;
     this.#pruneFloor = emptyDeps(replicas);
     this.#forgetFloor = emptyDeps(replicas);
   }
@@ -74,17 +80,43 @@ export class ProgressTracker {
 
   /** Takes a peer's frontier gossip. */
   notePeer(peer: number, executed: Deps, pruned: Deps): void {
+    this.#heard[peer] = true;
     depsRaise(this.#peerExecuted[peer]!, executed);
     depsRaise(this.#peerPruned[peer]!, pruned);
   }
 
-  /** How far row `row` may be pruned: the lowest durably executed prefix of every replica. */
-  pruneTarget(row: number): number {
+  /**
+   * How far row `row` may be pruned: the lowest durably executed prefix of
+   * every replica but those in `pastPeers` (left behind: `retention.ts`).
+   */
+  pruneTarget(row: number, pastPeers: readonly number[] = []): number {
     let floor = this.#executed[row]!;
     for (let replica = 0; replica < this.#replicas; replica++) {
-      if (replica !== this.#self) floor = Math.min(floor, this.#peerExecuted[replica]![row]!);
+      if (replica === this.#self || pastPeers.includes(replica)) continue;
+      floor = Math.min(floor, this.#peerExecuted[replica]![row]!);
     }
     return floor;
+  }
+
+  /**
+   * Whether this replica pruned past `peer`: its prune floor is above what the
+   * peer reported executing in some row, so it can no longer send the peer
+   * what it misses (the peer installs a snapshot).
+   */
+  prunedPast(peer: number): boolean {
+    if (peer === this.#self) return false;
+    const executed = this.#peerExecuted[peer]!;
+    for (let row = 0; row < this.#replicas; row++) {
+      if (this.#pruneFloor[row]! > executed[row]!) return true;
+    }
+    return false;
+  }
+
+  /** Per replica, the prune floor it last reported (this replica's own: its floor). */
+  get peerPruned(): readonly Deps[] {
+    return this.#peerPruned.map((pruned, replica) =>
+      replica === this.#self ? this.#pruneFloor : pruned
+    );
   }
 
   /** Raises row `row`'s prune floor to `number` (its instances up to there are gone). */
@@ -95,12 +127,15 @@ export class ProgressTracker {
   /**
    * Starts a new forget period: returns the floor every replica had pruned to
    * one period ago (the conflict index may forget keys below it) and remembers
-   * today's for next time.
+   * today's for next time. A replica this one pruned past does not hold the
+   * floor back: its reported floor is stale (it may be down for good), and it
+   * installs a snapshot, with a floor above this one, before it proposes
+   * anything that executes.
    */
   rotateForgetFloor(): Deps {
     const globalFloor = [...this.#pruneFloor];
     for (let replica = 0; replica < this.#replicas; replica++) {
-      if (replica === this.#self) continue;
+      if (replica === this.#self || this.prunedPast(replica)) continue;
       for (let row = 0; row < this.#replicas; row++) {
         globalFloor[row] = Math.min(globalFloor[row]!, this.#peerPruned[replica]![row]!);
       }
@@ -108,6 +143,14 @@ export class ProgressTracker {
     const previous = this.#forgetFloor;
     this.#forgetFloor = globalFloor;
     return previous;
+  }
+
+  /**
+   * Whether `peer`'s frontier gossip arrived since this replica started (until
+   * then its frontier here reads as zero, which says nothing about it).
+   */
+  heard(peer: number): boolean {
+    return this.#heard[peer]!;
   }
 
   /**

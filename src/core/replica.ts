@@ -27,6 +27,7 @@ import { type Instance, instanceKey, keyNumber, keyOwner, toRecord } from "./ins
 import { type Lead, popCount, repliedMask } from "./lead.ts";
 import { decidePreAccept, type QuorumSizes } from "./quorum.ts";
 import { Recoverer } from "./recoverer.ts";
+import { snapshotSources } from "./retention.ts";
 import {
   MAX_EARLY_PREACCEPTS,
   type ReplicaOptions,
@@ -96,9 +97,10 @@ export class Replica<C> {
 
   /**
    * Client commands carried by the instances held in memory (counted once per
-   * instance, when its command is first learned). Instances leave only when
-   * every replica executed them, so this grows while a replica is down or
-   * behind: the driver bounds it (see `ReplicaDriver`).
+   * instance, when its command is first learned). Instances leave once every
+   * replica executed them, so this grows while a replica is down or behind,
+   * up to {@linkcode ReplicaOptions.retentionCommands}; past it, this replica
+   * prunes past the peers far behind (`retention.ts`).
    */
   get heldCommands(): number {
     return this.#s.progress.heldCommands;
@@ -141,6 +143,27 @@ export class Replica<C> {
   /** Per row, every instance up to this number is pruned here. */
   get pruneFloor(): Deps {
     return this.#s.progress.pruneFloor;
+  }
+
+  /**
+   * The peers this replica pruned past (`retention.ts`): it can no longer send
+   * them what they missed; they install a snapshot.
+   */
+  prunedPastPeers(): number[] {
+    const peers: number[] = [];
+    for (let peer = 0; peer < this.#s.n; peer++) {
+      if (this.#s.progress.prunedPast(peer)) peers.push(peer);
+    }
+    return peers;
+  }
+
+  /**
+   * The peers to install a snapshot from, best first, if peers pruned past
+   * this replica (`retention.ts`); empty otherwise. Until it installs one, it
+   * cannot execute what it missed.
+   */
+  snapshotSources(): number[] {
+    return snapshotSources(this.#s.id, this.#s.progress.executed, this.#s.progress.peerPruned);
   }
 
   /** Per row, the highest instance number known to exist. */

@@ -28,6 +28,7 @@ import { type Lead, Leads } from "./lead.ts";
 import { ProgressTracker } from "./progress.ts";
 import { type QuorumSizes, quorumSizes } from "./quorum.ts";
 import { ReadyBuilder } from "./ready_builder.ts";
+import { peersToPrunePast } from "./retention.ts";
 import { newReplicaStats, type ReplicaStats } from "./stats.ts";
 import { Timers, type TimingOptions } from "./timing.ts";
 import { type InstanceRecord, type Message, NOP, type Payload, Phase } from "./types.ts";
@@ -38,6 +39,13 @@ import { type InstanceRecord, type Message, NOP, type Payload, Phase } from "./t
  * skips this many numbers of its row, so bounding it bounds the gaps.
  */
 export const MAX_EARLY_PREACCEPTS = 8;
+
+/**
+ * Frontier periods after its start during which a replica does not prune
+ * past a peer it has not heard from (`retention.ts`): time for every live
+ * peer's gossip to arrive.
+ */
+export const RETENTION_GRACE_FRONTIERS = 20;
 
 /** How to build a replica. */
 export interface ReplicaOptions<C> {
@@ -53,6 +61,14 @@ export interface ReplicaOptions<C> {
   readonly maxReproposals?: number;
   /** Most instances pruned in one step, so a long-delayed prune cannot stall the replica. */
   readonly maxPrunePerStep?: number;
+  /**
+   * Most client commands held for peers that have not executed them (default:
+   * no bound). Beyond it, the replica prunes past peers far behind
+   * (`retention.ts`), which then install a snapshot when they return, so a
+   * replica away for any length of time never costs the others their memory
+   * or their writes.
+   */
+  readonly retentionCommands?: number;
   /**
    * For tests only, never in production: replaces some of the quorum sizes
    * derived from `replicas` (for instance a fast quorum one smaller than
@@ -94,6 +110,8 @@ export class ReplicaState<C> {
   readonly maxReproposals: number;
   /** See {@linkcode ReplicaOptions.maxPrunePerStep}. */
   readonly maxPrunePerStep: number;
+  /** See {@linkcode ReplicaOptions.retentionCommands}. */
+  readonly retentionCommands: number;
   /** Bitmask of every replica but this one. */
   readonly allPeers: number;
   /** Every instance held, by key. */
@@ -155,6 +173,7 @@ export class ReplicaState<C> {
     this.timers = new Timers(this.id, this.n, options.timing);
     this.maxReproposals = options.maxReproposals ?? 8;
     this.maxPrunePerStep = options.maxPrunePerStep ?? 8192;
+    this.retentionCommands = options.retentionCommands ?? Number.POSITIVE_INFINITY;
     this.allPeers = ((1 << this.n) - 1) & ~(1 << this.id);
     this.executor = new Executor(this.n, (key) => this.instances.get(key));
     this.index = new ConflictIndex(this.n);
@@ -349,12 +368,26 @@ export class ReplicaState<C> {
   /**
    * Forgets instances every replica has executed durably: they can never be
    * needed again, except by a replica that lost its disk (not supported).
+   * Past the retention bound, peers far behind do not count
+   * (`retention.ts`): they install a snapshot instead.
    */
   maybePrune(): void {
     let budget = this.maxPrunePerStep;
     let changed = false;
+    const unheard: number[] = [];
+    for (let peer = 0; peer < this.n; peer++) if (!this.progress.heard(peer)) unheard.push(peer);
+    const pastPeers = peersToPrunePast(
+      this.progress.executionLag(),
+      { commands: this.progress.heldCommands, instances: this.instances.size },
+      this.retentionCommands,
+      {
+        unheard,
+        graceOver: this.tick >= RETENTION_GRACE_FRONTIERS * this.timers.timing.frontierTicks,
+      },
+    );
+    if (pastPeers.length > 0) this.stats.retentionPrunes++;
     for (let row = 0; row < this.n && budget > 0; row++) {
-      const floor = this.progress.pruneTarget(row);
+      const floor = this.progress.pruneTarget(row, pastPeers);
       let current = this.progress.pruneFloor[row]!;
       if (floor <= current) continue;
       const from = current + 1;

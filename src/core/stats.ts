@@ -22,6 +22,8 @@ export interface ReplicaStats {
   executedInstances: number;
   /** Instances pruned (executed everywhere and forgotten) here. */
   prunedInstances: number;
+  /** Prune steps that went past peers far behind, the retention bound reached (`retention.ts`). */
+  retentionPrunes: number;
   /** How this replica's recoveries decided, by branch of EPaxos* Figure 5. */
   recoveryOutcomes: RecoveryOutcomes;
 }
@@ -61,6 +63,7 @@ export function newReplicaStats(): ReplicaStats {
     executedCommands: 0,
     executedInstances: 0,
     prunedInstances: 0,
+    retentionPrunes: 0,
     recoveryOutcomes: {
       foundCommitted: 0,
       foundAccepted: 0,

@@ -24,7 +24,7 @@
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
 import { DEFAULT_TIMING, Replica, type ReplicaStats, type TimingOptions } from "../core/replica.ts";
-import type { Decided, Execution, Message, Ready } from "../core/types.ts";
+import { type Decided, type Execution, type Message, NOP, type Ready } from "../core/types.ts";
 import {
   describeKvCommand,
   type KvCommand,
@@ -34,11 +34,13 @@ import {
 import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { Random } from "../runtime/random.ts";
-import type { LoadedState, ReplicaStorage } from "../storage/types.ts";
+import type { LoadedState, ReplicaSnapshot, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
-import { OutcomeUnknownError, UnavailableError } from "../errors.ts";
+import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from "../errors.ts";
 import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
+import { AppliedSet, snapshotAt } from "./applied.ts";
+import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { type Answer, Waiters } from "./waiters.ts";
 
@@ -71,14 +73,32 @@ export interface ReplicaDriverOptions {
   /** Most client commands waiting for their outcome before new ones are refused (default 20,000). */
   readonly maxPendingCommands?: number;
   /**
-   * Most client commands held in memory (and storage) before new ones are
-   * refused (default 1,000,000). Executed instances are dropped only once every
-   * replica executed them, so a replica that is down or far behind makes the
-   * others hold everything it will need; this bounds that retention. When it is
-   * reached, writes are refused with 503 until the replica catches up (it is
-   * sent what it missed when it returns) or is removed from the cluster.
+   * The retention bound (default 1,000,000): most client commands held in
+   * memory (and storage) for peers that have not executed them. Executed
+   * instances are dropped once every replica executed them, so a replica that
+   * is down or far behind makes the others hold what it will need; past this
+   * bound they prune past it (`src/core/retention.ts`) and it installs a
+   * snapshot when it returns, so writes never wait for an absent replica.
+   * Writes are refused only at {@linkcode hardHeldLimit} (twice the bound,
+   * and at least 100,000 commands above it): held past the bound are only
+   * commands in flight, unless more than `f` peers are far behind or this
+   * replica cannot execute.
    */
   readonly maxHeldCommands?: number;
+  /**
+   * Fetches a snapshot from peer `peer` (`ReplicaDriver.takeSnapshot` there,
+   * over the network) for this replica to install when its peers pruned past
+   * it. Absent, a replica pruned past stays behind (it logs why).
+   */
+  readonly fetchSnapshot?: (
+    peer: number,
+    signal: AbortSignal,
+  ) => PromiseLike<ReplicaSnapshot<KvCommand>>;
+  /**
+   * Longest a snapshot fetch may take, from asking to having it, in
+   * milliseconds (default 120,000); then it is abandoned and tried again.
+   */
+  readonly snapshotFetchTimeoutMs?: number;
   /** How long a client waits for its answer, in milliseconds (default 5000). */
   readonly requestTimeoutMs?: number;
   /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */
@@ -155,6 +175,30 @@ export const NODE_TIMING: Partial<TimingOptions> = {
 /** Default of {@linkcode ReplicaDriverOptions.maxHeldCommands}. */
 export const DEFAULT_MAX_HELD_COMMANDS = 1_000_000;
 
+/**
+ * Commands held at which writes are refused (see
+ * {@linkcode ReplicaDriverOptions.maxHeldCommands}): twice the retention
+ * bound, and at least 100,000 above it, so that commands in flight (batches
+ * of up to 1000) never reach it.
+ */
+export function hardHeldLimit(retentionCommands: number): number {
+  return Math.max(2 * retentionCommands, retentionCommands + 100_000);
+}
+
+/** Most snapshots a replica takes at once (each holds a copy of the state's references). */
+export const MAX_SNAPSHOTS_IN_PROGRESS = 2;
+
+/** Default of {@linkcode ReplicaDriverOptions.snapshotFetchTimeoutMs}. */
+export const DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS = 120_000;
+
+/** Callbacks that receive a snapshot taken here ({@linkcode ReplicaDriver.takeSnapshotWith}). */
+export interface SnapshotCapture {
+  /** Called with the snapshot. */
+  resolve(snapshot: ReplicaSnapshot<KvCommand>): void;
+  /** Called if none could be taken. */
+  reject(error: Error): void;
+}
+
 /** One replica, driving its core. */
 export class ReplicaDriver {
   /** This replica's id. */
@@ -162,8 +206,16 @@ export class ReplicaDriver {
   /** Counters and histograms. */
   readonly metrics: DriverMetrics = newDriverMetrics();
   readonly #options: ReplicaDriverOptions;
-  readonly #core: Replica<KvCommand>;
-  readonly #kv: KvStateMachine;
+  #core: Replica<KvCommand>;
+  #kv: KvStateMachine;
+  /** The instances whose effects `#kv` holds. */
+  #applied: AppliedSet;
+  /** Snapshots taken here, by the request id of their barrier, until it executes. */
+  readonly #snapshotCaptures = new Map<string, SnapshotCapture>();
+  /** A snapshot is being installed: the loop and the inputs wait. */
+  #installing = false;
+  /** Fetches snapshots when peers pruned past this replica. */
+  readonly #snapshotFetcher: SnapshotFetcher;
   readonly #storage: ReplicaStorage<KvCommand>;
   readonly #transport: PeerTransport<KvCommand>;
   readonly #clock: Clock;
@@ -198,19 +250,18 @@ export class ReplicaDriver {
   private constructor(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>) {
     this.id = options.id;
     this.#options = options;
-    this.#core = new Replica<KvCommand>(
-      {
-        id: options.id,
-        replicas: options.replicas,
-        conflicts: kvConflicts,
-        timing: { ...NODE_TIMING, ...options.timing },
-      },
-      { records: loaded.records, pruneFloor: loaded.pruneFloor },
-    );
-    this.#kv = new KvStateMachine(
-      loaded.entries,
-      options.versionTag === undefined ? {} : { versionTag: options.versionTag },
-    );
+    this.#core = ReplicaDriver.#newCore(options, loaded);
+    this.#kv = ReplicaDriver.#newState(options, loaded);
+    this.#applied = new AppliedSet(options.replicas, loaded.pruneFloor, loaded.records);
+    this.#snapshotFetcher = new SnapshotFetcher({
+      id: options.id,
+      clock: options.clock,
+      ...(options.fetchSnapshot === undefined ? {} : { fetch: options.fetchSnapshot }),
+      timeoutMs: options.snapshotFetchTimeoutMs ?? DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS,
+      install: (snapshot, done, fail) => this.#installSnapshot(snapshot, done, fail),
+      metrics: this.metrics,
+      ...(options.log === undefined ? {} : { log: options.log }),
+    });
     this.#storage = options.storage;
     this.#transport = options.transport;
     this.#clock = options.clock;
@@ -220,6 +271,29 @@ export class ReplicaDriver {
     this.#bootId = options.random.int(2 ** 32).toString(36);
     options.log?.(
       `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys`,
+    );
+  }
+
+  static #newCore(
+    options: ReplicaDriverOptions,
+    loaded: LoadedState<KvCommand>,
+  ): Replica<KvCommand> {
+    return new Replica<KvCommand>(
+      {
+        id: options.id,
+        replicas: options.replicas,
+        conflicts: kvConflicts,
+        timing: { ...NODE_TIMING, ...options.timing },
+        retentionCommands: options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS,
+      },
+      { records: loaded.records, pruneFloor: loaded.pruneFloor },
+    );
+  }
+
+  static #newState(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>): KvStateMachine {
+    return new KvStateMachine(
+      loaded.entries,
+      options.versionTag === undefined ? {} : { versionTag: options.versionTag },
     );
   }
 
@@ -249,6 +323,7 @@ export class ReplicaDriver {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#snapshotFetcher.stop();
     this.#tickTimer?.cancel();
     this.#batchTimer?.cancel();
     this.#markerTimer?.cancel();
@@ -256,6 +331,7 @@ export class ReplicaDriver {
     this.#kick(true);
     await this.whenIdle();
     this.#waiters.rejectAll(() => new OutcomeUnknownError("The replica is shutting down"));
+    this.#rejectSnapshotCaptures("The replica is shutting down");
     await this.#transport.close();
     this.#storage.close();
   }
@@ -340,8 +416,16 @@ export class ReplicaDriver {
    * (a refusal). Returns the request id assigned.
    */
   submitWith(input: KvCommandInput, answer: Answer): string {
+    return this.#submit(input, answer, false);
+  }
+
+  /**
+   * Admits and enqueues a command. A snapshot barrier is admitted even when
+   * this replica holds too much: a snapshot is what lets it prune.
+   */
+  #submit(input: KvCommandInput, answer: Answer, barrier: boolean): string {
     const request = `${this.id}.${this.#bootId}.${++this.#requestCounter}`;
-    const refusal = this.#admissionProblem();
+    const refusal = this.#admissionProblem(barrier);
     if (refusal !== undefined) {
       this.metrics.requestsRefused++;
       answer.reject(refusal);
@@ -359,7 +443,9 @@ export class ReplicaDriver {
 
   /** Steps a batch received from a peer (already decoded and validated). */
   receive(batch: PeerBatch<KvCommand>): void {
-    if (this.#stopped) return;
+    // While a snapshot is installed, the core is about to be replaced:
+    // peers retransmit what matters.
+    if (this.#stopped || this.#installing) return;
     this.metrics.batchesReceived++;
     this.metrics.messagesReceived += batch.messages.length;
     const log = this.#options.traceMessages ? this.#options.log : undefined;
@@ -377,10 +463,199 @@ export class ReplicaDriver {
   }
 
   // ---------------------------------------------------------------------------
+  // Snapshots: taken here for a peer that was pruned past, installed here when
+  // this replica was (src/core/retention.ts).
+
+  /**
+   * Takes a snapshot for a peer: proposes a barrier command (a backup command,
+   * which conflicts with every command, so every replica executes the same
+   * instances before it and records its digest there) and resolves, once it
+   * executed here, with the state it read and exactly the instances applied
+   * to that state.
+   *
+   * @throws {UnavailableError} if {@linkcode MAX_SNAPSHOTS_IN_PROGRESS} are
+   *   being taken already, or the barrier could not be proposed.
+   * @throws {OutcomeUnknownError} if the barrier did not execute in time.
+   */
+  takeSnapshot(): Promise<ReplicaSnapshot<KvCommand>> {
+    return new Promise((resolve, reject) => this.takeSnapshotWith({ resolve, reject }));
+  }
+
+  /**
+   * {@linkcode ReplicaDriver.takeSnapshot} with callbacks instead of a promise
+   * (the simulator runs on virtual time, without microtasks). Exactly one is
+   * called, possibly before this returns.
+   */
+  takeSnapshotWith(answer: SnapshotCapture): void {
+    const { resolve, reject } = answer;
+    if (this.#snapshotCaptures.size >= MAX_SNAPSHOTS_IN_PROGRESS) {
+      reject(
+        new UnavailableError(
+          `${MAX_SNAPSHOTS_IN_PROGRESS} snapshots are being taken here already`,
+          { retryAfterSeconds: 1 },
+        ),
+      );
+      return;
+    }
+    let settled = false;
+    const capture: SnapshotCapture = {
+      resolve: (snapshot) => {
+        settled = true;
+        resolve(snapshot);
+      },
+      reject: (error) => {
+        settled = true;
+        reject(error);
+      },
+    };
+    // The request id is known once #submit returns: a refusal answers before.
+    const barrier: { request?: string } = {};
+    const forget = () => {
+      if (barrier.request !== undefined) this.#snapshotCaptures.delete(barrier.request);
+    };
+    barrier.request = this.#submit({ op: "backup" }, {
+      // The barrier's own answer: #captureSnapshots resolved the snapshot
+      // first, as the instance was applied.
+      resolve: () => {
+        if (!settled) {
+          capture.reject(new UnavailableError("The snapshot barrier executed elsewhere"));
+        }
+        forget();
+      },
+      reject: (error) => {
+        forget();
+        if (!settled) capture.reject(error);
+      },
+    }, true);
+    // Refused at once (nothing proposed): the answer above already ran.
+    if (settled) return;
+    this.#snapshotCaptures.set(barrier.request, capture);
+    // The barrier ends its instance: nothing batched after it changes the
+    // state it read, so the state after the instance is the state at it.
+    this.#flushBatch();
+    this.#kick();
+  }
+
+  /**
+   * Installs a snapshot from a peer (its storage first, atomically; then the
+   * core and the key-value state are rebuilt from storage, as at a restart).
+   * Commands waiting here fail as outcome unknown: the ones proposed may
+   * still execute.
+   */
+  installSnapshot(snapshot: ReplicaSnapshot<KvCommand>): Promise<void> {
+    return new Promise((resolve, reject) => this.#installSnapshot(snapshot, resolve, reject));
+  }
+
+  #installSnapshot(
+    snapshot: ReplicaSnapshot<KvCommand>,
+    resolve: () => void,
+    reject: (error: Error) => void,
+  ): void {
+    if (this.#stopped || this.#installing) {
+      reject(new UnavailableError("The replica is stopping or installing a snapshot already"));
+      return;
+    }
+    this.#installing = true;
+    const fail = (error: unknown) => {
+      this.#installing = false;
+      this.#kick();
+      reject(error instanceof Error ? error : new Error(String(error)));
+    };
+    const install = () => {
+      this.#storage.install(snapshot).then(() => {
+        this.#storage.load().then((loaded) => {
+          this.#rebuild(loaded);
+          this.#installing = false;
+          this.metrics.snapshotsInstalled++;
+          this.#options.log?.(
+            `replica ${this.id}: installed a snapshot of ${snapshot.entries.length} keys ` +
+              `at ${snapshot.barrier} (executed up to ${snapshot.executedPrefix.join(",")})`,
+          );
+          this.#kick();
+          resolve();
+        }, fail);
+      }, fail);
+    };
+    // Wait for the Ready in flight: storage takes no install during a commit.
+    if (this.#idle()) install();
+    else this.#idleWaiters.push(install);
+  }
+
+  /** Per row, every instance up to here is applied to the key-value state ({@linkcode AppliedSet}). */
+  get appliedPrefix(): readonly number[] {
+    return this.#applied.prefix;
+  }
+
+  /** Whether a snapshot is being installed, or fetched to be installed. */
+  get catchingUpBySnapshot(): boolean {
+    return this.#installing || this.#snapshotFetcher.busy;
+  }
+
+  #captureSnapshots(execution: Execution<KvCommand>): void {
+    if (execution.command === NOP) return;
+    for (const command of execution.command) {
+      if (command.op !== "backup") continue;
+      const capture = this.#snapshotCaptures.get(command.request);
+      if (capture === undefined) continue;
+      this.#snapshotCaptures.delete(command.request);
+      capture.resolve(snapshotAt(command.request, this.#applied, this.#core, this.#kv));
+    }
+  }
+
+  #rejectSnapshotCaptures(message: string): void {
+    const captures = [...this.#snapshotCaptures.values()];
+    this.#snapshotCaptures.clear();
+    for (const capture of captures) capture.reject(new OutcomeUnknownError(message));
+  }
+
+  /** Replaces the core and the state by what storage holds (after an install). */
+  #rebuild(loaded: LoadedState<KvCommand>): void {
+    const unproposed = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    for (const command of unproposed) {
+      this.#waiters.reject(
+        command.request,
+        new UnavailableError("The replica installed a snapshot before proposing the command"),
+      );
+    }
+    this.#waiters.rejectAll(() =>
+      new SnapshotInstalledError(
+        "The replica installed a snapshot while the command was in flight",
+      )
+    );
+    this.#rejectSnapshotCaptures("The replica installed a snapshot while taking one");
+    this.#proposedAtMs.clear();
+    this.#unsafeEarlyAnswers = [];
+    // Effects of executions not yet persisted: the snapshot's state replaces them.
+    this.#pendingEffects = new Map();
+    this.#core = ReplicaDriver.#newCore(this.#options, loaded);
+    this.#kv = ReplicaDriver.#newState(this.#options, loaded);
+    this.#applied = new AppliedSet(this.#options.replicas, loaded.pruneFloor, loaded.records);
+    this.#lastTickMs = this.#clock.now();
+    this.#updatePeerOrder();
+  }
+
+  // ---------------------------------------------------------------------------
   // Admission and batching.
 
-  #admissionProblem(): UnavailableError | undefined {
+  #admissionProblem(barrier: boolean): UnavailableError | undefined {
     if (this.#stopped) return new UnavailableError("The replica is shutting down");
+    if (this.#installing) {
+      return new UnavailableError("The replica is installing a snapshot from a peer", {
+        retryAfterSeconds: 1,
+      });
+    }
+    const snapshotSources = this.#core.snapshotSources();
+    if (snapshotSources.length > 0) {
+      // It cannot execute what it missed until the snapshot is installed.
+      return new UnavailableError(
+        `Peers pruned past this replica (replicas ${
+          snapshotSources.join(", ")
+        }); it waits for a snapshot`,
+        { retryAfterSeconds: 1 },
+      );
+    }
     if (this.#loopError !== undefined) {
       return new UnavailableError(`The replica cannot persist: ${this.#loopError.message}`, {
         retryAfterSeconds: 5,
@@ -389,16 +664,21 @@ export class ReplicaDriver {
     if (this.#waiters.size >= (this.#options.maxPendingCommands ?? 20_000)) {
       return new UnavailableError("Too many requests in progress");
     }
-    const heldLimit = this.maxHeldCommands;
-    if (this.#core.heldCommands >= heldLimit) {
+    // Peers far behind are pruned past at the bound (retention.ts); above it
+    // this replica holds only what is in flight (peers' frontier gossip lags
+    // a little) and what it cannot execute or prune yet (more than f peers
+    // far behind): the hard limit guards memory against the latter.
+    const heldLimit = hardHeldLimit(this.maxHeldCommands);
+    if (this.#core.heldCommands >= heldLimit && !barrier) {
       const behind = this.#core.executionLag()
         .map((instances, replica) => ({ instances, replica }))
         .filter((entry) => entry.instances > 0)
-        .sort((a, b) => b.instances - a.instances)
         .map((entry) => `replica ${entry.replica} (${entry.instances} instances behind)`);
       return new UnavailableError(
-        `${this.#core.heldCommands} commands are held until every replica executes them ` +
-          `(limit ${heldLimit}); waiting for ${behind.join(", ") || "pruning to catch up"}`,
+        `This replica holds ${this.#core.heldCommands} commands (limit ${heldLimit}) ` +
+          (behind.length === 0
+            ? "it has not executed yet"
+            : `for peers far behind that are not pruned past yet: ${behind.join(", ")}`),
         { retryAfterSeconds: 5 },
       );
     }
@@ -458,6 +738,7 @@ export class ReplicaDriver {
 
   #onTimer(): void {
     const now = this.#clock.now();
+    if (this.#installing) return;
     this.metrics.requestsTimedOut += this.#waiters.expire(
       now,
       () => new OutcomeUnknownError("The command was proposed but did not execute in time"),
@@ -469,6 +750,7 @@ export class ReplicaDriver {
     ticks = Math.min(ticks, 200);
     for (let i = 0; i < ticks; i++) this.#core.tick();
     this.#updatePeerOrder();
+    this.#snapshotFetcher.maybeStart(now, this.#core.snapshotSources());
     this.#kick();
   }
 
@@ -529,6 +811,10 @@ export class ReplicaDriver {
 
   /** Takes Readies until there is nothing to do or a storage commit is in flight. */
   #pump(): void {
+    if (this.#installing) {
+      if (this.#idle()) this.#settleIdle();
+      return;
+    }
     if (this.#pumping || this.#persisting || this.#loopError !== undefined) return;
     this.#pumping = true;
     try {
@@ -691,8 +977,10 @@ export class ReplicaDriver {
     for (const execution of ready.executions) {
       trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
       const applied = this.#kv.apply(execution, execution.local);
+      this.#applied.add(execution.owner, execution.number);
       observer?.executed?.(execution);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
+      if (execution.local && this.#snapshotCaptures.size > 0) this.#captureSnapshots(execution);
       for (const { request, result } of applied.results) this.#answer(request, result);
     }
     for (const abandoned of ready.abandoned) {

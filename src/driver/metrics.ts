@@ -59,6 +59,12 @@ export interface DriverMetrics {
   batchesReceived: number;
   /** Peer messages received. */
   messagesReceived: number;
+  /** Snapshots installed here after peers pruned past this replica. */
+  snapshotsInstalled: number;
+  /** Snapshot fetches (or installs) that failed and were retried later. */
+  snapshotFetchesFailed: number;
+  /** Time from starting to fetch a snapshot to having installed it, seconds. */
+  readonly snapshotSeconds: Histogram;
   /** Storage commit durations, seconds. */
   readonly storageCommitSeconds: Histogram;
   /** Commands per proposed instance. */
@@ -84,6 +90,9 @@ export function newDriverMetrics(): DriverMetrics {
     instancesProposed: 0,
     batchesReceived: 0,
     messagesReceived: 0,
+    snapshotsInstalled: 0,
+    snapshotFetchesFailed: 0,
+    snapshotSeconds: new Histogram([0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120]),
     storageCommitSeconds: new Histogram(STORAGE_BUCKETS_SECONDS),
     batchSize: new Histogram([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]),
     requestSeconds: new Histogram(LATENCY_BUCKETS_SECONDS),

@@ -144,11 +144,12 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
 
 /**
  * Asks up to {@linkcode BACKUP_CHECK_REPLICAS} other replicas (those heard
- * from, nearest first) for their digest at backup command `request`, waiting
- * at most {@linkcode BACKUP_CHECK_DEADLINE_MS} in all for one to have
- * executed it; `undefined` if none could say.
+ * from, nearest first) for their digest at backup command `request` (a
+ * backup's, or a snapshot's barrier), waiting at most
+ * {@linkcode BACKUP_CHECK_DEADLINE_MS} in all for one to have executed it;
+ * `undefined` if none could say.
  */
-async function checkElsewhere(
+export async function checkDigestElsewhere(
   options: AdminRouteOptions,
   request: string,
 ): Promise<BackupCheck | undefined> {
@@ -221,7 +222,7 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     "/backup",
     backupRoute({
       source: options.node,
-      checkElsewhere: (request) => checkElsewhere(options, request),
+      checkElsewhere: (request) => checkDigestElsewhere(options, request),
       ...(options.log === undefined ? {} : { log: options.log }),
     }),
   );

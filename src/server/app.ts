@@ -23,7 +23,8 @@ import { requireBearer } from "../net/bearer.ts";
 import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError, OutcomeUnknownError, UnavailableError } from "../errors.ts";
-import { adminRoute } from "./admin_route.ts";
+import { adminRoute, checkDigestElsewhere } from "./admin_route.ts";
+import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
 import type { RecentWindow } from "../runtime/metrics.ts";
 
@@ -147,6 +148,14 @@ export function createApp(options: AppOptions): Hono {
   // --- Operations --------------------------------------------------------
   app.get("/livez", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
+    const snapshotSources = node.core.snapshotSources();
+    if (node.catchingUpBySnapshot || snapshotSources.length > 0) {
+      // Peers pruned past it: it cannot execute until it installs a snapshot.
+      c.header("Retry-After", "1");
+      return problem(c, 503, "Peers pruned past this replica; it is catching up by snapshot", {
+        prunedBy: snapshotSources,
+      });
+    }
     if (node.fastQuorumReachable()) return c.text("ok\n");
     c.header("Retry-After", "1");
     return problem(c, 503, "A fast quorum of replicas is not reachable", {
@@ -180,6 +189,7 @@ export function createApp(options: AppOptions): Hono {
       })),
       frontiers: {
         executed: core.executedFrontier,
+        applied: node.appliedPrefix,
         pruned: core.pruneFloor,
         highest: core.rowHighest,
       },
@@ -203,11 +213,17 @@ export function createApp(options: AppOptions): Hono {
         proposals: core.inflightProposals,
       },
       instancesHeld: core.instanceCount,
-      // Retention: executed instances stay until every replica executed them.
+      // Retention: executed instances stay until every replica executed
+      // them, up to the limit; past it, peers far behind are pruned past and
+      // install a snapshot (src/core/retention.ts).
       retention: {
         heldCommands: core.heldCommands,
         limit: node.maxHeldCommands,
         behindInstances: core.executionLag(),
+        prunedPast: core.prunedPastPeers(),
+        prunedBy: core.snapshotSources(),
+        catchingUpBySnapshot: node.catchingUpBySnapshot,
+        snapshotsInstalled: node.metrics.snapshotsInstalled,
       },
       executed: { instances: stats.executedInstances, commands: stats.executedCommands },
       keys: node.state.size,
@@ -221,7 +237,17 @@ export function createApp(options: AppOptions): Hono {
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
   app.route("/admin", adminRoute(options));
 
-  // --- Peer route --------------------------------------------------------
+  // --- Peer routes -------------------------------------------------------
+  // Snapshots for a peer that this replica (or the others) pruned past.
+  app.route(
+    "/",
+    snapshotRoute({
+      source: node,
+      secret: options.secret,
+      checkElsewhere: (barrier) => checkDigestElsewhere(options, barrier),
+      ...(options.log === undefined ? {} : { log: options.log }),
+    }),
+  );
   app.route(
     "/",
     peerRoute({

@@ -62,8 +62,30 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
     .family(
       "epaxos_held_commands",
       "gauge",
-      "Client commands held until every replica executes them (bounded by --max-held-commands).",
+      "Client commands held until every replica executes them (past --max-held-commands, " +
+        "peers far behind are pruned past).",
       [`epaxos_held_commands ${core.heldCommands}`],
+    )
+    .family(
+      "epaxos_pruned_past_peers",
+      "gauge",
+      "Peers this replica pruned past: they install a snapshot to catch up.",
+      [`epaxos_pruned_past_peers ${core.prunedPastPeers().length}`],
+    )
+    .family(
+      "epaxos_retention_prunes_total",
+      "counter",
+      "Prune steps that went past peers far behind, the retention bound reached.",
+      [`epaxos_retention_prunes_total ${core.stats.retentionPrunes}`],
+    )
+    .family("epaxos_snapshots_installed_total", "counter", "Snapshots installed here.", [
+      `epaxos_snapshots_installed_total ${metrics.snapshotsInstalled}`,
+    ])
+    .family(
+      "epaxos_snapshot_fetches_failed_total",
+      "counter",
+      "Snapshot fetches or installs that failed and were tried again.",
+      [`epaxos_snapshot_fetches_failed_total ${metrics.snapshotFetchesFailed}`],
     )
     .family("epaxos_execution_pending", "gauge", "Known instances waiting to execute here.", [
       `epaxos_execution_pending ${core.pendingExecution}`,

@@ -59,6 +59,12 @@ export interface SimConfig {
   readonly batchSize: number;
   /** Longest virtual fsync of a replica's disk (0: commits complete at once). */
   readonly diskMaxMs: number;
+  /**
+   * The retention bound (`ReplicaDriverOptions.maxHeldCommands`): small in
+   * some runs, so that peers prune past a replica that is down or cut off
+   * and it installs a snapshot when it returns.
+   */
+  readonly retentionCommands: number;
 }
 
 /** What a run is asked for on the command line. */
@@ -118,6 +124,9 @@ export function deriveConfig(request: SimRequest): SimConfig {
     clientTimeoutMs: 1500,
     batchSize: random.next() < 0.5 ? 1 : 1 + random.int(8),
     diskMaxMs: random.int(4),
+    // Drawn last, so that every earlier draw (and every seed's run before
+    // retention existed) is unchanged.
+    retentionCommands: random.next() < 0.4 ? 10 + random.int(60) : 1_000_000,
   };
 }
 

@@ -14,10 +14,15 @@
 import { ReplicaDriver, type ReplicaDriverOptions } from "../driver/driver.ts";
 import type { KvCommand } from "../kv/commands.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
-import { Completion } from "../runtime/completion.ts";
+import { Completion, Eventual } from "../runtime/completion.ts";
 import type { Random } from "../runtime/random.ts";
 import { MemoryStorage } from "../storage/memory.ts";
-import type { LoadedState, PersistBatch, ReplicaStorage } from "../storage/types.ts";
+import type {
+  LoadedState,
+  PersistBatch,
+  ReplicaSnapshot,
+  ReplicaStorage,
+} from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerTransport } from "../transport/types.ts";
 import type { EventQueue } from "./event_queue.ts";
@@ -43,6 +48,8 @@ export interface SimHostOptions {
   readonly transport: PeerTransport<KvCommand>;
   /** Called with each batch the disk makes durable (invariant checks). */
   readonly onDurable: (batch: PersistBatch<KvCommand>) => void;
+  /** Called with each snapshot the disk installs (invariant checks). */
+  readonly onInstalled?: (snapshot: ReplicaSnapshot<KvCommand>) => void;
 }
 
 /** One replica process of the simulation. */
@@ -143,6 +150,14 @@ export class SimHost {
     return true;
   }
 
+  /**
+   * Wraps `run` so that it runs only in the process's current incarnation,
+   * and later if it is paused (for events the simulation delivers to it).
+   */
+  gate(run: () => void): () => void {
+    return this.#gate(run);
+  }
+
   /** Wraps `run` so that it runs only in this incarnation, and later if paused. */
   #gate(run: () => void): () => void {
     const incarnation = this.#incarnation;
@@ -170,8 +185,30 @@ export class SimHost {
   }
 
   #storage(): ReplicaStorage<KvCommand> {
+    const incarnation = this.#incarnation;
     return {
-      load: () => Promise.resolve(this.disk.loadSync()),
+      // Settled at once, on the caller's stack: a run needs no event loop.
+      load: () => {
+        const loaded = new Eventual<LoadedState<KvCommand>>();
+        loaded.resolve(this.disk.loadSync());
+        return loaded;
+      },
+      install: (snapshot) => {
+        const installed = new Eventual<void>();
+        if (!this.#up || this.#incarnation !== incarnation) {
+          installed.reject(new Error("the process that asked has crashed"));
+          return installed;
+        }
+        try {
+          // One synchronous step: a crash (between events) keeps all or none.
+          this.disk.installSync(snapshot);
+          this.#options.onInstalled?.(snapshot);
+          installed.resolve();
+        } catch (error) {
+          installed.reject(error);
+        }
+        return installed;
+      },
       commit: (batch) => this.#commit(batch),
       wantsSnapshot: () => this.disk.wantsSnapshot(),
       close: () => {},

@@ -17,6 +17,7 @@ import {
   type StorageRecord,
 } from "../core/types.ts";
 import { type KvCommand, kvConflicts } from "../kv/commands.ts";
+import type { ReplicaSnapshot } from "../storage/types.ts";
 
 /** A broken invariant. */
 export class InvariantViolation extends Error {
@@ -125,6 +126,27 @@ export class InvariantChecker {
         );
       }
     }
+  }
+
+  /**
+   * Takes a snapshot `replica` installed: its records at or below the
+   * snapshot's prefix are gone, the snapshot's records replace its own, and
+   * its execution logs start again (the state now holds instances it never
+   * executed itself, and it executes again those of its own the snapshot
+   * lacks). The snapshot's records are committed records like any other:
+   * Agreement holds for them too.
+   */
+  onSnapshotInstalled(replica: number, snapshot: ReplicaSnapshot<KvCommand>): void {
+    const last = this.#lastRecord[replica]!;
+    for (const [key, record] of last) {
+      if (record.number <= snapshot.executedPrefix[record.owner]!) last.delete(key);
+    }
+    this.onPersist(
+      replica,
+      snapshot.records.map((record) => ({ ...record, kind: "instance" as const })),
+      Number.NaN,
+    );
+    this.#executionLogs[replica] = new Map();
   }
 
   /** Records that `replica` durably executed `owner.number` (in order). */

@@ -93,6 +93,8 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
 /** Runs the simulations `args` asks for; returns the exit code. */
 export function runSimulations(args: SimArguments, log: (line: string) => void): number {
   let failures = 0;
+  let snapshots = 0;
+  let backups = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -121,6 +123,8 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       return 1;
     }
     const elapsed = Math.round(performance.now() - runStarted);
+    snapshots += result.snapshotsInstalled;
+    backups += result.backups;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -130,6 +134,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
         `ok seed ${request.seed} n=${config.replicas} ops=${result.completed}+${result.indeterminate}? ` +
           `decided=${result.decided} fast=${result.fastCommits} slow=${result.slowCommits} ` +
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
+          `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -138,7 +143,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     log(
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
-      } s`,
+      } s (${backups} backups answered, ${snapshots} snapshots installed)`,
     );
   }
   return failures === 0 ? 0 : 1;

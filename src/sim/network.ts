@@ -75,6 +75,11 @@ export class SimNetwork {
     if (from !== to) this.#blocked[from]![to] = blocked;
   }
 
+  /** Whether the directed link `from -> to` is up (no partition cuts it). */
+  linked(from: number, to: number): boolean {
+    return !this.#blocked[from]![to];
+  }
+
   /** Restores every link. */
   heal(): void {
     for (const row of this.#blocked) row.fill(false);

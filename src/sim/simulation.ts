@@ -14,10 +14,12 @@
 import { describeKeyFailure, HistoryRecorder } from "../check/mod.ts";
 import { keyNumber, keyOwner } from "../core/instance.ts";
 import type { TimingOptions } from "../core/replica.ts";
-import { OutcomeUnknownError, UnavailableError } from "../errors.ts";
-import type { KvCommandInput } from "../kv/commands.ts";
-import type { KvResult } from "../kv/state_machine.ts";
+import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from "../errors.ts";
+import type { KvCommand, KvCommandInput } from "../kv/commands.ts";
+import { type KvResult, stateDigestOf } from "../kv/state_machine.ts";
+import { Eventual } from "../runtime/completion.ts";
 import { SeededRandom } from "../runtime/random.ts";
+import type { ReplicaSnapshot } from "../storage/types.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
 import { SimHost } from "./host.ts";
@@ -59,6 +61,8 @@ export interface SimResult {
   readonly backups: number;
   /** Other replicas' digests at those backups, compared with the answer's. */
   readonly backupDigestsChecked: number;
+  /** Snapshots installed by replicas their peers pruned past. */
+  readonly snapshotsInstalled: number;
 }
 
 /** Timers for simulated time, where a tick is a millisecond and the network is fast. */
@@ -122,6 +126,12 @@ export interface SimulationOptions {
    * their decision is durable), to show that the simulator catches it.
    */
   readonly unsafeAnswerBlindWritesBeforeDurable?: boolean;
+  /**
+   * Ships snapshots that lack one of their keys (their digest recomputed, so
+   * storage's own check passes), to show that the simulator catches a
+   * snapshot whose state is not the state at its barrier.
+   */
+  readonly unsafeSnapshotsLoseAKey?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -141,6 +151,7 @@ export class Simulation {
   readonly #backups: AnsweredBackup[] = [];
   /** Digests other replicas computed that were compared with a backup's. */
   #backupsChecked = 0;
+  #snapshotsInstalled = 0;
   #now = 0;
   #issued = 0;
   #completed = 0;
@@ -151,10 +162,12 @@ export class Simulation {
   #failure: string | undefined;
 
   readonly #trace: SimTrace | undefined;
+  readonly #unsafeSnapshotsLoseAKey: boolean;
 
   constructor(config: SimConfig, options: SimulationOptions = {}) {
     this.#config = config;
     this.#trace = options.trace;
+    this.#unsafeSnapshotsLoseAKey = options.unsafeSnapshotsLoseAKey ?? false;
     const root = new SeededRandom(config.seed);
     this.#random = root.fork();
     this.#faultRandom = root.fork();
@@ -191,12 +204,19 @@ export class Simulation {
           // The simulated clients keep their own deadlines.
           requestTimeoutMs: 10 * (config.safetyMs + config.livenessMs),
           contactWindowMs: 1000,
+          maxHeldCommands: config.retentionCommands,
+          snapshotFetchTimeoutMs: 3000,
+          fetchSnapshot: (peer) => this.#fetchSnapshot(id, peer),
           unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
             false,
           ...(this.#trace === undefined ? {} : {
             log: (line: string) => this.#trace?.(`${this.#now} r${id} ${line}`),
             traceMessages: true,
           }),
+        },
+        onInstalled: (snapshot) => {
+          this.#snapshotsInstalled++;
+          this.#checker.onSnapshotInstalled(id, snapshot);
         },
         onDurable: (batch) => {
           this.#checker.onPersist(id, batch.records, this.#now);
@@ -255,6 +275,7 @@ export class Simulation {
       recoveryOutcomes: sumOutcomes(stats.map((s) => s.recoveryOutcomes)),
       backups: this.#backups.length,
       backupDigestsChecked: this.#backupsChecked,
+      snapshotsInstalled: this.#snapshotsInstalled,
     };
   }
 
@@ -311,6 +332,17 @@ export class Simulation {
       this.#backups,
       this.#hosts.map((host) => (request: string) => host.driver?.state.digestAtBackup(request)),
     );
+    for (const host of this.#hosts) {
+      const driver = host.driver!;
+      const applied = driver.appliedPrefix.join(" ");
+      const executed = driver.core.executedFrontier.join(" ");
+      if (applied !== executed) {
+        throw new InvariantViolation(
+          "the state holds what executed",
+          `replica ${driver.id} applied [${applied}] but executed [${executed}]`,
+        );
+      }
+    }
     const digests = new Set(this.#hosts.map((host) => host.driver!.state.digest));
     if (digests.size !== 1) {
       throw new InvariantViolation(
@@ -353,6 +385,44 @@ export class Simulation {
     }
     this.#now = Math.max(this.#now, time);
     this.#queue.pop()!();
+  }
+
+  /**
+   * The simulation's snapshot transfer: replica `to` asks `from` for a
+   * snapshot, over a link that must be up both ways when it asks and when it
+   * arrives, after one round trip plus a delay in proportion to the state.
+   * A source that is down or cut off never answers (the driver times out).
+   */
+  #fetchSnapshot(to: number, from: number): PromiseLike<ReplicaSnapshot<KvCommand>> {
+    const result = new Eventual<ReplicaSnapshot<KvCommand>>();
+    const source = this.#hosts[from]!;
+    const linked = () => this.#network.linked(to, from) && this.#network.linked(from, to);
+    if (!source.answering || !linked()) return result;
+    const receiver = this.#hosts[to]!;
+    this.#queue.schedule(
+      this.#now + this.#config.maxDelayMs,
+      source.gate(() => {
+        source.driver?.takeSnapshotWith({
+          resolve: (snapshot) => {
+            const transferMs = this.#config.maxDelayMs + Math.ceil(snapshot.entries.length / 100);
+            this.#queue.schedule(
+              this.#now + transferMs,
+              receiver.gate(() => {
+                if (linked()) result.resolve(this.#tamper(snapshot));
+              }),
+            );
+          },
+          reject: (error) => result.reject(error),
+        });
+      }),
+    );
+    return result;
+  }
+
+  #tamper(snapshot: ReplicaSnapshot<KvCommand>): ReplicaSnapshot<KvCommand> {
+    if (!this.#unsafeSnapshotsLoseAKey || snapshot.entries.length === 0) return snapshot;
+    const entries = snapshot.entries.slice(1);
+    return { ...snapshot, entries, digest: stateDigestOf(entries) };
   }
 
   #converged(): boolean {
@@ -596,6 +666,7 @@ export class Simulation {
       },
       reject: (error) => {
         if (error instanceof UnavailableError) this.#notApplied(client, request);
+        else if (error instanceof SnapshotInstalledError) this.#abandoned(client, request);
         else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
         else throw error;
       },
@@ -687,9 +758,17 @@ export class Simulation {
     }
   }
 
-  #timeout(client: Client, request: string): void {
+  /**
+   * The replica answered at once that the outcome is unknown (it installed a
+   * snapshot meanwhile): indeterminate, like a timeout, but no hang.
+   */
+  #abandoned(client: Client, request: string): void {
+    this.#timeout(client, request, { hung: false });
+  }
+
+  #timeout(client: Client, request: string, options: { hung: boolean } = { hung: true }): void {
     if (!client.busy) return;
-    if (this.#liveness && client.invokedInLiveness) {
+    if (options.hung && this.#liveness && client.invokedInLiveness) {
       throw new InvariantViolation(
         "liveness",
         `operation ${request} of client ${client.id} on replica ${client.node} did not finish within ${this.#config.livenessMs} ms of healing`,

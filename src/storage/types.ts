@@ -49,7 +49,7 @@ export interface LoadedState<C> {
  */
 export interface ReplicaStorage<C> {
   /** Reads everything persisted. */
-  load(): Promise<LoadedState<C>>;
+  load(): PromiseLike<LoadedState<C>>;
   /**
    * Persists a batch durably. A promise-like, so that the simulator's disk can
    * complete it on virtual time, calling back synchronously.
@@ -79,7 +79,7 @@ export interface ReplicaStorage<C> {
    *   persisted prune floor in some row (nothing changes: this replica is
    *   ahead of the snapshot there).
    */
-  install(snapshot: ReplicaSnapshot<C>): Promise<void>;
+  install(snapshot: ReplicaSnapshot<C>): PromiseLike<void>;
   /** Releases the storage. */
   close(): void;
 }

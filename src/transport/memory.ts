@@ -62,6 +62,11 @@ export class MemoryNetwork<C> {
     else this.#down.delete(id);
   }
 
+  /** Whether replica `id` is marked unreachable. */
+  isDown(id: number): boolean {
+    return this.#down.has(id);
+  }
+
   /** The transport replica `self` sends with. */
   transport(self: number): PeerTransport<C> {
     let closed = false;

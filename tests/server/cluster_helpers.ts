@@ -43,6 +43,14 @@ export async function startTestCluster(
   );
   const open = async (id: number) => {
     const node = await ReplicaDriver.open({
+      // A replica its peers pruned past takes a snapshot from one of them,
+      // in process, unless the link between them is down.
+      fetchSnapshot: (peer) => {
+        if (network.isDown(id) || network.isDown(peer)) {
+          return Promise.reject(new Error(`replica ${peer} is unreachable`));
+        }
+        return nodes[peer]!.takeSnapshot();
+      },
       ...nodeOptions,
       id,
       replicas,
@@ -55,7 +63,8 @@ export async function startTestCluster(
     node.start();
     return node;
   };
-  const nodes = await Promise.all(storages.map((_, id) => open(id)));
+  const nodes: ReplicaDriver[] = [];
+  nodes.push(...await Promise.all(storages.map((_, id) => open(id))));
   await waitFor(() => nodes.every((node) => node.quorumReachable()), 5000, "quorum");
   return {
     network,

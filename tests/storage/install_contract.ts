@@ -135,11 +135,11 @@ async function installAndCompare(
 
 /** Asserts that `promise` rejects with a `type` whose message contains `text`. */
 async function refused(
-  promise: Promise<unknown>,
+  promise: PromiseLike<unknown>,
   type: abstract new (...args: never[]) => Error,
   text: string,
 ): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
+  await assert.rejects(Promise.resolve(promise), (error: unknown) => {
     assert.ok(error instanceof type, `expected a ${type.name}, got ${error}`);
     assert.ok(error.message.includes(text), `expected "${text}" in "${error.message}"`);
     return true;

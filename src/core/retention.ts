@@ -1,0 +1,105 @@
+/**
+ * Retention deciders: which peers a replica prunes past when holding
+ * everything for them would exceed its retention bound, and whether a
+ * replica was pruned past and must install a snapshot.
+ *
+ * An executed instance is normally kept until every replica has executed it
+ * (`progress.ts`), so that a replica that was down can be sent what it
+ * missed. A replica away for long would then make every other replica hold
+ * every command proposed meanwhile, without bound. Past the bound, peers prune
+ * past it instead (etcd compacts its log past a slow follower the same way);
+ * when it returns, it finds its peers' prune floors above its own executed
+ * prefix (frontier gossip carries both) and installs a snapshot from one of
+ * them instead of replaying (membership design card, "Retention").
+ *
+ * Pruning past a replica is safe for agreement: only committed instances that
+ * executed here and at every replica not left behind are pruned, and new
+ * dependencies always include the prune floor (`replica.ts`, D0), so no
+ * pruned instance is ever missing from the dependencies of a later one. The
+ * replica left behind only loses the ability to catch up instance by instance.
+ *
+ * @module
+ */
+
+import type { Deps } from "./deps.ts";
+
+/** What else {@linkcode peersToPrunePast} weighs. */
+export interface PrunePastOptions {
+  /**
+   * Peers whose frontier gossip has not arrived since this replica started:
+   * their frontier reads as zero here, which says nothing, so they are not
+   * pruned past until `graceOver` (then they are taken as down).
+   */
+  readonly unheard?: readonly number[];
+  /** Whether the grace after this replica's start is over (see `unheard`). */
+  readonly graceOver?: boolean;
+}
+
+/**
+ * The peers to prune past: none while the commands held are within
+ * `retentionCommands`; beyond it, every peer that alone accounts for at least
+ * half of the instances held (it has not executed that many of the instances
+ * this replica executed), at most `f` of them (`(n - 1) / 2`), the furthest
+ * behind first. A peer a little behind is not left behind for one far
+ * behind, and one that is down is among them unless `f` others are further.
+ * A peer not heard from since this replica started is not pruned past until
+ * a grace period is over: right after a restart (or a snapshot install)
+ * every peer's frontier reads as zero, and pruning past an up-to-date peer
+ * would cost it a needless snapshot.
+ *
+ * @param lags per replica, instances executed here that it has not reported
+ *   executing (0 for this replica: `ProgressTracker.executionLag`)
+ */
+export function peersToPrunePast(
+  lags: readonly number[],
+  held: { readonly commands: number; readonly instances: number },
+  retentionCommands: number,
+  options: PrunePastOptions = {},
+): number[] {
+  if (held.commands < retentionCommands || held.instances === 0) return [];
+  const candidates: number[] = [];
+  for (let replica = 0; replica < lags.length; replica++) {
+    const lag = lags[replica]!;
+    if (options.unheard?.includes(replica) && !options.graceOver) continue;
+    if (lag > 0 && 2 * lag >= held.instances) candidates.push(replica);
+  }
+  // At most f peers, the furthest behind first: what is pruned has then
+  // executed at a majority at least. A replica cut off from the others sees
+  // every peer's frontier stale, and must not prune past them all.
+  const most = Math.floor((lags.length - 1) / 2);
+  candidates.sort((a, b) => lags[b]! - lags[a]! || a - b);
+  return candidates.slice(0, most).sort((a, b) => a - b);
+}
+
+/**
+ * The peers to ask for a snapshot, if peers pruned past this replica: every
+ * peer whose reported prune floor exceeds this replica's durably executed
+ * prefix, by the most instances in total first (ties: lowest id). Such a peer
+ * no longer holds instances this replica needs, and a peer never prunes past
+ * a replica it waits for (its floor stays at or below every executed prefix
+ * it counts), so this only happens to a replica left behind (or one that lost
+ * its state). Empty when nobody pruned past it. The first may be unable to
+ * give one (it may itself wait for a snapshot, having been pruned past by
+ * another): the caller tries the next.
+ *
+ * @param executed per row, this replica's durably executed prefix
+ * @param peerPruned per replica, the prune floor it reported (this
+ *   replica's own entry is ignored)
+ */
+export function snapshotSources(
+  self: number,
+  executed: Deps,
+  peerPruned: readonly Deps[],
+): number[] {
+  const surplus = new Map<number, number>();
+  for (let peer = 0; peer < peerPruned.length; peer++) {
+    if (peer === self) continue;
+    const pruned = peerPruned[peer]!;
+    let total = 0;
+    for (let row = 0; row < executed.length; row++) {
+      total += Math.max(0, pruned[row]! - executed[row]!);
+    }
+    if (total > 0) surplus.set(peer, total);
+  }
+  return [...surplus.keys()].sort((a, b) => surplus.get(b)! - surplus.get(a)! || a - b);
+}

@@ -1,0 +1,123 @@
+/**
+ * Catching up by snapshot: when peers pruned past this replica
+ * (`src/core/retention.ts`), it fetches a snapshot from one of them and hands
+ * it to the driver to install. One fetch at a time, each with a deadline (a
+ * source that crashes or is cut off never answers); after a failure, the next
+ * candidate source (the best one may itself wait for a snapshot, pruned past
+ * by another peer), after a wait that doubles up to 30 s.
+ *
+ * @module
+ */
+
+import type { KvCommand } from "../kv/commands.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { ReplicaSnapshot } from "../storage/types.ts";
+import type { DriverMetrics } from "./metrics.ts";
+
+/** First wait after a failed snapshot fetch, in milliseconds; it doubles up to {@linkcode SNAPSHOT_RETRY_MAX_MS}. */
+export const SNAPSHOT_RETRY_MS = 1000;
+/** Longest wait between snapshot fetches, in milliseconds. */
+export const SNAPSHOT_RETRY_MAX_MS = 30_000;
+
+/** Settings of a {@linkcode SnapshotFetcher}. */
+export interface SnapshotFetcherOptions {
+  /** This replica's id (for logs). */
+  readonly id: number;
+  /** Time and timers. */
+  readonly clock: Clock;
+  /** Fetches a snapshot from a peer; absent, a replica pruned past stays behind (and logs it). */
+  readonly fetch?: (peer: number, signal: AbortSignal) => PromiseLike<ReplicaSnapshot<KvCommand>>;
+  /** Longest one fetch may take, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Installs a fetched snapshot, then calls `done` or `fail`. */
+  readonly install: (
+    snapshot: ReplicaSnapshot<KvCommand>,
+    done: () => void,
+    fail: (error: unknown) => void,
+  ) => void;
+  /** Counters to update. */
+  readonly metrics: DriverMetrics;
+  /** Receives one line per attempt and failure. */
+  readonly log?: (line: string) => void;
+}
+
+/** Fetches and installs snapshots, one at a time, backing off after failures. */
+export class SnapshotFetcher {
+  readonly #options: SnapshotFetcherOptions;
+  /** The attempt in flight (fetching or installing), if any. */
+  #attempt: AbortController | undefined;
+  #notBeforeMs = 0;
+  #failures = 0;
+  #stopped = false;
+
+  /** A fetcher with nothing in flight. */
+  constructor(options: SnapshotFetcherOptions) {
+    this.#options = options;
+  }
+
+  /** Whether a snapshot is being fetched or installed. */
+  get busy(): boolean {
+    return this.#attempt !== undefined;
+  }
+
+  /**
+   * Starts an attempt if `sources` (the peers that pruned past this replica,
+   * best first) is not empty, none is in flight, and the wait after the last
+   * failure is over.
+   */
+  maybeStart(now: number, sources: readonly number[]): void {
+    const options = this.#options;
+    if (this.#attempt !== undefined || this.#stopped || now < this.#notBeforeMs) return;
+    if (sources.length === 0) return;
+    const source = sources[this.#failures % sources.length]!;
+    if (options.fetch === undefined) {
+      this.#notBeforeMs = now + SNAPSHOT_RETRY_MAX_MS;
+      options.log?.(
+        `replica ${options.id}: replica ${source} pruned past this replica, and no snapshot can be fetched here`,
+      );
+      return;
+    }
+    const attempt = new AbortController();
+    this.#attempt = attempt;
+    options.log?.(
+      `replica ${options.id}: peers pruned past it; fetching a snapshot from replica ${source}`,
+    );
+    const failed = (error: unknown) => {
+      if (this.#attempt !== attempt) return;
+      this.#attempt = undefined;
+      deadline.cancel();
+      if (this.#stopped) return;
+      this.#failures++;
+      options.metrics.snapshotFetchesFailed++;
+      const wait = Math.min(SNAPSHOT_RETRY_MS * 2 ** (this.#failures - 1), SNAPSHOT_RETRY_MAX_MS);
+      this.#notBeforeMs = options.clock.now() + wait;
+      options.log?.(
+        `replica ${options.id}: snapshot from replica ${source} failed (${
+          error instanceof Error ? error.message : String(error)
+        }); next try in ${wait} ms`,
+      );
+    };
+    // Late answers of an abandoned attempt are ignored (`#attempt` moved on).
+    const deadline = options.clock.setTimer(options.timeoutMs, () => {
+      attempt.abort();
+      failed(new Error("timed out"));
+    });
+    options.fetch(source, attempt.signal).then((snapshot) => {
+      if (this.#stopped || this.#attempt !== attempt) return;
+      // Installing has no deadline: storage finishes what it started.
+      deadline.cancel();
+      options.install(snapshot, () => {
+        if (this.#attempt !== attempt) return;
+        this.#attempt = undefined;
+        this.#failures = 0;
+        options.metrics.snapshotSeconds.observe((options.clock.now() - now) / 1000);
+      }, failed);
+    }, failed);
+  }
+
+  /** Abandons the attempt in flight and starts no other. */
+  stop(): void {
+    this.#stopped = true;
+    this.#attempt?.abort();
+  }
+}

@@ -1,0 +1,183 @@
+import assert from "node:assert/strict";
+import { ProgressTracker } from "../../src/core/progress.ts";
+import { peersToPrunePast, snapshotSources } from "../../src/core/retention.ts";
+
+Deno.test("peersToPrunePast: nobody within the bound; beyond it, the peers far behind", () => {
+  const cases: {
+    name: string;
+    lags: number[];
+    commands: number;
+    instances: number;
+    bound: number;
+    expected: number[];
+  }[] = [
+    {
+      name: "within the bound",
+      lags: [0, 900, 2],
+      commands: 999,
+      instances: 900,
+      bound: 1000,
+      expected: [],
+    },
+    {
+      name: "a down peer",
+      lags: [0, 900, 2],
+      commands: 1000,
+      instances: 900,
+      bound: 1000,
+      expected: [1],
+    },
+    {
+      name: "two down peers of five",
+      lags: [0, 880, 3, 900, 1],
+      commands: 5000,
+      instances: 900,
+      bound: 1000,
+      expected: [1, 3],
+    },
+    {
+      name: "a peer a little behind is kept",
+      lags: [0, 900, 300],
+      commands: 2000,
+      instances: 900,
+      bound: 1000,
+      expected: [1],
+    },
+    {
+      name: "exactly half counts",
+      lags: [0, 450, 0],
+      commands: 2000,
+      instances: 900,
+      bound: 1000,
+      expected: [1],
+    },
+    {
+      name: "nobody behind (this replica itself is slow)",
+      lags: [0, 0, 0],
+      commands: 5000,
+      instances: 900,
+      bound: 1000,
+      expected: [],
+    },
+    {
+      name: "cut off from both peers of three: only the furthest",
+      lags: [0, 800, 900],
+      commands: 5000,
+      instances: 900,
+      bound: 1000,
+      expected: [2],
+    },
+    {
+      name: "nothing held",
+      lags: [0, 5, 0],
+      commands: 5000,
+      instances: 0,
+      bound: 1000,
+      expected: [],
+    },
+    {
+      name: "no bound",
+      lags: [0, 900, 0],
+      commands: 1e9,
+      instances: 900,
+      bound: Infinity,
+      expected: [],
+    },
+  ];
+  for (const entry of cases) {
+    assert.deepEqual(
+      peersToPrunePast(
+        entry.lags,
+        { commands: entry.commands, instances: entry.instances },
+        entry.bound,
+      ),
+      entry.expected,
+      entry.name,
+    );
+  }
+});
+
+Deno.test("peersToPrunePast: a peer not heard from since the start is spared until the grace is over", () => {
+  const held = { commands: 5000, instances: 900 };
+  // Right after a restart every peer's frontier reads as zero.
+  assert.deepEqual(peersToPrunePast([0, 900, 900], held, 1000, { unheard: [1, 2] }), []);
+  assert.deepEqual(peersToPrunePast([0, 900, 900], held, 1000, { unheard: [2] }), [1]);
+  // Not heard from for the whole grace: taken as down.
+  assert.deepEqual(
+    peersToPrunePast([0, 900, 890], held, 1000, { unheard: [1], graceOver: true }),
+    [1],
+  );
+});
+
+Deno.test("snapshotSources: the peers whose floor passed this replica's executed prefix by most", () => {
+  const cases: {
+    name: string;
+    self: number;
+    executed: number[];
+    pruned: number[][];
+    expected: number[];
+  }[] = [
+    {
+      name: "nobody pruned past",
+      self: 0,
+      executed: [5, 5, 5],
+      pruned: [[9, 9, 9], [5, 4, 5], [5, 5, 5]],
+      expected: [],
+    },
+    {
+      name: "own entry ignored",
+      self: 0,
+      executed: [1, 1, 1],
+      pruned: [[9, 9, 9], [1, 1, 1], [0, 0, 0]],
+      expected: [],
+    },
+    {
+      name: "one row past",
+      self: 1,
+      executed: [5, 5, 5],
+      pruned: [[5, 5, 6], [0, 0, 0], [5, 5, 5]],
+      expected: [0],
+    },
+    {
+      name: "the most",
+      self: 2,
+      executed: [1, 1, 1],
+      pruned: [[3, 3, 1], [9, 1, 1], [0, 0, 0]],
+      expected: [1, 0],
+    },
+    {
+      name: "ties: the lowest id",
+      self: 2,
+      executed: [1, 1, 1],
+      pruned: [[3, 1, 1], [1, 3, 1], [0, 0, 0]],
+      expected: [0, 1],
+    },
+  ];
+  for (const entry of cases) {
+    assert.deepEqual(
+      snapshotSources(entry.self, entry.executed, entry.pruned),
+      entry.expected,
+      entry.name,
+    );
+  }
+});
+
+Deno.test("pruning past a peer: the prune target skips it, and it no longer holds the forget floor", () => {
+  const progress = new ProgressTracker(0, 3);
+  for (let number = 1; number <= 10; number++) progress.noteDurablyExecuted(0, number);
+  progress.notePeer(1, [10, 0, 0], [2, 0, 0]);
+  progress.notePeer(2, [2, 0, 0], [2, 0, 0]);
+  assert.equal(progress.pruneTarget(0), 2);
+  assert.equal(progress.pruneTarget(0, [2]), 10);
+  progress.setPruneFloor(0, 10);
+  assert.equal(progress.prunedPast(2), true);
+  assert.equal(progress.prunedPast(1), false);
+  assert.equal(progress.prunedPast(0), false);
+  progress.notePeer(1, [10, 0, 0], [10, 0, 0]);
+  progress.rotateForgetFloor();
+  // Replica 2's stale floor (2) does not hold the forget floor back.
+  assert.deepEqual([...progress.rotateForgetFloor()], [10, 0, 0]);
+  // Once it reports executing past the floor (a snapshot), it counts again.
+  progress.notePeer(2, [12, 0, 0], [10, 0, 0]);
+  assert.equal(progress.prunedPast(2), false);
+});
