@@ -29,6 +29,13 @@ export interface Access {
 export interface ConflictModel<C> {
   /** The spans `command` touches. Must be a pure function of the command. */
   accesses(command: C): readonly Access[];
+  /**
+   * Whether `command` closes the epoch (a configuration change, which
+   * conflicts with every write): once a replica holds an instance carrying
+   * one that is not replaced by a Nop, it is fenced (`Replica.fenced`).
+   * Absent: no command fences. Must be a pure function of the command.
+   */
+  fences?(command: C): boolean;
 }
 
 function spansOverlap(a: Access, b: Access): boolean {

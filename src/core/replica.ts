@@ -115,6 +115,16 @@ export class Replica<C> {
     return this.#s.progress.executionLag();
   }
 
+  /**
+   * Whether this replica holds a configuration change (a command that
+   * `ConflictModel.fences`) not replaced by a Nop: it then ignores
+   * PreAccepts of instances it has not seen, and its driver proposes nothing
+   * until the change executes (or is replaced by a Nop).
+   */
+  get fenced(): boolean {
+    return this.#s.fenced();
+  }
+
   /** Own proposals not yet executed. */
   get inflightProposals(): number {
     return this.#s.ownProposals.size;
@@ -416,6 +426,20 @@ export class Replica<C> {
   /** `HandlePreAccept` (lines 11-18). */
   #onPreAccept(message: Message<C> & { type: "preaccept" }): void {
     if (message.command === NOP) return;
+    // The fence (a configuration change held here, not replaced by a Nop):
+    // a first-round PreAccept of an instance this replica holds no record of
+    // is ignored, as if lost (EPaxos* tolerates that). Any instance that
+    // commits then went through a PreAccept quorum that saw it before the
+    // fencing instance, and intersects that one's quorum in a replica that
+    // reported it: it is in the fencing instance's dependencies, and
+    // executes before it (membership design, "fence by ignoring").
+    if (
+      !this.#s.instances.has(instanceKey(message.owner, message.number)) && this.#s.fenced() &&
+      !message.command.some((command) => this.#s.conflicts.fences!(command))
+    ) {
+      this.#s.stats.fencedPreAccepts++;
+      return;
+    }
     const instance = this.#s.getOrCreate(message.owner, message.number);
     if (instance.phase === Phase.Committed) return this.#s.sendCommit(instance, message.from);
     if (instance.ballot !== 0) return this.#s.sendNack(instance, message.from);

@@ -132,6 +132,8 @@ export class ReplicaState<C> {
   readonly ownProposals = new Map<number, OwnProposal<C>>();
   /** Held instances not committed. */
   readonly uncommitted = new Set<Instance<C>>();
+  /** Held instances carrying a command that fences (`ConflictModel.fences`); see `fenced`. */
+  readonly fencing = new Set<number>();
   /** `Waiting(id, k)` received: instance key to the largest `k`. */
   readonly waitingReports = new Map<number, number>();
   /** Highest ballot seen in a Nack, per instance, so the next recovery starts above it. */
@@ -210,7 +212,29 @@ export class ReplicaState<C> {
     this.executor.noteKnown(instance);
   }
 
+  /**
+   * Whether this replica holds an instance carrying a fencing command that is
+   * not replaced by a Nop (its epoch is closing). Instances that left, or
+   * were committed as Nops, leave the set here.
+   */
+  fenced(): boolean {
+    for (const key of this.fencing) {
+      const instance = this.instances.get(key);
+      if (
+        instance === undefined || (instance.phase === Phase.Committed && instance.command === NOP)
+      ) {
+        this.fencing.delete(key);
+        continue;
+      }
+      return true;
+    }
+    return false;
+  }
+
   #index(instance: Instance<C>, command: readonly C[], accesses?: readonly Access[]): void {
+    if (this.conflicts.fences !== undefined && command.some(this.conflicts.fences)) {
+      this.fencing.add(instance.key);
+    }
     instance.accesses = accesses ?? batchAccesses(this.conflicts, command);
     instance.heldCommands = command.length;
     this.progress.heldCommands += command.length;

@@ -22,6 +22,8 @@ export interface ReplicaStats {
   executedInstances: number;
   /** Instances pruned (executed everywhere and forgotten) here. */
   prunedInstances: number;
+  /** First-round PreAccepts ignored because a configuration change fenced this replica. */
+  fencedPreAccepts: number;
   /** Prune steps that went past peers far behind, the retention bound reached (`retention.ts`). */
   retentionPrunes: number;
   /** How this replica's recoveries decided, by branch of EPaxos* Figure 5. */
@@ -64,6 +66,7 @@ export function newReplicaStats(): ReplicaStats {
     executedInstances: 0,
     prunedInstances: 0,
     retentionPrunes: 0,
+    fencedPreAccepts: 0,
     recoveryOutcomes: {
       foundCommitted: 0,
       foundAccepted: 0,

@@ -84,8 +84,14 @@ export interface MemberStatus {
   readonly url: string | null;
   /** Its role: every member votes today. */
   readonly role: "voter";
-  /** Whether it has executed about what this replica has. */
-  readonly state: "caught-up" | "lagging";
+  /**
+   * `caught-up`: it executed about what this replica has; `lagging`: more
+   * than the tolerance behind; `pruned-past`: so far behind that this replica
+   * pruned past it (it returns by snapshot); `catching-up`: (this replica
+   * itself) its peers pruned past it and it is fetching or installing a
+   * snapshot.
+   */
+  readonly state: "caught-up" | "lagging" | "pruned-past" | "catching-up";
   /** Instances this replica executed that the member has not reported executing. */
   readonly lagInstances: number;
   /** Whether it was heard from within {@linkcode ALIVE_WITHIN_MS} (always true for itself). */
@@ -114,6 +120,8 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
   const tolerance = options.caughtUpInstances ?? DEFAULT_CAUGHT_UP_INSTANCES;
   const aliveWithinMs = options.aliveWithinMs ?? ALIVE_WITHIN_MS;
   const lag = node.core.executionLag();
+  const prunedPast = new Set(node.core.prunedPastPeers());
+  const catchingUp = node.catchingUpBySnapshot || node.core.snapshotSources().length > 0;
   const peers = new Map(node.peers().map((peer) => [peer.peer, peer]));
   const now = node.now();
   const members = lag.map((behind, id): MemberStatus => {
@@ -127,7 +135,13 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
       name: options.names?.[id] ?? `replica-${id}`,
       url,
       role: "voter",
-      state: self || behind <= tolerance ? "caught-up" : "lagging",
+      state: self
+        ? (catchingUp ? "catching-up" : "caught-up")
+        : prunedPast.has(id)
+        ? "pruned-past"
+        : behind <= tolerance
+        ? "caught-up"
+        : "lagging",
       lagInstances: self ? 0 : behind,
       alive: self || (lastContactMs !== undefined && now - lastContactMs <= aliveWithinMs),
       lastContactMsAgo: self

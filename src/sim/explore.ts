@@ -72,9 +72,12 @@
  * linearizability (the simulator checks those), more than three replicas or
  * commands, and duplicated messages the core did not send twice.
  *
- * Configuration changes do not exist in the protocol yet. A RECONF command
- * would be one more {@linkcode ExploreProposal} whose conflict model entry
- * conflicts with every command; nothing else here depends on the command kind.
+ * Configuration changes: with {@linkcode ExploreOptions.barrier}, one more
+ * proposal is a barrier that fences (the core's `ConflictModel.fences`), and
+ * every state is checked for the fence's promise: no write executes after the
+ * barrier at any replica (so the barrier's state is its epoch's last). The
+ * epoch change itself (the configuration the barrier installs) is not built
+ * yet; the barrier changes nothing once executed.
  *
  * @module
  */
@@ -112,6 +115,14 @@ export interface ExploreOptions {
   readonly maxStates?: number;
   /** For tests only: quorum sizes every replica uses instead of the correct ones. */
   readonly unsafeQuorumSizes?: Partial<QuorumSizes>;
+  /**
+   * Adds a configuration-change barrier at r2 (a command that conflicts with
+   * every write), `fenced` as the core fences for one (`Replica.fenced`), or,
+   * for the negative test, `unfenced` (the fence off). Checked: no write
+   * executes after the barrier anywhere, so the state at the barrier is the
+   * epoch's last.
+   */
+  readonly barrier?: "fenced" | "unfenced";
 }
 
 /** The bound `tests/sim/explore_test.ts` runs in CI. */
@@ -173,21 +184,32 @@ export interface ExploreResult {
   readonly violation?: ExploreViolation;
 }
 
-/** The fixed commands: `put(x="a")` at r0, `put(x="b")` at r1, then `get(x)` at r2. */
-export function exploreProposals(count: 2 | 3): ExploreProposal[] {
+/** The request id of the barrier proposal ({@linkcode ExploreOptions.barrier}). */
+export const BARRIER_REQUEST = "eb";
+
+/**
+ * The fixed commands: `put(x="a")` at r0, `put(x="b")` at r1, then `get(x)`
+ * at r2; with `barrier`, a barrier at r2 after them (a backup command: it
+ * conflicts with every write, as a configuration change does).
+ */
+export function exploreProposals(count: 2 | 3, barrier = false): ExploreProposal[] {
   const encoder = new TextEncoder();
-  const proposals: ExploreProposal[] = [
+  const all: ExploreProposal[] = [
     { replica: 0, commands: [{ op: "put", request: "e0", key: "x", value: encoder.encode("a") }] },
     { replica: 1, commands: [{ op: "put", request: "e1", key: "x", value: encoder.encode("b") }] },
     { replica: 2, commands: [{ op: "get", request: "e2", key: "x" }] },
   ];
-  return proposals.slice(0, count);
+  const proposals = all.slice(0, count);
+  if (barrier) {
+    proposals.push({ replica: 2, commands: [{ op: "backup", request: BARRIER_REQUEST }] });
+  }
+  return proposals;
 }
 
 /** Explores every path within `options`' bounds; stops at the first violation. */
 export function explore(options: ExploreOptions): ExploreResult {
   checkBounds(options);
-  const proposals = exploreProposals(options.commands);
+  const proposals = exploreProposals(options.commands, options.barrier !== undefined);
   return new Explorer(options, proposals, options.maxStates ?? DEFAULT_MAX_STATES).run();
 }
 
@@ -200,7 +222,7 @@ export function explore(options: ExploreOptions): ExploreResult {
  * @throws {Error} if a line names no event enabled at that point.
  */
 export function replayExploration(
-  options: Pick<ExploreOptions, "commands" | "unsafeQuorumSizes">,
+  options: Pick<ExploreOptions, "commands" | "unsafeQuorumSizes" | "barrier">,
   lines: readonly string[],
 ): { readonly violation?: ExploreViolation; readonly trace: readonly string[] } {
   const unbounded = {
@@ -210,7 +232,11 @@ export function replayExploration(
     ticks: Infinity,
     crashes: Infinity,
   };
-  const explorer = new Explorer(unbounded, exploreProposals(options.commands), Infinity);
+  const explorer = new Explorer(
+    unbounded,
+    exploreProposals(options.commands, options.barrier !== undefined),
+    Infinity,
+  );
   return explorer.replay(lines);
 }
 

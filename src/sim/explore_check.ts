@@ -25,6 +25,7 @@ import { describeId, instanceKey, keyNumber, keyOwner } from "../core/instance.t
 import { type InstanceRecord, NOP, type Payload, Phase } from "../core/types.ts";
 import { describeKvCommand, type KvCommand, kvConflicts } from "../kv/commands.ts";
 import { InvariantChecker, InvariantViolation } from "./invariants.ts";
+import { BARRIER_REQUEST } from "./explore.ts";
 
 /** What the explorer knows of one replica at one state. */
 export interface ExploredReplicaView {
@@ -45,7 +46,10 @@ export interface ExploredReplicaView {
  *
  * @throws {InvariantViolation} naming the first one that fails.
  */
-export function checkExploredState(views: readonly ExploredReplicaView[]): void {
+export function checkExploredState(
+  views: readonly ExploredReplicaView[],
+  options: { readonly barrier?: boolean } = {},
+): void {
   checkAgreement(views);
   const checker = new InvariantChecker(views.length);
   views.forEach((view, replica) => {
@@ -57,6 +61,7 @@ export function checkExploredState(views: readonly ExploredReplicaView[]): void 
     );
     checkAppliedOnce(replica, view.applied);
     checkDependencyOrder(replica, view, committed);
+    if (options.barrier) checkNothingAfterBarrier(replica, view, committed);
   });
   views.forEach((view, replica) => {
     for (const key of view.applied) {
@@ -65,6 +70,37 @@ export function checkExploredState(views: readonly ExploredReplicaView[]): void 
   });
   checker.checkVisibility();
   checker.checkExecutionOrder();
+}
+
+/**
+ * The fence's promise (`Replica.fenced`): no write executes after a
+ * configuration-change barrier (a backup command here, request
+ * {@linkcode BARRIER_REQUEST}), so the state at the barrier is the epoch's
+ * last and the same everywhere.
+ */
+function checkNothingAfterBarrier(
+  replica: number,
+  view: ExploredReplicaView,
+  committed: ReadonlyMap<number, InstanceRecord<KvCommand>>,
+): void {
+  let barrier: number | undefined;
+  for (const key of view.applied) {
+    const command = committed.get(key)?.command;
+    if (command === undefined || command === NOP) continue;
+    if (barrier === undefined) {
+      if (command.some((c) => c.op === "backup" && c.request === BARRIER_REQUEST)) barrier = key;
+      continue;
+    }
+    const write = command.find((c) => c.op === "put" || c.op === "delete");
+    if (write !== undefined) {
+      throw new InvariantViolation(
+        "nothing executes after a configuration-change barrier",
+        `replica ${replica} applied ${describeId(keyOwner(key), keyNumber(key))} (${
+          describeKvCommand(write)
+        }) after the barrier ${describeId(keyOwner(barrier), keyNumber(barrier))}`,
+      );
+    }
+  }
 }
 
 function checkAgreement(views: readonly ExploredReplicaView[]): void {

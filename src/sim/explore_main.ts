@@ -44,10 +44,20 @@ const FLAGS = ["depth", "drops", "ticks", "crashes", "commands", "max-states"] a
 export function parseExploreArguments(args: readonly string[]): ExploreArguments {
   const values = new Map<string, number>();
   let replay = false;
+  let barrier: ExploreOptions["barrier"];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
     if (arg === "--replay") {
       replay = true;
+      continue;
+    }
+    const barrierMatch = /^--barrier(?:=(.*))?$/.exec(arg);
+    if (barrierMatch !== null) {
+      const text = barrierMatch[1] ?? args[++i];
+      if (text !== "fenced" && text !== "unfenced") {
+        throw new TypeError(`--barrier must be fenced or unfenced, got ${text}`);
+      }
+      barrier = text;
       continue;
     }
     const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
@@ -71,6 +81,7 @@ export function parseExploreArguments(args: readonly string[]): ExploreArguments
     crashes: values.get("crashes") ?? CI_EXPLORE_BOUND.crashes,
     commands: (values.get("commands") ?? CI_EXPLORE_BOUND.commands) as 2 | 3,
     maxStates: values.get("max-states") ?? DEFAULT_MAX_STATES,
+    ...(barrier === undefined ? {} : { barrier }),
   };
   try {
     checkBounds(options);
@@ -87,7 +98,8 @@ export function describeExploreResult(options: ExploreOptions, result: ExploreRe
     .map(([type, count]) => `${type}=${count}`).join(" ");
   return [
     `bound: n=3 commands=${options.commands} depth=${options.depth} drops=${options.drops} ` +
-    `ticks=${options.ticks} crashes=${options.crashes}`,
+    `ticks=${options.ticks} crashes=${options.crashes}` +
+    (options.barrier === undefined ? "" : ` barrier=${options.barrier}`),
     `states explored ${result.explored}, distinct ${result.distinct}${
       result.truncated
         ? ` (stopped at --max-states ${options.maxStates ?? DEFAULT_MAX_STATES})`

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { ConflictModel } from "../core/conflict.ts";
 import type { Deps } from "../core/deps.ts";
 import { describePayload } from "../core/describe.ts";
 import { describeId, instanceKey } from "../core/instance.ts";
@@ -90,7 +91,15 @@ export interface ExploredReplicaOptions {
   readonly replicas: number;
   /** For tests only: see `ReplicaOptions.unsafeQuorumSizes`. */
   readonly unsafeQuorumSizes?: Partial<QuorumSizes>;
+  /** Whether backup commands fence (`ConflictModel.fences`): the barrier of `ExploreOptions`. */
+  readonly barrierFences?: boolean;
 }
+
+/** The key-value conflicts, with backup commands fencing (the explorer's barrier). */
+const FENCING_KV_CONFLICTS: ConflictModel<KvCommand> = {
+  accesses: kvConflicts.accesses,
+  fences: (command) => command.op === "backup",
+};
 
 /** Encodes one message as a peer batch of its own, with the real codec. */
 export function encodeMessage(message: Message<KvCommand>): Uint8Array {
@@ -194,7 +203,7 @@ export class ExploredReplica {
     return new Replica<KvCommand>({
       id: this.#options.id,
       replicas: this.#options.replicas,
-      conflicts: kvConflicts,
+      conflicts: this.#options.barrierFences ? FENCING_KV_CONFLICTS : kvConflicts,
       timing: EXPLORE_TIMING,
       ...(this.#options.unsafeQuorumSizes === undefined
         ? {}

@@ -227,7 +227,9 @@ export class Explorer {
     if (this.#checked.has(key)) return true;
     this.#checked.add(key);
     try {
-      checkExploredState(node.histories.map((history) => this.#views[history]!));
+      checkExploredState(node.histories.map((history) => this.#views[history]!), {
+        barrier: this.#options.barrier !== undefined,
+      });
       return true;
     } catch (error) {
       this.#fail(error, path, node);
@@ -271,6 +273,9 @@ export class Explorer {
     const choices: Choice[] = [];
     this.#proposals.forEach((proposal, index) => {
       if ((node.proposed & (1 << index)) !== 0) return;
+      // A fenced replica proposes nothing: its driver holds commands until
+      // the configuration change executes.
+      if (this.#replicaAt(proposal.replica, node.histories[proposal.replica]!).core.fenced) return;
       choices.push({
         text: `propose r${proposal.replica} ${
           describePayload(proposal.commands, describeKvCommand)
@@ -419,6 +424,7 @@ export class Explorer {
       ...(this.#options.unsafeQuorumSizes === undefined
         ? {}
         : { unsafeQuorumSizes: this.#options.unsafeQuorumSizes }),
+      barrierFences: this.#options.barrier === "fenced",
     });
   }
 

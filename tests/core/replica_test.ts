@@ -186,3 +186,54 @@ Deno.test("hasReady and hasUrgentReady only read: the executor runs in the input
   assert.equal(JSON.stringify([coordinator.stats, coordinator.describeState()]), before);
   assert.deepEqual(coordinator.ready().executions.map((e) => e.number), [1]);
 });
+
+Deno.test("a replica holding a configuration change ignores PreAccepts of instances it has not seen, until the change is a Nop", () => {
+  interface Fencing extends Command {
+    readonly reconf?: boolean;
+  }
+  const fencingModel: ConflictModel<Fencing> = {
+    accesses: (command) => [{ key: command.key, write: command.write }],
+    fences: (command) => command.reconf === true,
+  };
+  const replica = new Replica<Fencing>({ id: 1, replicas: 3, conflicts: fencingModel });
+  const replies = () => {
+    const ready = replica.ready();
+    replica.advance();
+    return [...ready.earlyMessages, ...ready.messages].filter((m) => m.type === "preacceptok");
+  };
+  const preAccept = (owner: number, number: number, command: Fencing): Message<Fencing> => ({
+    type: "preaccept",
+    from: owner,
+    to: 1,
+    owner,
+    number,
+    command: [command],
+    deps: [0, 0, 0],
+  });
+  replica.step(preAccept(0, 1, { key: "x", write: true }));
+  assert.equal(replies().length, 1, "an ordinary PreAccept is answered");
+  assert.equal(replica.fenced, false);
+  replica.step(preAccept(2, 1, { key: "*", write: true, reconf: true }));
+  assert.equal(replies().length, 1, "the change itself is answered");
+  assert.equal(replica.fenced, true);
+  replica.step(preAccept(0, 2, { key: "y", write: true }));
+  assert.equal(replies().length, 0, "an unseen instance is ignored");
+  assert.equal(replica.stats.fencedPreAccepts, 1);
+  // A retransmitted PreAccept of an instance it holds is answered again.
+  replica.step(preAccept(0, 1, { key: "x", write: true }));
+  assert.equal(replies().length, 1);
+  // The change is replaced by a Nop (its recovery found no quorum): the fence lifts.
+  replica.step({
+    type: "commit",
+    from: 2,
+    to: 1,
+    owner: 2,
+    number: 1,
+    ballot: 1,
+    command: NOP,
+    deps: [0, 0, 0],
+  });
+  assert.equal(replica.fenced, false);
+  replica.step(preAccept(0, 3, { key: "y", write: true }));
+  assert.equal(replies().length, 1);
+});

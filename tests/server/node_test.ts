@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { describeMembers } from "../../src/server/admin_route.ts";
 import type { KvResult } from "../../src/kv/state_machine.ts";
 import { startTestCluster, waitFor } from "./cluster_helpers.ts";
 
@@ -176,6 +177,10 @@ Deno.test("retention is bounded: peers prune past a replica that is down, writes
     }
     assert.ok(node.core.stats.retentionPrunes > 0, "replica 0 never pruned past replica 2");
     assert.deepEqual(node.core.prunedPastPeers(), [2]);
+    assert.deepEqual(
+      describeMembers({ node, secret: "unused" }).members.map((member) => member.state),
+      ["caught-up", "caught-up", "pruned-past"],
+    );
     // Bounded by what is in flight, far below the hard limit.
     assert.ok(
       node.core.heldCommands < 10 * 1000,

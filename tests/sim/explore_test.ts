@@ -115,3 +115,28 @@ Deno.test("the explore command line is validated, and a violation exits 1 with t
     /Line 1: no such event enabled/,
   );
 });
+
+Deno.test("a configuration-change barrier fences: no write executes after it, on every path", () => {
+  // The fence (Replica.fenced): a replica holding the barrier ignores
+  // PreAccepts of instances it has not seen, so every write that commits is
+  // in the barrier's dependencies and executes before it.
+  const options: ExploreOptions = { ...CI_EXPLORE_BOUND, depth: 10, barrier: "fenced" };
+  const result = explore(options);
+  report(options, result);
+  assertClean(result);
+  assert.ok(result.distinct > 50_000, `only ${result.distinct} distinct states`);
+});
+
+Deno.test("without the fence, a write executes after the barrier, and the path replays", () => {
+  const options: ExploreOptions = { ...CI_EXPLORE_BOUND, depth: 8, barrier: "unfenced" };
+  const result = explore(options);
+  const violation = result.violation;
+  assert.ok(violation !== undefined, "a write after the barrier went unnoticed");
+  console.log(violation.trace.map((line) => `  ${line}`).join("\n"));
+  assert.match(violation.message, /^nothing executes after a configuration-change barrier/);
+  const replayed = replayExploration(options, violation.trace);
+  assert.equal(replayed.violation?.message, violation.message);
+  // The command line takes the same option, to search or replay it.
+  assert.deepEqual(parseExploreArguments(["--barrier", "unfenced"]).options.barrier, "unfenced");
+  assert.throws(() => parseExploreArguments(["--barrier", "maybe"]), /fenced or unfenced/);
+});
