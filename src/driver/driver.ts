@@ -23,8 +23,8 @@
 
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
-import { DEFAULT_TIMING, Replica, type ReplicaStats, type TimingOptions } from "../core/replica.ts";
-import { type Decided, type Execution, type Message, NOP, type Ready } from "../core/types.ts";
+import { Replica, type ReplicaStats } from "../core/replica.ts";
+import type { Decided, Message, Ready } from "../core/types.ts";
 import {
   describeKvCommand,
   type KvCommand,
@@ -33,171 +33,36 @@ import {
 } from "../kv/commands.ts";
 import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
-import type { Random } from "../runtime/random.ts";
 import type { LoadedState, ReplicaSnapshot, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
 import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from "../errors.ts";
 import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
 import { AppliedSet, snapshotAt } from "./applied.ts";
+import { SnapshotCaptures } from "./snapshot_captures.ts";
 import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
+import {
+  DEFAULT_MAX_HELD_COMMANDS,
+  DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS,
+  hardHeldLimit,
+  NODE_TIMING,
+  type ReplicaDriverOptions,
+  type SnapshotCapture,
+} from "./options.ts";
 import { type Answer, Waiters } from "./waiters.ts";
 
-/** Settings of a replica driver. */
-export interface ReplicaDriverOptions {
-  /** This replica's id. */
-  readonly id: number;
-  /** `KvStateMachineOptions.versionTag`: set in a cluster seeded from a backup. */
-  readonly versionTag?: string;
-  /** Cluster size. */
-  readonly replicas: number;
-  /** Durable state. */
-  readonly storage: ReplicaStorage<KvCommand>;
-  /** Peer messages out. */
-  readonly transport: PeerTransport<KvCommand>;
-  /** Time and timers. */
-  readonly clock: Clock;
-  /** Randomness (the boot id in request ids). */
-  readonly random: Random;
-  /** Milliseconds per core tick (default 5). */
-  readonly tickMs?: number;
-  /** Core timers in ticks (defaults suit a 5 ms tick on a LAN; round trips scale them up). */
-  readonly timing?: Partial<TimingOptions>;
-  /** Most commands per instance (default 1000). */
-  readonly maxBatchCommands?: number;
-  /** Most value bytes per instance (default 512 KiB). */
-  readonly maxBatchBytes?: number;
-  /** Longest a command waits to be batched, in milliseconds (default 5). */
-  readonly batchWindowMs?: number;
-  /** Most client commands waiting for their outcome before new ones are refused (default 20,000). */
-  readonly maxPendingCommands?: number;
-  /**
-   * The retention bound (default 1,000,000): most client commands held in
-   * memory (and storage) for peers that have not executed them. Executed
-   * instances are dropped once every replica executed them, so a replica that
-   * is down or far behind makes the others hold what it will need; past this
-   * bound they prune past it (`src/core/retention.ts`) and it installs a
-   * snapshot when it returns, so writes never wait for an absent replica.
-   * Writes are refused only at {@linkcode hardHeldLimit} (twice the bound,
-   * and at least 100,000 commands above it): held past the bound are only
-   * commands in flight, unless more than `f` peers are far behind or this
-   * replica cannot execute.
-   */
-  readonly maxHeldCommands?: number;
-  /**
-   * Fetches a snapshot from peer `peer` (`ReplicaDriver.takeSnapshot` there,
-   * over the network) for this replica to install when its peers pruned past
-   * it. Absent, a replica pruned past stays behind (it logs why).
-   */
-  readonly fetchSnapshot?: (
-    peer: number,
-    signal: AbortSignal,
-  ) => PromiseLike<ReplicaSnapshot<KvCommand>>;
-  /**
-   * Longest a snapshot fetch may take, from asking to having it, in
-   * milliseconds (default 120,000); then it is abandoned and tried again.
-   */
-  readonly snapshotFetchTimeoutMs?: number;
-  /** How long a client waits for its answer, in milliseconds (default 5000). */
-  readonly requestTimeoutMs?: number;
-  /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */
-  readonly contactWindowMs?: number;
-  /**
-   * A peer leaves the thrifty preference order when a request to it has been
-   * unanswered for twice its round trip plus this margin (default 20 ms).
-   */
-  readonly silenceMarginMs?: number;
-  /** Idle peers are probed this often, in milliseconds (default 100). */
-  readonly probeIntervalMs?: number;
-  /** Receives one line per notable event (default: nothing). */
-  readonly log?: (line: string) => void;
-  /** Log every message sent and received (debugging). */
-  readonly traceMessages?: boolean;
-  /**
-   * How long executed markers may wait to ride with the next storage commit
-   * before they get one of their own, in milliseconds (default 20; 0 writes
-   * them at once). They gate no message and answer no client.
-   */
-  readonly markerDelayMs?: number;
-  /**
-   * Answer blind writes as soon as their proposal is written here, before
-   * any quorum holds them: a broken answer rule (a crash or a recovery can
-   * still replace the write by a Nop or order it differently). It exists so
-   * that the simulator shows it catches answers given before the decision is
-   * durable. Never set it.
-   */
-  readonly unsafeAnswerBlindWritesBeforeDurable?: boolean;
-  /**
-   * Keep the core's thrifty peer order and round trips as set (by default, or
-   * through `core.setPeerOrder`) instead of following the transport's
-   * measurements on every tick (default false). For scripted tests whose
-   * transport measures nothing: the scenario scripts choose the order.
-   */
-  readonly fixedPeerOrder?: boolean;
-  /**
-   * Watches what the driver does that its edges cannot see (the scenario tests
-   * print it). Storage and transport see their own calls. Absent: nothing is
-   * called.
-   */
-  readonly observer?: ReplicaDriverObserver;
-}
-
-/**
- * The driver's actions that happen inside it, for tests that print a
- * transcript. Each is called at the moment of the action, on the driver's
- * stack; it must not call back into the driver.
- */
-export interface ReplicaDriverObserver {
-  /** Client commands were proposed together as this replica's instance `number`. */
-  proposed?(number: number, commands: readonly KvCommand[]): void;
-  /** An execution was applied to the key-value state (its Ready's records are durable, its messages sent). */
-  executed?(execution: Execution<KvCommand>): void;
-}
-
-/** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */
-export const NODE_TIMING: Partial<TimingOptions> = {
-  defaultRoundTripTicks: 10,
-  widenRoundTrips: 2,
-  widenMarginTicks: 4,
-  retransmitTicks: 20,
-  maxRetransmitTicks: 400,
-  commitRequestTicks: 20,
-  recoveryTicks: 100,
-  recoveryStaggerTicks: 40,
-  orphanTicks: 600,
-  recoveryAttemptTicks: 200,
-  frontierTicks: 20,
-  scanTicks: 4,
-  forgetTicks: 2000,
-};
-
-/** Default of {@linkcode ReplicaDriverOptions.maxHeldCommands}. */
-export const DEFAULT_MAX_HELD_COMMANDS = 1_000_000;
-
-/**
- * Commands held at which writes are refused (see
- * {@linkcode ReplicaDriverOptions.maxHeldCommands}): twice the retention
- * bound, and at least 100,000 above it, so that commands in flight (batches
- * of up to 1000) never reach it.
- */
-export function hardHeldLimit(retentionCommands: number): number {
-  return Math.max(2 * retentionCommands, retentionCommands + 100_000);
-}
-
-/** Most snapshots a replica takes at once (each holds a copy of the state's references). */
-export const MAX_SNAPSHOTS_IN_PROGRESS = 2;
-
-/** Default of {@linkcode ReplicaDriverOptions.snapshotFetchTimeoutMs}. */
-export const DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS = 120_000;
-
-/** Callbacks that receive a snapshot taken here ({@linkcode ReplicaDriver.takeSnapshotWith}). */
-export interface SnapshotCapture {
-  /** Called with the snapshot. */
-  resolve(snapshot: ReplicaSnapshot<KvCommand>): void;
-  /** Called if none could be taken. */
-  reject(error: Error): void;
-}
+export {
+  DEFAULT_MAX_HELD_COMMANDS,
+  DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS,
+  hardHeldLimit,
+  MAX_SNAPSHOTS_IN_PROGRESS,
+  NODE_TIMING,
+  nodeTiming,
+  type ReplicaDriverObserver,
+  type ReplicaDriverOptions,
+  type SnapshotCapture,
+} from "./options.ts";
 
 /** One replica, driving its core. */
 export class ReplicaDriver {
@@ -211,7 +76,7 @@ export class ReplicaDriver {
   /** The instances whose effects `#kv` holds. */
   #applied: AppliedSet;
   /** Snapshots taken here, by the request id of their barrier, until it executes. */
-  readonly #snapshotCaptures = new Map<string, SnapshotCapture>();
+  readonly #snapshotCaptures = new SnapshotCaptures();
   /** A snapshot is being installed: the loop and the inputs wait. */
   #installing = false;
   /** Fetches snapshots when peers pruned past this replica. */
@@ -331,7 +196,7 @@ export class ReplicaDriver {
     this.#kick(true);
     await this.whenIdle();
     this.#waiters.rejectAll(() => new OutcomeUnknownError("The replica is shutting down"));
-    this.#rejectSnapshotCaptures("The replica is shutting down");
+    this.#snapshotCaptures.rejectAll("The replica is shutting down");
     await this.#transport.close();
     this.#storage.close();
   }
@@ -473,7 +338,7 @@ export class ReplicaDriver {
    * executed here, with the state it read and exactly the instances applied
    * to that state.
    *
-   * @throws {UnavailableError} if {@linkcode MAX_SNAPSHOTS_IN_PROGRESS} are
+   * @throws {UnavailableError} if `MAX_SNAPSHOTS_IN_PROGRESS` are
    *   being taken already, or the barrier could not be proposed.
    * @throws {OutcomeUnknownError} if the barrier did not execute in time.
    */
@@ -487,53 +352,14 @@ export class ReplicaDriver {
    * called, possibly before this returns.
    */
   takeSnapshotWith(answer: SnapshotCapture): void {
-    const { resolve, reject } = answer;
-    if (this.#snapshotCaptures.size >= MAX_SNAPSHOTS_IN_PROGRESS) {
-      reject(
-        new UnavailableError(
-          `${MAX_SNAPSHOTS_IN_PROGRESS} snapshots are being taken here already`,
-          { retryAfterSeconds: 1 },
-        ),
-      );
-      return;
-    }
-    let settled = false;
-    const capture: SnapshotCapture = {
-      resolve: (snapshot) => {
-        settled = true;
-        resolve(snapshot);
-      },
-      reject: (error) => {
-        settled = true;
-        reject(error);
-      },
-    };
-    // The request id is known once #submit returns: a refusal answers before.
-    const barrier: { request?: string } = {};
-    const forget = () => {
-      if (barrier.request !== undefined) this.#snapshotCaptures.delete(barrier.request);
-    };
-    barrier.request = this.#submit({ op: "backup" }, {
-      // The barrier's own answer: #captureSnapshots resolved the snapshot
-      // first, as the instance was applied.
-      resolve: () => {
-        if (!settled) {
-          capture.reject(new UnavailableError("The snapshot barrier executed elsewhere"));
-        }
-        forget();
-      },
-      reject: (error) => {
-        forget();
-        if (!settled) capture.reject(error);
-      },
-    }, true);
-    // Refused at once (nothing proposed): the answer above already ran.
-    if (settled) return;
-    this.#snapshotCaptures.set(barrier.request, capture);
-    // The barrier ends its instance: nothing batched after it changes the
-    // state it read, so the state after the instance is the state at it.
-    this.#flushBatch();
-    this.#kick();
+    this.#snapshotCaptures.take(answer, (barrier) => {
+      const request = this.#submit({ op: "backup" }, barrier, true);
+      // The barrier ends its instance: nothing batched after it changes the
+      // state it read, so the state after the instance is the state at it.
+      this.#flushBatch();
+      this.#kick();
+      return request;
+    });
   }
 
   /**
@@ -591,23 +417,6 @@ export class ReplicaDriver {
     return this.#installing || this.#snapshotFetcher.busy;
   }
 
-  #captureSnapshots(execution: Execution<KvCommand>): void {
-    if (execution.command === NOP) return;
-    for (const command of execution.command) {
-      if (command.op !== "backup") continue;
-      const capture = this.#snapshotCaptures.get(command.request);
-      if (capture === undefined) continue;
-      this.#snapshotCaptures.delete(command.request);
-      capture.resolve(snapshotAt(command.request, this.#applied, this.#core, this.#kv));
-    }
-  }
-
-  #rejectSnapshotCaptures(message: string): void {
-    const captures = [...this.#snapshotCaptures.values()];
-    this.#snapshotCaptures.clear();
-    for (const capture of captures) capture.reject(new OutcomeUnknownError(message));
-  }
-
   /** Replaces the core and the state by what storage holds (after an install). */
   #rebuild(loaded: LoadedState<KvCommand>): void {
     const unproposed = this.#batch;
@@ -624,7 +433,7 @@ export class ReplicaDriver {
         "The replica installed a snapshot while the command was in flight",
       )
     );
-    this.#rejectSnapshotCaptures("The replica installed a snapshot while taking one");
+    this.#snapshotCaptures.rejectAll("The replica installed a snapshot while taking one");
     this.#proposedAtMs.clear();
     this.#unsafeEarlyAnswers = [];
     // Effects of executions not yet persisted: the snapshot's state replaces them.
@@ -980,7 +789,12 @@ export class ReplicaDriver {
       this.#applied.add(execution.owner, execution.number);
       observer?.executed?.(execution);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-      if (execution.local && this.#snapshotCaptures.size > 0) this.#captureSnapshots(execution);
+      if (execution.local) {
+        this.#snapshotCaptures.onApplied(
+          execution,
+          (barrier) => snapshotAt(barrier, this.#applied, this.#core, this.#kv),
+        );
+      }
       for (const { request, result } of applied.results) this.#answer(request, result);
     }
     for (const abandoned of ready.abandoned) {
@@ -993,9 +807,4 @@ export class ReplicaDriver {
       }
     }
   }
-}
-
-/** The timers a driver gives its core, for `/status`. */
-export function nodeTiming(options: Partial<TimingOptions> = {}): TimingOptions {
-  return { ...DEFAULT_TIMING, ...NODE_TIMING, ...options };
 }
