@@ -10,6 +10,7 @@
 import type { HistoryRecorder } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
+import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
@@ -273,6 +274,7 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   BACKUP_RESTORE,
   AWAY_PAST_RETENTION,
+  SNAPSHOT_INTERRUPTED,
 ];
 
 /** The scenario called `name`. */

@@ -14,6 +14,7 @@ import { MemoryStorage } from "../storage/memory.ts";
 import { SystemClock } from "../runtime/clock.ts";
 import { SystemRandom } from "../runtime/random.ts";
 import { createApp } from "../server/app.ts";
+import { DEFAULT_SNAPSHOT_RATE_MBPS } from "../server/snapshot_route.ts";
 import { faultRoutes } from "../server/fault_routes.ts";
 import {
   ConfigError,
@@ -22,7 +23,8 @@ import {
   resolveSecret,
 } from "../server/config.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
-import { fetchSnapshot } from "../net/snapshot_fetch.ts";
+import { fetchSnapshot, keptTransferPeer } from "../net/snapshot_fetch.ts";
+import type { ReplicaSnapshot } from "../storage/types.ts";
 import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
 import { versionTagOf } from "../kv/backup.ts";
 import { restoreFromBackup } from "./restore.ts";
@@ -30,19 +32,107 @@ import { FaultInjector } from "../transport/faults.ts";
 import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";
 import { parseHostPort } from "../net/endpoint.ts";
-import { integerOption, option, parseArgs, UsageError } from "./args.ts";
+import { integerOption, option, parseArgs, type ParsedArgs, UsageError } from "./args.ts";
 
 const USAGE =
   "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
-  " [--max-held-commands N] [--enable-fault-injection | --emulate-wan MATRIX.json]" +
+  " [--max-held-commands N] [--snapshot-rate MBPS]" +
+  " [--enable-fault-injection | --emulate-wan MATRIX.json]" +
   " [--volatile-storage] [--restore BACKUP_FILE]";
+
+/** Highest `--snapshot-rate`, in MB/s. */
+export const MAX_SNAPSHOT_RATE_MBPS = 1000;
+
+/**
+ * `--snapshot-rate MBPS`: the rate of each snapshot stream this replica
+ * serves to a peer (`GET /peer/v1/snapshot`), an integer from 1 to
+ * {@linkcode MAX_SNAPSHOT_RATE_MBPS}; absent, `DEFAULT_SNAPSHOT_RATE_MBPS`.
+ *
+ * @throws {UsageError} if it is not such an integer.
+ */
+export function snapshotRateOption(args: ParsedArgs): number {
+  return integerOption(args, "snapshot-rate", {
+    min: 1,
+    max: MAX_SNAPSHOT_RATE_MBPS,
+    fallback: DEFAULT_SNAPSHOT_RATE_MBPS,
+  })!;
+}
+
+/** Settings of {@linkcode peerSnapshotFetch}. */
+export interface PeerSnapshotFetchOptions {
+  /** This replica's id. */
+  readonly self: number;
+  /** The cluster's replicas: ids and base URLs. */
+  readonly replicas: readonly { readonly id: number; readonly url: string }[];
+  /** The cluster secret. */
+  readonly secret: string;
+  /** The partial file of transfers (`DATA/snapshot.partial`). */
+  readonly partialPath: string;
+  /** Receives the transfer's lines (resumed, afresh, redirected). */
+  readonly log?: (line: string) => void;
+  /** The fetch to use (default the global one; tests swap it). */
+  readonly fetch?: typeof fetch;
+}
+
+/**
+ * The replica's snapshot fetch for the driver (`fetchSnapshot` of
+ * `ReplicaDriver.open`): {@linkcode fetchSnapshot} from the peer the driver
+ * asks for, with the partial file in the data directory. The first fetch of
+ * the process goes instead to the peer whose transfer the partial file keeps
+ * (one cut by a stop of this process), once: only that peer holds the
+ * snapshot to resume, and after a restart the driver asks whichever peer's
+ * gossip arrived first. Later fetches go where the driver says (a kept
+ * transfer from another peer then starts afresh).
+ */
+export function peerSnapshotFetch(
+  options: PeerSnapshotFetchOptions,
+): (peer: number, signal: AbortSignal) => Promise<ReplicaSnapshot<KvCommand>> {
+  const base = (url: string) => url.replace(/\/+$/, "");
+  let first = true;
+  return async (peer, signal) => {
+    let target = options.replicas.find((replica) => replica.id === peer);
+    if (target === undefined) throw new Error(`No replica ${peer} in the cluster file`);
+    if (first) {
+      first = false;
+      const kept = await keptTransferPeer(options.partialPath);
+      const holder = options.replicas.find((replica) =>
+        kept !== undefined && base(replica.url) === kept && replica.id !== options.self
+      );
+      if (holder !== undefined && holder.id !== peer) {
+        options.log?.(
+          `a snapshot transfer from replica ${holder.id} was under way when this replica stopped: ` +
+            `going on with it there instead of asking replica ${peer}`,
+        );
+        target = holder;
+      }
+    }
+    return await fetchSnapshot(target.url, {
+      secret: options.secret,
+      partialPath: options.partialPath,
+      signal,
+      ...(options.log === undefined ? {} : { log: options.log }),
+      ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+    });
+  };
+}
 
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
-    options: ["config", "id", "data", "listen", "emulate-wan", "max-held-commands", "restore"],
+    options: [
+      "config",
+      "id",
+      "data",
+      "listen",
+      "emulate-wan",
+      "max-held-commands",
+      "snapshot-rate",
+      "restore",
+    ],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
+  // Checked before anything is read or opened: a bad value changes nothing.
+  const snapshotRateMbps = snapshotRateOption(args);
   const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
   const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
   const dataDir = option(args, "data", Deno.env.get("EPAXOS_DATA"));
@@ -150,13 +240,13 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     traceMessages: args.flags.has("log-messages"),
     // Peers pruned past this replica: a snapshot from one of them, resumed
     // from the partial file if this process stopped during the transfer.
-    fetchSnapshot: (peer, signal) => {
-      const url = config.replicas.find((replica) => replica.id === peer)?.url;
-      if (url === undefined) {
-        return Promise.reject(new Error(`No replica ${peer} in the cluster file`));
-      }
-      return fetchSnapshot(url, { secret, partialPath: `${dataDir}/snapshot.partial`, signal });
-    },
+    fetchSnapshot: peerSnapshotFetch({
+      self: id,
+      replicas: config.replicas,
+      secret,
+      partialPath: `${dataDir}/snapshot.partial`,
+      log,
+    }),
     maxHeldCommands: integerOption(args, "max-held-commands", {
       min: 1000,
       max: 1_000_000_000,
@@ -172,6 +262,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     names: config.replicas.map((replica) => replica.name),
     urls: config.replicas.map((replica) => replica.url),
     log,
+    snapshotRateMbps,
     ...(faults === undefined || wanMatrix !== undefined
       ? {}
       : { extraOps: faultRoutes(faults, { secret, replicas: config.replicas.length }) }),

@@ -65,6 +65,12 @@ export interface FetchSnapshotOptions {
    * command and a second replica's digest) happens before the answer.
    */
   readonly timeoutMs?: number;
+  /**
+   * Receives one line per transfer started: resumed from a byte of the
+   * partial file, or afresh from byte 0 (saying why a kept partial could not
+   * go on, if there was one).
+   */
+  readonly log?: (line: string) => void;
 }
 
 /** The peer answered with a refusal; {@linkcode KvError.status} is its HTTP status. */
@@ -123,16 +129,35 @@ export async function fetchSnapshot(
   options: FetchSnapshotOptions,
 ): Promise<ReplicaSnapshot<KvCommand>> {
   const base = peerUrl.replace(/\/+$/, "");
-  const resume = await findResume(base, options.partialPath);
-  if (resume !== undefined) {
+  const found = await findResume(base, options.partialPath);
+  let afresh = found.discarded;
+  if (found.resume !== undefined) {
+    options.log?.(
+      `resuming the snapshot from replica ${base} at byte ${found.resume.offset} ` +
+        `(barrier ${found.resume.barrier})`,
+    );
     try {
-      return await transfer(base, options, resume);
+      return await transfer(base, options, found.resume);
     } catch (error) {
       if (!(error instanceof StartAfresh)) throw error;
       await removePartial(options.partialPath!);
+      afresh = `the partial transfer could not go on: ${oneLine(error)}`;
     }
   }
+  options.log?.(
+    `fetching the snapshot from replica ${base} afresh, from byte 0` +
+      (afresh === undefined ? "" : ` (${afresh})`),
+  );
   return await transfer(base, options, undefined);
+}
+
+/**
+ * The base URL of the peer whose transfer is kept in `partialPath` (by its
+ * sidecar), if one is: a later {@linkcode fetchSnapshot} from that peer
+ * resumes it, one from another peer deletes it and starts afresh.
+ */
+export async function keptTransferPeer(partialPath: string): Promise<string | undefined> {
+  return (await readSidecar(partialPath))?.peerUrl;
 }
 
 /** One request and its body, from `resume` or from zero. */
@@ -317,13 +342,13 @@ async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 
 /**
  * The transfer kept in `partialPath` that can go on from `peerUrl`, if there
- * is one; anything else kept there is deleted.
+ * is one; anything else kept there is deleted (`discarded` says what).
  */
 async function findResume(
   peerUrl: string,
   partialPath: string | undefined,
-): Promise<Resume | undefined> {
-  if (partialPath === undefined) return undefined;
+): Promise<{ resume?: Resume; discarded?: string }> {
+  if (partialPath === undefined) return {};
   const sidecar = await readSidecar(partialPath);
   let size: number | undefined;
   try {
@@ -335,10 +360,18 @@ async function findResume(
     sidecar !== undefined && size !== undefined && sidecar.peerUrl === peerUrl &&
     size >= sidecar.bytes
   ) {
-    return { barrier: sidecar.barrier, offset: size };
+    return { resume: { barrier: sidecar.barrier, offset: size } };
   }
-  if (sidecar !== undefined || size !== undefined) await removePartial(partialPath);
-  return undefined;
+  if (sidecar === undefined && size === undefined) return {};
+  await removePartial(partialPath);
+  const discarded = sidecar === undefined
+    ? "discarded a partial file without its sidecar"
+    : sidecar.peerUrl !== peerUrl
+    ? `discarded a partial transfer from ${sidecar.peerUrl}`
+    : size === undefined
+    ? "discarded a sidecar without its partial file"
+    : `discarded a partial file shorter (${size} bytes) than its sidecar says (${sidecar.bytes})`;
+  return { discarded };
 }
 
 async function readSidecar(partialPath: string): Promise<Sidecar | undefined> {

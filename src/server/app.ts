@@ -50,6 +50,8 @@ export interface AppOptions {
   readonly fetch?: (url: string, init: RequestInit) => Promise<Response>;
   /** Extra routes mounted under `/ops/` (the test-only fault layer). */
   readonly extraOps?: Hono;
+  /** Rate of each snapshot stream to a peer, in MB/s (default the route's, `DEFAULT_SNAPSHOT_RATE_MBPS`). */
+  readonly snapshotRateMbps?: number;
 }
 
 const encoder = new TextEncoder();
@@ -245,6 +247,7 @@ export function createApp(options: AppOptions): Hono {
       source: node,
       secret: options.secret,
       checkElsewhere: (barrier) => checkDigestElsewhere(options, barrier),
+      ...(options.snapshotRateMbps === undefined ? {} : { rateMbps: options.snapshotRateMbps }),
       ...(options.log === undefined ? {} : { log: options.log }),
     }),
   );

@@ -89,7 +89,10 @@ export interface SnapshotRouteOptions {
   readonly checkElsewhere?: (barrier: string) => Promise<BackupCheck | undefined>;
   /** Rate of each stream in MB/s (default {@linkcode DEFAULT_SNAPSHOT_RATE_MBPS}; `Infinity`: none). */
   readonly rateMbps?: number;
-  /** Receives a line per notable event: a snapshot taken, or refused for divergence. */
+  /**
+   * Receives a line per notable event: a snapshot taken, refused for
+   * divergence, or streamed again from a byte past 0 (a receiver resuming).
+   */
   readonly log?: (line: string) => void;
   /** Time for dropping held snapshots (default the system's, timers that keep no process alive). */
   readonly clock?: Pick<Clock, "now" | "setTimer">;
@@ -262,6 +265,12 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
         return c.json({ error: error.message }, error.status as 500);
       }
       const reading = entry;
+      if (offset > 0) {
+        options.log?.(
+          `resuming the snapshot at barrier ${reading.snapshot.barrier} from byte ${offset}` +
+            (reading.totalBytes === undefined ? "" : ` of ${reading.totalBytes}`),
+        );
+      }
       reading.streams++;
       reading.expiry?.cancel();
       reading.expiry = undefined;

@@ -36,6 +36,8 @@ function startPeer(partialPath: string) {
     taken: 0,
     queries: [] as string[],
     cutAfter: undefined as number | undefined,
+    /** What the route logged. */
+    logs: [] as string[],
     clock,
     snapshot: (barrier: string): ReplicaSnapshot<KvCommand> => ({ ...base, barrier }),
     url: "",
@@ -48,6 +50,7 @@ function startPeer(partialPath: string) {
       secret: SECRET,
       rateMbps: Infinity,
       clock,
+      log: (line) => peer.logs.push(line),
       source: { takeSnapshot: () => Promise.resolve(peer.snapshot(`b${++peer.taken}`)) },
     }),
   );
@@ -111,8 +114,10 @@ Deno.test("a transfer cut midway resumes from where it stopped, with the same sn
   const peer = startPeer(partialPath);
   try {
     peer.cutAfter = CUT_AT;
+    const lines: string[] = [];
+    const log = (line: string) => lines.push(line);
     await assert.rejects(
-      fetchSnapshot(peer.url, { secret: SECRET, partialPath }),
+      fetchSnapshot(peer.url, { secret: SECRET, partialPath, log }),
       (error: unknown) => {
         assert.ok(error instanceof SnapshotUnreachableError, String(error));
         assert.match(error.message, /^Snapshot transfer from http:\/\/127\.0\.0\.1:\d+ was cut/);
@@ -124,8 +129,19 @@ Deno.test("a transfer cut midway resumes from where it stopped, with the same sn
     const sidecar = JSON.parse(await Deno.readTextFile(`${partialPath}.json`));
     assert.deepEqual(sidecar, { peerUrl: peer.url, barrier: "b1", bytes: CUT_AT });
     // Another call (as after a restart) asks for the rest only.
-    const snapshot = await fetchSnapshot(`${peer.url}/`, { secret: SECRET, partialPath });
+    const snapshot = await fetchSnapshot(`${peer.url}/`, { secret: SECRET, partialPath, log });
     assert.deepEqual(peer.queries, ["", `?barrier=b1&offset=${CUT_AT}`]);
+    // One line per transfer, on both sides: started afresh, then resumed.
+    assert.deepEqual(lines, [
+      `fetching the snapshot from replica ${peer.url} afresh, from byte 0`,
+      `resuming the snapshot from replica ${peer.url} at byte ${CUT_AT} (barrier b1)`,
+    ]);
+    const resumedStreams = peer.logs.filter((line) => line.startsWith("resuming"));
+    assert.equal(resumedStreams.length, 1);
+    assert.match(
+      resumedStreams[0]!,
+      new RegExp(`^resuming the snapshot at barrier b1 from byte ${CUT_AT}( of \\d+)?$`),
+    );
     assert.deepEqual(snapshot, peer.snapshot("b1"));
     assert.equal(peer.taken, 1);
     assert.equal(await exists(partialPath), false);
@@ -146,8 +162,24 @@ Deno.test("a snapshot the peer no longer holds (410) is fetched afresh from zero
     // The peer drops it a minute after the cut stream ended.
     await waitFor(() => peer.clock.pendingTimers === 1, 5000, "the cut stream to end");
     peer.clock.advance(SNAPSHOT_HOLD_MS);
-    const snapshot = await fetchSnapshot(peer.url, { secret: SECRET, partialPath });
+    const lines: string[] = [];
+    const snapshot = await fetchSnapshot(peer.url, {
+      secret: SECRET,
+      partialPath,
+      log: (line) => lines.push(line),
+    });
     assert.deepEqual(peer.queries, ["", `?barrier=b1&offset=${CUT_AT}`, ""]);
+    assert.equal(lines.length, 2);
+    assert.equal(
+      lines[0],
+      `resuming the snapshot from replica ${peer.url} at byte ${CUT_AT} (barrier b1)`,
+    );
+    assert.match(
+      lines[1]!,
+      /^fetching the snapshot from replica \S+ afresh, from byte 0 \(the partial transfer could not go on: The snapshot at barrier b1 is no longer held here; ask for a new one\)$/,
+    );
+    // The route logs no resumed stream for a snapshot it no longer holds.
+    assert.equal(peer.logs.filter((line) => line.startsWith("resuming")).length, 0);
     assert.deepEqual(snapshot, peer.snapshot("b2"));
     assert.equal(await exists(partialPath), false);
   } finally {
@@ -162,13 +194,15 @@ Deno.test("a partial that does not match starts afresh: another peer, a short or
   const peer = startPeer(partialPath);
   try {
     // A sidecar naming another peer.
+    const lines: string[] = [];
+    const log = (line: string) => lines.push(line);
     await Deno.writeFile(partialPath, new Uint8Array(10));
     await Deno.writeTextFile(
       `${partialPath}.json`,
       JSON.stringify({ peerUrl: "http://10.0.0.9:1", barrier: "b7", bytes: 10 }),
     );
     assert.deepEqual(
-      await fetchSnapshot(peer.url, { secret: SECRET, partialPath }),
+      await fetchSnapshot(peer.url, { secret: SECRET, partialPath, log }),
       peer.snapshot("b1"),
     );
     // A file shorter than its sidecar says; a file without a sidecar.
@@ -178,14 +212,20 @@ Deno.test("a partial that does not match starts afresh: another peer, a short or
       JSON.stringify({ peerUrl: peer.url, barrier: "b1", bytes: 11 }),
     );
     assert.deepEqual(
-      await fetchSnapshot(peer.url, { secret: SECRET, partialPath }),
+      await fetchSnapshot(peer.url, { secret: SECRET, partialPath, log }),
       peer.snapshot("b2"),
     );
     await Deno.writeFile(partialPath, new Uint8Array(10));
     assert.deepEqual(
-      await fetchSnapshot(peer.url, { secret: SECRET, partialPath }),
+      await fetchSnapshot(peer.url, { secret: SECRET, partialPath, log }),
       peer.snapshot("b3"),
     );
+    const afresh = `fetching the snapshot from replica ${peer.url} afresh, from byte 0`;
+    assert.deepEqual(lines, [
+      `${afresh} (discarded a partial transfer from http://10.0.0.9:1)`,
+      `${afresh} (discarded a partial file shorter (10 bytes) than its sidecar says (11))`,
+      `${afresh} (discarded a partial file without its sidecar)`,
+    ]);
     assert.deepEqual(peer.queries, ["", "", ""]);
     // A partial whose bytes were altered: the resumed file fails its check.
     peer.cutAfter = CUT_AT;

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { parseArgs, UsageError } from "../../src/cli/args.ts";
+import {
+  MAX_SNAPSHOT_RATE_MBPS,
+  peerSnapshotFetch,
+  runReplica,
+  snapshotRateOption,
+} from "../../src/cli/replica.ts";
+import { SnapshotRefusedError } from "../../src/net/snapshot_fetch.ts";
+import { DEFAULT_SNAPSHOT_RATE_MBPS } from "../../src/server/snapshot_route.ts";
+
+const rate = (...argv: string[]) =>
+  snapshotRateOption(parseArgs(argv, { options: ["snapshot-rate"] }));
+
+Deno.test("--snapshot-rate takes an integer MB/s from 1 to 1000, by default the route's", () => {
+  assert.equal(rate(), DEFAULT_SNAPSHOT_RATE_MBPS);
+  assert.equal(rate("--snapshot-rate", "1"), 1);
+  assert.equal(rate("--snapshot-rate=250"), 250);
+  assert.equal(rate("--snapshot-rate", String(MAX_SNAPSHOT_RATE_MBPS)), 1000);
+  for (const bad of ["0", "1001", "1.5", "-3", "fast", ""]) {
+    assert.throws(
+      () => rate("--snapshot-rate", bad),
+      (error: unknown) => {
+        assert.ok(error instanceof UsageError, String(error));
+        assert.equal(
+          error.message,
+          `--snapshot-rate must be an integer from 1 to 1000, got ${bad}`,
+        );
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anything", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
+  try {
+    await assert.rejects(
+      runReplica([
+        "--config",
+        `${dir}/no-such-cluster.json`,
+        "--id",
+        "0",
+        "--data",
+        `${dir}/data`,
+        "--snapshot-rate",
+        "0",
+      ]),
+      (error: unknown) => {
+        assert.ok(error instanceof UsageError, String(error));
+        assert.match(error.message, /^--snapshot-rate must be an integer from 1 to 1000, got 0$/);
+        return true;
+      },
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "no data directory was made");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("after a restart, the first snapshot fetch goes on with the kept transfer's peer, once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
+  const partialPath = `${dir}/snapshot.partial`;
+  try {
+    const replicas = [0, 1, 2].map((id) => ({ id, url: `http://r${id}.test:8001` }));
+    await Deno.writeFile(partialPath, new Uint8Array(7));
+    await Deno.writeTextFile(
+      `${partialPath}.json`,
+      JSON.stringify({ peerUrl: "http://r2.test:8001", barrier: "b9", bytes: 7 }),
+    );
+    const asked: string[] = [];
+    const lines: string[] = [];
+    const fetchFromPeer = peerSnapshotFetch({
+      self: 0,
+      replicas,
+      secret: "cluster-secret-0123456789",
+      partialPath,
+      log: (line) => lines.push(line),
+      // Every peer is busy: only the request made matters here.
+      fetch: (input) => {
+        asked.push(String(input));
+        return Promise.resolve(Response.json({ error: "busy" }, { status: 429 }));
+      },
+    });
+    const signal = new AbortController().signal;
+    await assert.rejects(fetchFromPeer(1, signal), SnapshotRefusedError);
+    assert.deepEqual(asked, ["http://r2.test:8001/peer/v1/snapshot?barrier=b9&offset=7"]);
+    assert.deepEqual(lines, [
+      "a snapshot transfer from replica 2 was under way when this replica stopped: " +
+      "going on with it there instead of asking replica 1",
+      "resuming the snapshot from replica http://r2.test:8001 at byte 7 (barrier b9)",
+    ]);
+    assert.equal((await Deno.stat(partialPath)).size, 7, "a refusal keeps the partial");
+    // Later fetches go where the driver says; the kept transfer starts afresh there.
+    await assert.rejects(fetchFromPeer(1, signal), SnapshotRefusedError);
+    assert.equal(asked[1], "http://r1.test:8001/peer/v1/snapshot");
+    assert.match(lines[2]!, /afresh, from byte 0 \(discarded a partial transfer from http:\/\/r2/);
+    await assert.rejects(fetchFromPeer(7, signal), /^Error: No replica 7 in the cluster file$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
