@@ -108,6 +108,7 @@ export function peerSnapshotFetch(
     }
     return await fetchSnapshot(target.url, {
       secret: options.secret,
+      requester: options.self,
       partialPath: options.partialPath,
       signal,
       ...(options.log === undefined ? {} : { log: options.log }),

@@ -25,6 +25,13 @@ export class ProgressTracker {
   readonly #peerPruned: number[][];
   /** Per replica, whether its frontier gossip arrived since this tracker was created. */
   readonly #heard: boolean[];
+  /** Per replica, the tick its frontier gossip last arrived (this replica: never read). */
+  readonly #heardAtTick: number[];
+  /**
+   * Per replica, a snapshot sent to it: kept as if it had executed the
+   * snapshot's prefix, until it reports that much or the hold expires.
+   */
+  readonly #holds = new Map<number, { readonly prefix: Deps; readonly untilTick: number }>();
   readonly #pruneFloor: number[];
   #forgetFloor: number[];
   /** Client commands carried by the instances held (see `Replica.heldCommands`). */
@@ -40,6 +47,7 @@ export class ProgressTracker {
     this.#peerPruned = Array.from({ length: replicas }, () => emptyDeps(replicas));
     this.#heard = new Array<boolean>(replicas).fill(false);
     this.#heard[self] = true;
+    this.#heardAtTick = new Array<number>(replicas).fill(0);
     this.#pruneFloor = emptyDeps(replicas);
     this.#forgetFloor = emptyDeps(replicas);
   }
@@ -79,8 +87,9 @@ export class ProgressTracker {
   }
 
   /** Takes a peer's frontier gossip. */
-  notePeer(peer: number, executed: Deps, pruned: Deps): void {
+  notePeer(peer: number, executed: Deps, pruned: Deps, tick = 0): void {
     this.#heard[peer] = true;
+    this.#heardAtTick[peer] = tick;
     depsRaise(this.#peerExecuted[peer]!, executed);
     depsRaise(this.#peerPruned[peer]!, pruned);
   }
@@ -92,10 +101,46 @@ export class ProgressTracker {
   pruneTarget(row: number, pastPeers: readonly number[] = []): number {
     let floor = this.#executed[row]!;
     for (let replica = 0; replica < this.#replicas; replica++) {
-      if (replica === this.#self || pastPeers.includes(replica)) continue;
-      floor = Math.min(floor, this.#peerExecuted[replica]![row]!);
+      const hold = this.#holds.get(replica);
+      if (replica === this.#self || (pastPeers.includes(replica) && hold === undefined)) continue;
+      const executed = this.#peerExecuted[replica]![row]!;
+      floor = Math.min(
+        floor,
+        hold === undefined ? executed : Math.max(executed, hold.prefix[row]!),
+      );
     }
     return floor;
+  }
+
+  /**
+   * Keeps what `peer` needs after installing a snapshot with `prefix` (sent
+   * to it from here): until it reports executing that much, or until tick
+   * `untilTick`, this replica prunes no further than `prefix` for it, whatever
+   * the retention bound says, so the peer catches up from here instance by
+   * instance instead of needing another snapshot.
+   */
+  holdFor(peer: number, prefix: Deps, untilTick: number): void {
+    if (peer === this.#self || peer < 0 || peer >= this.#replicas) return;
+    this.#holds.set(peer, { prefix: [...prefix], untilTick });
+  }
+
+  /** Whether `peer` has a hold, after dropping the holds done or expired at `tick`. */
+  held(peer: number, tick: number): boolean {
+    const hold = this.#holds.get(peer);
+    if (hold === undefined) return false;
+    const executed = this.#peerExecuted[peer]!;
+    if (tick >= hold.untilTick || hold.prefix.every((number, row) => executed[row]! >= number)) {
+      this.#holds.delete(peer);
+      return false;
+    }
+    return true;
+  }
+
+  /** Per replica, whether it was heard from within `windowTicks` of `tick` (this replica: true). */
+  heardLately(tick: number, windowTicks: number): boolean[] {
+    return this.#heard.map((heard, replica) =>
+      replica === this.#self || (heard && tick - this.#heardAtTick[replica]! <= windowTicks)
+    );
   }
 
   /**
@@ -110,6 +155,13 @@ export class ProgressTracker {
       if (this.#pruneFloor[row]! > executed[row]!) return true;
     }
     return false;
+  }
+
+  /** Per replica, the executed prefix it last reported (this replica's own: its own). */
+  get peerExecuted(): readonly Deps[] {
+    return this.#peerExecuted.map((executed, replica) =>
+      replica === this.#self ? this.#executed : executed
+    );
   }
 
   /** Per replica, the prune floor it last reported (this replica's own: its floor). */

@@ -48,6 +48,20 @@ export { DEFAULT_TIMING, type TimingOptions } from "./timing.ts";
 export type { RecoveryOutcomes, ReplicaStats } from "./stats.ts";
 export type { ReplicaOptions, RestoredState } from "./replica_state.ts";
 
+/**
+ * A peer whose frontier gossip has not arrived for this many frontier periods
+ * does not count when deciding whether every peer pruned past this replica
+ * (it may be down, its floor stale).
+ */
+export const SNAPSHOT_HEARD_FRONTIERS = 10;
+
+/**
+ * How long a replica keeps what a peer needs after a snapshot it sent it
+ * (`Replica.holdForSnapshot`), in frontier periods (at 5 ms ticks, 60 s):
+ * time to transfer and install it.
+ */
+export const SNAPSHOT_HOLD_FRONTIERS = 600;
+
 /** Builds an EPaxos* replica. */
 export class Replica<C> {
   readonly #s: ReplicaState<C>;
@@ -173,7 +187,26 @@ export class Replica<C> {
    * cannot execute what it missed.
    */
   snapshotSources(): number[] {
-    return snapshotSources(this.#s.id, this.#s.progress.executed, this.#s.progress.peerPruned);
+    const window = SNAPSHOT_HEARD_FRONTIERS * this.#s.timers.timing.frontierTicks;
+    return snapshotSources(
+      this.#s.id,
+      this.#s.progress.executed,
+      { executed: this.#s.progress.peerExecuted, pruned: this.#s.progress.peerPruned },
+      this.#s.progress.heardLately(this.#s.tick, window),
+    );
+  }
+
+  /**
+   * Keeps, here, what peer `peer` needs after installing a snapshot of
+   * `prefix` sent from here (`ProgressTracker.holdFor`), for at most
+   * {@linkcode SNAPSHOT_HOLD_FRONTIERS} frontier periods.
+   */
+  holdForSnapshot(peer: number, prefix: Deps): void {
+    this.#s.progress.holdFor(
+      peer,
+      prefix,
+      this.#s.tick + SNAPSHOT_HOLD_FRONTIERS * this.#s.timers.timing.frontierTicks,
+    );
   }
 
   /** Per row, the highest instance number known to exist. */
@@ -700,7 +733,7 @@ export class Replica<C> {
   }
 
   #onFrontier(from: number, executed: Deps, pruned: Deps, highest: number): void {
-    this.#s.progress.notePeer(from, executed, pruned);
+    this.#s.progress.notePeer(from, executed, pruned, this.#s.tick);
     this.#s.housekeeping.noteExists(from, highest);
     this.#s.maybePrune();
   }

@@ -400,6 +400,7 @@ export class ReplicaState<C> {
     let changed = false;
     const unheard: number[] = [];
     for (let peer = 0; peer < this.n; peer++) if (!this.progress.heard(peer)) unheard.push(peer);
+    for (let peer = 0; peer < this.n; peer++) this.progress.held(peer, this.tick);
     const pastPeers = peersToPrunePast(
       this.progress.executionLag(),
       { commands: this.progress.heldCommands, instances: this.instances.size },

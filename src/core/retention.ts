@@ -72,25 +72,50 @@ export function peersToPrunePast(
 }
 
 /**
- * The peers to ask for a snapshot, if peers pruned past this replica: every
- * peer whose reported prune floor exceeds this replica's durably executed
- * prefix, by the most instances in total first (ties: lowest id). Such a peer
- * no longer holds instances this replica needs, and a peer never prunes past
- * a replica it waits for (its floor stays at or below every executed prefix
- * it counts), so this only happens to a replica left behind (or one that lost
- * its state). Empty when nobody pruned past it. The first may be unable to
- * give one (it may itself wait for a snapshot, having been pruned past by
- * another): the caller tries the next.
+ * The peers to ask for a snapshot, if this replica can no longer catch up
+ * instance by instance: in some row, some peer it hears from (`heard`)
+ * executed past this replica's durably executed prefix, and every such peer
+ * reported a prune floor above that prefix, so none of them holds what it
+ * misses there (peers behind it there cannot help either). Then every peer
+ * whose floor exceeds that prefix somewhere, by the most instances in total
+ * first (ties: lowest id); empty otherwise. While one peer ahead still holds
+ * what it misses (it kept it for a snapshot it sent, or it did not prune
+ * past), the replica asks for commits instead.
+ *
+ * A peer prunes past a replica only when the retention bound makes it
+ * (its floor stays at or below every executed prefix it counts), so this
+ * happens to a replica left behind, or one that lost its state. The first
+ * source may be unable to give a snapshot (it may itself wait for one,
+ * pruned past by another peer): the caller tries the next.
  *
  * @param executed per row, this replica's durably executed prefix
- * @param peerPruned per replica, the prune floor it reported (this
- *   replica's own entry is ignored)
+ * @param peers per replica, the executed prefix and the prune floor it
+ *   reported (this replica's own entries are ignored)
+ * @param heard per replica, whether it was heard from lately (a peer down
+ *   since long reports a stale floor, which says nothing)
  */
 export function snapshotSources(
   self: number,
   executed: Deps,
-  peerPruned: readonly Deps[],
+  peers: { readonly executed: readonly Deps[]; readonly pruned: readonly Deps[] },
+  heard: readonly boolean[] = peers.pruned.map(() => true),
 ): number[] {
+  const peerPruned = peers.pruned;
+  let cutOff = false;
+  for (let row = 0; row < executed.length && !cutOff; row++) {
+    let ahead = 0;
+    let past = 0;
+    for (let peer = 0; peer < peerPruned.length; peer++) {
+      if (peer === self || !heard[peer]) continue;
+      // A peer ahead in this row that did not prune past it can send it.
+      const pruned = peerPruned[peer]![row]!;
+      if (peers.executed[peer]![row]! <= executed[row]! && pruned <= executed[row]!) continue;
+      ahead++;
+      if (pruned > executed[row]!) past++;
+    }
+    cutOff = ahead > 0 && past === ahead;
+  }
+  if (!cutOff) return [];
   const surplus = new Map<number, number>();
   for (let peer = 0; peer < peerPruned.length; peer++) {
     if (peer === self) continue;

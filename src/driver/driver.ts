@@ -336,14 +336,16 @@ export class ReplicaDriver {
    * which conflicts with every command, so every replica executes the same
    * instances before it and records its digest there) and resolves, once it
    * executed here, with the state it read and exactly the instances applied
-   * to that state.
+   * to that state. With `forPeer`, this replica then keeps what that peer will
+   * need after installing it (`Replica.holdForSnapshot`), so it catches up
+   * from here instead of being pruned past again while the snapshot travels.
    *
    * @throws {UnavailableError} if `MAX_SNAPSHOTS_IN_PROGRESS` are
    *   being taken already, or the barrier could not be proposed.
    * @throws {OutcomeUnknownError} if the barrier did not execute in time.
    */
-  takeSnapshot(): Promise<ReplicaSnapshot<KvCommand>> {
-    return new Promise((resolve, reject) => this.takeSnapshotWith({ resolve, reject }));
+  takeSnapshot(forPeer?: number): Promise<ReplicaSnapshot<KvCommand>> {
+    return new Promise((resolve, reject) => this.takeSnapshotWith({ resolve, reject }, forPeer));
   }
 
   /**
@@ -351,8 +353,16 @@ export class ReplicaDriver {
    * (the simulator runs on virtual time, without microtasks). Exactly one is
    * called, possibly before this returns.
    */
-  takeSnapshotWith(answer: SnapshotCapture): void {
-    this.#snapshotCaptures.take(answer, (barrier) => {
+  takeSnapshotWith(answer: SnapshotCapture, forPeer?: number): void {
+    const kept: SnapshotCapture = forPeer === undefined ? answer : {
+      // Keep what the peer will need after installing it, here.
+      resolve: (snapshot) => {
+        this.#core.holdForSnapshot(forPeer, snapshot.executedPrefix);
+        answer.resolve(snapshot);
+      },
+      reject: answer.reject,
+    };
+    this.#snapshotCaptures.take(kept, (barrier) => {
       const request = this.#submit({ op: "backup" }, barrier, true);
       // The barrier ends its instance: nothing batched after it changes the
       // state it read, so the state after the instance is the state at it.

@@ -49,6 +49,11 @@ export interface FetchSnapshotOptions {
   /** The cluster secret, sent as a bearer token. */
   readonly secret: string;
   /**
+   * The asking replica's id (`?for=`): the source then keeps what it will
+   * need after installing the snapshot (`Replica.holdForSnapshot`).
+   */
+  readonly requester?: number;
+  /**
    * A file in the replica's data directory to keep the transfer in, so that
    * a later call resumes it (see the module's documentation); absent, the
    * body is parsed as it arrives and a cut transfer starts again from zero.
@@ -168,11 +173,12 @@ async function transfer(
 ): Promise<ReplicaSnapshot<KvCommand>> {
   const { partialPath, signal } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
+  const requester = options.requester === undefined ? "" : `for=${options.requester}`;
   const url = resume === undefined
-    ? `${base}${SNAPSHOT_PATH}`
+    ? `${base}${SNAPSHOT_PATH}${requester === "" ? "" : `?${requester}`}`
     : `${base}${SNAPSHOT_PATH}?barrier=${
       encodeURIComponent(resume.barrier)
-    }&offset=${resume.offset}`;
+    }&offset=${resume.offset}${requester === "" ? "" : `&${requester}`}`;
   // Silence for `timeoutMs` aborts: before the answer, and between chunks.
   const idle = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;

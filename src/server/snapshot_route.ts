@@ -72,7 +72,7 @@ export interface SnapshotSource {
    * Proposes a barrier command and resolves with the state once it executed
    * here ({@linkcode ReplicaSnapshot.barrier} is its request id).
    */
-  takeSnapshot(): Promise<ReplicaSnapshot<KvCommand>>;
+  takeSnapshot(forPeer?: number): Promise<ReplicaSnapshot<KvCommand>>;
 }
 
 /** Settings of {@linkcode snapshotRoute}. */
@@ -172,8 +172,8 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
     held.set(snapshot.barrier, entry);
     return entry;
   };
-  const take = async (): Promise<Held> => {
-    const snapshot = await options.source.takeSnapshot();
+  const take = async (forPeer: number | undefined): Promise<Held> => {
+    const snapshot = await options.source.takeSnapshot(forPeer);
     const check = await options.checkElsewhere?.(snapshot.barrier);
     if (check?.stateDigest !== undefined && check.stateDigest !== snapshot.digest) {
       const error = new StateDivergenceError(
@@ -205,6 +205,10 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
     async (c) => {
       const barrier = c.req.query("barrier");
       const offsetText = c.req.query("offset");
+      const forText = c.req.query("for");
+      if (forText !== undefined && !/^\d{1,3}$/.test(forText)) {
+        return refuse(c, 400, `for must be a replica id, got ${forText.slice(0, 32)}`);
+      }
       if (
         barrier !== undefined && (barrier.length === 0 || barrier.length > MAX_BARRIER_LENGTH)
       ) {
@@ -255,7 +259,7 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
         streaming--;
       };
       try {
-        entry ??= await take();
+        entry ??= await take(forText === undefined ? undefined : Number(forText));
       } catch (error) {
         release();
         if (!(error instanceof KvError)) throw error;

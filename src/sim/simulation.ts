@@ -413,7 +413,7 @@ export class Simulation {
             );
           },
           reject: (error) => result.reject(error),
-        });
+        }, to);
       }),
     );
     return result;

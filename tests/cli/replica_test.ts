@@ -84,7 +84,7 @@ Deno.test("after a restart, the first snapshot fetch goes on with the kept trans
     });
     const signal = new AbortController().signal;
     await assert.rejects(fetchFromPeer(1, signal), SnapshotRefusedError);
-    assert.deepEqual(asked, ["http://r2.test:8001/peer/v1/snapshot?barrier=b9&offset=7"]);
+    assert.deepEqual(asked, ["http://r2.test:8001/peer/v1/snapshot?barrier=b9&offset=7&for=0"]);
     assert.deepEqual(lines, [
       "a snapshot transfer from replica 2 was under way when this replica stopped: " +
       "going on with it there instead of asking replica 1",
@@ -93,7 +93,7 @@ Deno.test("after a restart, the first snapshot fetch goes on with the kept trans
     assert.equal((await Deno.stat(partialPath)).size, 7, "a refusal keeps the partial");
     // Later fetches go where the driver says; the kept transfer starts afresh there.
     await assert.rejects(fetchFromPeer(1, signal), SnapshotRefusedError);
-    assert.equal(asked[1], "http://r1.test:8001/peer/v1/snapshot");
+    assert.equal(asked[1], "http://r1.test:8001/peer/v1/snapshot?for=0");
     assert.match(lines[2]!, /afresh, from byte 0 \(discarded a partial transfer from http:\/\/r2/);
     await assert.rejects(fetchFromPeer(7, signal), /^Error: No replica 7 in the cluster file$/);
   } finally {

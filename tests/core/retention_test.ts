@@ -109,12 +109,13 @@ Deno.test("peersToPrunePast: a peer not heard from since the start is spared unt
   );
 });
 
-Deno.test("snapshotSources: the peers whose floor passed this replica's executed prefix by most", () => {
+Deno.test("snapshotSources: once every peer ahead pruned past this replica in some row, those that did, most first", () => {
   const cases: {
     name: string;
     self: number;
     executed: number[];
     pruned: number[][];
+    heard?: boolean[];
     expected: number[];
   }[] = [
     {
@@ -132,34 +133,101 @@ Deno.test("snapshotSources: the peers whose floor passed this replica's executed
       expected: [],
     },
     {
-      name: "one row past",
+      name: "a peer level with it cannot send what it misses either",
       self: 1,
       executed: [5, 5, 5],
       pruned: [[5, 5, 6], [0, 0, 0], [5, 5, 5]],
       expected: [0],
     },
     {
-      name: "the most",
+      name: "every peer past in one row",
+      self: 1,
+      executed: [5, 5, 5],
+      pruned: [[5, 5, 6], [0, 0, 0], [5, 5, 7]],
+      expected: [2, 0],
+    },
+    {
+      name: "past in different rows: the one level in a row cannot send it",
+      self: 2,
+      executed: [1, 1, 1],
+      pruned: [[3, 1, 1], [1, 3, 1], [0, 0, 0]],
+      expected: [0, 1],
+    },
+    {
+      name: "the most first",
       self: 2,
       executed: [1, 1, 1],
       pruned: [[3, 3, 1], [9, 1, 1], [0, 0, 0]],
       expected: [1, 0],
     },
     {
-      name: "ties: the lowest id",
+      name: "a peer not heard from lately does not count (its floor is stale)",
       self: 2,
+      executed: [1, 1, 1, 1, 1],
+      pruned: [[4, 1, 1, 1, 1], [4, 1, 1, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [4, 1, 1, 1, 1]],
+      heard: [true, true, true, false, true],
+      expected: [0, 1, 4],
+    },
+    {
+      name: "nobody heard from",
+      self: 0,
       executed: [1, 1, 1],
-      pruned: [[3, 1, 1], [1, 3, 1], [0, 0, 0]],
-      expected: [0, 1],
+      pruned: [[0, 0, 0], [5, 5, 5], [5, 5, 5]],
+      heard: [true, false, false],
+      expected: [],
     },
   ];
+  // A fellow straggler (behind in that row, floor low) cannot send it either.
+  assert.deepEqual(
+    snapshotSources(0, [1, 1, 1], {
+      executed: [[0, 0, 0], [9, 9, 9], [1, 1, 1]],
+      pruned: [[0, 0, 0], [5, 5, 5], [1, 1, 1]],
+    }),
+    [1],
+  );
+  // A peer ahead that kept what it misses (a hold for its snapshot): commits.
+  assert.deepEqual(
+    snapshotSources(0, [6, 1, 1], {
+      executed: [[0, 0, 0], [9, 9, 9], [9, 9, 9]],
+      pruned: [[0, 0, 0], [5, 1, 1], [7, 7, 7]],
+    }),
+    [],
+  );
   for (const entry of cases) {
     assert.deepEqual(
-      snapshotSources(entry.self, entry.executed, entry.pruned),
+      snapshotSources(
+        entry.self,
+        entry.executed,
+        // Every peer executed at least what it pruned.
+        { executed: entry.pruned, pruned: entry.pruned },
+        entry.heard,
+      ),
       entry.expected,
       entry.name,
     );
   }
+});
+
+Deno.test("a snapshot sent to a peer holds pruning at its prefix for that peer, until it catches up or the hold expires", () => {
+  const progress = new ProgressTracker(0, 3);
+  for (let number = 1; number <= 100; number++) progress.noteDurablyExecuted(0, number);
+  progress.notePeer(1, [100, 0, 0], [0, 0, 0], 0);
+  progress.notePeer(2, [10, 0, 0], [0, 0, 0], 0);
+  // Pruning past replica 2, after a snapshot up to 60 was sent to it.
+  progress.holdFor(2, [60, 0, 0], 50);
+  assert.equal(progress.held(2, 1), true);
+  assert.equal(progress.pruneTarget(0, [2]), 60);
+  assert.equal(progress.pruneTarget(0, []), 60);
+  // It installed the snapshot and reported 60: the hold is done.
+  progress.notePeer(2, [60, 0, 0], [0, 0, 0], 2);
+  assert.equal(progress.held(2, 2), false);
+  assert.equal(progress.pruneTarget(0, [2]), 100);
+  // A hold expires at its tick.
+  progress.holdFor(2, [90, 0, 0], 10);
+  assert.equal(progress.held(2, 10), false);
+  assert.equal(progress.pruneTarget(0, [2]), 100);
+  assert.deepEqual(progress.heardLately(30, 20), [true, false, false]);
+  assert.deepEqual(progress.heardLately(12, 20), [true, true, true]);
 });
 
 Deno.test("pruning past a peer: the prune target skips it, and it no longer holds the forget floor", () => {

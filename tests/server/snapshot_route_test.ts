@@ -27,8 +27,10 @@ function source() {
   const base = sampleSnapshot(SIZE);
   const state = {
     taken: 0,
+    forPeers: [] as (number | undefined)[],
     gate: undefined as Promise<void> | undefined,
-    takeSnapshot: async (): Promise<ReplicaSnapshot<KvCommand>> => {
+    takeSnapshot: async (forPeer?: number): Promise<ReplicaSnapshot<KvCommand>> => {
+      state.forPeers.push(forPeer);
       const barrier = `b${++state.taken}`;
       if (state.gate !== undefined) await state.gate;
       return { ...base, barrier };
@@ -251,4 +253,18 @@ Deno.test("at most two snapshots are held: a new one drops the one read longest 
   const b1 = await get(app, "?barrier=b1&offset=0");
   assert.equal(b1.status, 200);
   await bodyOf(b1);
+});
+
+Deno.test("the snapshot route says whom a snapshot is for, so the replica keeps what that peer will need", async () => {
+  const taken = source();
+  const app = appWith({ source: taken });
+  const refused = await get(app, "?for=two");
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).error, /for must be a replica id/);
+  const answer = await get(app, "?for=2");
+  assert.equal(answer.status, 200);
+  await answer.body?.cancel();
+  const anonymous = await get(app);
+  await anonymous.body?.cancel();
+  assert.deepEqual(taken.forPeers, [2, undefined]);
 });
