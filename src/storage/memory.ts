@@ -6,11 +6,17 @@
  * @module
  */
 
+import type { Configuration } from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import { instanceKey } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
-import { checkReplicaSnapshot, prunedBy, snapshotRecordKeys } from "./snapshot_check.ts";
+import {
+  checkReplicaSnapshot,
+  copyConfiguration,
+  prunedBy,
+  snapshotRecordKeys,
+} from "./snapshot_check.ts";
 import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "./types.ts";
 
 /** Storage held in memory; synchronous underneath, asynchronous to fit the interface. */
@@ -18,6 +24,7 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
   readonly #records = new Map<number, InstanceRecord<C>>();
   readonly #entries = new Map<string, KvEntry>();
   #pruneFloor: Deps | undefined;
+  #configuration: Configuration | undefined;
   #commits = 0;
   #snapshots = 0;
   #installs = 0;
@@ -61,11 +68,13 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
 
   /** {@linkcode ReplicaStorage.load}, synchronously. */
   loadSync(): LoadedState<C> {
-    return {
+    const state: LoadedState<C> = {
       records: [...this.#records.values()],
       pruneFloor: this.#pruneFloor,
       entries: [...this.#entries.entries()],
     };
+    const configuration = this.#configuration;
+    return configuration === undefined ? state : { ...state, configuration };
   }
 
   /**
@@ -128,12 +137,23 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
    * simulated crash (which falls between steps) keeps all of it or none.
    *
    * @throws {MalformedSnapshotError} if the snapshot is malformed.
-   * @throws {SnapshotBelowFloorError} if it is below the prune floor.
+   * @throws {SnapshotEpochError} if it is of an earlier epoch, or of the same
+   *   one with another configuration.
+   * @throws {SnapshotBelowFloorError} if it is of the same epoch and below
+   *   the prune floor.
    */
   installSync(snapshot: ReplicaSnapshot<C>): void {
-    checkReplicaSnapshot(snapshot, { pruneFloor: this.#pruneFloor });
+    const epoch = checkReplicaSnapshot(snapshot, {
+      pruneFloor: this.#pruneFloor,
+      configuration: this.#configuration,
+    });
     const prefix = snapshot.executedPrefix;
     const replaced = snapshotRecordKeys(snapshot);
+    if (epoch === "later") {
+      // A fresh instance space: every record held is of an older epoch.
+      this.#records.clear();
+      this.#configuration = copyConfiguration(snapshot.configuration!);
+    }
     for (const [key, record] of this.#records) {
       if (prunedBy(prefix, record)) this.#records.delete(key);
       else if (record.executed && !replaced.has(key)) {

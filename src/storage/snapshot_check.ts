@@ -1,17 +1,24 @@
 /**
  * The checks every storage makes of a {@linkcode ReplicaSnapshot} before
- * `install` changes anything: its shape ({@linkcode MalformedSnapshotError})
- * and that it is not behind what the replica already pruned
+ * `install` changes anything: its shape ({@linkcode MalformedSnapshotError}),
+ * its epoch against the replica's ({@linkcode SnapshotEpochError}) and, in the
+ * same epoch, that it is not behind what the replica already pruned
  * ({@linkcode SnapshotBelowFloorError}).
  *
  * @module
  */
 
+import {
+  type Configuration,
+  configurationProblem,
+  describeConfiguration,
+  voterIds,
+} from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import { describeId, instanceKey, isInstanceKey } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
 import { type KvEntry, stateDigestOf } from "../kv/state_machine.ts";
-import { type ReplicaSnapshot, SnapshotBelowFloorError } from "./types.ts";
+import { type ReplicaSnapshot, SnapshotBelowFloorError, SnapshotEpochError } from "./types.ts";
 
 /** Longest version a stored entry may have (what `codec.ts` decodes). */
 const MAX_VERSION_LENGTH = 256;
@@ -27,31 +34,52 @@ export class MalformedSnapshotError extends Error {
 
 /** What {@linkcode checkReplicaSnapshot} checks a snapshot against. */
 export interface SnapshotCheckOptions {
-  /** Cluster size, when the storage knows it: the prefix has a row per replica. */
+  /**
+   * Rows of the current epoch (its number of voters), when the storage knows
+   * it: a snapshot of the same epoch has a prefix row per replica.
+   */
   readonly replicas?: number;
   /** The persisted prune floor, if any. */
   readonly pruneFloor: Deps | undefined;
+  /** The stored configuration (`LoadedState.configuration`), if any: epoch 1 without. */
+  readonly configuration?: Configuration;
 }
 
 /**
- * Checks `snapshot` before it is installed: a prefix of one natural number per
- * row (`replicas` rows when known, as many as the persisted floor has), a
+ * How a checked snapshot relates to the replica's epoch: of the `same` one
+ * (its records and floor apply on top of the replica's), or of a `later` one
+ * (it replaces every record, the floor and the configuration).
+ */
+export type SnapshotEpoch = "same" | "later";
+
+/**
+ * Checks `snapshot` before it is installed: a valid configuration if it
+ * carries one (`configurationProblem`), of an epoch not before the stored one
+ * and, in the same epoch, equal to the stored one; a prefix of one natural
+ * number per row (a row per voter of the snapshot's configuration when it
+ * carries one; in the same epoch, `replicas` rows when known, as many as the
+ * stored configuration has voters, as many as the persisted floor has), a
  * barrier, records above the prefix that are committed (phase 3, with a
  * command and dependencies) and executed, at most one per instance, entries
- * with distinct well-formed keys, and the digest of those entries.
+ * with distinct well-formed keys, and the digest of those entries. In the
+ * same epoch, a prefix not below the floor.
  *
+ * @returns whether the snapshot is of the same epoch or a later one.
  * @throws {MalformedSnapshotError} naming the first problem found.
- * @throws {SnapshotBelowFloorError} if the prefix is below `pruneFloor` in
- *   some row.
+ * @throws {SnapshotEpochError} if the snapshot is of an earlier epoch, or of
+ *   the same one with another configuration.
+ * @throws {SnapshotBelowFloorError} if the snapshot is of the same epoch and
+ *   its prefix is below `pruneFloor` in some row.
  */
 export function checkReplicaSnapshot<C>(
   snapshot: ReplicaSnapshot<C>,
   options: SnapshotCheckOptions,
-): void {
+): SnapshotEpoch {
   if (snapshot === null || typeof snapshot !== "object") {
     throw new MalformedSnapshotError("Snapshot is not an object");
   }
-  const prefix = checkPrefix(snapshot.executedPrefix, options);
+  const epoch = checkEpoch(snapshot.configuration, options.configuration);
+  const prefix = checkPrefix(snapshot.executedPrefix, rowsOf(snapshot, epoch, options));
   if (typeof snapshot.barrier !== "string" || snapshot.barrier.length === 0) {
     throw new MalformedSnapshotError("Snapshot names no barrier");
   }
@@ -64,7 +92,8 @@ export function checkReplicaSnapshot<C>(
     );
   }
   const floor = options.pruneFloor;
-  if (floor === undefined) return;
+  // A later epoch is a fresh instance space: the floor of this one says nothing of it.
+  if (epoch === "later" || floor === undefined) return epoch;
   for (let row = 0; row < prefix.length; row++) {
     if (prefix[row]! < floor[row]!) {
       throw new SnapshotBelowFloorError(
@@ -73,6 +102,41 @@ export function checkReplicaSnapshot<C>(
       );
     }
   }
+  return epoch;
+}
+
+/** The epoch of `configuration`: 1 without one (the bootstrap configuration). */
+export function epochOf(configuration: Configuration | undefined): number {
+  return configuration?.epoch ?? 1;
+}
+
+/** Whether `a` and `b` are the same configuration, field by field. */
+export function sameConfiguration(a: Configuration, b: Configuration): boolean {
+  if (a.epoch !== b.epoch || a.nextId !== b.nextId || a.members.length !== b.members.length) {
+    return false;
+  }
+  return a.members.every((member, index) => {
+    const other = b.members[index]!;
+    return member.id === other.id && member.incarnation === other.incarnation &&
+      member.url === other.url && member.role === other.role;
+  });
+}
+
+/**
+ * A copy of a valid `configuration` with only its fields (a member's too),
+ * as storage keeps it.
+ */
+export function copyConfiguration(configuration: Configuration): Configuration {
+  return {
+    epoch: configuration.epoch,
+    members: configuration.members.map(({ id, incarnation, url, role }) => ({
+      id,
+      incarnation,
+      url,
+      role,
+    })),
+    nextId: configuration.nextId,
+  };
 }
 
 /**
@@ -88,18 +152,79 @@ export function snapshotRecordKeys<C>(snapshot: ReplicaSnapshot<C>): Set<number>
   return new Set(snapshot.records.map((record) => instanceKey(record.owner, record.number)));
 }
 
-function checkPrefix(prefix: unknown, options: SnapshotCheckOptions): Deps {
+/** The configuration a snapshot carries, checked against the stored one. */
+function checkEpoch(carried: unknown, stored: Configuration | undefined): SnapshotEpoch {
+  if (carried === undefined) {
+    if (epochOf(stored) > 1) {
+      throw new SnapshotEpochError(
+        `Snapshot of epoch 1 (it carries no configuration) is older than this replica's ` +
+          `epoch ${epochOf(stored)}`,
+      );
+    }
+    return "same";
+  }
+  const problem = configurationProblem(carried);
+  if (problem !== undefined) {
+    throw new MalformedSnapshotError(`Snapshot configuration is invalid: ${problem}`);
+  }
+  const configuration = carried as Configuration;
+  const epoch = configuration.epoch;
+  const current = epochOf(stored);
+  if (epoch < current) {
+    throw new SnapshotEpochError(
+      `Snapshot of epoch ${epoch} is older than this replica's epoch ${current}`,
+    );
+  }
+  if (epoch > current) return "later";
+  if (stored !== undefined && !sameConfiguration(configuration, stored)) {
+    throw new SnapshotEpochError(
+      `Snapshot configuration ${describeConfiguration(configuration)} is not this replica's ` +
+        `${describeConfiguration(stored)} of the same epoch`,
+    );
+  }
+  return "same";
+}
+
+/** A row count the prefix must have, and what says so (e.g. `the cluster has 3`). */
+interface Rows {
+  readonly count: number;
+  readonly says: string;
+}
+
+/** Every row count known for `snapshot`'s prefix. */
+function rowsOf<C>(
+  snapshot: ReplicaSnapshot<C>,
+  epoch: SnapshotEpoch,
+  options: SnapshotCheckOptions,
+): Rows[] {
+  const rows: Rows[] = [];
+  const carried = snapshot.configuration;
+  if (carried !== undefined) {
+    const voters = voterIds(carried).length;
+    rows.push({
+      count: voters,
+      says: `its configuration ${describeConfiguration(carried)} has ${voters} voters`,
+    });
+  }
+  if (epoch === "later") return rows;
+  const count = options.replicas ??
+    (options.configuration === undefined ? undefined : voterIds(options.configuration).length) ??
+    options.pruneFloor?.length;
+  if (count !== undefined) rows.push({ count, says: `the cluster has ${count}` });
+  return rows;
+}
+
+function checkPrefix(prefix: unknown, rows: readonly Rows[]): Deps {
   if (
     !Array.isArray(prefix) || prefix.length === 0 ||
     !prefix.every((n) => Number.isSafeInteger(n) && n >= 0)
   ) {
     throw new MalformedSnapshotError("Snapshot prefix is not a vector of instance numbers");
   }
-  const rows = options.replicas ?? options.pruneFloor?.length;
-  if (rows !== undefined && prefix.length !== rows) {
-    throw new MalformedSnapshotError(
-      `Snapshot prefix has ${prefix.length} rows, but the cluster has ${rows}`,
-    );
+  for (const { count, says } of rows) {
+    if (prefix.length !== count) {
+      throw new MalformedSnapshotError(`Snapshot prefix has ${prefix.length} rows, but ${says}`);
+    }
   }
   return prefix as Deps;
 }

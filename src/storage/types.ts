@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { Configuration } from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import type { InstanceRecord, StorageRecord } from "../core/types.ts";
 import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
@@ -35,6 +36,12 @@ export interface LoadedState<C> {
   readonly pruneFloor: Deps | undefined;
   /** The key-value state as of the last executed marker persisted. */
   readonly entries: readonly (readonly [string, KvEntry])[];
+  /**
+   * The configuration of the last epoch installed ({@linkcode ReplicaStorage.install}
+   * of a snapshot of a later epoch); absent if none ever was: the replica is
+   * in epoch 1, whose configuration is the cluster file's.
+   */
+  readonly configuration?: Configuration;
 }
 
 /**
@@ -65,19 +72,49 @@ export interface ReplicaStorage<C> {
    * Replaces what this replica holds with a snapshot from a peer
    * ({@linkcode ReplicaSnapshot}), as one atomic unit: after a crash at any
    * point `load` returns either the state before or all of the state after.
-   * After it, `load` returns:
+   * Every check comes before the first change: a refused snapshot changes
+   * nothing.
+   *
+   * Epochs: let E be the stored epoch (that of `load`'s `configuration`, 1
+   * without one) and S the snapshot's (that of its `configuration`, 1
+   * without one). An epoch is a fresh instance space: the instance records of
+   * one say nothing about another's.
+   *
+   * S = E (the same epoch): after it, `load` returns
    * - `pruneFloor`: the snapshot's `executedPrefix`;
    * - `records`: the snapshot's records; every record held before whose number
    *   is above the prefix of its row and that is not among the snapshot's
    *   records, kept, with `executed: false` (its effects are not in the
    *   snapshot's state; it executes again); none at or below the prefix;
-   * - `entries`: the snapshot's entries.
+   * - `entries`: the snapshot's entries;
+   * - `configuration`: unchanged (a snapshot's configuration, if it carries
+   *   one, equals the stored one; with none stored, the epoch-1 configuration
+   *   a snapshot carries is not stored: it is the cluster file's).
+   *
+   * S > E (a later epoch: the replica executed the configuration change that
+   * ends epoch E, or fell behind it): after it, `load` returns
+   * - `pruneFloor`: the snapshot's `executedPrefix`, whatever the floor was
+   *   (it is not compared with it);
+   * - `records`: the snapshot's records only; every record held before is
+   *   dropped, executed or not, above the prefix or not;
+   * - `entries`: the snapshot's entries;
+   * - `configuration`: the snapshot's.
+   *
+   * The snapshot's `executedPrefix` has a row per voter (member with role
+   * `"voter"`) of its configuration when it carries one; otherwise a row per
+   * replica of the current epoch.
    *
    * Must not be called while a `commit` is in flight.
    *
-   * @throws {SnapshotBelowFloorError} if the snapshot's prefix is below the
-   *   persisted prune floor in some row (nothing changes: this replica is
-   *   ahead of the snapshot there).
+   * @throws {SnapshotEpochError} if S < E, or if S = E and the snapshot
+   *   carries a configuration other than the stored one (nothing changes).
+   * @throws {SnapshotBelowFloorError} if S = E and the snapshot's prefix is
+   *   below the persisted prune floor in some row (nothing changes: this
+   *   replica is ahead of the snapshot there).
+   * @throws {MalformedSnapshotError} (`snapshot_check.ts`) if the snapshot is
+   *   malformed: among others, a configuration that is not valid
+   *   (`configurationProblem`), or a prefix whose rows are not its voters
+   *   (nothing changes).
    */
   install(snapshot: ReplicaSnapshot<C>): PromiseLike<void>;
   /** Releases the storage. */
@@ -105,6 +142,12 @@ export interface ReplicaSnapshot<C> {
   readonly entries: readonly (readonly [string, KvEntry])[];
   /** `stateDigestOf(entries)`: equal on every replica at the same barrier. */
   readonly digest: string;
+  /**
+   * The configuration of the epoch the snapshot was taken in; absent: the
+   * bootstrap configuration, epoch 1. A snapshot of a later epoch than the
+   * receiver's starts that epoch there ({@linkcode ReplicaStorage.install}).
+   */
+  readonly configuration?: Configuration;
 }
 
 /** A snapshot was refused: the receiver already pruned past it in some row. */
@@ -113,5 +156,17 @@ export class SnapshotBelowFloorError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "SnapshotBelowFloorError";
+  }
+}
+
+/**
+ * A snapshot was refused for its epoch: it is of an earlier epoch than the
+ * receiver's, or of the same epoch with another configuration.
+ */
+export class SnapshotEpochError extends Error {
+  /** Creates the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SnapshotEpochError";
   }
 }

@@ -126,7 +126,10 @@ export function batch(
 
 // --- Comparison -------------------------------------------------------------
 
-/** A loaded state in a canonical form: records and entries sorted, `kind` tags dropped. */
+/**
+ * A loaded state in a canonical form: records and entries sorted, `kind` tags
+ * dropped; `configuration` only when there is one.
+ */
 export function normalize(state: LoadedState<KvCommand>): unknown {
   const records = state.records.map((record) => {
     const { kind: _, ...rest } = record as StoredInstance<KvCommand>;
@@ -135,7 +138,10 @@ export function normalize(state: LoadedState<KvCommand>): unknown {
   const entries = [...state.entries].map(([key, entry]) =>
     [key, { value: new Uint8Array(entry.value), version: entry.version }] as const
   ).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return { records, pruneFloor: state.pruneFloor, entries };
+  const normal = { records, pruneFloor: state.pruneFloor, entries };
+  return state.configuration === undefined
+    ? normal
+    : { ...normal, configuration: state.configuration };
 }
 
 /** A batch committed, cut after `units` atomic units (all of them if infinite). */

@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import type { Configuration } from "../../src/core/configuration.ts";
 import { instanceKey } from "../../src/core/instance.ts";
 import type { InstanceRecord, StorageRecord } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
@@ -54,18 +55,23 @@ export interface SnapshotParts {
   readonly records?: readonly InstanceRecord<KvCommand>[];
   /** Its key-value state. */
   readonly entries?: readonly (readonly [string, KvEntry])[];
+  /** The configuration of its epoch; absent: epoch 1. */
+  readonly configuration?: Configuration;
 }
 
 /** A well-formed snapshot of `parts`, with the digest of its entries. */
 export function snapshotOf(parts: SnapshotParts): ReplicaSnapshot<KvCommand> {
   const entries = parts.entries ?? [];
-  return {
+  const snapshot: ReplicaSnapshot<KvCommand> = {
     barrier: "barrier-1",
     executedPrefix: parts.prefix,
     records: parts.records ?? [],
     entries,
     digest: stateDigestOf(entries),
   };
+  return parts.configuration === undefined
+    ? snapshot
+    : { ...snapshot, configuration: parts.configuration };
 }
 
 /** An entry at a version. */
@@ -75,22 +81,34 @@ export function entry(key: string, value: Uint8Array, version = "1.0.0"): [strin
 
 /**
  * The state the contract says `load` returns after installing `snapshot` on
- * a store that loaded `before`.
+ * a store that loaded `before` (the snapshot being of its epoch or a later one).
  */
 export function installedState(
   before: LoadedState<KvCommand>,
   snapshot: ReplicaSnapshot<KvCommand>,
 ): LoadedState<KvCommand> {
   const prefix = snapshot.executedPrefix;
+  if ((snapshot.configuration?.epoch ?? 1) > (before.configuration?.epoch ?? 1)) {
+    // A later epoch: nothing held is kept.
+    return {
+      records: [...snapshot.records],
+      pruneFloor: [...prefix],
+      entries: [...snapshot.entries],
+      configuration: snapshot.configuration,
+    };
+  }
   const inSnapshot = new Set(snapshot.records.map((r) => instanceKey(r.owner, r.number)));
   const kept = before.records
     .filter((r) => r.number > prefix[r.owner]! && !inSnapshot.has(instanceKey(r.owner, r.number)))
     .map((r) => ({ ...r, executed: false }));
-  return {
+  const state = {
     records: [...kept, ...snapshot.records],
     pruneFloor: [...prefix],
     entries: [...snapshot.entries],
   };
+  return before.configuration === undefined
+    ? state
+    : { ...state, configuration: before.configuration };
 }
 
 /** What a fresh `MemoryStorage` holds after `history`, with `install` steps among the batches. */
@@ -120,7 +138,7 @@ function withSnapshotAfter(
 }
 
 /** Installs `snapshot`, checks `load` against the contract, then again after a restart. */
-async function installAndCompare(
+export async function installAndCompare(
   subject: StorageSubject,
   snapshot: ReplicaSnapshot<KvCommand>,
 ): Promise<unknown> {
@@ -134,7 +152,7 @@ async function installAndCompare(
 }
 
 /** Asserts that `promise` rejects with a `type` whose message contains `text`. */
-async function refused(
+export async function refused(
   promise: PromiseLike<unknown>,
   type: abstract new (...args: never[]) => Error,
   text: string,
@@ -217,7 +235,10 @@ export function manyEntries(count: number, valueBytes: number): [string, KvEntry
 
 // --- The suite --------------------------------------------------------------
 
-/** Registers the `install` contract tests for one implementation. */
+/**
+ * Registers the `install` contract tests for one implementation (those of
+ * epochs are `runEpochInstallContract`, `epoch_install_contract.ts`).
+ */
 export function runInstallContract(factory: StorageFactory): void {
   const test = (name: string, fn: (subject: StorageSubject) => Promise<void>) =>
     Deno.test(`${factory.name}: install: ${name}`, async () => {

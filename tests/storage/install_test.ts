@@ -4,12 +4,16 @@ import { decode as decodeMsgpack } from "@msgpack/msgpack";
 import { backupStream, readBackup } from "../../src/kv/backup.ts";
 import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
 import { KvStateMachine } from "../../src/kv/state_machine.ts";
+import type { Configuration } from "../../src/core/configuration.ts";
+import { encodeMsgpack } from "../../src/storage/codec.ts";
 import {
   type DenoKvStorage,
   type DenoKvStorageOptions,
   FailpointCrash,
+  FORMAT_VERSION,
   openDenoKvStorage,
   seedDenoKvStore,
+  StorageFormatError,
 } from "../../src/storage/deno_kv/mod.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import { MalformedSnapshotError } from "../../src/storage/snapshot_check.ts";
@@ -26,6 +30,7 @@ import {
   whole,
   withSnapshot,
 } from "./contract.ts";
+import { configurationOf } from "./epoch_install_contract.ts";
 import {
   bytes,
   entry,
@@ -115,13 +120,36 @@ async function assertTidy(path: string): Promise<void> {
   }
 }
 
-/** A snapshot over the filled store whose switch needs the redo log and whose pages several commits. */
-function largeSnapshot(): ReplicaSnapshot<KvCommand> {
+/**
+ * A snapshot over the filled store whose switch needs the redo log and whose
+ * pages several commits; of the epoch of `configuration` if given.
+ */
+function largeSnapshot(configuration?: Configuration): ReplicaSnapshot<KvCommand> {
   const records = Array.from(
     { length: 1100 },
     (_, i) => executed([1, i + 3], [put(`r${i}`, bytes(20, i))]),
   );
-  return snapshotOf({ prefix: PREFIX, records, entries: manyEntries(2500, 500) });
+  return snapshotOf({ prefix: PREFIX, records, entries: manyEntries(2500, 500), configuration });
+}
+
+/** The configuration of epoch 2 of the crash tests: the same three voters, one replaced. */
+const EPOCH_2: Configuration = {
+  ...configurationOf(2, 3),
+  members: configurationOf(2, 3).members.map((m) => m.id === 1 ? { ...m, incarnation: 2 } : m),
+};
+
+/** A snapshot of epoch 2 over the filled store: every record it holds goes. */
+function epochSnapshot(): ReplicaSnapshot<KvCommand> {
+  return snapshotOf({
+    prefix: [1, 0, 3],
+    configuration: EPOCH_2,
+    records: [
+      executed([0, 8], [put("eight", bytes(8))]),
+      executed([1, 2], [put("two", bytes(2))]),
+      executed([2, 4], [put("four", bytes(4))]),
+    ],
+    entries: [entry("eight", bytes(8), "2.0.0"), entry("k2", bytes(3), "2.0.1")],
+  });
 }
 
 /**
@@ -131,10 +159,12 @@ function largeSnapshot(): ReplicaSnapshot<KvCommand> {
  * then complete on it.
  */
 async function crashEveryStep(snapshot: ReplicaSnapshot<KvCommand>, loadFirst: boolean) {
+  // Of the snapshot's epoch: the same epoch after it, a later one if it never happened.
   const second = snapshotOf({
     prefix: [9, 1300, 3],
     records: [executed([2, 5], [put("five", bytes(5))])],
     entries: [entry("second", bytes(7), "9.0.0")],
+    configuration: snapshot.configuration,
   });
   const after = batch([executed([0, 30], [put("x", bytes(1))])], [[0, 30, [set("x", bytes(1))]]]);
   let sawAfter = false;
@@ -198,6 +228,99 @@ Deno.test("DenoKvStorage: install: a crash at any atomic commit loads before or 
   // Pages over several commits, the redo log's and the switch's.
   assert.ok(crashedAt.before >= 3, `${crashedAt.before} crashes before the switch`);
   assert.ok(crashedAt.after >= 2, `${crashedAt.after} crashes after the switch`);
+});
+
+Deno.test("DenoKvStorage: install of a later epoch: a crash at any atomic commit loads before or after, configuration included", async () => {
+  await crashEveryStep(epochSnapshot(), false);
+});
+
+Deno.test("DenoKvStorage: install of a later epoch: a crash at any atomic commit loads before or after, switch through the redo log", async () => {
+  const crashedAt = await crashEveryStep(largeSnapshot(EPOCH_2), true);
+  assert.ok(crashedAt.before >= 3, `${crashedAt.before} crashes before the switch`);
+  assert.ok(crashedAt.after >= 2, `${crashedAt.after} crashes after the switch`);
+});
+
+Deno.test("DenoKvStorage: install of a later epoch through the redo log leaves no record of the old epoch and a tidy file", async () => {
+  await withFile(async (path) => {
+    await fillStore(path);
+    const snapshot = largeSnapshot(EPOCH_2);
+    await withStorage(path, async (storage) => {
+      await storage.install(snapshot);
+      assert.equal(storage.redoUnits, 1);
+    });
+    await assertTidy(path);
+    const state = await withStorage(path, (storage) => storage.load());
+    assert.deepStrictEqual(
+      normalize(state),
+      normalize({
+        records: snapshot.records,
+        pruneFloor: [...PREFIX],
+        entries: snapshot.entries,
+        configuration: EPOCH_2,
+      }),
+    );
+  });
+});
+
+Deno.test("DenoKvStorage: a store whose configuration key is unreadable is refused at open and at load", async () => {
+  const cases: [unknown, string][] = [
+    ["not bytes", 'Malformed configuration at key ["meta", "configuration"]: not bytes'],
+    [new Uint8Array([0xc1]), "Value is not valid MessagePack"],
+    [encodeMsgpack([1, 2, 3]), "configuration must be an object"],
+    [
+      encodeMsgpack({ ...configurationOf(2, 3), nextId: 1 }),
+      "configuration members[1].id 1 must be below nextId 1",
+    ],
+    [encodeMsgpack(configurationOf(2, 4)), "must have an odd number of voters, has 4"],
+  ];
+  for (const [value, text] of cases) {
+    await withFile(async (path) => {
+      await withStorage(path, (storage) => storage.install(epochSnapshot()));
+      const kv = await Deno.openKv(path);
+      await kv.set(["meta", "configuration"], value);
+      kv.close();
+      await assert.rejects(openDenoKvStorage(path, OPTIONS), (error: unknown) => {
+        assert.ok(error instanceof StorageFormatError, `got ${error}`);
+        assert.ok(error.message.includes(text), error.message);
+        return true;
+      });
+    });
+  }
+  // Spoiled while open: the next load refuses it too.
+  await withFile(async (path) => {
+    await withStorage(path, async (storage) => {
+      await storage.install(epochSnapshot());
+      assert.deepStrictEqual((await storage.load()).configuration, EPOCH_2);
+      const kv = await Deno.openKv(path);
+      await kv.set(["meta", "configuration"], encodeMsgpack({ epoch: 2 }));
+      kv.close();
+      await assert.rejects(storage.load(), StorageFormatError, "configuration nextId");
+    });
+  });
+});
+
+Deno.test("DenoKvStorage: a store of epoch 1 has no configuration key; an epoch install writes it and nothing else of the format", async () => {
+  await withFile(async (path) => {
+    await fillStore(path);
+    const read = async () => {
+      const kv = await Deno.openKv(path);
+      try {
+        return {
+          configuration: (await kv.get(["meta", "configuration"])).versionstamp,
+          format: (await kv.get(["meta", "format"])).value,
+        };
+      } finally {
+        kv.close();
+      }
+    };
+    assert.deepStrictEqual(await read(), { configuration: null, format: FORMAT_VERSION });
+    await withStorage(path, (storage) => storage.install(heldSnapshot()));
+    assert.deepStrictEqual(await read(), { configuration: null, format: FORMAT_VERSION });
+    await withStorage(path, (storage) => storage.install(epochSnapshot()));
+    const after = await read();
+    assert.notEqual(after.configuration, null);
+    assert.equal(after.format, FORMAT_VERSION);
+  });
 });
 
 Deno.test("DenoKvStorage: install: a large switch goes through the redo log, and the file is tidy after", async () => {

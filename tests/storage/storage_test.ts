@@ -29,6 +29,7 @@ import {
   whole,
   withSnapshot,
 } from "./contract.ts";
+import { runEpochInstallContract } from "./epoch_install_contract.ts";
 import { runInstallContract } from "./install_contract.ts";
 
 /** Asserts that `promise` rejects with an instance of `type` whose message contains `text`. */
@@ -123,6 +124,7 @@ function denoKvFactory(loadFirst: boolean): StorageFactory {
 for (const factory of [memoryFactory, denoKvFactory(false), denoKvFactory(true)]) {
   runStorageContract(factory);
   runInstallContract(factory);
+  runEpochInstallContract(factory);
 }
 
 // --- Deno KV specifics -------------------------------------------------------

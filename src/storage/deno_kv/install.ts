@@ -9,9 +9,11 @@
  *    every effects log entry so far (so the log adds nothing to them), the
  *    prune floor set to the snapshot's prefix, the deletes of every record at
  *    or below it, the kept records that were executed rewritten with
- *    `executed: false`, and the snapshot's records. One atomic commit when it
- *    fits, else written through the redo log (`redo_log.ts`), which the next
- *    `load` or `commit` finishes after a crash;
+ *    `executed: false`, and the snapshot's records. For a snapshot of a later
+ *    epoch, the deletes of every record instead (none is kept) and the set of
+ *    `["meta", "configuration"]` to its configuration (`configuration_key.ts`).
+ *    One atomic commit when it fits, else written through the redo log
+ *    (`redo_log.ts`), which the next `load` or `commit` finishes after a crash;
  * 3. cleanup: the log entries the snapshot covers and the pages of every
  *    other generation, listed and deleted (as after a snapshot whose cleanup
  *    a crash interrupted, the next commits finish what a crash leaves).
@@ -33,8 +35,14 @@ import {
   encodeSnapshotPages,
   type RecordCodecOptions,
 } from "../codec.ts";
-import { MalformedSnapshotError, prunedBy, snapshotRecordKeys } from "../snapshot_check.ts";
+import {
+  MalformedSnapshotError,
+  prunedBy,
+  type SnapshotEpoch,
+  snapshotRecordKeys,
+} from "../snapshot_check.ts";
 import type { ReplicaSnapshot } from "../types.ts";
+import { configurationWrite } from "./configuration_key.ts";
 import type { EffectsLog } from "./effects_log.ts";
 import { floorWrite, type Instances } from "./instances.ts";
 import { CommitPacker } from "./packing.ts";
@@ -63,17 +71,31 @@ export interface InstallParts<C> {
   readonly instances: Instances<C>;
 }
 
+/** A checked snapshot, encoded: what {@linkcode installSnapshot} writes. */
+export interface EncodedInstall {
+  /** Whether it is of the store's epoch or a later one. */
+  readonly epoch: SnapshotEpoch;
+  /** Its state as snapshot pages. */
+  readonly pages: readonly Uint8Array[];
+  /** The set of `["meta", "configuration"]`, for a later epoch. */
+  readonly configurationWrite?: Write;
+}
+
 /**
- * The snapshot's state as snapshot pages, having checked that `load` will
- * read back every record and page as given (commands of the cluster's kind,
- * entries that fit a page, versions it decodes).
+ * A checked snapshot of `epoch`, encoded, having checked that `load` will
+ * read back every record, page and configuration as given (commands of the
+ * cluster's kind, with as many rows as the epoch's voters when `codec` says,
+ * entries that fit a page, versions it decodes, a configuration that fits a
+ * value).
  *
  * @throws {MalformedSnapshotError} if not.
  */
 export function encodeInstall<C>(
   snapshot: ReplicaSnapshot<C>,
+  epoch: SnapshotEpoch,
   codec: RecordCodecOptions<C>,
-): Uint8Array[] {
+): EncodedInstall {
+  const configuration = epoch === "later" ? configurationWrite(snapshot.configuration!) : undefined;
   for (const record of snapshot.records) {
     try {
       decodeRecord(encodeRecordShared(record), codec);
@@ -97,43 +119,33 @@ export function encodeInstall<C>(
   if (state.size !== snapshot.entries.length) {
     throw new MalformedSnapshotError("Snapshot entries do not read back as written");
   }
-  return pages;
+  return { epoch, pages, configurationWrite: configuration };
 }
 
 /**
- * Installs a checked snapshot whose state `pages` holds (see the module
- * documentation). On a failure, what is on disk is the state before or after
- * and the parts must forget what they know, as after a failed commit.
+ * Installs a checked snapshot, `encoded` (see the module documentation). On
+ * a failure, what is on disk is the state before or after and the parts must
+ * forget what they know, as after a failed commit.
  */
 export async function installSnapshot<C>(
   parts: InstallParts<C>,
   snapshot: ReplicaSnapshot<C>,
-  pages: readonly Uint8Array[],
+  encoded: EncodedInstall,
 ): Promise<void> {
   const { writer, redo, log, snapshots, instances } = parts;
   const prefix = snapshot.executedPrefix;
-  // Listing the records also notes their chunk keys, for the deletes.
-  const held = await instances.readRecords();
-  const switchWrites: Write[] = [];
-  for (let row = 0; row < prefix.length; row++) {
-    if (prefix[row]! < 1) continue;
-    const range = { owner: row, from: 1, to: prefix[row]! };
-    for (const w of await instances.deleteWrites(range, new Map())) switchWrites.push(w);
-  }
-  const replaced = snapshotRecordKeys(snapshot);
   const written = new Map<number, number>();
-  for (const record of held) {
-    if (prunedBy(prefix, record) || !record.executed) continue;
-    if (replaced.has(instanceKey(record.owner, record.number))) continue;
-    // Its effects are not in the snapshot's state: it executes again.
-    const again = { ...record, executed: false };
-    for (const w of instances.recordWrites(again, written)) switchWrites.push(w);
-  }
+  const switchWrites = encoded.epoch === "later"
+    // A fresh instance space: every record held is of an older epoch. The
+    // snapshot's records come after, so one of the same key is set again.
+    ? await instances.deleteAllWrites()
+    : await sameEpochWrites(instances, snapshot, written);
   for (const record of snapshot.records) {
     for (const w of instances.recordWrites(record, written)) switchWrites.push(w);
   }
   switchWrites.push(floorWrite(prefix));
-  const placed = snapshots.place(pages);
+  if (encoded.configurationWrite !== undefined) switchWrites.push(encoded.configurationWrite);
+  const placed = snapshots.place(encoded.pages);
   switchWrites.push(placed.switchWrite);
 
   await writer.commitInOrder(placed.pageWrites);
@@ -148,4 +160,34 @@ export async function installSnapshot<C>(
     for (const unit of await snapshots.work()) await packer.add(unit);
     await packer.flush();
   }
+}
+
+/**
+ * The switch's writes for the held records in the same epoch: the deletes of
+ * every record at or below the prefix, and the kept executed records
+ * rewritten with `executed: false` (noted in `written`).
+ */
+async function sameEpochWrites<C>(
+  instances: Instances<C>,
+  snapshot: ReplicaSnapshot<C>,
+  written: Map<number, number>,
+): Promise<Write[]> {
+  const prefix = snapshot.executedPrefix;
+  // Listing the records also notes their chunk keys, for the deletes.
+  const held = await instances.readRecords();
+  const writes: Write[] = [];
+  for (let row = 0; row < prefix.length; row++) {
+    if (prefix[row]! < 1) continue;
+    const range = { owner: row, from: 1, to: prefix[row]! };
+    for (const w of await instances.deleteWrites(range, new Map())) writes.push(w);
+  }
+  const replaced = snapshotRecordKeys(snapshot);
+  for (const record of held) {
+    if (prunedBy(prefix, record) || !record.executed) continue;
+    if (replaced.has(instanceKey(record.owner, record.number))) continue;
+    // Its effects are not in the snapshot's state: it executes again.
+    const again = { ...record, executed: false };
+    for (const w of instances.recordWrites(again, written)) writes.push(w);
+  }
+  return writes;
 }

@@ -213,6 +213,20 @@ export class Instances<C> {
   }
 
   /**
+   * Deletes of every instance record chunk in the file (an install of a later
+   * epoch drops every record), listed; the chunk bookkeeping forgets them all.
+   */
+  async deleteAllWrites(): Promise<Write[]> {
+    const writes: Write[] = [];
+    // Bounded by the chunks stored.
+    for await (const entry of this.#kv.list({ prefix: [INSTANCES] }, { batchSize: LIST_BATCH })) {
+      writes.push(deleteWrite(entry.key));
+    }
+    this.#recordChunks.clear();
+    return writes;
+  }
+
+  /**
    * Forgets the multi-chunk records of `range`, which its delete removes
    * either way: by number when the range is the smaller, else by a scan.
    * Their chunk counts by instance number.

@@ -13,7 +13,8 @@
  * | `["meta", "snapshot"]` | the current snapshot, MessagePack `[generation, seq, pages]`: the key-value state after every log entry up to `seq` |
  * | `["s", generation, page]` | the snapshot's pages (`encodeSnapshotPages`) |
  * | `["redo", chunk]` | the redo log of a unit too large for one atomic commit, present only while such a unit is applied |
- * | `["meta", "restore"]` | in a store seeded from a backup (`restore.ts`): `[sha256, complete]` (a Deno KV value, like the format version), the backup's SHA-256 and whether seeding finished; a store whose seeding did not finish is refused |
+ * | `["meta", "configuration"]` | the configuration of the epoch the store is in, MessagePack `{epoch, members: [{id, incarnation, url, role}], nextId}`, written by the install of a snapshot of a later epoch (`install.ts`, `configuration_key.ts`); absent: epoch 1, the cluster file's configuration (so stores written before epochs read as they were) |
+| `["meta", "restore"]` | in a store seeded from a backup (`restore.ts`): `[sha256, complete]` (a Deno KV value, like the format version), the backup's SHA-256 and whether seeding finished; a store whose seeding did not finish is refused |
  *
  * Keys are short on purpose: a single write must always fit in one atomic
  * commit (see `writes.ts`), and so must the redo log's chunks.
@@ -30,6 +31,8 @@ export const FORMAT_KEY: Deno.KvKey = ["meta", "format"];
 export const FLOOR_KEY: Deno.KvKey = ["meta", "floor"];
 /** The backup a store was seeded from, and whether seeding finished. */
 export const RESTORE_KEY: Deno.KvKey = ["meta", "restore"];
+/** The configuration of the store's epoch, once a later epoch was installed. */
+export const CONFIGURATION_KEY: Deno.KvKey = ["meta", "configuration"];
 /** The current snapshot's place. */
 export const SNAPSHOT_KEY: Deno.KvKey = ["meta", "snapshot"];
 /** Prefix of instance record chunks, `["i", owner, number, chunk]`. */

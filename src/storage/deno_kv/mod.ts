@@ -19,6 +19,7 @@
  * | `snapshots.ts` | snapshots of the key-value state, why, and the log's cleanup |
  * | `instances.ts` | instance records, the prune floor, keyed deletes and chunk bookkeeping |
  * | `install.ts` | installing a peer's snapshot, atomically across its many commits |
+ * | `configuration_key.ts` | the configuration of the store's epoch, set by an install of a later epoch |
  * | `restore.ts` | seeding an empty store from a backup |
  *
  * @module

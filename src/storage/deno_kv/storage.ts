@@ -4,7 +4,8 @@
  * unit a crash interrupted (`redo_log.ts`), loads the instance records
  * (`instances.ts`) and the key-value state (`snapshots.ts`, `effects_log.ts`),
  * commits batches packed into atomic commits (`packing.ts`, `writes.ts`) and
- * installs peers' snapshots (`install.ts`).
+ * installs peers' snapshots (`install.ts`), of a later epoch too, keeping its
+ * configuration (`configuration_key.ts`).
  *
  * Each part keeps its own state and forgets, on a failed commit, what the
  * failure may have made untrue; the storage then prepares again before its
@@ -13,10 +14,12 @@
  * @module
  */
 
+import { type Configuration, voterIds } from "../../core/configuration.ts";
 import type { KvEntry } from "../../kv/state_machine.ts";
 import type { RecordCodecOptions } from "../codec.ts";
-import { checkReplicaSnapshot } from "../snapshot_check.ts";
+import { checkReplicaSnapshot, copyConfiguration } from "../snapshot_check.ts";
 import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "../types.ts";
+import { readConfiguration } from "./configuration_key.ts";
 import { EffectsLog } from "./effects_log.ts";
 import { encodeInstall, installSnapshot } from "./install.ts";
 import { Instances } from "./instances.ts";
@@ -30,7 +33,12 @@ import { AtomicWriter } from "./writes.ts";
 export interface DenoKvStorageOptions<C> {
   /** Whether a decoded value is a well-formed command: a record with anything else is refused. */
   readonly isCommand: (value: unknown) => value is C;
-  /** Cluster size: when given, loaded owners and vectors are checked against it. */
+  /**
+   * Cluster size (voters) of epoch 1, the cluster file's: when given, loaded
+   * owners and vectors are checked against it. Once a later epoch is
+   * installed, they are checked against the number of voters of its stored
+   * configuration instead.
+   */
   readonly replicas?: number;
   /**
    * For tests only: every `commit` throws after this many atomic commits of
@@ -82,7 +90,11 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   readonly #log: EffectsLog;
   readonly #snapshots: Snapshots;
   readonly #instances: Instances<C>;
+  /** Decodes records; its `replicas` follows `#rows`. */
   readonly #codec: RecordCodecOptions<C>;
+  readonly #replicas: number | undefined;
+  /** The stored configuration (read when prepared, set by an install of a later epoch). */
+  #configuration: Configuration | undefined;
   /** Whether the format was checked and no redo log is pending since the last failure. */
   #prepared = false;
   readonly #seeding: boolean;
@@ -101,7 +113,14 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
       log: this.#log,
       snapshotLogBytes: options.snapshotLogBytes,
     });
-    this.#codec = { isCommand: options.isCommand, replicas: options.replicas };
+    this.#replicas = options.replicas;
+    const rows = () => this.#rows();
+    this.#codec = {
+      isCommand: options.isCommand,
+      get replicas() {
+        return rows();
+      },
+    };
     this.#instances = new Instances(kv, this.#codec);
   }
 
@@ -192,15 +211,28 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
    *
    * @throws {MalformedSnapshotError} if the snapshot is malformed or could not
    *   be read back (nothing changes).
-   * @throws {SnapshotBelowFloorError} if it is below the persisted prune
-   *   floor (nothing changes).
+   * @throws {SnapshotEpochError} if it is of an earlier epoch than the
+   *   store's, or of the same one with another configuration (nothing
+   *   changes).
+   * @throws {SnapshotBelowFloorError} if it is of the same epoch and below
+   *   the persisted prune floor (nothing changes).
    */
   install(snapshot: ReplicaSnapshot<C>): Promise<void> {
     return this.#serialize(async () => {
       await this.#prepare();
       const pruneFloor = await this.#instances.readPruneFloor();
-      checkReplicaSnapshot(snapshot, { replicas: this.#codec.replicas, pruneFloor });
-      const pages = encodeInstall(snapshot, this.#codec);
+      const configuration = this.#configuration;
+      const epoch = checkReplicaSnapshot(snapshot, {
+        replicas: this.#rows(),
+        pruneFloor,
+        configuration,
+      });
+      // The records of a later epoch have a row per voter of its configuration.
+      const codec = epoch === "same" ? this.#codec : {
+        isCommand: this.#codec.isCommand,
+        replicas: voterIds(snapshot.configuration!).length,
+      };
+      const encoded = encodeInstall(snapshot, epoch, codec);
       this.#writer.beginBatch();
       try {
         await installSnapshot(
@@ -212,8 +244,9 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
             instances: this.#instances,
           },
           snapshot,
-          pages,
+          encoded,
         );
+        if (epoch === "later") this.#configuration = copyConfiguration(snapshot.configuration!);
       } catch (error) {
         // On disk: the state before or after, maybe with a pending redo log.
         this.#failed();
@@ -229,6 +262,12 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     if (this.#closed) return;
     this.#closed = true;
     this.#kv.close();
+  }
+
+  /** Rows of the store's epoch: its configuration's voters, else the `replicas` option. */
+  #rows(): number | undefined {
+    const configuration = this.#configuration;
+    return configuration === undefined ? this.#replicas : voterIds(configuration).length;
   }
 
   #serialize<T>(operation: () => Promise<T>): Promise<T> {
@@ -250,12 +289,16 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     await checkFormat(this.#kv);
     if (!this.#seeding) this.#seededFrom = (await checkSeeded(this.#kv))?.sha256;
     await this.#redo.replay();
+    // After the replay: an install's switch may have set it.
+    this.#configuration = await readConfiguration(this.#kv);
     await this.#snapshots.prepare();
     await this.#log.prepare(this.#snapshots.seq);
     this.#prepared = true;
   }
 
   async #load(): Promise<LoadedState<C>> {
+    const configuration = await readConfiguration(this.#kv);
+    this.#configuration = configuration;
     const pruneFloor = await this.#instances.readPruneFloor();
     const records = await this.#instances.readRecords();
     // The key-value state: the snapshot, then the log after it, in order.
@@ -264,7 +307,8 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     await this.#log.load(this.#snapshots.seq, state);
     this.#snapshots.loaded(snapshotBytes);
     this.#instances.loaded();
-    return { records, pruneFloor, entries: [...state] };
+    const loaded: LoadedState<C> = { records, pruneFloor, entries: [...state] };
+    return configuration === undefined ? loaded : { ...loaded, configuration };
   }
 
   async #commit(batch: PersistBatch<C>): Promise<void> {
