@@ -398,14 +398,19 @@ export class ReplicaDriver {
       reject(error instanceof Error ? error : new Error(String(error)));
     };
     const install = () => {
+      const started = this.#clock.now();
       this.#storage.install(snapshot).then(() => {
+        const installedMs = this.#clock.now() - started;
         this.#storage.load().then((loaded) => {
           this.#rebuild(loaded);
           this.#installing = false;
           this.metrics.snapshotsInstalled++;
           this.#options.log?.(
             `replica ${this.id}: installed a snapshot of ${snapshot.entries.length} keys ` +
-              `at ${snapshot.barrier} (executed up to ${snapshot.executedPrefix.join(",")})`,
+              `at ${snapshot.barrier} (executed up to ${snapshot.executedPrefix.join(",")}): ` +
+              `storage ${Math.round(installedMs)} ms, reload ${
+                Math.round(this.#clock.now() - started - installedMs)
+              } ms`,
           );
           this.#kick();
           resolve();

@@ -11,11 +11,13 @@
 
 import type { KvCommand } from "../kv/commands.ts";
 import type { Clock } from "../runtime/clock.ts";
-import type { ReplicaSnapshot } from "../storage/types.ts";
+import { type ReplicaSnapshot, SnapshotBelowFloorError } from "../storage/types.ts";
 import type { DriverMetrics } from "./metrics.ts";
 
 /** First wait after a failed snapshot fetch, in milliseconds; it doubles up to {@linkcode SNAPSHOT_RETRY_MAX_MS}. */
 export const SNAPSHOT_RETRY_MS = 1000;
+/** Wait after a snapshot that was refused for being below this replica's prune floor, in milliseconds. */
+export const SNAPSHOT_SHORT_RETRY_MS = 100;
 /** Longest wait between snapshot fetches, in milliseconds. */
 export const SNAPSHOT_RETRY_MAX_MS = 30_000;
 
@@ -89,7 +91,12 @@ export class SnapshotFetcher {
       if (this.#stopped) return;
       this.#failures++;
       options.metrics.snapshotFetchesFailed++;
-      const wait = Math.min(SNAPSHOT_RETRY_MS * 2 ** (this.#failures - 1), SNAPSHOT_RETRY_MAX_MS);
+      // A snapshot just short of what this replica pruned of its own row (the
+      // source has not executed its last instances yet) is no fault of the
+      // source's: try the next one at once, without backing off.
+      const wait = error instanceof SnapshotBelowFloorError
+        ? SNAPSHOT_SHORT_RETRY_MS
+        : Math.min(SNAPSHOT_RETRY_MS * 2 ** (this.#failures - 1), SNAPSHOT_RETRY_MAX_MS);
       this.#notBeforeMs = options.clock.now() + wait;
       options.log?.(
         `replica ${options.id}: snapshot from replica ${source} failed (${
@@ -106,6 +113,10 @@ export class SnapshotFetcher {
       if (this.#stopped || this.#attempt !== attempt) return;
       // Installing has no deadline: storage finishes what it started.
       deadline.cancel();
+      options.log?.(
+        `replica ${options.id}: fetched a snapshot of ${snapshot.entries.length} keys from replica ` +
+          `${source} in ${Math.round(options.clock.now() - now)} ms; installing it`,
+      );
       options.install(snapshot, () => {
         if (this.#attempt !== attempt) return;
         this.#attempt = undefined;

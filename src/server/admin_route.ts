@@ -158,24 +158,30 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
 
 /**
  * Asks up to {@linkcode BACKUP_CHECK_REPLICAS} other replicas (those heard
- * from, nearest first) for their digest at backup command `request` (a
- * backup's, or a snapshot's barrier), waiting at most
- * {@linkcode BACKUP_CHECK_DEADLINE_MS} in all for one to have executed it;
- * `undefined` if none could say.
+ * from and not pruned past, nearest first, but `exclude`) for their digest at
+ * backup command `request` (a backup's, or a snapshot's barrier), each for at
+ * most half of {@linkcode BACKUP_CHECK_DEADLINE_MS}, until one has executed
+ * it; `undefined` if none could say. A snapshot's receiver is excluded: it
+ * executes nothing until it has the snapshot, so waiting for its digest only
+ * delayed every snapshot by the whole deadline.
  */
 export async function checkDigestElsewhere(
   options: AdminRouteOptions,
   request: string,
+  exclude?: number,
 ): Promise<BackupCheck | undefined> {
   const { node } = options;
   const fetcher = options.fetch ?? fetch;
-  const deadline = node.now() + BACKUP_CHECK_DEADLINE_MS;
   const members = describeMembers(options).members
-    .filter((member) => !member.self && member.alive && member.url !== null)
+    .filter((member) =>
+      !member.self && member.alive && member.url !== null && member.id !== exclude &&
+      member.state !== "pruned-past"
+    )
     .sort((a, b) => (a.roundTripMs ?? Infinity) - (b.roundTripMs ?? Infinity))
     .slice(0, BACKUP_CHECK_REPLICAS);
   for (const member of members) {
     const url = `${member.url}/admin/backup/digest?request=${encodeURIComponent(request)}`;
+    const deadline = node.now() + BACKUP_CHECK_DEADLINE_MS / BACKUP_CHECK_REPLICAS;
     while (node.now() < deadline) {
       let response: Response;
       try {

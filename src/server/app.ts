@@ -246,7 +246,7 @@ export function createApp(options: AppOptions): Hono {
     snapshotRoute({
       source: node,
       secret: options.secret,
-      checkElsewhere: (barrier) => checkDigestElsewhere(options, barrier),
+      checkElsewhere: (barrier, forPeer) => checkDigestElsewhere(options, barrier, forPeer),
       ...(options.snapshotRateMbps === undefined ? {} : { rateMbps: options.snapshotRateMbps }),
       ...(options.log === undefined ? {} : { log: options.log }),
     }),

@@ -86,7 +86,10 @@ export interface SnapshotRouteOptions {
    * route does) and returns the first answer; absent, snapshots are not
    * checked against a second replica.
    */
-  readonly checkElsewhere?: (barrier: string) => Promise<BackupCheck | undefined>;
+  readonly checkElsewhere?: (
+    barrier: string,
+    forPeer: number | undefined,
+  ) => Promise<BackupCheck | undefined>;
   /** Rate of each stream in MB/s (default {@linkcode DEFAULT_SNAPSHOT_RATE_MBPS}; `Infinity`: none). */
   readonly rateMbps?: number;
   /**
@@ -174,7 +177,8 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
   };
   const take = async (forPeer: number | undefined): Promise<Held> => {
     const snapshot = await options.source.takeSnapshot(forPeer);
-    const check = await options.checkElsewhere?.(snapshot.barrier);
+    // Not at the receiver: it executes nothing until it has the snapshot.
+    const check = await options.checkElsewhere?.(snapshot.barrier, forPeer);
     if (check?.stateDigest !== undefined && check.stateDigest !== snapshot.digest) {
       const error = new StateDivergenceError(
         `Replica ${check.replica} computed state digest ${check.stateDigest} at barrier ` +
