@@ -202,7 +202,7 @@ export class Executor<C> {
         edges.length = 0;
         const missing = this.#edges(root, edges);
         if (missing === undefined && edges.length === 0) {
-          this.#execute(root);
+          this.#execute(root, true);
         } else if (missing !== undefined) {
           this.#park([root], missing);
         } else {
@@ -408,15 +408,18 @@ export class Executor<C> {
         component.sort((a, b) =>
           seqOf(a.deps!, rows) - seqOf(b.deps!, rows) || a.number - b.number || a.owner - b.owner
         );
-        for (const member of component) this.#execute(member);
+        for (let i = 0; i < component.length; i++) {
+          this.#execute(component[i]!, i === component.length - 1);
+        }
       }
     }
     for (const instance of stack) instance.onStack = false;
     if (missing !== undefined) this.#park(visited, missing);
   }
 
-  #execute(instance: Instance<C>): void {
+  #execute(instance: Instance<C>, lastOfComponent: boolean): void {
     instance.executed = true;
+    instance.lastOfComponent = lastOfComponent;
     this.#output.push(instance);
     if (instance.accesses !== undefined) this.#pendingCount--;
     this.#withSpans.delete(instance);

@@ -68,6 +68,8 @@ export interface Instance<C> {
   indexedSeq: number;
   /** Executed here, in memory: the executor emitted it. */
   executed: boolean;
+  /** Executor: it was executed last of its strongly connected component (set as it is output). */
+  lastOfComponent: boolean;
   /**
    * The persisted `executed` flag: set when the record that carries the
    * instance's execution effects is handed to storage, not before. A record
@@ -120,6 +122,7 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     initialDeps: undefined,
     indexedSeq: -1,
     executed: false,
+    lastOfComponent: false,
     executedMarked: false,
     accesses: undefined,
     sinceTick: tick,

@@ -27,7 +27,6 @@ import { type Instance, instanceKey, keyNumber, keyOwner, toRecord } from "./ins
 import { type Lead, popCount, repliedMask } from "./lead.ts";
 import { decidePreAccept, type QuorumSizes } from "./quorum.ts";
 import { Recoverer } from "./recoverer.ts";
-import { snapshotSources } from "./retention.ts";
 import {
   MAX_EARLY_PREACCEPTS,
   type ReplicaOptions,
@@ -47,13 +46,6 @@ import {
 export { DEFAULT_TIMING, type TimingOptions } from "./timing.ts";
 export type { RecoveryOutcomes, ReplicaStats } from "./stats.ts";
 export type { ReplicaOptions, RestoredState } from "./replica_state.ts";
-
-/**
- * A peer whose frontier gossip has not arrived for this many frontier periods
- * does not count when deciding whether every peer pruned past this replica
- * (it may be down, its floor stale).
- */
-export const SNAPSHOT_HEARD_FRONTIERS = 10;
 
 /**
  * How long a replica keeps what a peer needs after a snapshot it sent it
@@ -187,13 +179,7 @@ export class Replica<C> {
    * cannot execute what it missed.
    */
   snapshotSources(): number[] {
-    const window = SNAPSHOT_HEARD_FRONTIERS * this.#s.timers.timing.frontierTicks;
-    return snapshotSources(
-      this.#s.id,
-      this.#s.progress.executed,
-      { executed: this.#s.progress.peerExecuted, pruned: this.#s.progress.peerPruned },
-      this.#s.progress.heardLately(this.#s.tick, window),
-    );
+    return this.#s.snapshotSources();
   }
 
   /**

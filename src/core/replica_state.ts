@@ -28,7 +28,7 @@ import { type Lead, Leads } from "./lead.ts";
 import { ProgressTracker } from "./progress.ts";
 import { type QuorumSizes, quorumSizes } from "./quorum.ts";
 import { ReadyBuilder } from "./ready_builder.ts";
-import { peersToPrunePast } from "./retention.ts";
+import { peersToPrunePast, snapshotSources } from "./retention.ts";
 import { newReplicaStats, type ReplicaStats } from "./stats.ts";
 import { Timers, type TimingOptions } from "./timing.ts";
 import { type InstanceRecord, type Message, NOP, type Payload, Phase } from "./types.ts";
@@ -46,6 +46,13 @@ export const MAX_EARLY_PREACCEPTS = 8;
  * peer's gossip to arrive.
  */
 export const RETENTION_GRACE_FRONTIERS = 20;
+
+/**
+ * A peer whose frontier gossip has not arrived for this many frontier periods
+ * does not count when deciding whether every peer pruned past this replica
+ * (it may be down, its floor stale).
+ */
+export const SNAPSHOT_HEARD_FRONTIERS = 10;
 
 /** How to build a replica. */
 export interface ReplicaOptions<C> {
@@ -372,6 +379,17 @@ export class ReplicaState<C> {
     }
   }
 
+  /** See `Replica.snapshotSources`. */
+  snapshotSources(): number[] {
+    const window = SNAPSHOT_HEARD_FRONTIERS * this.timers.timing.frontierTicks;
+    return snapshotSources(
+      this.id,
+      this.progress.executed,
+      { executed: this.progress.peerExecuted, pruned: this.progress.peerPruned },
+      this.progress.heardLately(this.tick, window),
+    );
+  }
+
   /** Runs the executor and queues what it executed. */
   runExecutor(): void {
     const executed = this.executor.run();
@@ -383,6 +401,7 @@ export class ReplicaState<C> {
         number: instance.number,
         command: instance.command!,
         local: own !== undefined,
+        lastOfComponent: instance.lastOfComponent,
       });
       this.stats.executedInstances++;
       if (instance.command !== NOP) this.stats.executedCommands += instance.command!.length;
@@ -396,6 +415,11 @@ export class ReplicaState<C> {
    * (`retention.ts`): they install a snapshot instead.
    */
   maybePrune(): void {
+    // A replica cut off waits for a snapshot, which replaces what it holds:
+    // pruning meanwhile only raised its floor above what a source had
+    // executed of its own row (the numbers it recovered at a restart), and
+    // the first snapshot was refused every time.
+    if (this.snapshotSources().length > 0) return;
     let budget = this.maxPrunePerStep;
     let changed = false;
     const unheard: number[] = [];

@@ -274,6 +274,13 @@ export interface Execution<C> {
   readonly command: Payload<C>;
   /** Whether this replica proposed the batch (in this incarnation), so a client may be waiting. */
   readonly local: boolean;
+  /**
+   * Whether it is the last of its strongly connected component (the
+   * executor's unit): after it, the state holds whole components only, the
+   * only points from which another replica can go on executing in the same
+   * order (a snapshot is taken at one). Absent: not known.
+   */
+  readonly lastOfComponent?: boolean;
 }
 
 /**

@@ -427,6 +427,14 @@ export class ReplicaDriver {
     return this.#applied.prefix;
   }
 
+  /**
+   * The digest of the state at the end of the component of barrier `request`
+   * (where snapshots are taken), if it executed here recently.
+   */
+  digestAfterBarrier(request: string): string | undefined {
+    return this.#snapshotCaptures.digestAfter(request);
+  }
+
   /** Whether a snapshot is being installed, or fetched to be installed. */
   get catchingUpBySnapshot(): boolean {
     return this.#installing || this.#snapshotFetcher.busy;
@@ -804,12 +812,11 @@ export class ReplicaDriver {
       this.#applied.add(execution.owner, execution.number);
       observer?.executed?.(execution);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
-      if (execution.local) {
-        this.#snapshotCaptures.onApplied(
-          execution,
-          (barrier) => snapshotAt(barrier, this.#applied, this.#core, this.#kv),
-        );
-      }
+      this.#snapshotCaptures.onApplied(
+        execution,
+        (barrier) => snapshotAt(barrier, this.#applied, this.#core, this.#kv),
+        () => this.#kv.digest,
+      );
       for (const { request, result } of applied.results) this.#answer(request, result);
     }
     for (const abandoned of ready.abandoned) {

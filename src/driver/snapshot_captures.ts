@@ -4,6 +4,14 @@
  * execution here captures the state with exactly the instances applied to it
  * (`applied.ts`). At most {@linkcode MAX_SNAPSHOTS_IN_PROGRESS} at once.
  *
+ * The state is read at the end of the barrier's strongly connected component,
+ * not at the barrier itself: members of the component ordered after the
+ * barrier would otherwise execute at the receiver without the cycle through
+ * the barrier (it counts as executed there), in another order than here (the
+ * simulator found it: `conflicting commands execute in the same order`). Every
+ * replica records its digest at the same point for every barrier, so a second
+ * replica can check a snapshot (`digestAfter`).
+ *
  * @module
  */
 
@@ -15,9 +23,16 @@ import type { ReplicaSnapshot } from "../storage/types.ts";
 import { MAX_SNAPSHOTS_IN_PROGRESS, type SnapshotCapture } from "./options.ts";
 import type { Answer } from "./waiters.ts";
 
+/** Barrier digests kept ({@linkcode SnapshotCaptures.digestAfter}). */
+export const BARRIER_DIGESTS_KEPT = 64;
+
 /** The snapshots being taken, by the request id of their barrier. */
 export class SnapshotCaptures {
   readonly #captures = new Map<string, SnapshotCapture>();
+  /** Barriers of the component being applied, and the captures among them. */
+  #inComponent: string[] = [];
+  /** The digest at the end of each recent barrier's component, by request id (oldest first). */
+  readonly #digests = new Map<string, string>();
 
   /** How many are being taken. */
   get size(): number {
@@ -73,21 +88,44 @@ export class SnapshotCaptures {
   }
 
   /**
-   * Resolves the snapshots whose barrier is in `execution`, just applied here:
-   * `snapshotAt` reads the state at that point.
+   * Notes `execution`, just applied here; at the end of a component that held
+   * barriers, records the digest (`digest()`) for each, and resolves the
+   * snapshots taken here among them with `snapshotAt`, which reads the state
+   * at that point.
    */
   onApplied(
     execution: Execution<KvCommand>,
     snapshotAt: (barrier: string) => ReplicaSnapshot<KvCommand>,
+    digest: () => string,
   ): void {
-    if (this.#captures.size === 0 || execution.command === NOP) return;
-    for (const command of execution.command) {
-      if (command.op !== "backup") continue;
-      const capture = this.#captures.get(command.request);
-      if (capture === undefined) continue;
-      this.#captures.delete(command.request);
-      capture.resolve(snapshotAt(command.request));
+    if (execution.command !== NOP) {
+      for (const command of execution.command) {
+        if (command.op === "backup") this.#inComponent.push(command.request);
+      }
     }
+    if (execution.lastOfComponent === false || this.#inComponent.length === 0) return;
+    const barriers = this.#inComponent;
+    this.#inComponent = [];
+    const state = digest();
+    for (const barrier of barriers) {
+      this.#digests.set(barrier, state);
+      if (this.#digests.size > BARRIER_DIGESTS_KEPT) {
+        this.#digests.delete(this.#digests.keys().next().value!);
+      }
+      const capture = this.#captures.get(barrier);
+      if (capture === undefined) continue;
+      this.#captures.delete(barrier);
+      capture.resolve(snapshotAt(barrier));
+    }
+  }
+
+  /**
+   * The digest of the state at the end of the component of barrier `request`
+   * (a backup command), if it executed here recently: equal on every replica,
+   * so it checks a snapshot taken at it elsewhere.
+   */
+  digestAfter(request: string): string | undefined {
+    return this.#digests.get(request);
   }
 
   /** Fails every snapshot being taken (the replica stops or rebuilds). */

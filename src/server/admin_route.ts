@@ -9,8 +9,10 @@
  * - `GET /admin/backup`: a consistent backup of the whole key-value state,
  *   streamed as a backup file (`backup_route.ts`, `src/kv/backup.ts`), once a
  *   second replica's digest at the same point agrees.
- * - `GET /admin/backup/digest?request=ID`: this replica's state digest at
- *   backup command `ID`, which the replica taking a backup asks for.
+ * - `GET /admin/backup/digest?request=ID[&at=command|component]`: this
+ *   replica's state digest at backup command `ID` (or at the end of its
+ *   component, where snapshots are taken), which the replica taking a backup
+ *   or a snapshot asks for.
  *
  * Membership is static today: the configuration is the cluster file's, epoch
  * 1, and every member a voter. A member's `state` is `"caught-up"` when it has
@@ -169,6 +171,7 @@ export async function checkDigestElsewhere(
   options: AdminRouteOptions,
   request: string,
   exclude?: number,
+  at: "command" | "component" = "command",
 ): Promise<BackupCheck | undefined> {
   const { node } = options;
   const fetcher = options.fetch ?? fetch;
@@ -180,7 +183,7 @@ export async function checkDigestElsewhere(
     .sort((a, b) => (a.roundTripMs ?? Infinity) - (b.roundTripMs ?? Infinity))
     .slice(0, BACKUP_CHECK_REPLICAS);
   for (const member of members) {
-    const url = `${member.url}/admin/backup/digest?request=${encodeURIComponent(request)}`;
+    const url = `${member.url}/admin/backup/digest?request=${encodeURIComponent(request)}&at=${at}`;
     const deadline = node.now() + BACKUP_CHECK_DEADLINE_MS / BACKUP_CHECK_REPLICAS;
     while (node.now() < deadline) {
       let response: Response;
@@ -232,7 +235,15 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     if (request === undefined || request.length === 0 || request.length > 128) {
       return c.json({ error: "request must name a backup command's request id" }, 400);
     }
-    const stateDigest = options.node.state.digestAtBackup(request);
+    const at = c.req.query("at");
+    if (at !== undefined && at !== "command" && at !== "component") {
+      return c.json({ error: "at must be command or component" }, 400);
+    }
+    // A backup reads the state at its command; a snapshot at the end of
+    // its barrier's component (src/driver/snapshot_captures.ts).
+    const stateDigest = at === "component"
+      ? options.node.digestAfterBarrier(request)
+      : options.node.state.digestAtBackup(request);
     if (stateDigest === undefined) {
       return c.json({ error: `Backup command ${request} has not executed here (recently)` }, 404);
     }

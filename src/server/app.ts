@@ -246,7 +246,8 @@ export function createApp(options: AppOptions): Hono {
     snapshotRoute({
       source: node,
       secret: options.secret,
-      checkElsewhere: (barrier, forPeer) => checkDigestElsewhere(options, barrier, forPeer),
+      checkElsewhere: (barrier, forPeer) =>
+        checkDigestElsewhere(options, barrier, forPeer, "component"),
       ...(options.snapshotRateMbps === undefined ? {} : { rateMbps: options.snapshotRateMbps }),
       ...(options.log === undefined ? {} : { log: options.log }),
     }),
