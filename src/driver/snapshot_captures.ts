@@ -72,11 +72,13 @@ export class SnapshotCaptures {
       if (barrier.request !== undefined) this.#captures.delete(barrier.request);
     };
     barrier.request = submit({
-      // The barrier's own answer comes after onApplied resolved the snapshot.
+      // The barrier's own answer comes once it was applied here: after
+      // onApplied resolved the snapshot, or while its component is still
+      // being applied (onApplied resolves it at the end).
       resolve: () => {
-        if (!settled) {
-          capture.reject(new UnavailableError("The snapshot barrier executed elsewhere"));
-        }
+        if (settled) return;
+        if (barrier.request !== undefined && this.#inComponent.includes(barrier.request)) return;
+        capture.reject(new UnavailableError("The snapshot barrier executed elsewhere"));
         forget();
       },
       reject: (error) => {

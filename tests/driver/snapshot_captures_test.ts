@@ -16,11 +16,17 @@ Deno.test("a snapshot is read at the end of its barrier's component, and every r
   const captures = new SnapshotCaptures();
   let state = "s0";
   const got: string[] = [];
+  const refused: string[] = [];
+  let barrierAnswer:
+    | ((result: { op: "backup"; ok: true; entries: []; digest: string }) => void)
+    | undefined;
   captures.take(
-    { resolve: (snapshot) => got.push(`${snapshot.barrier}@${snapshot.digest}`), reject: () => {} },
+    {
+      resolve: (snapshot) => got.push(`${snapshot.barrier}@${snapshot.digest}`),
+      reject: (error) => refused.push(error.message),
+    },
     (answer) => {
-      // The barrier is proposed; its own answer comes once it executed.
-      queueMicrotask(() => answer.resolve({ op: "backup", ok: true, entries: [], digest: "" }));
+      barrierAnswer = answer.resolve;
       return "r.1";
     },
   );
@@ -34,7 +40,10 @@ Deno.test("a snapshot is read at the end of its barrier's component, and every r
   const digest = () => state;
   // The barrier and a write ordered after it in the same component.
   captures.onApplied(execution(1, { op: "backup", request: "r.1" }, false), snapshotAt, digest);
+  // The driver answers the barrier right after applying it, mid-component.
+  barrierAnswer!({ op: "backup", ok: true, entries: [], digest: "" });
   assert.deepEqual(got, [], "not in the middle of the component");
+  assert.deepEqual(refused, []);
   assert.equal(captures.digestAfter("r.1"), undefined);
   state = "s1";
   const value = new TextEncoder().encode("v");
