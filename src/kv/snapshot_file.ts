@@ -14,7 +14,9 @@
  *    "executedPrefix": [N, ...], "digest": D, "entries": E, "records": R}`:
  *    the barrier command's request id, the executed prefix per row, the state
  *    digest (`stateDigestOf` of the entries), and how many lines of each kind
- *    follow;
+ *    follow; and `"configuration": {...}` when the snapshot carries the
+ *    configuration of its epoch (`src/core/configuration.ts`; absent: the
+ *    bootstrap one), its voters one per row of the prefix;
  * 2. R lines `{"record": BASE64}`: an instance record, committed and
  *    executed, above the executed prefix of its row, each instance once. The
  *    bytes are the storage codec's encoding of a record
@@ -33,6 +35,7 @@
  * @module
  */
 
+import { type Configuration, configurationProblem, voterIds } from "../core/configuration.ts";
 import { createHash } from "node:crypto";
 import { instanceKey } from "../core/instance.ts";
 import { type InstanceRecord, Phase } from "../core/types.ts";
@@ -84,6 +87,8 @@ export interface SnapshotHeader {
   readonly entries: number;
   /** Record lines in the file. */
   readonly records: number;
+  /** {@linkcode ReplicaSnapshot.configuration}, when the snapshot carries one. */
+  readonly configuration?: Configuration;
 }
 
 /** A stream or file that is not a complete, intact snapshot this build can read. */
@@ -139,6 +144,7 @@ export function snapshotStream(
     digest: snapshot.digest,
     entries: snapshot.entries.length,
     records: snapshot.records.length,
+    ...(snapshot.configuration === undefined ? {} : { configuration: snapshot.configuration }),
   };
   function* lines(): Generator<string> {
     yield JSON.stringify(header);
@@ -269,6 +275,7 @@ export async function readSnapshot(
     records,
     entries,
     digest,
+    ...(header.configuration === undefined ? {} : { configuration: header.configuration }),
   };
 }
 
@@ -285,7 +292,7 @@ function checkHeader(value: unknown): SnapshotHeader {
       }, but this build reads only version ${SNAPSHOT_VERSION}`,
     );
   }
-  const { barrier, executedPrefix, digest, entries, records } = value;
+  const { barrier, executedPrefix, digest, entries, records, configuration } = value;
   if (
     typeof barrier !== "string" || barrier.length === 0 || barrier.length > MAX_BARRIER_LENGTH
   ) {
@@ -303,6 +310,18 @@ function checkHeader(value: unknown): SnapshotHeader {
   ) {
     throw new SnapshotFormatError("Line 1: malformed header");
   }
+  if (configuration !== undefined) {
+    const problem = configurationProblem(configuration);
+    if (problem !== undefined) {
+      throw new SnapshotFormatError(`Line 1: malformed configuration: ${problem}`);
+    }
+    const voters = voterIds(configuration as unknown as Configuration).length;
+    if (voters !== executedPrefix.length) {
+      throw new SnapshotFormatError(
+        `Line 1: the configuration has ${voters} voters for ${executedPrefix.length} rows`,
+      );
+    }
+  }
   return {
     format: SNAPSHOT_FORMAT,
     version: SNAPSHOT_VERSION,
@@ -311,6 +330,9 @@ function checkHeader(value: unknown): SnapshotHeader {
     digest,
     entries,
     records,
+    ...(configuration === undefined
+      ? {}
+      : { configuration: configuration as unknown as Configuration }),
   };
 }
 

@@ -259,3 +259,33 @@ Deno.test("an aborted or cancelled snapshot stream ends once, with no length", a
   await other.cancel();
   assert.deepEqual(cancelled, [undefined]);
 });
+
+Deno.test("a snapshot carries the configuration of its epoch, checked against its rows", async () => {
+  const members = [0, 1, 2].map((id) => ({
+    id,
+    incarnation: 1,
+    url: `http://127.0.0.1:800${id + 1}`,
+    role: "voter" as const,
+  }));
+  const snapshot = {
+    ...sampleSnapshot(20),
+    configuration: { epoch: 4, members, nextId: 3 },
+  };
+  const bytes = await bytesOf(snapshotStream(snapshot, { rateMbps: Infinity }));
+  assert.deepEqual(await readSnapshot(streamOf(bytes)), snapshot);
+  // A configuration whose voters do not match the prefix's rows, or that is
+  // not one, is refused.
+  const lines = new TextDecoder().decode(bytes).trimEnd().split("\n").slice(0, -1);
+  const header = JSON.parse(lines[0]!);
+  const tamper = async (configuration: unknown, text: string) => {
+    const changed = [JSON.stringify({ ...header, configuration }), ...lines.slice(1)];
+    await rejectsWith(withEnd(changed, header.entries, header.records), text);
+  };
+  const five = [0, 1, 2, 3, 4].map((id) => ({
+    ...members[0]!,
+    id,
+    url: `http://127.0.0.1:81${id}0`,
+  }));
+  await tamper({ epoch: 4, members: five, nextId: 5 }, "5 voters for 3 rows");
+  await tamper({ epoch: 0, members, nextId: 3 }, "malformed configuration");
+});
