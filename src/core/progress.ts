@@ -31,7 +31,15 @@ export class ProgressTracker {
    * Per replica, a snapshot sent to it: kept as if it had executed the
    * snapshot's prefix, until it reports that much or the hold expires.
    */
-  readonly #holds = new Map<number, { readonly prefix: Deps; readonly untilTick: number }>();
+  readonly #holds = new Map<
+    number,
+    {
+      readonly prefix: Deps;
+      readonly sinceTick: number;
+      readonly untilTick: number;
+      readonly silenceTicks: number;
+    }
+  >();
   readonly #pruneFloor: number[];
   #forgetFloor: number[];
   /** Client commands carried by the instances held (see `Replica.heldCommands`). */
@@ -114,14 +122,24 @@ export class ProgressTracker {
 
   /**
    * Keeps what `peer` needs after installing a snapshot with `prefix` (sent
-   * to it from here): until it reports executing that much, or until tick
-   * `untilTick`, this replica prunes no further than `prefix` for it, whatever
-   * the retention bound says, so the peer catches up from here instance by
-   * instance instead of needing another snapshot.
+   * to it from here at tick `sinceTick`): until it reports executing that
+   * much, until tick `untilTick`, or once it has been silent for
+   * `silenceTicks` (it died: holding on would only cost this replica memory,
+   * and at the hard limit its writes), this replica prunes no further than
+   * `prefix` for it, whatever the retention bound says, so the peer catches
+   * up from here instance by instance instead of needing another snapshot.
    */
-  holdFor(peer: number, prefix: Deps, untilTick: number): void {
+  holdFor(
+    peer: number,
+    prefix: Deps,
+    ticks: {
+      readonly sinceTick: number;
+      readonly untilTick: number;
+      readonly silenceTicks: number;
+    },
+  ): void {
     if (peer === this.#self || peer < 0 || peer >= this.#replicas) return;
-    this.#holds.set(peer, { prefix: [...prefix], untilTick });
+    this.#holds.set(peer, { prefix: [...prefix], ...ticks });
   }
 
   /** Whether `peer` has a hold, after dropping the holds done or expired at `tick`. */
@@ -129,7 +147,11 @@ export class ProgressTracker {
     const hold = this.#holds.get(peer);
     if (hold === undefined) return false;
     const executed = this.#peerExecuted[peer]!;
-    if (tick >= hold.untilTick || hold.prefix.every((number, row) => executed[row]! >= number)) {
+    const silentFor = tick - Math.max(hold.sinceTick, this.#heardAtTick[peer]!);
+    if (
+      tick >= hold.untilTick || silentFor > hold.silenceTicks ||
+      hold.prefix.every((number, row) => executed[row]! >= number)
+    ) {
       this.#holds.delete(peer);
       return false;
     }

@@ -54,6 +54,14 @@ export type { ReplicaOptions, RestoredState } from "./replica_state.ts";
  */
 export const SNAPSHOT_HOLD_FRONTIERS = 600;
 
+/**
+ * A hold ends when its receiver has not been heard from for this many
+ * frontier periods (5 s at 5 ms ticks): it died, or installs for that long
+ * (a receiver does not gossip while it installs, about half a second per
+ * 100,000 keys).
+ */
+export const SNAPSHOT_HOLD_SILENCE_FRONTIERS = 50;
+
 /** Builds an EPaxos* replica. */
 export class Replica<C> {
   readonly #s: ReplicaState<C>;
@@ -185,14 +193,16 @@ export class Replica<C> {
   /**
    * Keeps, here, what peer `peer` needs after installing a snapshot of
    * `prefix` sent from here (`ProgressTracker.holdFor`), for at most
-   * {@linkcode SNAPSHOT_HOLD_FRONTIERS} frontier periods.
+   * {@linkcode SNAPSHOT_HOLD_FRONTIERS} frontier periods, and while it is not
+   * silent for {@linkcode SNAPSHOT_HOLD_SILENCE_FRONTIERS}.
    */
   holdForSnapshot(peer: number, prefix: Deps): void {
-    this.#s.progress.holdFor(
-      peer,
-      prefix,
-      this.#s.tick + SNAPSHOT_HOLD_FRONTIERS * this.#s.timers.timing.frontierTicks,
-    );
+    const period = this.#s.timers.timing.frontierTicks;
+    this.#s.progress.holdFor(peer, prefix, {
+      sinceTick: this.#s.tick,
+      untilTick: this.#s.tick + SNAPSHOT_HOLD_FRONTIERS * period,
+      silenceTicks: SNAPSHOT_HOLD_SILENCE_FRONTIERS * period,
+    });
   }
 
   /** Per row, the highest instance number known to exist. */

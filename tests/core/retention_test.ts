@@ -214,7 +214,7 @@ Deno.test("a snapshot sent to a peer holds pruning at its prefix for that peer, 
   progress.notePeer(1, [100, 0, 0], [0, 0, 0], 0);
   progress.notePeer(2, [10, 0, 0], [0, 0, 0], 0);
   // Pruning past replica 2, after a snapshot up to 60 was sent to it.
-  progress.holdFor(2, [60, 0, 0], 50);
+  progress.holdFor(2, [60, 0, 0], { sinceTick: 0, untilTick: 50, silenceTicks: 40 });
   assert.equal(progress.held(2, 1), true);
   assert.equal(progress.pruneTarget(0, [2]), 60);
   assert.equal(progress.pruneTarget(0, []), 60);
@@ -223,8 +223,14 @@ Deno.test("a snapshot sent to a peer holds pruning at its prefix for that peer, 
   assert.equal(progress.held(2, 2), false);
   assert.equal(progress.pruneTarget(0, [2]), 100);
   // A hold expires at its tick.
-  progress.holdFor(2, [90, 0, 0], 10);
+  progress.holdFor(2, [90, 0, 0], { sinceTick: 3, untilTick: 10, silenceTicks: 40 });
   assert.equal(progress.held(2, 10), false);
+  assert.equal(progress.pruneTarget(0, [2]), 100);
+  // And when its receiver falls silent (it died after the install).
+  progress.holdFor(2, [90, 0, 0], { sinceTick: 3, untilTick: 1000, silenceTicks: 40 });
+  assert.equal(progress.held(2, 40), true, "heard at 2, silent 38 ticks");
+  assert.equal(progress.pruneTarget(0, [2]), 90);
+  assert.equal(progress.held(2, 44), false, "silent 42 ticks since the hold began");
   assert.equal(progress.pruneTarget(0, [2]), 100);
   assert.deepEqual(progress.heardLately(30, 20), [true, false, false]);
   assert.deepEqual(progress.heardLately(12, 20), [true, true, true]);
