@@ -29,7 +29,12 @@
  */
 
 import { integerOption, option, parseArgs } from "../src/cli/args.ts";
-import { startProcessCluster, waitUntil } from "../src/chaos/process_cluster.ts";
+import {
+  answers,
+  replicaStatus,
+  startProcessCluster,
+  waitUntil,
+} from "../src/chaos/process_cluster.ts";
 import { SNAPSHOT_PATH } from "../src/net/snapshot_fetch.ts";
 import { preload, writers } from "./cluster_load.ts";
 import { median as medianOrNull } from "./throughput/runs.ts";
@@ -57,34 +62,13 @@ function median(values: readonly number[]): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function status(url: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(3000) });
-    if (!response.ok) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    return await response.json();
-  } catch {
-    return undefined;
-  }
+/** What the benchmark reads of a replica's `/status`. */
+interface Status {
+  readonly stateDigest: string;
+  readonly retention: { readonly prunedPast: number[]; readonly snapshotsInstalled: number };
 }
 
-async function ready(url: string): Promise<boolean> {
-  try {
-    const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
-    await response.body?.cancel();
-    return response.ok;
-  } catch {
-    return false;
-  }
-}
-
-function retention(body: Record<string, unknown> | undefined) {
-  return body?.retention as
-    | { prunedPast: number[]; snapshotsInstalled: number; heldCommands: number }
-    | undefined;
-}
+const status = (url: string) => replicaStatus<Status>(url);
 
 /** Streams a snapshot from `url` as a peer would, counting its bytes. */
 async function streamSnapshot(url: string, secret: string): Promise<number> {
@@ -144,7 +128,7 @@ try {
     await waitUntil(
       async () =>
         (await Promise.all(writeUrls.map(status))).every((body) =>
-          retention(body)?.prunedPast.includes(VICTIM) ?? false
+          body?.retention.prunedPast.includes(VICTIM) ?? false
         ),
       { deadlineMs: 120_000, what: `the peers to prune past replica ${VICTIM}` },
     );
@@ -154,8 +138,8 @@ try {
     await waitUntil(
       async () =>
         // A restarted process counts its installs from zero.
-        (retention(await status(victimUrl))?.snapshotsInstalled ?? 0) > 0 &&
-        await ready(victimUrl),
+        ((await status(victimUrl))?.retention.snapshotsInstalled ?? 0) > 0 &&
+        await answers(`${victimUrl}/readyz`),
       { deadlineMs: 300_000, intervalMs: 20, what: `replica ${VICTIM} to install a snapshot` },
     );
     const toReady = (performance.now() - restarted) / 1000;

@@ -15,7 +15,13 @@
 import { describeKeyFailure } from "../check/mod.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
-import { answers, type ProcessCluster, startProcessCluster, waitUntil } from "./process_cluster.ts";
+import {
+  answers,
+  type ProcessCluster,
+  replicaStatus,
+  startProcessCluster,
+  waitUntil,
+} from "./process_cluster.ts";
 import type { Scenario } from "./scenarios.ts";
 import { Workload } from "./workload.ts";
 
@@ -93,17 +99,8 @@ async function putFaults(
   }
 }
 
-async function status(url: string): Promise<Record<string, unknown> | undefined> {
-  try {
-    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(3000) });
-    return await response.json();
-  } catch {
-    return undefined;
-  }
-}
-
 async function converged(urls: readonly string[]): Promise<boolean> {
-  const all = await Promise.all(urls.map(status));
+  const all = await Promise.all(urls.map((url) => replicaStatus(url)));
   if (all.some((s) => s === undefined)) return false;
   const digests = new Set(all.map((s) => s!.stateDigest));
   const frontiers = new Set(

@@ -103,6 +103,27 @@ export async function answers(url: string): Promise<boolean> {
   }
 }
 
+/**
+ * The `/status` of the replica at base URL `url`, as `T` (the caller names
+ * the fields it reads), or `undefined` if it did not answer 200 within
+ * `timeoutMs`.
+ */
+export async function replicaStatus<T = Record<string, unknown>>(
+  url: string,
+  timeoutMs = 3000,
+): Promise<T | undefined> {
+  try {
+    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return undefined;
+    }
+    return (await response.json()) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Starts `replicas` replica processes and waits until every one is ready. */
 export async function startProcessCluster(
   replicas = 3,

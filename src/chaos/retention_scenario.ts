@@ -10,6 +10,7 @@
  */
 
 import { hardHeldLimit } from "../driver/driver.ts";
+import { replicaStatus } from "./process_cluster.ts";
 import type { NemesisContext, Scenario } from "./scenarios.ts";
 
 /** The retention bound the replicas of this scenario run with. */
@@ -23,16 +24,7 @@ interface RetentionStatus {
 }
 
 async function retentionOf(url: string): Promise<RetentionStatus | undefined> {
-  try {
-    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(2000) });
-    if (!response.ok) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    return ((await response.json()) as { retention: RetentionStatus }).retention;
-  } catch {
-    return undefined;
-  }
+  return (await replicaStatus<{ retention: RetentionStatus }>(url, 2000))?.retention;
 }
 
 /** Polls `what` every 250 ms until it holds or `deadlineMs` passes; returns whether it held. */

@@ -30,6 +30,7 @@
  * @module
  */
 
+import { replicaStatus } from "./process_cluster.ts";
 import type { NemesisContext, Scenario } from "./scenarios.ts";
 
 /** Filler keys written to make the state a few MB (`fill-00000` ...): about 2.6 MB. */
@@ -66,17 +67,8 @@ interface Status {
   };
 }
 
-async function statusOf(url: string): Promise<Status | undefined> {
-  try {
-    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(2000) });
-    if (!response.ok) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    return (await response.json()) as Status;
-  } catch {
-    return undefined;
-  }
+function statusOf(url: string): Promise<Status | undefined> {
+  return replicaStatus<Status>(url, 2000);
 }
 
 /**
