@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { bytesOf, streamOf } from "./stream_helpers.ts";
 import {
   BACKUP_FORMAT,
   backupFloor,
@@ -40,22 +41,6 @@ function sampleSnapshot(size = 5) {
     ),
   ]);
   return machine.snapshot();
-}
-
-async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}
-
-function streamOf(bytes: Uint8Array, pieces = 3): ReadableStream<Uint8Array> {
-  const size = Math.max(1, Math.ceil(bytes.length / pieces));
-  return new ReadableStream({
-    start(controller) {
-      for (let at = 0; at < bytes.length; at += size) {
-        controller.enqueue(bytes.slice(at, at + size));
-      }
-      controller.close();
-    },
-  });
 }
 
 async function rejectsWith(bytes: Uint8Array, text: string): Promise<void> {

@@ -10,21 +10,10 @@ import {
 } from "../../src/kv/snapshot_file.ts";
 import { KvStateMachine } from "../../src/kv/state_machine.ts";
 import { encodeRecordShared } from "../../src/storage/codec.ts";
-import { bytesOf, record, sampleSnapshot } from "./snapshot_helpers.ts";
+import { record, sampleSnapshot } from "./snapshot_helpers.ts";
+import { bytesOf, streamOf } from "./stream_helpers.ts";
 
 const encoder = new TextEncoder();
-
-function streamOf(bytes: Uint8Array, pieces = 3): ReadableStream<Uint8Array> {
-  const size = Math.max(1, Math.ceil(bytes.length / pieces));
-  return new ReadableStream({
-    start(controller) {
-      for (let at = 0; at < bytes.length; at += size) {
-        controller.enqueue(bytes.slice(at, at + size));
-      }
-      controller.close();
-    },
-  });
-}
 
 async function rejectsWith(bytes: Uint8Array, text: string): Promise<void> {
   await assert.rejects(readSnapshot(streamOf(bytes)), (error: unknown) => {

@@ -67,7 +67,3 @@ export function sampleSnapshot(size = 50): ReplicaSnapshot<KvCommand> {
   ];
   return { barrier: "barrier-1", executedPrefix: [10, 3, 8], records, entries, digest };
 }
-
-export async function bytesOf(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(stream).arrayBuffer());
-}

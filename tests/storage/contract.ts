@@ -86,9 +86,16 @@ export function instance(
   };
 }
 
-/** A committed, executed instance carrying `command`, with deps `[number - 1, 0, 0]` and `seq` 1. */
-export function executed(id: Id, command: Payload<KvCommand>): StoredInstance<KvCommand> {
-  const deps = [id[1] - 1, 0, 0, 1];
+/**
+ * A committed, executed instance of a cluster of `rows` rows (3 unless given)
+ * carrying `command`, with deps `[number - 1, 0, ...]` and `seq` 1.
+ */
+export function executed(
+  id: Id,
+  command: Payload<KvCommand>,
+  rows = 3,
+): StoredInstance<KvCommand> {
+  const deps = [id[1] - 1, ...new Array<number>(rows - 1).fill(0), 1];
   return instance(id, {
     phase: 3,
     executed: true,

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import type { Configuration, Member } from "../../src/core/configuration.ts";
-import type { StorageRecord, StoredInstance } from "../../src/core/types.ts";
+import type { StorageRecord } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 import { MalformedSnapshotError } from "../../src/storage/snapshot_check.ts";
 import {
@@ -23,6 +23,7 @@ import {
   batch,
   type Committed,
   del,
+  executed,
   instance,
   normalize,
   put,
@@ -61,26 +62,6 @@ export function configurationOf(
   return { epoch, members, nextId: total };
 }
 
-/**
- * A committed, executed instance of a cluster of `rows` rows carrying
- * `command`, with deps `[number - 1, 0, ...]` and `seq` 1.
- */
-export function executedIn(
-  rows: number,
-  [owner, number]: readonly [number, number],
-  command: KvCommand[],
-): StoredInstance<KvCommand> {
-  const deps = [number - 1, ...new Array<number>(rows - 1).fill(0), 1];
-  return instance([owner, number], {
-    phase: 3,
-    executed: true,
-    command,
-    deps,
-    initialCommand: command,
-    initialDeps: deps,
-  });
-}
-
 /** Instance ids of `records`, `owner.number`, sorted. */
 function ids(records: readonly { owner: number; number: number }[]): string[] {
   return records.map((r) => `${r.owner}.${r.number}`).sort();
@@ -108,9 +89,9 @@ export function runEpochInstallContract(factory: StorageFactory): void {
       records: [
         // The same keys as held records of the old epoch: 0.8 uncommitted,
         // 1.2 of two chunks, 2.4 executed of two chunks.
-        executedIn(3, [0, 8], [put("eight", bytes(8))]),
-        executedIn(3, [1, 2], [put("two", bytes(2))]),
-        executedIn(3, [2, 4], [put("four", bytes(4))]),
+        executed([0, 8], [put("eight", bytes(8))]),
+        executed([1, 2], [put("two", bytes(2))]),
+        executed([2, 4], [put("four", bytes(4))]),
       ],
       entries: [entry("eight", bytes(8), "2.0.0"), entry("k2", bytes(3), "2.0.1")],
     });
@@ -149,8 +130,8 @@ export function runEpochInstallContract(factory: StorageFactory): void {
       prefix: [2, 0, 0, 1, 0],
       configuration: configurationOf(2, 5, { learners: 1 }),
       records: [
-        executedIn(5, [3, 2], [put("three", bytes(3))]),
-        executedIn(5, [4, 1], [put("four", bytes(4))]),
+        executed([3, 2], [put("three", bytes(3))], 5),
+        executed([4, 1], [put("four", bytes(4))], 5),
       ],
       entries: [entry("three", bytes(3), "3.0.0"), entry("four", bytes(4), "4.0.0")],
     });
@@ -159,7 +140,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     const steps = [
       batch(
         [
-          executedIn(5, [4, 2], [put("more", bytes(5))]),
+          executed([4, 2], [put("more", bytes(5))], 5),
           instance([3, 3], { phase: 1, command: [put("x", bytes(1))] }),
           { kind: "floor", pruneFloor: [2, 0, 0, 1, 0] },
         ] as StorageRecord<KvCommand>[],
@@ -199,7 +180,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     await subject.storage.install(snapshotOf({
       prefix: [3, 3, 3],
       configuration: configurationOf(3, 3),
-      records: [executedIn(3, [0, 4], [put("a", bytes(1))])],
+      records: [executed([0, 4], [put("a", bytes(1))])],
       entries: [entry("a", bytes(1), "4.0.0")],
     }));
     await subject.storage.commit(
@@ -245,7 +226,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     // Own records of the epoch above the prefix: kept by a same-epoch install.
     await subject.storage.commit(batch(
       [
-        executedIn(3, [0, 7], [put("seven", bytes(7))]),
+        executed([0, 7], [put("seven", bytes(7))]),
         instance([1, 3], { phase: 1, command: [put("b", bytes(2))] }),
       ],
       [[0, 7, [set("seven", bytes(7))]]],
@@ -286,7 +267,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     const same = snapshotOf({
       prefix: [6, 2, 2],
       configuration: structuredClone(stored),
-      records: [executedIn(3, [2, 3], [put("c", bytes(3))])],
+      records: [executed([2, 3], [put("c", bytes(3))])],
       entries: [entry("c", bytes(3), "3.0.0")],
     });
     await installAndCompare(subject, same);
@@ -332,7 +313,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
         snapshotOf({
           prefix: [1, 1, 1],
           configuration: configurationOf(2, 3),
-          records: [executedIn(3, [3, 2], [put("a", bytes(1))])],
+          records: [executed([3, 2], [put("a", bytes(1))])],
         }),
         "names no instance of the cluster: 3.2",
       ],
