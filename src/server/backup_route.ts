@@ -10,6 +10,7 @@
  * @module
  */
 
+import { StreamSlots } from "./stream_slots.ts";
 import { Hono } from "hono";
 import { backupStream } from "../kv/backup.ts";
 import type { KvResult } from "../kv/state_machine.ts";
@@ -105,7 +106,7 @@ function takeBackup(source: BackupSource): Promise<{ request: string; result: Kv
 export function backupRoute(options: BackupRouteOptions): Hono {
   const { source } = options;
   const route = new Hono();
-  let streaming = 0;
+  const slots = new StreamSlots(MAX_CONCURRENT_BACKUPS);
   route.get("/", async (c) => {
     const rateText = c.req.query("rate");
     const rate = rateText === undefined ? DEFAULT_BACKUP_RATE_MBPS : Number(rateText);
@@ -115,14 +116,8 @@ export function backupRoute(options: BackupRouteOptions): Hono {
         400,
       );
     }
-    if (streaming >= MAX_CONCURRENT_BACKUPS) throw new BackupBusyError();
-    streaming++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      streaming--;
-    };
+    const release = slots.take();
+    if (release === undefined) throw new BackupBusyError();
     try {
       const { request, result } = await takeBackup(source);
       if (result.op !== "backup") throw new Error(`A backup command answered ${result.op}`);

@@ -28,6 +28,7 @@
  * @module
  */
 
+import { StreamSlots } from "./stream_slots.ts";
 import { type Context, Hono } from "hono";
 import { KvError, UnavailableError } from "../errors.ts";
 import type { KvCommand } from "../kv/commands.ts";
@@ -147,7 +148,7 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
   if (!(rateMbps > 0)) throw new RangeError(`rateMbps must be positive, got ${rateMbps}`);
   const clock = options.clock ?? systemClock;
   const held = new Map<string, Held>();
-  let streaming = 0;
+  const slots = new StreamSlots(MAX_SNAPSHOT_STREAMS);
 
   const drop = (barrier: string, entry: Held) => {
     entry.expiry?.cancel();
@@ -247,7 +248,8 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
           );
         }
       }
-      if (streaming >= MAX_SNAPSHOT_STREAMS) {
+      const release = slots.take();
+      if (release === undefined) {
         return refuse(
           c,
           429,
@@ -255,13 +257,6 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
             "try again when one finishes, or ask another replica",
         );
       }
-      streaming++;
-      let released = false;
-      const release = () => {
-        if (released) return;
-        released = true;
-        streaming--;
-      };
       try {
         entry ??= await take(forText === undefined ? undefined : Number(forText));
       } catch (error) {
