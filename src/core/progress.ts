@@ -44,6 +44,11 @@ export class ProgressTracker {
   #forgetFloor: number[];
   /** Client commands carried by the instances held (see `Replica.heldCommands`). */
   heldCommands = 0;
+  /**
+   * Raised by every change of a frontier, a floor or a peer's report, so that
+   * what is derived from them can be kept until the next change.
+   */
+  version = 0;
 
   /** A tracker for replica `self` of `replicas`. */
   constructor(self: number, replicas: number) {
@@ -77,12 +82,14 @@ export class ProgressTracker {
 
   /** Takes the prune floor persisted before a restart; the executed frontier starts there. */
   restore(pruneFloor: Deps | undefined): void {
+    this.version++;
     if (pruneFloor !== undefined) depsRaise(this.#pruneFloor, pruneFloor);
     for (let row = 0; row < this.#replicas; row++) this.#executed[row] = this.#pruneFloor[row]!;
   }
 
   /** Notes that instance `(owner, number)` is executed here and its marker durable. */
   noteDurablyExecuted(owner: number, number: number): void {
+    this.version++;
     const prefix = this.#executed[owner]!;
     if (number === prefix + 1) {
       let next = number;
@@ -96,6 +103,7 @@ export class ProgressTracker {
 
   /** Takes a peer's frontier gossip. */
   notePeer(peer: number, executed: Deps, pruned: Deps, tick = 0): void {
+    this.version++;
     this.#heard[peer] = true;
     this.#heardAtTick[peer] = tick;
     depsRaise(this.#peerExecuted[peer]!, executed);
@@ -195,6 +203,7 @@ export class ProgressTracker {
 
   /** Raises row `row`'s prune floor to `number` (its instances up to there are gone). */
   setPruneFloor(row: number, number: number): void {
+    this.version++;
     this.#pruneFloor[row] = number;
   }
 

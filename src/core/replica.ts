@@ -186,7 +186,7 @@ export class Replica<C> {
    * this replica (`retention.ts`); empty otherwise. Until it installs one, it
    * cannot execute what it missed.
    */
-  snapshotSources(): number[] {
+  snapshotSources(): readonly number[] {
     return this.#s.snapshotSources();
   }
 

@@ -385,8 +385,23 @@ export class ReplicaState<C> {
     }
   }
 
-  /** See `Replica.snapshotSources`. */
-  snapshotSources(): number[] {
+  /**
+   * See `Replica.snapshotSources`. Asked on every client command (admission)
+   * and every prune step: computed once per tick and progress change.
+   */
+  snapshotSources(): readonly number[] {
+    const cache = this.#snapshotSourcesCache;
+    if (cache.tick !== this.tick || cache.version !== this.progress.version) {
+      cache.tick = this.tick;
+      cache.version = this.progress.version;
+      cache.sources = this.#snapshotSources();
+    }
+    return cache.sources;
+  }
+
+  readonly #snapshotSourcesCache = { tick: -1, version: -1, sources: [] as number[] };
+
+  #snapshotSources(): number[] {
     const period = this.timers.timing.frontierTicks;
     // Right after a start (or a snapshot install) the first gossip to arrive
     // may be that of a peer that pruned past this replica while the one that
