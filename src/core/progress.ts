@@ -13,10 +13,26 @@
 
 import { type Deps, depsRaise, emptyDeps } from "./deps.ts";
 
-/** Frontiers per replica, the prune floor, and the commands held until pruning. */
+/** What else {@linkcode ProgressTracker} takes. */
+export interface ProgressOptions {
+  /**
+   * The positions that are members, voters and learners (default every
+   * position). A removed member's position is never heard from: it holds
+   * back no floor, and is never a peer behind.
+   */
+  readonly members?: readonly number[] | undefined;
+}
+
+/**
+ * Frontiers per replica, the prune floor, and the commands held until
+ * pruning. Only members count (learners like voters: the voters keep what a
+ * learner still needs).
+ */
 export class ProgressTracker {
   readonly #self: number;
   readonly #replicas: number;
+  /** Per position, whether it is a member. */
+  readonly #member: boolean[];
   /** Per row, every instance up to this number is executed here, durably. */
   readonly #executed: number[];
   /** Per row, numbers executed durably above the prefix (out of order). */
@@ -50,10 +66,12 @@ export class ProgressTracker {
    */
   version = 0;
 
-  /** A tracker for replica `self` of `replicas`. */
-  constructor(self: number, replicas: number) {
+  /** A tracker for replica `self` of `replicas` positions. */
+  constructor(self: number, replicas: number, options: ProgressOptions = {}) {
     this.#self = self;
     this.#replicas = replicas;
+    this.#member = new Array<boolean>(replicas).fill(options.members === undefined);
+    for (const member of options.members ?? []) this.#member[member] = true;
     this.#executed = emptyDeps(replicas);
     this.#executedAbove = Array.from({ length: replicas }, () => new Set<number>());
     this.#peerExecuted = Array.from({ length: replicas }, () => emptyDeps(replicas));
@@ -101,8 +119,9 @@ export class ProgressTracker {
     }
   }
 
-  /** Takes a peer's frontier gossip. */
+  /** Takes a peer's frontier gossip (a removed member's is ignored). */
   notePeer(peer: number, executed: Deps, pruned: Deps, tick = 0): void {
+    if (!this.#member[peer]) return;
     this.version++;
     this.#heard[peer] = true;
     this.#heardAtTick[peer] = tick;
@@ -112,11 +131,12 @@ export class ProgressTracker {
 
   /**
    * How far row `row` may be pruned: the lowest durably executed prefix of
-   * every replica but those in `pastPeers` (left behind: `retention.ts`).
+   * every member but those in `pastPeers` (left behind: `retention.ts`).
    */
   pruneTarget(row: number, pastPeers: readonly number[] = []): number {
     let floor = this.#executed[row]!;
     for (let replica = 0; replica < this.#replicas; replica++) {
+      if (!this.#member[replica]) continue;
       const hold = this.#holds.get(replica);
       if (replica === this.#self || (pastPeers.includes(replica) && hold === undefined)) continue;
       const executed = this.#peerExecuted[replica]![row]!;
@@ -146,7 +166,7 @@ export class ProgressTracker {
       readonly silenceTicks: number;
     },
   ): void {
-    if (peer === this.#self || peer < 0 || peer >= this.#replicas) return;
+    if (peer === this.#self || peer < 0 || peer >= this.#replicas || !this.#member[peer]) return;
     this.#holds.set(peer, { prefix: [...prefix], ...ticks });
   }
 
@@ -166,7 +186,10 @@ export class ProgressTracker {
     return true;
   }
 
-  /** Per replica, whether it was heard from within `windowTicks` of `tick` (this replica: true). */
+  /**
+   * Per replica, whether it was heard from within `windowTicks` of `tick`
+   * (this replica: true; a removed member: never).
+   */
   heardLately(tick: number, windowTicks: number): boolean[] {
     return this.#heard.map((heard, replica) =>
       replica === this.#self || (heard && tick - this.#heardAtTick[replica]! <= windowTicks)
@@ -176,10 +199,10 @@ export class ProgressTracker {
   /**
    * Whether this replica pruned past `peer`: its prune floor is above what the
    * peer reported executing in some row, so it can no longer send the peer
-   * what it misses (the peer installs a snapshot).
+   * what it misses (the peer installs a snapshot). Never a removed member.
    */
   prunedPast(peer: number): boolean {
-    if (peer === this.#self) return false;
+    if (peer === this.#self || !this.#member[peer]) return false;
     const executed = this.#peerExecuted[peer]!;
     for (let row = 0; row < this.#replicas; row++) {
       if (this.#pruneFloor[row]! > executed[row]!) return true;
@@ -218,7 +241,7 @@ export class ProgressTracker {
   rotateForgetFloor(): Deps {
     const globalFloor = [...this.#pruneFloor];
     for (let replica = 0; replica < this.#replicas; replica++) {
-      if (replica === this.#self || this.prunedPast(replica)) continue;
+      if (replica === this.#self || !this.#member[replica] || this.prunedPast(replica)) continue;
       for (let row = 0; row < this.#replicas; row++) {
         globalFloor[row] = Math.min(globalFloor[row]!, this.#peerPruned[replica]![row]!);
       }
@@ -230,19 +253,26 @@ export class ProgressTracker {
 
   /**
    * Whether `peer`'s frontier gossip arrived since this replica started (until
-   * then its frontier here reads as zero, which says nothing about it).
+   * then its frontier here reads as zero, which says nothing about it). A
+   * removed member is never heard from.
    */
   heard(peer: number): boolean {
     return this.#heard[peer]!;
   }
 
+  /** Whether position `peer` is a member (a voter or a learner). */
+  isMember(peer: number): boolean {
+    return this.#member[peer] ?? false;
+  }
+
   /**
    * For each replica, how many instances this replica executed durably that
-   * the replica has not reported executing (0 for this replica).
+   * the replica has not reported executing (0 for this replica and for a
+   * removed member: it is never behind).
    */
   executionLag(): number[] {
     return this.#peerExecuted.map((executed, replica) => {
-      if (replica === this.#self) return 0;
+      if (replica === this.#self || !this.#member[replica]) return 0;
       let lag = 0;
       for (let row = 0; row < this.#replicas; row++) {
         lag += Math.max(0, this.#executed[row]! - executed[row]!);

@@ -1,18 +1,26 @@
 /**
  * Quorum sizes and ballot ownership for EPaxos* (Ryabinin, Gotsman, Sutra,
- * OPODIS 2025, §3): `n = 2f + 1` replicas, `e = ceil((f + 1) / 2)`, slow
+ * OPODIS 2025, §3): `n = 2f + 1` voters (learners count in no quorum), `e = ceil((f + 1) / 2)`, slow
  * quorum `n - f`, fast quorum `n - e` (the optimized `f + floor((f + 1) / 2)`
  * of SOSP'13 §4.4).
  *
  * @module
  */
 
-/** The largest cluster the core supports; instance keys reserve four bits for the owner. */
+/**
+ * The most positions (member ids, removed members' included) a replica's core
+ * has, and so the most voters: bitmasks of positions (32-bit integers),
+ * instance keys (four bits for the owner) and snapshot files' rows are all
+ * sized within it.
+ */
 export const MAX_REPLICAS = 9;
 
-/** Every quorum size the protocol uses, derived from the number of replicas. */
+/**
+ * Every quorum size the protocol uses, derived from the number of voters
+ * (every replica, unless some are learners: they count in no quorum).
+ */
 export interface QuorumSizes {
-  /** Number of replicas, `n`. */
+  /** Number of voters, `n`. */
   readonly replicas: number;
   /** Crashes tolerated, `f = (n - 1) / 2`. */
   readonly maxFailures: number;
@@ -29,7 +37,7 @@ export interface QuorumSizes {
 }
 
 /**
- * Computes the quorum sizes for `replicas` replicas.
+ * Computes the quorum sizes for `replicas` voters.
  *
  * @throws {RangeError} unless `replicas` is odd and between 3 and {@linkcode MAX_REPLICAS}.
  */

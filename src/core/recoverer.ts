@@ -62,7 +62,7 @@ export class Recoverer<C> {
     lead.attempts = this.#s.housekeeping.attempts(instance.key);
     lead.recoverReplies[this.#s.id] = recoverReplyOf(instance);
     this.#s.stats.recoveriesStarted++;
-    this.#s.sendTo(this.#s.allPeers, (to) => ({
+    this.#s.sendTo(this.#s.voterPeers, (to) => ({
       type: "recover",
       from: this.#s.id,
       to,
@@ -70,7 +70,7 @@ export class Recoverer<C> {
       number: instance.number,
       ballot,
     }));
-    lead.contacted = this.#s.allPeers;
+    lead.contacted = this.#s.voterPeers;
     lead.widened = true;
     this.#s.setDeadline(lead, this.#s.timers.recoveryAttemptTimeout(lead.attempts));
   }
@@ -167,7 +167,7 @@ export class Recoverer<C> {
     lead.validateReplies = new Array(this.#s.n).fill(undefined);
     lead.validateReplies[this.#s.id] = invalidators;
     lead.attempts = 0;
-    this.#s.sendTo(lead.quorum & this.#s.allPeers, (to) => ({
+    this.#s.sendTo(lead.quorum & this.#s.voterPeers, (to) => ({
       type: "validate",
       from: this.#s.id,
       to,
@@ -250,7 +250,8 @@ export class Recoverer<C> {
     this.#s.leads.setStage(lead, "waiting");
     lead.invalidators = decision.invalidators;
     const instance = lead.instance;
-    this.#s.sendTo(this.#s.allPeers, (to) => ({
+    // Only voters recover, so only a voter has use for a Waiting report.
+    this.#s.sendTo(this.#s.voterPeers, (to) => ({
       type: "waiting",
       from: this.#s.id,
       to,
@@ -338,7 +339,7 @@ export class Recoverer<C> {
     lead.contacted = 0;
     lead.widened = true;
     lead.attempts = 0;
-    this.#hooks.sendAccept(lead, this.#s.allPeers);
+    this.#hooks.sendAccept(lead, this.#s.voterPeers);
   }
 
   /** A peer promised a higher ballot: note it, and back off if it preempts our lead. */

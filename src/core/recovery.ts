@@ -58,8 +58,9 @@ export type RecoveryDecision<C> =
   };
 
 /**
- * Decides a recovery from the `RecoverOK` replies gathered (by replica, at
- * least `n - f` of them) for an instance of row `owner`.
+ * Decides a recovery from the `RecoverOK` replies gathered (by position, at
+ * least `n - f` of them, from voters only: the caller drops any other's) for
+ * an instance of row `owner`.
  */
 export function decideRecovery<C>(
   replies: readonly (RecoverReply<C> | undefined)[],
@@ -68,7 +69,9 @@ export function decideRecovery<C>(
 ): RecoveryDecision<C> {
   let quorum = 0;
   let maxAccepted = -1;
-  for (let replica = 0; replica < sizes.replicas; replica++) {
+  // Replies are indexed by position, and positions may outnumber the voters
+  // (`sizes.replicas`): learners and removed members hold positions too.
+  for (let replica = 0; replica < replies.length; replica++) {
     const reply = replies[replica];
     if (reply === undefined) continue;
     quorum |= 1 << replica;
@@ -80,7 +83,7 @@ export function decideRecovery<C>(
   }
   // U: the replies with the highest abal. An accepted one carries the only
   // value that may have been chosen at a lower ballot.
-  for (let replica = 0; replica < sizes.replicas; replica++) {
+  for (let replica = 0; replica < replies.length; replica++) {
     const reply = replies[replica];
     if (reply === undefined || reply.acceptedBallot !== maxAccepted) continue;
     const found = acceptedValue(reply, "foundAccepted");
@@ -91,7 +94,7 @@ export function decideRecovery<C>(
   if ((quorum & (1 << owner)) !== 0) return nop("nopCoordinatorAnswered", quorum);
   let rmaxSize = 0;
   let chosen: RecoverReply<C> | undefined;
-  for (let replica = 0; replica < sizes.replicas; replica++) {
+  for (let replica = 0; replica < replies.length; replica++) {
     const reply = replies[replica];
     if (reply === undefined || reply.phase !== Phase.PreAccepted) continue;
     if (reply.deps === undefined || reply.initialDeps === undefined) continue;
@@ -139,7 +142,8 @@ export function decideValidation(
   rmaxSize: number,
   sizes: QuorumSizes,
 ): ValidationDecision {
-  for (let replica = 0; replica < sizes.replicas; replica++) {
+  // Every position in the quorum, not only the first `sizes.replicas`.
+  for (let replica = 0; quorum >>> replica !== 0; replica++) {
     if ((quorum & (1 << replica)) !== 0 && replies[replica] === undefined) {
       return { kind: "pending" };
     }
@@ -229,7 +233,7 @@ export function decidePostWaiting<C>(
     if ((input.waitingReports.get(key) ?? 0) > deadlockBound) return nop("waitedNop");
   }
   // A late RecoverOK from outside Q settles it as HandleRecoverOK would.
-  for (let replica = 0; replica < sizes.replicas; replica++) {
+  for (let replica = 0; replica < input.recoverReplies.length; replica++) {
     if ((input.quorum & (1 << replica)) !== 0) continue;
     const reply = input.recoverReplies[replica];
     if (reply === undefined) continue;

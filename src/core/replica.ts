@@ -62,6 +62,22 @@ export const SNAPSHOT_HOLD_FRONTIERS = 600;
  */
 export const SNAPSHOT_HOLD_SILENCE_FRONTIERS = 50;
 
+/** Messages that only voters are sent: a learner ignores them. */
+const VOTER_REQUESTS: ReadonlySet<Message<unknown>["type"]> = new Set([
+  "preaccept",
+  "accept",
+  "recover",
+  "validate",
+]);
+
+/** Replies that count towards a quorum: only a voter's are taken. */
+const VOTER_REPLIES: ReadonlySet<Message<unknown>["type"]> = new Set([
+  "preacceptok",
+  "acceptok",
+  "recoverok",
+  "validateok",
+]);
+
 /** Builds an EPaxos* replica. */
 export class Replica<C> {
   readonly #s: ReplicaState<C>;
@@ -78,8 +94,13 @@ export class Replica<C> {
       sendAccept: (lead, targets) => this.#sendAccept(lead, targets),
     });
     if (restored !== undefined) {
-      this.#resume(this.#s.restore(restored));
-      this.#recoverSkipped();
+      const own = this.#s.restore(restored);
+      // A learner leads nothing: it counts in no quorum. What of its own row
+      // reached the voters (when it voted) is theirs to recover.
+      if (this.#s.isVoter) {
+        this.#resume(own);
+        this.#recoverSkipped();
+      }
     }
     this.#s.runExecutor();
   }
@@ -89,9 +110,24 @@ export class Replica<C> {
     return this.#s.id;
   }
 
-  /** Quorum sizes of this cluster. */
+  /** Quorum sizes of this cluster, from its number of voters. */
   get quorum(): QuorumSizes {
     return this.#s.quorum;
+  }
+
+  /** Whether this replica votes; otherwise it is a learner, and cannot propose. */
+  get isVoter(): boolean {
+    return this.#s.isVoter;
+  }
+
+  /** The positions that vote, ascending. */
+  get voters(): readonly number[] {
+    return this.#s.voters;
+  }
+
+  /** The positions that are members (voters and learners), ascending. */
+  get members(): readonly number[] {
+    return this.#s.members;
   }
 
   /** The current tick. */
@@ -122,8 +158,9 @@ export class Replica<C> {
 
   /**
    * For each replica, how many instances this replica executed durably that
-   * the replica has not reported executing (0 for this replica): a replica far
-   * behind holds back pruning everywhere.
+   * the replica has not reported executing (0 for this replica, and for a
+   * position that is not a member): a member far behind, learner or voter,
+   * holds back pruning everywhere.
    */
   executionLag(): number[] {
     return this.#s.progress.executionLag();
@@ -223,13 +260,14 @@ export class Replica<C> {
 
   /**
    * Sets the order in which thrifty quorums pick peers, closest live first
-   * (SOSP'13 §4.4). Peers missing from `order` come last, in index order.
+   * (SOSP'13 §4.4). Only voters are picked: others in `order` are skipped.
+   * Voters missing from `order` come last, in their previous order.
    */
   setPeerOrder(order: readonly number[]): void {
     const seen = new Set<number>();
     const next: number[] = [];
     for (const peer of order) {
-      if (peer === this.#s.id || peer < 0 || peer >= this.#s.n || seen.has(peer)) continue;
+      if (peer === this.#s.id || !this.#s.isVoterAt(peer) || seen.has(peer)) continue;
       seen.add(peer);
       next.push(peer);
     }
@@ -237,14 +275,14 @@ export class Replica<C> {
     this.#s.peerOrder = next;
   }
 
-  /** The current thrifty preference order. */
+  /** The current thrifty preference order (voters only). */
   get peerOrder(): readonly number[] {
     return this.#s.peerOrder;
   }
 
   /** Sets the measured round trip to `peer`, in ticks, which scales the timers that widen quorums. */
   setRoundTrip(peer: number, ticks: number): void {
-    if (peer === this.#s.id || peer < 0 || peer >= this.#s.n || !(ticks >= 0)) return;
+    if (peer === this.#s.id || !this.#s.isMemberAt(peer) || !(ticks >= 0)) return;
     this.#s.timers.setRoundTrip(peer, ticks);
   }
 
@@ -263,15 +301,25 @@ export class Replica<C> {
   /**
    * Submits a batch of client commands as one new instance (EPaxos* `Submit`,
    * Figure 3 lines 8-10) and returns its id.
+   *
+   * @throws {Error} at a learner: it counts in no quorum, so it cannot lead one.
    */
   propose(commands: readonly C[]): { owner: number; number: number } {
+    if (!this.#s.isVoter) {
+      throw new Error(`A learner cannot propose: replica ${this.#s.id} is not a voter`);
+    }
     if (commands.length === 0) throw new RangeError("A proposal needs at least one command");
     const id = this.#propose(commands, 0);
     this.#s.runExecutor();
     return id;
   }
 
-  /** Handles one message from a peer. Messages not addressed to this replica are ignored. */
+  /**
+   * Handles one message from a peer. Messages not addressed to this replica
+   * are ignored, as are messages from a position that is not a member, the
+   * commit protocol's and recovery's requests at a learner, and replies to
+   * them from a peer that does not vote.
+   */
   step(message: Message<C>): void {
     this.#step(message);
     this.#s.runExecutor();
@@ -343,7 +391,11 @@ export class Replica<C> {
   #step(message: Message<C>): void {
     const s = this.#s;
     if (message.to !== s.id || message.from === s.id) return;
-    if (message.from < 0 || message.from >= s.n) return;
+    if (!s.isMemberAt(message.from)) return;
+    // A learner is sent none of these (a sender that takes it for a voter
+    // is mistaken), and a non-voter's reply never counts towards a quorum.
+    if (VOTER_REQUESTS.has(message.type) && !s.isVoter) return;
+    if (VOTER_REPLIES.has(message.type) && !s.isVoterAt(message.from)) return;
     if (message.type !== "frontier") {
       // An instance at or below the prune floor executed on every replica,
       // the sender included: whatever the message says is stale. Handling it
@@ -537,7 +589,7 @@ export class Replica<C> {
       case "widen":
         // Too few peers asked to ever form a quorum: ask the rest now.
         lead.widened = true;
-        return this.#sendPreAccept(lead, this.#s.allPeers & ~lead.contacted);
+        return this.#sendPreAccept(lead, this.#s.voterPeers & ~lead.contacted);
       case "wait":
         return;
     }
@@ -691,12 +743,12 @@ export class Replica<C> {
         const lead = this.#s.leads.start(instance, 0, "preaccept");
         lead.preAcceptReplies[this.#s.id] = instance.initialDeps;
         lead.widened = true;
-        this.#sendPreAccept(lead, this.#s.allPeers);
+        this.#sendPreAccept(lead, this.#s.voterPeers);
       } else if (instance.phase === Phase.Accepted) {
         const lead = this.#s.leads.start(instance, 0, "accept");
         lead.acks = 1 << this.#s.id;
         lead.widened = true;
-        this.#sendAccept(lead, this.#s.allPeers);
+        this.#sendAccept(lead, this.#s.voterPeers);
       }
     }
   }
@@ -718,7 +770,7 @@ export class Replica<C> {
     // Numbers allocated since the last Ready are persisted with the next one,
     // before this gossip leaves, so the current number is safe to announce.
     const highest = this.#s.lastNumber;
-    this.#s.sendTo(this.#s.allPeers, (to) => ({
+    this.#s.sendTo(this.#s.memberPeers, (to) => ({
       type: "frontier",
       from: this.#s.id,
       to,
@@ -745,14 +797,17 @@ export class Replica<C> {
       isCommitted: (key) => s.instances.get(key)?.phase === Phase.Committed,
     });
     for (const request of plan.gapRequests) this.#sendCommitRequest(request);
-    for (const key of plan.recover) {
+    // A learner never recovers (it counts in no quorum): it keeps asking the
+    // members for the commits it wants.
+    for (const key of s.isVoter ? plan.recover : []) {
       this.#recoverer.start(s.getOrCreate(keyOwner(key), keyNumber(key)));
     }
     for (const request of plan.requests) this.#sendCommitRequest(request);
   }
 
   #sendCommitRequest(request: CommitRequest): void {
-    this.#s.sendTo(this.#s.allPeers, (to) => ({
+    // Every member answers from what it committed, learners included.
+    this.#s.sendTo(this.#s.memberPeers, (to) => ({
       type: "commitrequest",
       from: this.#s.id,
       to,
@@ -780,9 +835,9 @@ export class Replica<C> {
         if (!lead.widened) {
           // A chosen peer is silent: widen the thrifty set to everyone.
           lead.widened = true;
-          return this.#sendPreAccept(lead, s.allPeers & ~lead.contacted);
+          return this.#sendPreAccept(lead, s.voterPeers & ~lead.contacted);
         }
-        const silent = s.allPeers & ~repliedMask(lead.preAcceptReplies, s.n);
+        const silent = s.voterPeers & ~repliedMask(lead.preAcceptReplies, s.n);
         lead.attempts++;
         this.#sendPreAccept(lead, silent);
         s.setDeadline(lead, s.timers.retransmitTimeout(lead.attempts));
@@ -794,10 +849,10 @@ export class Replica<C> {
         }
         if (!lead.widened) {
           lead.widened = true;
-          return this.#sendAccept(lead, s.allPeers & ~lead.contacted);
+          return this.#sendAccept(lead, s.voterPeers & ~lead.contacted);
         }
         lead.attempts++;
-        this.#sendAccept(lead, s.allPeers & ~lead.acks);
+        this.#sendAccept(lead, s.voterPeers & ~lead.acks);
         s.setDeadline(lead, s.timers.retransmitTimeout(lead.attempts));
         return;
       }

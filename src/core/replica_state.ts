@@ -26,7 +26,7 @@ import {
 } from "./instance.ts";
 import { type Lead, Leads } from "./lead.ts";
 import { ProgressTracker } from "./progress.ts";
-import { type QuorumSizes, quorumSizes } from "./quorum.ts";
+import { MAX_REPLICAS, type QuorumSizes, quorumSizes } from "./quorum.ts";
 import { ReadyBuilder } from "./ready_builder.ts";
 import { peersToPrunePast, snapshotSources } from "./retention.ts";
 import { newReplicaStats, type ReplicaStats } from "./stats.ts";
@@ -62,10 +62,32 @@ export const SNAPSHOT_GRACE_FRONTIERS = 5;
 
 /** How to build a replica. */
 export interface ReplicaOptions<C> {
-  /** This replica's index, `0 <= id < replicas`. */
+  /** This replica's index (its member id), `0 <= id < replicas`; a member. */
   readonly id: number;
-  /** Cluster size `n` (odd, 3 to 9). */
+  /**
+   * Number of positions: member ids run `0..replicas-1`, removed members'
+   * included (ids are never reused), so this is the highest id ever used plus
+   * one. Every deps vector has a row per position. At most
+   * {@linkcode MAX_REPLICAS}: sets of positions are 32-bit bitmasks, instance
+   * keys hold the owner in four bits, and snapshot files take that many rows.
+   * Without `voters`, every position votes, so it is odd, 3 to 9.
+   */
   readonly replicas: number;
+  /**
+   * The positions that vote (default every position): they count in every
+   * quorum and receive PreAccept, Accept, Recover and Validate. Non-empty,
+   * distinct, each in `0..replicas-1`, an odd number (from 3: `quorumSizes`
+   * takes no fewer); quorum sizes follow their number, not `replicas`.
+   */
+  readonly voters?: readonly number[];
+  /**
+   * The positions that are members, voters and learners (default every
+   * position); includes every voter and `id`. A learner receives commits and
+   * gossip, executes, and counts in no quorum. A position that is not a
+   * member (a removed member) is sent nothing, heard from never, and holds
+   * back no pruning.
+   */
+  readonly members?: readonly number[];
   /** Which commands conflict (supplied by the replicated state machine). */
   readonly conflicts: ConflictModel<C>;
   /** Timer settings; missing fields take `DEFAULT_TIMING`. */
@@ -84,7 +106,7 @@ export interface ReplicaOptions<C> {
   readonly retentionCommands?: number;
   /**
    * For tests only, never in production: replaces some of the quorum sizes
-   * derived from `replicas` (for instance a fast quorum one smaller than
+   * derived from the number of voters (for instance a fast quorum one smaller than
    * correct), so that a test can show the explorer and the simulator catch a
    * broken decider (`tests/sim/explore_test.ts`). A replica given it is unsafe.
    */
@@ -111,10 +133,16 @@ export interface OwnProposal<C> {
 export class ReplicaState<C> {
   /** This replica's index. */
   readonly id: number;
-  /** Cluster size. */
+  /** Number of positions (rows of every deps vector); not the number of voters. */
   readonly n: number;
-  /** Quorum sizes of the cluster. */
+  /** Quorum sizes of the cluster, from its number of voters. */
   readonly quorum: QuorumSizes;
+  /** The positions that vote, ascending. */
+  readonly voters: readonly number[];
+  /** The positions that are members (voters and learners), ascending. */
+  readonly members: readonly number[];
+  /** Whether this replica votes (otherwise it is a learner). */
+  readonly isVoter: boolean;
   /** Which commands conflict. */
   readonly conflicts: ConflictModel<C>;
   /** Timer settings and measured round trips. */
@@ -125,8 +153,17 @@ export class ReplicaState<C> {
   readonly maxPrunePerStep: number;
   /** See {@linkcode ReplicaOptions.retentionCommands}. */
   readonly retentionCommands: number;
-  /** Bitmask of every replica but this one. */
-  readonly allPeers: number;
+  /** Bitmask of the voters, this replica included if it votes. */
+  readonly voterMask: number;
+  /** Bitmask of the members, this replica included. */
+  readonly memberMask: number;
+  /**
+   * Bitmask of the voters but this one: where PreAccept, Accept, Recover,
+   * Validate and Waiting go, and whose replies count.
+   */
+  readonly voterPeers: number;
+  /** Bitmask of the members but this one: where Commit, gossip and commit requests go. */
+  readonly memberPeers: number;
   /** Every instance held, by key. */
   readonly instances = new Map<number, Instance<C>>();
   /** The executor over the held instances. */
@@ -171,33 +208,54 @@ export class ReplicaState<C> {
   ownVotesPending: Lead<C>[] = [];
   /** Own votes waiting for the Ready in flight to be advanced. */
   ownVotesInFlight: Lead<C>[] = [];
-  /** Thrifty preference order of the peers, closest first. */
+  /** Thrifty preference order of the voters but this one, closest first. */
   peerOrder: number[] = [];
 
   /** Empty state for replica `options.id`. */
   constructor(options: ReplicaOptions<C>) {
+    const { voters, members } = positionsOf(options);
     this.quorum = options.unsafeQuorumSizes === undefined
-      ? quorumSizes(options.replicas)
-      : { ...quorumSizes(options.replicas), ...options.unsafeQuorumSizes };
+      ? quorumSizes(voters.length)
+      : { ...quorumSizes(voters.length), ...options.unsafeQuorumSizes };
     if (!Number.isInteger(options.id) || options.id < 0 || options.id >= options.replicas) {
       throw new RangeError(`Replica id must be in 0..${options.replicas - 1}, got ${options.id}`);
     }
+    if (!members.includes(options.id)) {
+      throw new RangeError(`Replica id ${options.id} must be a member`);
+    }
     this.id = options.id;
     this.n = options.replicas;
+    this.voters = voters;
+    this.members = members;
+    this.isVoter = voters.includes(this.id);
     this.conflicts = options.conflicts;
-    this.timers = new Timers(this.id, this.n, options.timing);
+    this.timers = new Timers(this.id, this.n, { timing: options.timing, members });
     this.maxReproposals = options.maxReproposals ?? 8;
     this.maxPrunePerStep = options.maxPrunePerStep ?? 8192;
     this.retentionCommands = options.retentionCommands ?? Number.POSITIVE_INFINITY;
-    this.allPeers = ((1 << this.n) - 1) & ~(1 << this.id);
+    this.voterMask = maskOf(voters);
+    this.memberMask = maskOf(members);
+    this.voterPeers = this.voterMask & ~(1 << this.id);
+    this.memberPeers = this.memberMask & ~(1 << this.id);
     this.executor = new Executor(this.n, (key) => this.instances.get(key));
     this.index = new ConflictIndex(this.n);
     this.leads = new Leads(this.n);
-    this.progress = new ProgressTracker(this.id, this.n);
+    this.progress = new ProgressTracker(this.id, this.n, { members });
     this.housekeeping = new Housekeeping(this.id, this.n, this.timers, this.progress);
     for (let distance = 1; distance < this.n; distance++) {
-      this.peerOrder.push((this.id + distance) % this.n);
+      const peer = (this.id + distance) % this.n;
+      if (this.isVoterAt(peer)) this.peerOrder.push(peer);
     }
+  }
+
+  /** Whether position `peer` votes. */
+  isVoterAt(peer: number): boolean {
+    return peer >= 0 && peer < this.n && (this.voterMask & (1 << peer)) !== 0;
+  }
+
+  /** Whether position `peer` is a member (a voter or a learner). */
+  isMemberAt(peer: number): boolean {
+    return peer >= 0 && peer < this.n && (this.memberMask & (1 << peer)) !== 0;
   }
 
   /** Creates instance `(owner, number)` in the initial phase. */
@@ -336,9 +394,12 @@ export class ReplicaState<C> {
     this.out.send(this.#commitMessage(instance, to));
   }
 
-  /** Sends `instance`'s Commit to every peer (with thrifty operation some hear of it first here). */
+  /**
+   * Sends `instance`'s Commit to every member but this one (with thrifty
+   * operation some voters hear of it first here; learners only ever do).
+   */
   broadcastCommit(instance: Instance<C>): void {
-    this.sendTo(this.allPeers, (to) => this.#commitMessage(instance, to));
+    this.sendTo(this.memberPeers, (to) => this.#commitMessage(instance, to));
   }
 
   #commitMessage(instance: Instance<C>, to: number): Message<C> {
@@ -409,7 +470,7 @@ export class ReplicaState<C> {
     // from, or after a grace (found in bench:snapshot: a second snapshot
     // fetched right after the first was installed).
     if (this.tick < SNAPSHOT_GRACE_FRONTIERS * period) {
-      for (let peer = 0; peer < this.n; peer++) {
+      for (const peer of this.members) {
         if (!this.progress.heard(peer)) return [];
       }
     }
@@ -455,7 +516,7 @@ export class ReplicaState<C> {
     let budget = this.maxPrunePerStep;
     let changed = false;
     const unheard: number[] = [];
-    for (let peer = 0; peer < this.n; peer++) if (!this.progress.heard(peer)) unheard.push(peer);
+    for (const peer of this.members) if (!this.progress.heard(peer)) unheard.push(peer);
     for (let peer = 0; peer < this.n; peer++) this.progress.held(peer, this.tick);
     const pastPeers = peersToPrunePast(
       this.progress.executionLag(),
@@ -464,6 +525,7 @@ export class ReplicaState<C> {
       {
         unheard,
         graceOver: this.tick >= RETENTION_GRACE_FRONTIERS * this.timers.timing.frontierTicks,
+        members: this.members,
       },
     );
     if (pastPeers.length > 0) this.stats.retentionPrunes++;
@@ -601,4 +663,62 @@ export class ReplicaState<C> {
     }
     return lines;
   }
+}
+
+/**
+ * The voters and members of `options`, ascending, checked (see
+ * {@linkcode ReplicaOptions.voters} and {@linkcode ReplicaOptions.members}).
+ *
+ * @throws {RangeError} if `replicas` is out of range, or either list is not
+ * made of distinct positions, or the voters are not an odd number from 3
+ * (`quorumSizes` takes no fewer), or a voter is not a member.
+ */
+function positionsOf(
+  options: {
+    readonly replicas: number;
+    readonly voters?: readonly number[];
+    readonly members?: readonly number[];
+  },
+): { voters: readonly number[]; members: readonly number[] } {
+  const replicas = options.replicas;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) {
+    throw new RangeError(`A cluster has 1 to ${MAX_REPLICAS} positions, got ${replicas}`);
+  }
+  const every = Array.from({ length: replicas }, (_, position) => position);
+  const voters = options.voters === undefined
+    ? every
+    : checkedPositions(options.voters, replicas, "voters");
+  const members = options.members === undefined
+    ? every
+    : checkedPositions(options.members, replicas, "members");
+  // Without voters given, `quorumSizes` says what is wrong with `replicas`.
+  if (options.voters !== undefined && (voters.length < 3 || voters.length % 2 === 0)) {
+    throw new RangeError(
+      `A cluster needs an odd number of voters from 3 to ${MAX_REPLICAS}, got ${voters.length}`,
+    );
+  }
+  const outside = voters.find((voter) => !members.includes(voter));
+  if (outside !== undefined) throw new RangeError(`Voter ${outside} must be a member`);
+  return { voters, members };
+}
+
+/** `positions` sorted ascending, checked to be distinct integers in `0..replicas-1`. */
+function checkedPositions(positions: readonly number[], replicas: number, what: string): number[] {
+  const sorted = [...positions].sort((a, b) => a - b);
+  for (const [index, position] of sorted.entries()) {
+    if (!Number.isInteger(position) || position < 0 || position >= replicas) {
+      throw new RangeError(`Each of the ${what} must be in 0..${replicas - 1}, got ${position}`);
+    }
+    if (index > 0 && sorted[index - 1] === position) {
+      throw new RangeError(`The ${what} repeat position ${position}`);
+    }
+  }
+  return sorted;
+}
+
+/** The bitmask of `positions`. */
+function maskOf(positions: readonly number[]): number {
+  let mask = 0;
+  for (const position of positions) mask |= 1 << position;
+  return mask;
 }

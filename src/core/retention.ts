@@ -33,13 +33,20 @@ export interface PrunePastOptions {
   readonly unheard?: readonly number[];
   /** Whether the grace after this replica's start is over (see `unheard`). */
   readonly graceOver?: boolean;
+  /**
+   * The positions that are members, voters and learners alike, this replica
+   * included (default every position of `lags`): a removed member is never
+   * pruned past, and does not count towards `f`.
+   */
+  readonly members?: readonly number[];
 }
 
 /**
  * The peers to prune past: none while the commands held are within
  * `retentionCommands`; beyond it, every peer that alone accounts for at least
  * half of the instances held (it has not executed that many of the instances
- * this replica executed), at most `f` of them (`(n - 1) / 2`), the furthest
+ * this replica executed), at most `f` of them (`(n - 1) / 2`, `n` the
+ * members: learners count like voters), the furthest
  * behind first. A peer a little behind is not left behind for one far
  * behind, and one that is down is among them unless `f` others are further.
  * A peer not heard from since this replica started is not pruned past until
@@ -57,16 +64,17 @@ export function peersToPrunePast(
   options: PrunePastOptions = {},
 ): number[] {
   if (held.commands < retentionCommands || held.instances === 0) return [];
+  const members = options.members ?? lags.map((_, replica) => replica);
   const candidates: number[] = [];
-  for (let replica = 0; replica < lags.length; replica++) {
-    const lag = lags[replica]!;
+  for (const replica of members) {
+    const lag = lags[replica] ?? 0;
     if (options.unheard?.includes(replica) && !options.graceOver) continue;
     if (lag > 0 && 2 * lag >= held.instances) candidates.push(replica);
   }
   // At most f peers, the furthest behind first: what is pruned has then
-  // executed at a majority at least. A replica cut off from the others sees
+  // executed at a majority of the members at least. A replica cut off from the others sees
   // every peer's frontier stale, and must not prune past them all.
-  const most = Math.floor((lags.length - 1) / 2);
+  const most = Math.floor((members.length - 1) / 2);
   candidates.sort((a, b) => lags[b]! - lags[a]! || a - b);
   return candidates.slice(0, most).sort((a, b) => a - b);
 }

@@ -55,18 +55,32 @@ export const DEFAULT_TIMING: TimingOptions = {
   forgetTicks: 5000,
 };
 
+/** What else {@linkcode Timers} takes. */
+export interface TimersOptions {
+  /** Settings; missing fields take {@linkcode DEFAULT_TIMING}. */
+  readonly timing?: Partial<TimingOptions> | undefined;
+  /**
+   * The positions that are members (default every position): a removed
+   * member is never measured, and its assumed round trip must not slow the
+   * timers.
+   */
+  readonly members?: readonly number[] | undefined;
+}
+
 /** The timer settings of one replica and the round trips it measured to each peer. */
 export class Timers {
   /** The settings, defaults filled in. */
   readonly timing: TimingOptions;
-  readonly #self: number;
   readonly #roundTrips: number[];
+  /** The members but this replica: whose round trips scale the timers. */
+  readonly #peers: readonly number[];
 
-  /** Timers for replica `self` of `replicas`; missing settings take {@linkcode DEFAULT_TIMING}. */
-  constructor(self: number, replicas: number, timing?: Partial<TimingOptions>) {
-    this.timing = { ...DEFAULT_TIMING, ...timing };
-    this.#self = self;
+  /** Timers for replica `self` of `replicas` positions. */
+  constructor(self: number, replicas: number, options: TimersOptions = {}) {
+    this.timing = { ...DEFAULT_TIMING, ...options.timing };
     this.#roundTrips = new Array<number>(replicas).fill(this.timing.defaultRoundTripTicks);
+    const members = options.members ?? Array.from({ length: replicas }, (_, peer) => peer);
+    this.#peers = members.filter((peer) => peer !== self && peer >= 0 && peer < replicas);
   }
 
   /** Sets the measured round trip to `peer`, in ticks (at least one). */
@@ -74,12 +88,10 @@ export class Timers {
     this.#roundTrips[peer] = Math.max(1, Math.ceil(ticks));
   }
 
-  /** `base` ticks, or `roundTrips` times the slowest measured peer if that is longer. */
+  /** `base` ticks, or `roundTrips` times the slowest measured member if that is longer. */
   scaled(base: number, roundTrips: number): number {
     let slowest = 0;
-    for (let peer = 0; peer < this.#roundTrips.length; peer++) {
-      if (peer !== this.#self) slowest = Math.max(slowest, this.#roundTrips[peer]!);
-    }
+    for (const peer of this.#peers) slowest = Math.max(slowest, this.#roundTrips[peer]!);
     return Math.max(base, Math.ceil(slowest * roundTrips));
   }
 

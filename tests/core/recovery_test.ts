@@ -314,6 +314,79 @@ Deno.test("decidePostWaiting: what a waiting recovery does next (n=5, Q = {1,2,3
   }
 });
 
+Deno.test("recovery decisions read every position, not only the first n (n = 3 voters of more positions)", () => {
+  // Voters 0, 2 and 3 of positions 0..3 (position 1 a learner or removed):
+  // replies and quorums are by position, and position 3 is past n = 3.
+  const sizes = quorumSizes(3);
+  const four = [0, 0, 0, 0, 0];
+  const rows: { name: string; replies: Record<number, RecoverReply<Command>>; want: unknown }[] = [
+    {
+      name: "an accepted value at position 3 is found",
+      replies: { 2: initial(), 3: accepted(2, B, four) },
+      want: {
+        kind: "accept",
+        command: B,
+        deps: four,
+        outcome: "foundAccepted",
+        quorum: mask(2, 3),
+      },
+    },
+    {
+      name: "a pre-accept at position 3 is validated, with position 3 in Q",
+      replies: { 2: initial(), 3: preAccepted(A, four) },
+      want: { kind: "validate", command: A, deps: four, rmaxSize: 1, quorum: mask(2, 3) },
+    },
+    {
+      name: "the coordinator at position 3 answered: a Nop",
+      replies: { 0: initial(), 3: preAccepted(A, four) },
+      want: {
+        kind: "accept",
+        command: NOP,
+        deps: "empty",
+        outcome: "nopCoordinatorAnswered",
+        quorum: mask(0, 3),
+      },
+    },
+  ];
+  for (const row of rows) {
+    const owner = row.name.includes("coordinator") ? 3 : 0;
+    assert.deepEqual(decideRecovery(replies(4, row.replies), owner, sizes), row.want, row.name);
+  }
+  // A quorum member at position 3 that has not answered keeps validation pending.
+  const byPosition = [undefined, undefined, [], undefined];
+  assert.deepEqual(decideValidation(mask(2, 3), byPosition, 1, sizes), { kind: "pending" });
+  byPosition[3] = [];
+  assert.deepEqual(decideValidation(mask(2, 3), byPosition, 1, sizes), { kind: "clean" });
+  // A late RecoverOK from the coordinator at position 4 (voters 0, 2, 4): a Nop.
+  const late = decidePostWaiting({
+    invalidators: new Map([[instanceKey(2, 5), "undecided" as const]]),
+    waitingReports: new Map(),
+    recoverReplies: replies(5, { 4: preAccepted(A, d1) }),
+    quorum: mask(0, 2),
+    owner: 4,
+    validated: { command: A, deps: d1 },
+  }, sizes);
+  assert.deepEqual(late, {
+    kind: "accept",
+    command: NOP,
+    deps: "empty",
+    outcome: "waitedNop",
+    quorum: 0,
+  });
+  // The deadlock bound is n - f - e of the voters: 3 - 1 - 1 = 1.
+  const waiting = (k: number) =>
+    decidePostWaiting({
+      invalidators: new Map([[instanceKey(2, 5), "undecided" as const]]),
+      waitingReports: new Map([[instanceKey(2, 5), k]]),
+      recoverReplies: replies(5, {}),
+      quorum: mask(0, 2),
+      owner: 4,
+      validated: { command: A, deps: d1 },
+    }, sizes).kind;
+  assert.equal(waiting(1), "wait");
+  assert.equal(waiting(2), "accept");
+});
+
 Deno.test("invalidatorsOf (ComputeI): conflicting instances that may not have seen the target", () => {
   const model: ConflictModel<Command> = { accesses: (key) => [{ key, write: true }] };
   const held = (

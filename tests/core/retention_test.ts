@@ -255,3 +255,43 @@ Deno.test("pruning past a peer: the prune target skips it, and it no longer hold
   progress.notePeer(2, [12, 0, 0], [10, 0, 0]);
   assert.equal(progress.prunedPast(2), false);
 });
+
+Deno.test("peersToPrunePast counts members only: a removed position is never pruned past, nor counts in f", () => {
+  const held = { commands: 5000, instances: 900 };
+  // Positions 0..4, members 0, 2 and 3 (1 and 4 removed, their lag is 0):
+  // f over three members is 1, so only the furthest behind.
+  const lags = [0, 0, 900, 880, 0];
+  assert.deepEqual(peersToPrunePast(lags, held, 1000), [2, 3], "every position a member");
+  assert.deepEqual(peersToPrunePast(lags, held, 1000, { members: [0, 2, 3] }), [2]);
+  // A lag reported for a removed position (it should be 0) is ignored.
+  assert.deepEqual(peersToPrunePast([0, 900, 0], held, 1000, { members: [0, 2] }), []);
+  // A learner counts like any member: five members, f = 2.
+  assert.deepEqual(
+    peersToPrunePast([0, 900, 0, 880, 0], held, 1000, { members: [0, 1, 2, 3, 4] }),
+    [1, 3],
+  );
+});
+
+Deno.test("a removed position holds back no pruning, is never behind, and is never pruned past", () => {
+  const progress = new ProgressTracker(0, 4, { members: [0, 2, 3] });
+  for (let number = 1; number <= 10; number++) progress.noteDurablyExecuted(0, number);
+  progress.notePeer(2, [10, 0, 0, 0], [0, 0, 0, 0]);
+  progress.notePeer(3, [8, 0, 0, 0], [0, 0, 0, 0]);
+  assert.equal(progress.pruneTarget(0), 8);
+  assert.deepEqual(progress.executionLag(), [0, 0, 0, 2]);
+  progress.setPruneFloor(0, 8);
+  assert.equal(progress.prunedPast(1), false);
+  // Gossip from position 1 is ignored: it is never heard from.
+  progress.notePeer(1, [1, 0, 0, 0], [1, 0, 0, 0]);
+  assert.equal(progress.heard(1), false);
+  assert.equal(progress.pruneTarget(0), 8);
+  assert.deepEqual(progress.heardLately(0, 10), [true, false, true, true]);
+  // Nor does it hold the forget floor.
+  progress.notePeer(2, [10, 0, 0, 0], [8, 0, 0, 0]);
+  progress.notePeer(3, [8, 0, 0, 0], [8, 0, 0, 0]);
+  progress.rotateForgetFloor();
+  assert.deepEqual([...progress.rotateForgetFloor()], [8, 0, 0, 0]);
+  // Nor is a snapshot hold kept for it.
+  progress.holdFor(1, [2, 0, 0, 0], { sinceTick: 0, untilTick: 100, silenceTicks: 100 });
+  assert.equal(progress.held(1, 1), false);
+});
