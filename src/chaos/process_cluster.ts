@@ -27,6 +27,13 @@ export interface ProcessCluster {
   start(id: number): Promise<void>;
   /** Starts replica `id` again on its data and waits until it answers `/livez`. */
   restart(id: number): Promise<void>;
+  /** Deletes replica `id`'s data directory (it must be stopped): its disk is lost. */
+  wipe(id: number): Promise<void>;
+  /**
+   * Starts replica `id` (stopped) as a joiner (`--join via`), on an empty
+   * data directory, as `deno task start --join` does, without waiting for it.
+   */
+  join(id: number, via: string): Promise<void>;
   /** Recent output of replica `id`, for failure reports. */
   output(id: number): string;
   /** Stops every replica and removes the directory. */
@@ -161,7 +168,7 @@ export async function startProcessCluster(
   );
   const processes: (Deno.ChildProcess | undefined)[] = new Array(replicas);
   const logs: string[][] = Array.from({ length: replicas }, () => []);
-  const spawn = async (id: number) => {
+  const spawn = async (id: number, via?: string) => {
     const dataDir = `${root}/replica-${id}`;
     await Deno.mkdir(dataDir, { recursive: true });
     const args = replicaCommand({
@@ -169,10 +176,13 @@ export async function startProcessCluster(
       id,
       dataDir,
       listen: `127.0.0.1:${ports[id]}`,
-      peerUrls: urls,
       secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
       ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
     });
+    if (via !== undefined) {
+      // A joiner: the configuration comes from `via`, not the cluster file.
+      args.splice(args.indexOf("--config"), 2, "--join", via, "--url", urls[id]!);
+    }
     args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
     args.splice(1, 0, ...(options.denoFlags ?? []));
     const child = new Deno.Command(Deno.execPath(), {
@@ -207,6 +217,13 @@ export async function startProcessCluster(
     },
     async start(id) {
       if (processes[id] === undefined) await spawn(id);
+    },
+    async wipe(id) {
+      if (processes[id] !== undefined) throw new Error(`replica ${id} is running`);
+      await Deno.remove(`${root}/replica-${id}`, { recursive: true }).catch(() => {});
+    },
+    async join(id, via) {
+      if (processes[id] === undefined) await spawn(id, via);
     },
     async restart(id) {
       await cluster.kill(id);

@@ -5,6 +5,10 @@
  * ```
  * deno task admin --server http://127.0.0.1:8001 members
  * deno task admin --server http://127.0.0.1:8001 backup --out backup.jsonl
+ * deno task admin --server http://127.0.0.1:8001 add --url http://127.0.0.1:8004
+ * deno task admin --server http://127.0.0.1:8001 promote 3 4
+ * deno task admin --server http://127.0.0.1:8001 remove 4
+ * deno task admin --server http://127.0.0.1:8001 replace 2
  * ```
  *
  * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset and the
@@ -15,6 +19,7 @@
  * @module
  */
 
+import type { ConfigurationChange } from "../core/configuration_change.ts";
 import { fetchBackup } from "./admin_backup.ts";
 import { adminRequest } from "./admin_request.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
@@ -30,6 +35,20 @@ Commands:
                    "lagInstances", "lastContactMsAgo", "roundTripMs", "self"}]}
                    state is "caught-up" or "lagging" (lagInstances: instances the
                    member has not reported executing that the server has)
+  add --url URL    Add a learner at URL (it receives everything and votes in no
+                   quorum); prints {"epoch", "id", "configuration"}. Start it with
+                   deno task start --join SERVER --id ID --url URL --listen HOST:PORT --data EMPTY_DIR
+  promote ID...    Make learners voters (each must be caught up; voters stay odd)
+  remove ID...     Remove members (voters stay odd and at least 3)
+  replace ID [--url URL]
+                   Give member ID, whose data is lost, a new incarnation (at URL,
+                   or its old one): the old process is refused everywhere, and its
+                   replacement starts with --join on an empty directory
+                   Each change is refused, changing nothing, when: another change is
+                   in flight; the new quorums are not reachable among started,
+                   caught-up members; voters would be even or fewer than 3; a
+                   promoted learner is not caught up; a voter is down (add). On
+                   success they print {"epoch", "configuration"}.
   backup --out FILE [--rate MBPS]
                    Write a consistent backup of the whole key-value state to FILE
                    while writes go on (the state at one point of the execution
@@ -74,7 +93,43 @@ export interface AdminIo {
   readonly err?: (line: string) => void;
 }
 
-const COMMANDS = ["members", "backup"];
+const COMMANDS = ["members", "backup", "add", "promote", "remove", "replace"];
+
+/** Member ids given as arguments. */
+function memberIdsOf(command: string, args: readonly string[]): number[] {
+  if (args.length === 0) throw new UsageError(`${command} needs member ids`);
+  return args.map((text) => {
+    if (!/^\d{1,9}$/.test(text)) throw new UsageError(`${command}: not a member id: ${text}`);
+    return Number(text);
+  });
+}
+
+/** The change a membership command asks for, or `undefined` for another command. */
+function changeOf(
+  command: string,
+  rest: readonly string[],
+  url: string | undefined,
+): ConfigurationChange | undefined {
+  switch (command) {
+    case "add":
+      if (url === undefined) throw new UsageError("add needs --url URL");
+      if (rest.length > 0) throw new UsageError(`add takes no arguments, got ${rest[0]}`);
+      return { kind: "add", url };
+    case "promote":
+    case "remove":
+      if (url !== undefined) throw new UsageError(`--url is for add and replace, not ${command}`);
+      return { kind: command, ids: memberIdsOf(command, rest) };
+    case "replace": {
+      const [id, ...more] = memberIdsOf(command, rest);
+      if (more.length > 0) throw new UsageError("replace takes one member id");
+      return { kind: "replace", id: id!, ...(url === undefined ? {} : { url }) };
+    }
+    default:
+      if (url !== undefined) throw new UsageError(`--url is for add and replace, not ${command}`);
+      if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got ${rest[0]}`);
+      return undefined;
+  }
+}
 
 /** A refusal or failure, with the reason to print. */
 class AdminError extends Error {
@@ -136,11 +191,11 @@ function serverUrl(text: string): string {
   return url.href.replace(/\/+$/, "");
 }
 
-/** GETs `path` of the admin route and resolves with its JSON body. */
+/** GETs (or, with `json`, POSTs) `path` of the admin route and resolves with its JSON body. */
 async function adminGet(
   server: string,
   path: string,
-  options: { readonly secret: string; readonly timeoutMs: number },
+  options: { readonly secret: string; readonly timeoutMs: number; readonly json?: unknown },
 ): Promise<unknown> {
   const response = await adminRequest(server, path, options);
   try {
@@ -160,7 +215,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
   const err = io.err ?? ((line: string) => console.error(line));
   try {
     const args = parseArgs(argv, {
-      options: ["server", "timeout", "out", "rate"],
+      options: ["server", "timeout", "out", "rate", "url"],
       flags: ["help"],
     });
     if (args.flags.has("help")) {
@@ -170,7 +225,7 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
     const [command, ...rest] = args.positional;
     if (command === undefined) throw new UsageError("No command given");
     if (!COMMANDS.includes(command)) throw new UsageError(`Unknown command ${command}`);
-    if (rest.length > 0) throw new UsageError(`${command} takes no arguments, got ${rest[0]}`);
+    const change = changeOf(command, rest, option(args, "url"));
     const server = serverUrl(option(args, "server", "http://127.0.0.1:8001")!);
     const outFile = option(args, "out");
     if (command === "backup" && outFile === undefined) {
@@ -183,7 +238,8 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
     const timeoutMs = integerOption(args, "timeout", {
       min: 1,
       max: 3_600_000,
-      fallback: command === "backup" ? 3_600_000 : 10_000,
+      // A change waits for its epoch to start (the route's own deadline is 15 s).
+      fallback: command === "backup" ? 3_600_000 : change !== undefined ? 20_000 : 10_000,
     })!;
     const secret = await clusterSecret(io, server);
     if (command === "backup") {
@@ -193,6 +249,11 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
         ...(rate === undefined ? {} : { rateMBps: rate }),
       });
       out(JSON.stringify(summary, null, 2));
+      return 0;
+    }
+    if (change !== undefined) {
+      const answer = await adminGet(server, "/members/change", { secret, timeoutMs, json: change });
+      out(JSON.stringify(answer, null, 2));
       return 0;
     }
     const members = await adminGet(server, "/members", { secret, timeoutMs });

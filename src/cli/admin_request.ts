@@ -23,10 +23,12 @@ export interface AdminRequestOptions {
   readonly secret: string;
   /** Gives up after this many milliseconds (the whole answer, body included). */
   readonly timeoutMs: number;
+  /** A JSON body to POST instead of a GET. */
+  readonly json?: unknown;
 }
 
 /**
- * GETs `path` of `server`'s admin route (`/admin${path}`) and resolves with
+ * GETs (or, with `json`, POSTs) `path` of `server`'s admin route (`/admin${path}`) and resolves with
  * the response once the replica accepted the request (2xx).
  *
  * @throws {AdminUnreachableError} if the replica could not be reached in time.
@@ -42,7 +44,11 @@ export async function adminRequest(
   let response: Response;
   try {
     response = await fetch(`${base}/admin${path}`, {
-      headers: { authorization: `Bearer ${options.secret}` },
+      ...(options.json === undefined ? {} : { method: "POST", body: JSON.stringify(options.json) }),
+      headers: {
+        authorization: `Bearer ${options.secret}`,
+        ...(options.json === undefined ? {} : { "content-type": "application/json" }),
+      },
       signal: AbortSignal.timeout(options.timeoutMs),
     });
   } catch (error) {

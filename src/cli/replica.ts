@@ -17,11 +17,20 @@ import { createApp } from "../server/app.ts";
 import { DEFAULT_SNAPSHOT_RATE_MBPS } from "../server/snapshot_route.ts";
 import { faultRoutes } from "../server/fault_routes.ts";
 import {
+  type ClusterConfig,
   ConfigError,
   defaultListenAddress,
   loadClusterConfig,
   resolveSecret,
 } from "../server/config.ts";
+import {
+  bootstrapConfiguration,
+  type Configuration,
+  MAX_MEMBER_ID,
+  normalizedUrl,
+  positionCount,
+} from "../core/configuration.ts";
+import { fetchConfiguration, joinProblem } from "./join.ts";
 import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
 import { fetchSnapshot, keptTransferPeer } from "../net/snapshot_fetch.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
@@ -35,7 +44,7 @@ import { parseHostPort } from "../net/endpoint.ts";
 import { integerOption, option, parseArgs, type ParsedArgs, UsageError } from "./args.ts";
 
 const USAGE =
-  "usage: replica --config FILE --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
+  "usage: replica (--config FILE | --join URL --url OWN_URL) --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
   " [--max-held-commands N] [--snapshot-rate MBPS]" +
   " [--enable-fault-injection | --emulate-wan MATRIX.json]" +
   " [--volatile-storage] [--restore BACKUP_FILE]";
@@ -62,14 +71,16 @@ export function snapshotRateOption(args: ParsedArgs): number {
 export interface PeerSnapshotFetchOptions {
   /** This replica's id. */
   readonly self: number;
-  /** The cluster's replicas: ids and base URLs. */
-  readonly replicas: readonly { readonly id: number; readonly url: string }[];
+  /** The members of this replica's epoch, read at each fetch: ids and base URLs. */
+  readonly replicas: () => readonly { readonly id: number; readonly url: string }[];
   /** The cluster secret. */
   readonly secret: string;
   /** The partial file of transfers (`DATA/snapshot.partial`). */
   readonly partialPath: string;
   /** Receives the transfer's lines (resumed, afresh, redirected). */
   readonly log?: (line: string) => void;
+  /** The asking replica's epoch, read at each fetch. */
+  readonly epoch?: () => number;
   /** The fetch to use (default the global one; tests swap it). */
   readonly fetch?: typeof fetch;
 }
@@ -90,12 +101,13 @@ export function peerSnapshotFetch(
   const base = (url: string) => url.replace(/\/+$/, "");
   let first = true;
   return async (peer, signal) => {
-    let target = options.replicas.find((replica) => replica.id === peer);
-    if (target === undefined) throw new Error(`No replica ${peer} in the cluster file`);
+    const replicas = options.replicas();
+    let target = replicas.find((replica) => replica.id === peer);
+    if (target === undefined) throw new Error(`No member ${peer} in this replica's configuration`);
     if (first) {
       first = false;
       const kept = await keptTransferPeer(options.partialPath);
-      const holder = options.replicas.find((replica) =>
+      const holder = replicas.find((replica) =>
         kept !== undefined && base(replica.url) === kept && replica.id !== options.self
       );
       if (holder !== undefined && holder.id !== peer) {
@@ -109,11 +121,114 @@ export function peerSnapshotFetch(
     return await fetchSnapshot(target.url, {
       secret: options.secret,
       requester: options.self,
+      ...(options.epoch === undefined ? {} : { requesterEpoch: options.epoch() }),
       partialPath: options.partialPath,
       signal,
       ...(options.log === undefined ? {} : { log: options.log }),
       ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
     });
+  };
+}
+
+/** What a replica starts from: its cluster file, or the configuration it joins. */
+interface ReplicaSetup {
+  readonly id: number;
+  /** Its name, URL and region. */
+  readonly self: { readonly name: string; readonly url: string; readonly region?: string };
+  readonly secret: string;
+  readonly clientToken: string | undefined;
+  readonly dataDir: string;
+  /** The cluster file, when started from one (not with `--join`). */
+  readonly file: ClusterConfig | undefined;
+  /** Epoch 1's configuration (the file's), or the one fetched to join. */
+  readonly configuration: Configuration;
+  /** Whether it joins (`--join`). */
+  readonly joining: boolean;
+  /** Positions of that configuration: the rows storage starts with. */
+  readonly rows: number;
+}
+
+/** An environment variable, or `undefined` when unset or not allowed to this process. */
+function envIfAllowed(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The incarnation of member `id` in `config` (epoch 1's members are incarnation 1). */
+function memberIncarnation(config: Configuration | undefined, id: number): number | undefined {
+  if (config === undefined) return 1;
+  return config.members.find((member) => member.id === id)?.incarnation;
+}
+
+/**
+ * Reads the flags a replica starts from: `--config FILE --id ID` (the cluster
+ * file bootstraps epoch 1; a store that holds a later epoch's configuration
+ * wins over it), or `--join URL --id ID --url OWN_URL` (the configuration of
+ * the epoch fetched from a member, with the secret from
+ * `EPAXOS_CLUSTER_SECRET`, and a client token from `EPAXOS_CLIENT_TOKEN` if
+ * set).
+ */
+async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
+  const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
+  const joinUrl = option(args, "join");
+  const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
+  const dataDir = option(args, "data", Deno.env.get("EPAXOS_DATA"));
+  if (idText === undefined || dataDir === undefined) throw new UsageError(USAGE);
+  if ((configPath === undefined) === (joinUrl === undefined)) {
+    throw new UsageError(`give one of --config and --join\n${USAGE}`);
+  }
+  if (joinUrl !== undefined) {
+    const ownUrl = option(args, "url");
+    if (ownUrl === undefined) {
+      throw new UsageError("--join needs --url OWN_URL (where peers reach it)");
+    }
+    const id = integerOption(parseArgs(["--id", idText], { options: ["id"] }), "id", {
+      min: 0,
+      max: MAX_MEMBER_ID,
+    })!;
+    const secret = Deno.env.get("EPAXOS_CLUSTER_SECRET");
+    if (secret === undefined || secret.length < 16) {
+      throw new ConfigError(
+        "--join needs the cluster secret in EPAXOS_CLUSTER_SECRET (16 characters or more)",
+      );
+    }
+    const configuration = await fetchConfiguration(joinUrl, secret);
+    const problem = joinProblem(configuration, id, ownUrl);
+    if (problem !== undefined) throw new ConfigError(`--join: ${problem}`);
+    return {
+      id,
+      self: { name: `replica-${id}`, url: normalizedUrl(ownUrl) },
+      secret,
+      clientToken: envIfAllowed("EPAXOS_CLIENT_TOKEN"),
+      dataDir,
+      file: undefined,
+      configuration,
+      joining: true,
+      rows: positionCount(configuration),
+    };
+  }
+  const file = await loadClusterConfig(configPath!);
+  const id = integerOption(
+    parseArgs(["--id", idText], { options: ["id"] }),
+    "id",
+    { min: 0, max: file.replicas.length - 1 },
+  )!;
+  const configuration = bootstrapConfiguration(file.replicas.map((replica) => replica.url));
+  return {
+    id,
+    self: file.replicas[id]!,
+    secret: await resolveSecret(file.secret, "The cluster secret"),
+    clientToken: file.clientToken === undefined
+      ? undefined
+      : await resolveSecret(file.clientToken, "The client token"),
+    dataDir,
+    file,
+    configuration,
+    joining: false,
+    rows: file.replicas.length,
   };
 }
 
@@ -129,28 +244,16 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       "max-held-commands",
       "snapshot-rate",
       "restore",
+      "join",
+      "url",
     ],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   // Checked before anything is read or opened: a bad value changes nothing.
   const snapshotRateMbps = snapshotRateOption(args);
-  const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
-  const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
-  const dataDir = option(args, "data", Deno.env.get("EPAXOS_DATA"));
-  if (configPath === undefined || idText === undefined || dataDir === undefined) {
-    throw new UsageError(USAGE);
-  }
-  const config = await loadClusterConfig(configPath);
-  const id = integerOption(
-    parseArgs(["--id", idText], { options: ["id"] }),
-    "id",
-    { min: 0, max: config.replicas.length - 1 },
-  )!;
-  const self = config.replicas[id]!;
-  const secret = await resolveSecret(config.secret, "The cluster secret");
-  const clientToken = config.clientToken === undefined
-    ? undefined
-    : await resolveSecret(config.clientToken, "The client token");
+  const setup = await replicaSetup(args);
+  const { id, self, secret, clientToken, dataDir } = setup;
+  const config = setup.file;
   const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
     defaultListenAddress(self.url);
   const endpoint = parseHostPort(listen);
@@ -166,7 +269,36 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   const volatile = args.flags.has("volatile-storage");
   if (volatile) log("VOLATILE storage: nothing survives a restart (benchmark use only)");
   const restore = option(args, "restore");
-  if (restore !== undefined) {
+  if (restore !== undefined && config === undefined) {
+    throw new UsageError(
+      "--restore seeds a new cluster from its cluster file: give --config, not --join",
+    );
+  }
+  if (setup.joining) {
+    // A joiner starts empty: anything in the directory is another replica's
+    // (or this one's, from before it joined).
+    for await (const entry of Deno.readDir(dataDir)) {
+      if (entry.name.startsWith("epaxos.kv") || entry.name === "snapshot.partial") {
+        const loaded = await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
+          isCommand: isKvCommand,
+          replicas: setup.rows,
+        });
+        const held = await loaded.load();
+        loaded.close();
+        const heldEpoch = held.configuration?.epoch ?? 1;
+        if (
+          heldEpoch < setup.configuration.epoch ||
+          memberIncarnation(held.configuration, id) !== memberIncarnation(setup.configuration, id)
+        ) {
+          throw new UsageError(
+            `--join needs an empty --data directory: ${dataDir} holds a store of epoch ${heldEpoch}`,
+          );
+        }
+        break;
+      }
+    }
+  }
+  if (restore !== undefined && config !== undefined) {
     if (volatile) throw new UsageError("--restore seeds Deno KV storage; drop --volatile-storage");
     log(
       await restoreFromBackup(restore, `${dataDir}/epaxos.kv`, {
@@ -179,7 +311,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     ? new MemoryStorage<KvCommand>()
     : await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
       isCommand: isKvCommand,
-      replicas: config.replicas.length,
+      replicas: setup.rows,
     });
   // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
   const seededFrom = storage instanceof MemoryStorage ? undefined : storage.seededFrom;
@@ -197,6 +329,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     : undefined;
   if (wanMatrix !== undefined) {
     const matrix = await loadRttMatrix(wanMatrix);
+    if (config === undefined) throw new UsageError("--emulate-wan needs --config");
     if (matrix.regions.length !== config.replicas.length) {
       throw new UsageError(
         `${wanMatrix} has ${matrix.regions.length} regions for ${config.replicas.length} replicas`,
@@ -220,7 +353,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   }
   const transport = new HttpTransport({
     self: id,
-    peers: config.replicas.map((replica) => ({ id: replica.id, url: replica.url })),
+    peers: setup.configuration.members.map((member) => ({ id: member.id, url: member.url })),
     secret,
     clock,
     random,
@@ -229,10 +362,15 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       ? {}
       : { interpose: (peer, deliver) => faults.interpose(peer, deliver) }),
   });
+  // The snapshot fetch reads the members of the driver's epoch, once it exists.
+  let current = () => setup.configuration.members;
+  let currentEpoch = () => setup.configuration.epoch;
   const node = await ReplicaDriver.open({
     id,
     ...(versionTag === undefined ? {} : { versionTag }),
-    replicas: config.replicas.length,
+    replicas: setup.rows,
+    configuration: setup.configuration,
+    joining: setup.joining,
     storage,
     transport,
     clock,
@@ -243,7 +381,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     // from the partial file if this process stopped during the transfer.
     fetchSnapshot: peerSnapshotFetch({
       self: id,
-      replicas: config.replicas,
+      replicas: () => current(),
+      epoch: () => currentEpoch(),
       secret,
       partialPath: `${dataDir}/snapshot.partial`,
       log,
@@ -254,19 +393,23 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       fallback: DEFAULT_MAX_HELD_COMMANDS,
     })!,
   });
+  current = () => node.configuration.members;
+  currentEpoch = () => node.configuration.epoch;
   const app = createApp({
     node,
-    replicas: config.replicas.length,
+    replicas: setup.rows,
     secret,
     ...(clientToken === undefined ? {} : { clientToken }),
     ...(self.region === undefined ? {} : { region: self.region }),
-    names: config.replicas.map((replica) => replica.name),
-    urls: config.replicas.map((replica) => replica.url),
+    ...(config === undefined ? {} : {
+      names: config.replicas.map((replica) => replica.name),
+      urls: config.replicas.map((replica) => replica.url),
+    }),
     log,
     snapshotRateMbps,
     ...(faults === undefined || wanMatrix !== undefined
       ? {}
-      : { extraOps: faultRoutes(faults, { secret, replicas: config.replicas.length }) }),
+      : { extraOps: faultRoutes(faults, { secret, replicas: setup.rows }) }),
   });
   node.start();
   const server = Deno.serve({
@@ -274,7 +417,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     port,
     onListen: () =>
       log(
-        `replica ${id} of ${config.replicas.length} listening on ${hostname}:${port}, data in ${dataDir}`,
+        `replica ${id} (epoch ${node.configuration.epoch}, ${node.configuration.members.length} members) ` +
+          `listening on ${hostname}:${port}, data in ${dataDir}`,
       ),
   }, app.fetch);
 

@@ -12,6 +12,8 @@
  * deno task start --config data/local-cluster.json --id 1   # one replica of the local cluster, alone
  * deno task start --restore backup.jsonl --config cluster.json --id 2   # seed a new cluster's replica
  * deno task start --restore backup.jsonl           # a new local cluster seeded from a backup
+ * deno task start --join http://127.0.0.1:8001 --id 3 --url http://127.0.0.1:8004 --data data/replica-3
+ *                                                  # a member added (admin add) or replaced (admin replace)
  * ```
  *
  * `--restore FILE` seeds the replica's empty store from a backup (`deno task
@@ -151,13 +153,17 @@ export function describeExit(status: Deno.CommandStatus): string {
     : `was ended by signal ${status.signal}`;
 }
 
-/** The `deno run` arguments for one replica, with the least permissions it needs. */
+/**
+ * The `deno run` arguments for one replica, with the least permissions it
+ * needs. The network is not limited to the cluster file's peers: a
+ * configuration change adds members the file does not name, and the replica
+ * must reach them (and a joiner fetches its configuration from a member).
+ */
 export function replicaCommand(options: {
   readonly configPath: string;
   readonly id: number;
   readonly dataDir: string;
   readonly listen: string;
-  readonly peerUrls: readonly string[];
   readonly secrets: readonly SecretReference[];
   readonly logMessages?: boolean;
   /** A backup file to seed an empty store from (`--restore`). */
@@ -165,7 +171,6 @@ export function replicaCommand(options: {
   /** More files the replica must read (a wide-area matrix). */
   readonly readFiles?: readonly string[];
 }): string[] {
-  const net = new Set([options.listen, ...options.peerUrls.map(defaultListenAddress)]);
   const read = new Set([
     options.configPath,
     options.dataDir,
@@ -180,7 +185,7 @@ export function replicaCommand(options: {
   return [
     "run",
     `--config=${DENO_CONFIG}`,
-    `--allow-net=${[...net].join(",")}`,
+    "--allow-net",
     `--allow-read=${[...read].join(",")}`,
     `--allow-write=${options.dataDir}`,
     `--allow-env=${[...env].join(",")}`,
@@ -317,7 +322,6 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
         id,
         dataDir,
         listen: `127.0.0.1:${basePort + id}`,
-        peerUrls: urls,
         secrets: [secret],
         logMessages: args.flags.has("log-messages"),
         ...(restore === undefined ? {} : { restore }),
@@ -402,12 +406,87 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
       id,
       dataDir,
       listen,
-      peerUrls: config.replicas.map((replica) => replica.url),
       secrets,
       logMessages: args.flags.has("log-messages"),
       ...(restore === undefined ? {} : { restore }),
     }),
     env,
+  }]);
+}
+
+/**
+ * The cluster secret a joiner passes its replica: `EPAXOS_CLUSTER_SECRET`, or,
+ * when that is unset and the member to join is on this machine, the local
+ * cluster's (`data/cluster-secret` in the project directory).
+ */
+async function joinSecret(joinUrl: string): Promise<string> {
+  const fromEnv = Deno.env.get("EPAXOS_CLUSTER_SECRET");
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  const host = new URL(joinUrl).hostname;
+  const local = host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  const path = `data/${LOCAL_SECRET_FILE}`;
+  if (local) {
+    try {
+      return (await Deno.readTextFile(path)).trim();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  throw new ConfigError(
+    "--join needs the cluster secret in EPAXOS_CLUSTER_SECRET" +
+      (local ? ` (or the local cluster's ${path}, which does not exist)` : ""),
+  );
+}
+
+/**
+ * `--join URL --id ID --url OWN_URL [--listen HOST:PORT] --data DIR`: starts
+ * member `ID` (added with `deno task admin add`, or replaced with `replace`)
+ * with empty storage; it fetches the configuration from `URL`, installs a
+ * snapshot from a voter, and serves once caught up (`/readyz`).
+ */
+async function startJoin(args: ReturnType<typeof parseArgs>): Promise<number> {
+  const joinUrl = option(args, "join")!;
+  const idText = option(args, "id");
+  const ownUrl = option(args, "url");
+  const dataOption = option(args, "data");
+  if (idText === undefined || ownUrl === undefined || dataOption === undefined) {
+    throw new UsageError(
+      "--join URL needs --id ID --url OWN_URL --data EMPTY_DIR (and --listen HOST:PORT unless OWN_URL's)",
+    );
+  }
+  if (option(args, "restore") !== undefined) {
+    throw new UsageError("--restore seeds a new cluster; a joiner takes a snapshot instead");
+  }
+  const listen = option(args, "listen", defaultListenAddress(ownUrl))!;
+  const dataDir = await Deno.realPath(await ensureDir(dataOption));
+  const secret = await joinSecret(joinUrl);
+  const clientToken = Deno.env.get("EPAXOS_CLIENT_TOKEN");
+  return await supervise([{
+    name: `replica-${idText}`,
+    args: [
+      "run",
+      `--config=${DENO_CONFIG}`,
+      "--allow-net",
+      `--allow-read=${dataDir}`,
+      `--allow-write=${dataDir}`,
+      "--allow-env=EPAXOS_CONFIG,EPAXOS_ID,EPAXOS_DATA,EPAXOS_LISTEN,EPAXOS_CLUSTER_SECRET,EPAXOS_CLIENT_TOKEN",
+      REPLICA_SCRIPT,
+      "--join",
+      joinUrl,
+      "--id",
+      idText,
+      "--url",
+      ownUrl,
+      "--data",
+      dataDir,
+      "--listen",
+      listen,
+      ...(args.flags.has("log-messages") ? ["--log-messages"] : []),
+    ],
+    env: {
+      EPAXOS_CLUSTER_SECRET: secret,
+      ...(clientToken === undefined ? {} : { EPAXOS_CLIENT_TOKEN: clientToken }),
+    },
   }]);
 }
 
@@ -426,10 +505,25 @@ async function existingFile(path: string, flag: string): Promise<string> {
 if (import.meta.main) {
   try {
     const args = parseArgs(Deno.args, {
-      options: ["config", "id", "data", "listen", "replicas", "base-port", "restore"],
+      options: [
+        "config",
+        "id",
+        "data",
+        "listen",
+        "replicas",
+        "base-port",
+        "restore",
+        "join",
+        "url",
+      ],
       flags: ["log-messages"],
     });
-    const code = option(args, "config") === undefined
+    if (option(args, "join") !== undefined && option(args, "config") !== undefined) {
+      throw new UsageError("give --config or --join, not both");
+    }
+    const code = option(args, "join") !== undefined
+      ? await startJoin(args)
+      : option(args, "config") === undefined
       ? await startLocalCluster(args)
       : await startOne(args);
     Deno.exit(code);

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { MAX_REPLICAS } from "./quorum.ts";
+
 /** A voter counts in every quorum; a learner receives everything and counts in none. */
 export type MemberRole = "voter" | "learner";
 
@@ -41,6 +43,32 @@ export function majority(voters: number): number {
 /** The ids of the voters of `config`, in its order. */
 export function voterIds(config: Configuration): number[] {
   return config.members.filter((member) => member.role === "voter").map((member) => member.id);
+}
+
+/**
+ * Highest member id a configuration may hold: a member's position in the
+ * core is its id, and the core holds at most `MAX_REPLICAS` (9) positions.
+ * Ids are never reused (a replace keeps the id), so a cluster can add
+ * members up to this id over its life before it must be seeded anew from a
+ * backup.
+ */
+export const MAX_MEMBER_ID = MAX_REPLICAS - 1;
+
+/**
+ * Rows of an epoch's instance space: the highest member id plus one. A
+ * member's position in the core is its id (ids are never reused), so removed
+ * members leave rows that stay empty, and an id means the same member in
+ * every epoch.
+ */
+export function positionCount(config: Configuration): number {
+  let highest = -1;
+  for (const member of config.members) highest = Math.max(highest, member.id);
+  return highest + 1;
+}
+
+/** The ids of every member of `config` (voters and learners), in its order. */
+export function memberIds(config: Configuration): number[] {
+  return config.members.map((member) => member.id);
 }
 
 /**
@@ -120,6 +148,7 @@ export function configurationProblem(value: unknown): string | undefined {
     if (typeof entry !== "object" || entry === null) return `${field} must be an object`;
     const member = entry as Record<string, unknown>;
     if (!isMemberId(member.id)) return `${field}.id must be a non-negative integer`;
+    if (member.id > MAX_MEMBER_ID) return `${field}.id must be at most ${MAX_MEMBER_ID}`;
     if (member.id >= (record.nextId as number)) {
       return `${field}.id ${member.id} must be below nextId ${record.nextId}`;
     }

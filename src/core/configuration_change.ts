@@ -20,6 +20,7 @@ import {
   type Configuration,
   isMemberId,
   majority,
+  MAX_MEMBER_ID,
   type Member,
   memberUrlProblem,
   normalizedUrl,
@@ -164,7 +165,10 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       if (holder !== undefined) {
         return `cannot add ${url}: member ${holder.id} has that url; replace ${holder.id} to give it a new incarnation, or use another url`;
       }
-      if (!Number.isSafeInteger(config.nextId + 1)) return "cannot add: member ids are exhausted";
+      if (config.nextId > MAX_MEMBER_ID) {
+        return `cannot add: member ids are exhausted (at most ${MAX_MEMBER_ID}; ` +
+          "seed a new cluster from a backup)";
+      }
       const added: Member = { id: config.nextId, incarnation: 1, url, role: "learner" };
       return {
         next: { epoch, members: [...config.members, added], nextId: config.nextId + 1 },

@@ -181,6 +181,22 @@ export class Replica<C> {
     return this.#s.ownProposals.size;
   }
 
+  /**
+   * The commands of own proposals not yet executed, oldest first: when a
+   * configuration change ends the epoch, none of them can execute in it any
+   * more (the fence), and the driver proposes them again in the next.
+   */
+  unexecutedProposals(): C[][] {
+    return [...this.#s.ownProposals.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([, own]) => [...own.commands]);
+  }
+
+  /** Positions of this replica's epoch (its highest member id plus one). */
+  get replicas(): number {
+    return this.#s.n;
+  }
+
   /** Instances known here and not yet committed. */
   get uncommittedCount(): number {
     return this.#s.uncommitted.size;

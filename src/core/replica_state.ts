@@ -119,6 +119,14 @@ export interface RestoredState<C> {
   readonly records: Iterable<InstanceRecord<C>>;
   /** The last persisted prune floor. */
   readonly pruneFloor?: Deps;
+  /**
+   * Every record this replica's own proposals needed is durable: the core
+   * is rebuilt in the same process after an install (a snapshot, or the
+   * start of an epoch), with no Ready in flight, not after a crash. No
+   * PreAccept of it can have left without its record, so no number is
+   * skipped and recovered (see `restore`). Absent: false.
+   */
+  readonly nothingInFlight?: boolean;
 }
 
 /** One of this replica's own proposals, until it executes or is abandoned. */
@@ -588,7 +596,9 @@ export class ReplicaState<C> {
       }
     }
     this.lastNumber = Math.max(this.lastNumber, pruneFloor[this.id]!);
-    if (hadState) {
+    if (hadState && restored.nothingInFlight === true) {
+      this.earlyPreAccepts = true;
+    } else if (hadState) {
       // Up to MAX_EARLY_PREACCEPTS proposals of the Ready in flight at a crash
       // may have reached peers without their records: never reuse their
       // numbers. The replica recovers the skipped numbers itself at once (as

@@ -21,25 +21,42 @@
  * @module
  */
 
+import { type Configuration, describeConfiguration } from "../core/configuration.ts";
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
 import { Replica, type ReplicaStats } from "../core/replica.ts";
-import type { Decided, Message, Ready } from "../core/types.ts";
+import { type Decided, type Message, NOP, type Ready } from "../core/types.ts";
 import {
   describeKvCommand,
   type KvCommand,
   type KvCommandInput,
   kvConflicts,
+  type ReconfCommand,
 } from "../kv/commands.ts";
 import { type KvMutation, type KvResult, KvStateMachine } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { LoadedState, ReplicaSnapshot, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
 import type { PeerStats, PeerTransport } from "../transport/types.ts";
-import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from "../errors.ts";
+import {
+  ClientRequestError,
+  OutcomeUnknownError,
+  SnapshotInstalledError,
+  UnavailableError,
+} from "../errors.ts";
 import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
 import { AppliedSet, snapshotAt } from "./applied.ts";
 import { SnapshotCaptures } from "./snapshot_captures.ts";
+import {
+  coreMembership,
+  defaultConfiguration,
+  judgeBatch,
+  memberOf,
+  nextEpochSnapshot,
+  peerMembership,
+  reconfToNext,
+  versionTagFor,
+} from "./epoch.ts";
 import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import {
@@ -64,6 +81,18 @@ export {
   type SnapshotCapture,
 } from "./options.ts";
 
+/**
+ * How long peers are seen in a later epoch before this replica, still in the
+ * earlier one, takes a snapshot of theirs instead of executing the change
+ * itself (`ReplicaDriver.#behindAnEpoch`).
+ */
+export const AHEAD_GRACE_MS = 1000;
+
+/** What a command counts toward `maxBatchBytes`. */
+function batchBytesOf(command: KvCommand): number {
+  return command.op === "put" ? command.value.length + command.key.length : 64;
+}
+
 /** One replica, driving its core. */
 export class ReplicaDriver {
   /** This replica's id. */
@@ -79,6 +108,39 @@ export class ReplicaDriver {
   readonly #snapshotCaptures = new SnapshotCaptures();
   /** A snapshot is being installed: the loop and the inputs wait. */
   #installing = false;
+  /** The configuration of this replica's epoch. */
+  #configuration: Configuration;
+  /** Peers whose batches showed them in a later epoch, with that epoch: sources of its snapshot. */
+  #aheadPeers = new Map<number, number>();
+  /** When a peer was first seen in a later epoch (this epoch). */
+  #aheadSinceMs: number | undefined;
+  /**
+   * This process's incarnation: its configuration's when it started. A later
+   * configuration that gives its id another incarnation replaced it.
+   */
+  readonly #incarnation: number;
+  /**
+   * Why this replica takes no part any more: a configuration change it
+   * executed removed it, or replaced it by a new incarnation. It installs
+   * nothing of the new epoch (a restart executes the change again and stops
+   * here again), and serves nothing.
+   */
+  #retired: string | undefined;
+  /** Started with `joining` and no snapshot installed yet. */
+  #joining: boolean;
+  /**
+   * The state this replica's epoch started with (installed when it executed
+   * the change), kept for peers still in an earlier epoch
+   * ({@linkcode ReplicaDriver.takeSnapshotWith}): references to the entries,
+   * not a copy of the values. Not kept across a restart.
+   */
+  #epochBase: ReplicaSnapshot<KvCommand> | undefined;
+  /** A configuration change executed in the component being executed: the epoch ends at its end. */
+  #endingEpoch: ReconfCommand | undefined;
+  /** The incarnation each peer last sent a batch this replica took as (bounded by the member ids). */
+  readonly #heardIncarnation = new Map<number, number>();
+  /** Refused batch senders already logged (reason by sender), bounded by the member ids. */
+  readonly #refusedLogged = new Map<number, string>();
   /** Fetches snapshots when peers pruned past this replica. */
   readonly #snapshotFetcher: SnapshotFetcher;
   readonly #storage: ReplicaStorage<KvCommand>;
@@ -115,9 +177,18 @@ export class ReplicaDriver {
   private constructor(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>) {
     this.id = options.id;
     this.#options = options;
-    this.#core = ReplicaDriver.#newCore(options, loaded);
-    this.#kv = ReplicaDriver.#newState(options, loaded);
-    this.#applied = new AppliedSet(options.replicas, loaded.pruneFloor, loaded.records);
+    this.#configuration = loaded.configuration ?? options.configuration ??
+      defaultConfiguration(options.replicas);
+    // A joiner whose storage already holds its epoch installed once before a restart.
+    this.#joining = options.joining === true &&
+      (loaded.configuration?.epoch ?? 1) < this.#configuration.epoch;
+    this.#incarnation = memberOf(this.#configuration, options.id)?.incarnation ?? 1;
+    if (memberOf(this.#configuration, options.id) === undefined) {
+      this.#retired = `it is not a member of epoch ${this.#configuration.epoch}`;
+    }
+    this.#core = ReplicaDriver.#newCore(options, loaded, this.#configuration);
+    this.#kv = ReplicaDriver.#newState(options, loaded, this.#configuration);
+    this.#applied = new AppliedSet(this.#core.replicas, loaded.pruneFloor, loaded.records);
     this.#snapshotFetcher = new SnapshotFetcher({
       id: options.id,
       clock: options.clock,
@@ -134,32 +205,42 @@ export class ReplicaDriver {
     this.#lastTickMs = this.#clock.now();
     this.#startedMs = this.#clock.now();
     this.#bootId = options.random.int(2 ** 32).toString(36);
+    this.#transport.reconfigure?.(peerMembership(this.#configuration, this.id));
     options.log?.(
-      `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys`,
+      `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys ` +
+        `in epoch ${describeConfiguration(this.#configuration)}`,
     );
   }
 
   static #newCore(
     options: ReplicaDriverOptions,
     loaded: LoadedState<KvCommand>,
+    configuration: Configuration,
+    rebuilt = false,
   ): Replica<KvCommand> {
     return new Replica<KvCommand>(
       {
         id: options.id,
-        replicas: options.replicas,
+        ...coreMembership(configuration, options.id),
         conflicts: kvConflicts,
         timing: { ...NODE_TIMING, ...options.timing },
         retentionCommands: options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS,
       },
-      { records: loaded.records, pruneFloor: loaded.pruneFloor },
+      {
+        records: loaded.records,
+        pruneFloor: loaded.pruneFloor,
+        ...(rebuilt ? { nothingInFlight: true } : {}),
+      },
     );
   }
 
-  static #newState(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>): KvStateMachine {
-    return new KvStateMachine(
-      loaded.entries,
-      options.versionTag === undefined ? {} : { versionTag: options.versionTag },
-    );
+  static #newState(
+    options: ReplicaDriverOptions,
+    loaded: LoadedState<KvCommand>,
+    configuration: Configuration,
+  ): KvStateMachine {
+    const versionTag = versionTagFor(options.versionTag, configuration.epoch);
+    return new KvStateMachine(loaded.entries, versionTag === undefined ? {} : { versionTag });
   }
 
   /**
@@ -211,6 +292,29 @@ export class ReplicaDriver {
     return this.#core;
   }
 
+  /** The configuration of this replica's epoch. */
+  get configuration(): Configuration {
+    return this.#configuration;
+  }
+
+  /**
+   * Why this replica takes no part in the cluster any more (a configuration
+   * change removed it or replaced it by a new incarnation), or `undefined`.
+   */
+  get retired(): string | undefined {
+    return this.#retired;
+  }
+
+  /** Whether this replica was removed or replaced ({@linkcode ReplicaDriver.retired}). */
+  get removed(): boolean {
+    return this.#retired !== undefined;
+  }
+
+  /** Whether this replica joined (`joining`) and has not installed its first snapshot yet. */
+  get joining(): boolean {
+    return this.#joining;
+  }
+
   /** The executed key-value state (for local reads). */
   get state(): KvStateMachine {
     return this.#kv;
@@ -236,11 +340,13 @@ export class ReplicaDriver {
     return this.#transport.stats();
   }
 
-  /** Peers heard from within the contact window. */
+  /** Voters (other than this replica) heard from within the contact window: only they make quorums. */
   reachablePeers(): number {
     const now = this.#clock.now();
     const window = this.#options.contactWindowMs ?? 3000;
+    const voters = this.#core.voters;
     return this.#transport.stats().filter((peer) =>
+      peer.peer !== this.id && voters.includes(peer.peer) &&
       peer.lastContactMs !== undefined && now - peer.lastContactMs <= window
     ).length;
   }
@@ -311,6 +417,19 @@ export class ReplicaDriver {
     // While a snapshot is installed, the core is about to be replaced:
     // peers retransmit what matters.
     if (this.#stopped || this.#installing) return;
+    const verdict = judgeBatch(this.#configuration, batch);
+    if (!verdict.take) {
+      if (verdict.ahead) {
+        this.#aheadPeers.set(batch.from, batch.epoch ?? 1);
+        this.#aheadSinceMs ??= this.#clock.now();
+      }
+      this.#noteRefusedBatch(batch.from, verdict.reason);
+      return;
+    }
+    this.#heardIncarnation.set(batch.from, batch.incarnation ?? 1);
+    // A joiner votes only once its snapshot is in: its storage holds no
+    // epoch yet, and an install of a later epoch drops every record.
+    if (this.#joining || this.removed) return;
     this.metrics.batchesReceived++;
     this.metrics.messagesReceived += batch.messages.length;
     const log = this.#options.traceMessages ? this.#options.log : undefined;
@@ -319,6 +438,25 @@ export class ReplicaDriver {
       this.#core.step(message);
     }
     this.#kick();
+  }
+
+  /**
+   * Whether member `id` of this epoch has been heard from as the incarnation
+   * the configuration names (a replaced member's new process has, once one
+   * of its batches was taken; its old process never again).
+   */
+  heardAsCurrent(id: number): boolean {
+    const member = memberOf(this.#configuration, id);
+    return member !== undefined && this.#heardIncarnation.get(id) === member.incarnation;
+  }
+
+  /** Logs a refused sender once per reason (a sender's reason changes with epochs). */
+  #noteRefusedBatch(from: number, reason: string): void {
+    if (this.#refusedLogged.get(from) === reason) return;
+    this.#refusedLogged.set(from, reason);
+    this.#options.log?.(
+      `replica ${this.id}: not taking batches from replica ${from}: ${reason} (logged once)`,
+    );
   }
 
   /** Resolves when no Ready is being processed or queued (for tests and shutdown). */
@@ -344,8 +482,10 @@ export class ReplicaDriver {
    *   being taken already, or the barrier could not be proposed.
    * @throws {OutcomeUnknownError} if the barrier did not execute in time.
    */
-  takeSnapshot(forPeer?: number): Promise<ReplicaSnapshot<KvCommand>> {
-    return new Promise((resolve, reject) => this.takeSnapshotWith({ resolve, reject }, forPeer));
+  takeSnapshot(forPeer?: number, peerEpoch?: number): Promise<ReplicaSnapshot<KvCommand>> {
+    return new Promise((resolve, reject) =>
+      this.takeSnapshotWith({ resolve, reject }, forPeer, peerEpoch)
+    );
   }
 
   /**
@@ -353,7 +493,20 @@ export class ReplicaDriver {
    * (the simulator runs on virtual time, without microtasks). Exactly one is
    * called, possibly before this returns.
    */
-  takeSnapshotWith(answer: SnapshotCapture, forPeer?: number): void {
+  takeSnapshotWith(answer: SnapshotCapture, forPeer?: number, peerEpoch?: number): void {
+    if (peerEpoch !== undefined && peerEpoch < this.#configuration.epoch) {
+      // A peer behind this replica's epoch gets the state this epoch started
+      // with, without a barrier: a barrier needs a quorum of this epoch, and
+      // the peer may be what that quorum lacks (peers in the old epoch can
+      // no longer finish it there: those that moved on take none of its
+      // batches). It then catches up in this epoch by commits, from the start.
+      const base = this.#epochBase;
+      if (base !== undefined && base.configuration?.epoch === this.#configuration.epoch) {
+        if (forPeer !== undefined) this.#core.holdForSnapshot(forPeer, base.executedPrefix);
+        answer.resolve(base);
+        return;
+      }
+    }
     const kept: SnapshotCapture = forPeer === undefined ? answer : {
       // Keep what the peer will need after installing it, here.
       resolve: (snapshot) => {
@@ -386,6 +539,7 @@ export class ReplicaDriver {
     snapshot: ReplicaSnapshot<KvCommand>,
     resolve: () => void,
     reject: (error: Error) => void,
+    carried?: readonly (readonly KvCommand[])[],
   ): void {
     if (this.#stopped || this.#installing) {
       reject(new UnavailableError("The replica is stopping or installing a snapshot already"));
@@ -402,7 +556,7 @@ export class ReplicaDriver {
       this.#storage.install(snapshot).then(() => {
         const installedMs = this.#clock.now() - started;
         this.#storage.load().then((loaded) => {
-          this.#rebuild(loaded);
+          this.#rebuild(loaded, carried);
           this.#installing = false;
           this.metrics.snapshotsInstalled++;
           this.#options.log?.(
@@ -437,35 +591,145 @@ export class ReplicaDriver {
 
   /** Whether a snapshot is being installed, or fetched to be installed. */
   get catchingUpBySnapshot(): boolean {
-    return this.#installing || this.#snapshotFetcher.busy;
+    return this.#installing || this.#snapshotFetcher.busy || this.#joining ||
+      this.#behindAnEpoch();
   }
 
-  /** Replaces the core and the state by what storage holds (after an install). */
-  #rebuild(loaded: LoadedState<KvCommand>): void {
+  /**
+   * Replaces the core and the state by what storage holds (after an install).
+   * `carried`: own proposals of an epoch that ended here, proposed again in
+   * the new one with their waiters kept, and so are the commands not yet
+   * proposed; without it (a snapshot from a peer), every waiter fails.
+   */
+  #rebuild(
+    loaded: LoadedState<KvCommand>,
+    carried: readonly (readonly KvCommand[])[] | undefined,
+  ): void {
     const unproposed = this.#batch;
     this.#batch = [];
     this.#batchBytes = 0;
-    for (const command of unproposed) {
-      this.#waiters.reject(
-        command.request,
-        new UnavailableError("The replica installed a snapshot before proposing the command"),
-      );
+    const kept = new Set<string>();
+    if (carried !== undefined) {
+      for (const commands of carried) for (const command of commands) kept.add(command.request);
+      for (const command of unproposed) kept.add(command.request);
+    } else {
+      for (const command of unproposed) {
+        this.#waiters.reject(
+          command.request,
+          new UnavailableError("The replica installed a snapshot before proposing the command"),
+        );
+      }
     }
-    this.#waiters.rejectAll(() =>
-      new SnapshotInstalledError(
-        "The replica installed a snapshot while the command was in flight",
-      )
+    this.#waiters.rejectAll(
+      () =>
+        new SnapshotInstalledError(
+          "The replica installed a snapshot while the command was in flight",
+        ),
+      kept,
     );
     this.#snapshotCaptures.rejectAll("The replica installed a snapshot while taking one");
     this.#proposedAtMs.clear();
     this.#unsafeEarlyAnswers = [];
     // Effects of executions not yet persisted: the snapshot's state replaces them.
     this.#pendingEffects = new Map();
-    this.#core = ReplicaDriver.#newCore(this.#options, loaded);
-    this.#kv = ReplicaDriver.#newState(this.#options, loaded);
-    this.#applied = new AppliedSet(this.#options.replicas, loaded.pruneFloor, loaded.records);
+    const previous = this.#configuration;
+    this.#configuration = loaded.configuration ?? previous;
+    this.#endingEpoch = undefined;
+    if (this.#configuration.epoch >= (this.#options.configuration?.epoch ?? 1)) {
+      this.#joining = false;
+    }
+    if (JSON.stringify(this.#configuration) !== JSON.stringify(previous)) {
+      this.#aheadPeers = new Map();
+      this.#aheadSinceMs = undefined;
+      this.#transport.reconfigure?.(peerMembership(this.#configuration, this.id));
+      this.#options.log?.(
+        `replica ${this.id}: epoch ${describeConfiguration(this.#configuration)} ` +
+          `(was ${describeConfiguration(previous)})` +
+          "",
+      );
+    }
+    // No Ready is in flight (the install waited for idle): nothing to skip.
+    this.#core = ReplicaDriver.#newCore(this.#options, loaded, this.#configuration, true);
+    this.#kv = ReplicaDriver.#newState(this.#options, loaded, this.#configuration);
+    this.#applied = new AppliedSet(this.#core.replicas, loaded.pruneFloor, loaded.records);
     this.#lastTickMs = this.#clock.now();
     this.#updatePeerOrder();
+    // Own proposals of the old epoch first, in their order, then what waited.
+    if (carried === undefined) return;
+    for (const commands of carried) for (const command of commands) this.#enqueue(command);
+    for (const command of unproposed) this.#enqueue(command);
+  }
+
+  /**
+   * Stops taking part: the old core takes nothing more, clients are refused
+   * with `reason`, and storage keeps the old epoch (with the change
+   * committed, so a restart ends up here again).
+   */
+  #retire(reason: string, next: Configuration): void {
+    this.#retired = reason;
+    this.#options.log?.(
+      `replica ${this.id}: ${reason} (${
+        describeConfiguration(next)
+      }); it serves nothing from now on`,
+    );
+    this.#configuration = next;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#waiters.rejectAll(() =>
+      new OutcomeUnknownError(`This replica left the cluster (${reason}) before answering`)
+    );
+    this.#snapshotCaptures.rejectAll(`This replica left the cluster: ${reason}`);
+  }
+
+  /**
+   * Ends this replica's epoch at the end of the component of `reconf`, which
+   * just executed here (`epoch.ts`): by the fence, no instance of the epoch
+   * executes after it, so the state now is the new epoch's first. The loop
+   * stops taking Readies of the old core; the state is installed as a
+   * snapshot of the new epoch, and the core rebuilt for its configuration.
+   * This replica's own proposals that did not execute (replaced by Nops, or
+   * undecided: by the fence they can never execute in the old epoch) are
+   * proposed again in the new one, and their clients keep waiting.
+   */
+  #endEpoch(reconf: ReconfCommand): void {
+    const next = reconf.configuration;
+    const member = memberOf(next, this.id);
+    if (member === undefined || member.incarnation !== this.#incarnation) {
+      this.#retire(
+        member === undefined
+          ? `epoch ${next.epoch} removed it`
+          : `epoch ${next.epoch} replaced it by incarnation ${member.incarnation}`,
+        next,
+      );
+      return;
+    }
+    const snapshot = nextEpochSnapshot(reconf, this.#kv);
+    this.#epochBase = snapshot;
+    // A change of this replica's for the same epoch lost to `reconf`: it is
+    // not proposed again (it was decided against the old configuration).
+    const lost = (command: KvCommand) => {
+      if (command.op !== "reconf") return false;
+      this.#waiters.reject(
+        command.request,
+        new ClientRequestError(
+          `Another configuration change started epoch ${next.epoch} first; nothing of this one was made`,
+          409,
+        ),
+      );
+      return true;
+    };
+    const carried: KvCommand[][] = [];
+    for (const commands of this.#core.unexecutedProposals()) {
+      const kept = commands.filter((command) => !lost(command));
+      if (kept.length > 0) carried.push(kept);
+    }
+    this.#batch = this.#batch.filter((command) => !lost(command));
+    this.#installSnapshot(snapshot, () => {}, (error) => {
+      this.#loopError = error;
+      this.#options.log?.(
+        `replica ${this.id}: could not start epoch ${reconf.configuration.epoch}, refusing writes: ${error.message}`,
+      );
+    }, carried);
   }
 
   // ---------------------------------------------------------------------------
@@ -473,10 +737,35 @@ export class ReplicaDriver {
 
   #admissionProblem(barrier: boolean): UnavailableError | undefined {
     if (this.#stopped) return new UnavailableError("The replica is shutting down");
+    if (this.#retired !== undefined) {
+      return new UnavailableError(
+        `This replica takes no part in the cluster any more: ${this.#retired}; ask another replica`,
+      );
+    }
+    if (this.#joining) {
+      return new UnavailableError(
+        "The replica is joining: it waits for a snapshot of the cluster's state",
+        { retryAfterSeconds: 1 },
+      );
+    }
+    if (!this.#core.isVoter) {
+      return new UnavailableError(
+        "The replica is a learner: it proposes nothing until promoted; ask a voter",
+      );
+    }
     if (this.#installing) {
       return new UnavailableError("The replica is installing a snapshot from a peer", {
         retryAfterSeconds: 1,
       });
+    }
+    if (this.#behindAnEpoch()) {
+      return new UnavailableError(
+        `Replicas ${
+          [...this.#aheadPeers.keys()].join(", ")
+        } are in a later epoch than this replica's ` +
+          `${this.#configuration.epoch}; it waits for a snapshot of it`,
+        { retryAfterSeconds: 1 },
+      );
     }
     const snapshotSources = this.#core.snapshotSources();
     if (snapshotSources.length > 0) {
@@ -520,7 +809,7 @@ export class ReplicaDriver {
 
   #enqueue(command: KvCommand): void {
     this.#batch.push(command);
-    this.#batchBytes += command.op === "put" ? command.value.length + command.key.length : 64;
+    this.#batchBytes += batchBytesOf(command);
     const full = this.#batch.length >= (this.#options.maxBatchCommands ?? 1000) ||
       this.#batchBytes >= (this.#options.maxBatchBytes ?? 512 * 1024);
     if (full || !this.#persisting) {
@@ -537,12 +826,30 @@ export class ReplicaDriver {
   }
 
   #flushBatch(): void {
-    if (this.#batch.length === 0) return;
-    const commands = this.#batch;
-    this.#batch = [];
+    if (this.#batch.length === 0 || this.#installing || !this.#core.isVoter) return;
+    let commands: KvCommand[];
+    const change = this.#batch.findIndex((command) => command.op === "reconf");
+    if (change >= 0) {
+      // A configuration change is proposed alone in its instance: a fenced
+      // replica still pre-accepts changes (so concurrent ones can finish),
+      // so an instance holding one may commit after the change that ends
+      // the epoch and never execute in it; nothing else may ride with it.
+      commands = this.#batch.splice(change, 1);
+    } else if (this.#core.fenced) {
+      // A configuration change in flight fences the epoch (Replica.fenced):
+      // nothing new is proposed in it; the batch waits for the next epoch
+      // (or for the change to become a Nop). Admission bounds what waits.
+      return;
+    } else {
+      const limit = this.#options.maxBatchCommands ?? 1000;
+      commands = this.#batch.length <= limit ? this.#batch : this.#batch.slice(0, limit);
+      this.#batch = this.#batch.length <= limit ? [] : this.#batch.slice(limit);
+    }
     this.#batchBytes = 0;
+    for (const command of this.#batch) this.#batchBytes += batchBytesOf(command);
     this.#batchTimer?.cancel();
     this.#batchTimer = undefined;
+    if (this.#batch.length > 0) this.#kick();
     const { number } = this.#core.propose(commands);
     this.#options.observer?.proposed?.(number, commands);
     if (this.#options.unsafeAnswerBlindWritesBeforeDurable) {
@@ -580,10 +887,43 @@ export class ReplicaDriver {
     this.#lastTickMs += ticks * this.#tickMs;
     // After a long pause (GC, SIGSTOP) do not replay every missed tick.
     ticks = Math.min(ticks, 200);
-    for (let i = 0; i < ticks; i++) this.#core.tick();
+    // A joiner's or a removed replica's core takes no part until it has an epoch to serve.
+    if (!this.#joining && !this.removed) { for (let i = 0; i < ticks; i++) this.#core.tick(); }
     this.#updatePeerOrder();
-    this.#snapshotFetcher.maybeStart(now, this.#core.snapshotSources());
+    this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
     this.#kick();
+  }
+
+  /**
+   * Peers to fetch a snapshot from, best first: those seen in a later epoch
+   * (the latest first); else those that pruned past this replica; else, for
+   * a joiner, its epoch's voters.
+   */
+  /**
+   * Whether peers have been in a later epoch for {@linkcode AHEAD_GRACE_MS}
+   * while this replica was not: it missed the change (or is too slow to
+   * execute it) and takes a snapshot of the new epoch. Within the grace it
+   * is most likely about to execute the change itself: the first replica
+   * to execute it sends batches of the new epoch at once.
+   */
+  #behindAnEpoch(): boolean {
+    return this.#aheadSinceMs !== undefined &&
+      this.#clock.now() - this.#aheadSinceMs >= AHEAD_GRACE_MS;
+  }
+
+  #snapshotSources(): readonly number[] {
+    // Behind an epoch first: this epoch's own sources (pruned past) are stuck in it too.
+    if (this.#behindAnEpoch()) {
+      return [...this.#aheadPeers].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([peer]) => peer);
+    }
+    const pruned = this.#core.snapshotSources();
+    if (pruned.length > 0) return pruned;
+    if (this.#joining) {
+      return this.#configuration.members
+        .filter((member) => member.role === "voter" && member.id !== this.id)
+        .map((member) => member.id);
+    }
+    return [];
   }
 
   /**
@@ -650,7 +990,11 @@ export class ReplicaDriver {
     if (this.#pumping || this.#persisting || this.#loopError !== undefined) return;
     this.#pumping = true;
     try {
-      while (!this.#persisting && this.#loopError === undefined) {
+      // An install (the end of an epoch, in #execute) stops the old core's loop.
+      while (
+        !this.#persisting && !this.#installing && this.#retired === undefined &&
+        this.#loopError === undefined
+      ) {
         this.#flushBatch();
         if (!this.#readyWanted()) break;
         this.#takeReady(this.#core.ready());
@@ -717,6 +1061,9 @@ export class ReplicaDriver {
   }
 
   #afterPersist(ready: Ready<KvCommand>, unsafeEarly: readonly CommitAnswer[]): void {
+    // The core this Ready came from: the end of an epoch (#execute) may
+    // replace this.#core before the Ready is advanced.
+    const core = this.#core;
     this.#noteDecided(ready.decided);
     // The answer rule (./answer.ts): a blind write is answered here, at
     // commit: its instance is decided and the decision is durable (a quorum
@@ -731,7 +1078,7 @@ export class ReplicaDriver {
     }
     this.#send(ready.messages);
     this.#execute(ready);
-    this.#core.advance();
+    core.advance();
   }
 
   #observeCommit(elapsedMs: number, records: number, effects: number): void {
@@ -803,21 +1150,43 @@ export class ReplicaDriver {
     this.#transport.send(messages);
   }
 
+  /** A snapshot of the state now, at barrier `barrier`, with the configuration of a later epoch. */
+  #snapshotAt(barrier: string): ReplicaSnapshot<KvCommand> {
+    const snapshot = snapshotAt(barrier, this.#applied, this.#core, this.#kv);
+    // Epoch 1's configuration is the cluster file's: a snapshot of it carries none.
+    return this.#configuration.epoch === 1
+      ? snapshot
+      : { ...snapshot, configuration: this.#configuration };
+  }
+
   #execute(ready: Ready<KvCommand>): void {
     const trace = this.#options.traceMessages ? this.#options.log : undefined;
     const observer = this.#options.observer;
     for (const execution of ready.executions) {
+      // The epoch ended in this Ready: by the fence nothing of it follows
+      // but Nops, and the old core's executions mean nothing to the new one.
+      if (this.#installing || this.#retired !== undefined) break;
       trace?.(`exec ${describeExecution(execution, describeKvCommand)}`);
+      if (execution.command !== NOP && this.#endingEpoch === undefined) {
+        this.#endingEpoch = reconfToNext(execution.command, this.#configuration.epoch);
+      }
       const applied = this.#kv.apply(execution, execution.local);
       this.#applied.add(execution.owner, execution.number);
       observer?.executed?.(execution);
       this.#pendingEffects.set(instanceKey(execution.owner, execution.number), applied.mutations);
       this.#snapshotCaptures.onApplied(
         execution,
-        (barrier) => snapshotAt(barrier, this.#applied, this.#core, this.#kv),
+        (barrier) => this.#snapshotAt(barrier),
         () => this.#kv.digest,
       );
       for (const { request, result } of applied.results) this.#answer(request, result);
+      // Where a snapshot would be read: the end of the change's component.
+      // The rest of this Ready belongs to the old epoch (the install may
+      // even have completed already, on a disk that calls back at once).
+      if (this.#endingEpoch !== undefined && execution.lastOfComponent !== false) {
+        this.#endEpoch(this.#endingEpoch);
+        break;
+      }
     }
     for (const abandoned of ready.abandoned) {
       for (const command of abandoned.commands) {

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Configuration } from "../core/configuration.ts";
 import { DEFAULT_TIMING, type TimingOptions } from "../core/replica.ts";
 import type { Execution } from "../core/types.ts";
 import type { KvCommand } from "../kv/commands.ts";
@@ -19,8 +20,22 @@ export interface ReplicaDriverOptions {
   readonly id: number;
   /** `KvStateMachineOptions.versionTag`: set in a cluster seeded from a backup. */
   readonly versionTag?: string;
-  /** Cluster size. */
+  /** Cluster size of epoch 1 (ids `0..replicas-1`), when no `configuration` is given. */
   readonly replicas: number;
+  /**
+   * The configuration of epoch 1 (the cluster file's), or, with `joining`,
+   * the current configuration fetched from a member. Storage's, once it holds
+   * one (an epoch installed), wins. Absent: `replicas` voters with ids
+   * `0..replicas-1` (the simulator and in-process tests).
+   */
+  readonly configuration?: Configuration;
+  /**
+   * This replica starts with empty storage as a member (or a new
+   * incarnation) of `configuration`'s epoch (`deno task start --join`): it
+   * takes nothing from peers and serves nothing until it installed a
+   * snapshot of that epoch from a voter.
+   */
+  readonly joining?: boolean;
   /** Durable state. */
   readonly storage: ReplicaStorage<KvCommand>;
   /** Peer messages out. */

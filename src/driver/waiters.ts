@@ -70,11 +70,11 @@ export class Waiters {
     return expired;
   }
 
-  /** Answers every request with `error()`. */
-  rejectAll(error: () => Error): void {
-    const all = [...this.#waiting.values()];
-    this.#waiting.clear();
-    for (const waiter of all) waiter.answer.reject(error());
+  /** Answers every request with `error()`, but those in `keep`. */
+  rejectAll(error: () => Error, keep?: ReadonlySet<string>): void {
+    const all = [...this.#waiting.entries()].filter(([request]) => !keep?.has(request));
+    for (const [request] of all) this.#waiting.delete(request);
+    for (const [, waiter] of all) waiter.answer.reject(error());
   }
 
   #take(request: string): Waiter | undefined {

@@ -85,8 +85,13 @@ export class BackupFormatError extends Error {
   }
 }
 
-/** `number.owner.index`, with the tag of a cluster seeded from a backup (`.r` and 12 hex digits). */
-const VERSION_PATTERN = /^(\d{1,15})\.(\d{1,15})\.(\d{1,15})(?:\.r[0-9a-f]{12})?$/;
+/**
+ * `number.owner.index`, with a tag: that of a cluster seeded from a backup
+ * (`.r` and 12 hex digits), and from epoch 2 on the epoch (`e2`, after the
+ * backup's tag if any: `versionTagFor` in `src/driver/epoch.ts`).
+ */
+const VERSION_PATTERN =
+  /^(\d{1,15})\.(\d{1,15})\.(\d{1,15})(?:\.(?:r[0-9a-f]{12}(?:e\d{1,15})?|e\d{1,15}))?$/;
 
 /** The version tag of a cluster seeded from the backup whose SHA-256 is `sha256`. */
 export function versionTagOf(sha256: string): string {

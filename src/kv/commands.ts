@@ -5,6 +5,11 @@
  */
 
 import type { Access, ConflictModel } from "../core/conflict.ts";
+import {
+  type Configuration,
+  configurationProblem,
+  describeConfiguration,
+} from "../core/configuration.ts";
 
 /** Longest key accepted, in UTF-8 bytes (Deno KV allows 2 KiB keys; the rest is ours). */
 export const MAX_KEY_BYTES = 1024;
@@ -81,8 +86,32 @@ export interface BackupCommand {
   readonly request: string;
 }
 
+/**
+ * Ends the current epoch and starts `configuration`'s (whose epoch is the next
+ * one): the RECONF barrier of the membership design. It writes every key, so
+ * every command, read or write, is ordered before or after it on every
+ * replica, and it fences (`ConflictModel.fences`): no instance of the old
+ * epoch executes after it. When it executes, each replica starts the new
+ * epoch with the state after it (`ReplicaDriver`). Only the admin route
+ * proposes it.
+ */
+export interface ReconfCommand {
+  /** Discriminant. */
+  readonly op: "reconf";
+  /** Request id. */
+  readonly request: string;
+  /** The configuration of the next epoch. */
+  readonly configuration: Configuration;
+}
+
 /** Every command of the key-value state machine. */
-export type KvCommand = PutCommand | GetCommand | DeleteCommand | ListCommand | BackupCommand;
+export type KvCommand =
+  | PutCommand
+  | GetCommand
+  | DeleteCommand
+  | ListCommand
+  | BackupCommand
+  | ReconfCommand;
 
 /** A command as a client hands it in: the replica that takes it assigns its request id. */
 export type KvCommandInput =
@@ -90,7 +119,8 @@ export type KvCommandInput =
   | Omit<GetCommand, "request">
   | Omit<DeleteCommand, "request">
   | Omit<ListCommand, "request">
-  | Omit<BackupCommand, "request">;
+  | Omit<BackupCommand, "request">
+  | Omit<ReconfCommand, "request">;
 
 /** The upper bound of the span of keys starting with `prefix` (keys never contain U+FFFF). */
 export function prefixEnd(prefix: string): string {
@@ -102,10 +132,18 @@ const EVERY_KEY_READ: readonly Access[] = Object.freeze([
   Object.freeze({ key: "", end: prefixEnd(""), write: false }),
 ]);
 
+/** The accesses of a configuration change: a write of the span of every key. */
+const EVERY_KEY_WRITE: readonly Access[] = Object.freeze([
+  Object.freeze({ key: "", end: prefixEnd(""), write: true }),
+]);
+
 /**
  * Conflicts between key-value commands: writes (put, delete) write their key,
- * get reads it, list reads the span of its prefix, and backup reads every key.
- * Reads never conflict with reads.
+ * get reads it, list reads the span of its prefix, backup reads every key,
+ * and a configuration change writes every key (so reads are ordered with it
+ * too: a read of the old epoch executed after it could miss a write of the
+ * new epoch that completed first). Reads never conflict with reads. Only a
+ * configuration change fences.
  */
 export const kvConflicts: ConflictModel<KvCommand> = {
   accesses(command: KvCommand): readonly Access[] {
@@ -119,7 +157,12 @@ export const kvConflicts: ConflictModel<KvCommand> = {
         return [{ key: command.prefix, end: prefixEnd(command.prefix), write: false }];
       case "backup":
         return EVERY_KEY_READ;
+      case "reconf":
+        return EVERY_KEY_WRITE;
     }
+  },
+  fences(command: KvCommand): boolean {
+    return command.op === "reconf";
   },
 };
 
@@ -200,6 +243,8 @@ export function isKvCommand(value: unknown): value is KvCommand {
         (command.limit as number) <= MAX_LIST_LIMIT;
     case "backup":
       return true;
+    case "reconf":
+      return configurationProblem(command.configuration) === undefined;
     default:
       return false;
   }
@@ -230,5 +275,7 @@ export function describeKvCommand(command: KvCommand): string {
       } limit ${command.limit})`;
     case "backup":
       return "backup(*)";
+    case "reconf":
+      return `reconf(${describeConfiguration(command.configuration)})`;
   }
 }

@@ -16,7 +16,7 @@
  *    digest (`stateDigestOf` of the entries), and how many lines of each kind
  *    follow; and `"configuration": {...}` when the snapshot carries the
  *    configuration of its epoch (`src/core/configuration.ts`; absent: the
- *    bootstrap one), its voters one per row of the prefix;
+ *    bootstrap one), one row of the prefix per position (`positionCount`);
  * 2. R lines `{"record": BASE64}`: an instance record, committed and
  *    executed, above the executed prefix of its row, each instance once. The
  *    bytes are the storage codec's encoding of a record
@@ -35,7 +35,7 @@
  * @module
  */
 
-import { type Configuration, configurationProblem, voterIds } from "../core/configuration.ts";
+import { type Configuration, configurationProblem, positionCount } from "../core/configuration.ts";
 import { createHash } from "node:crypto";
 import { instanceKey } from "../core/instance.ts";
 import { type InstanceRecord, Phase } from "../core/types.ts";
@@ -315,10 +315,10 @@ function checkHeader(value: unknown): SnapshotHeader {
     if (problem !== undefined) {
       throw new SnapshotFormatError(`Line 1: malformed configuration: ${problem}`);
     }
-    const voters = voterIds(configuration as unknown as Configuration).length;
-    if (voters !== executedPrefix.length) {
+    const positions = positionCount(configuration as unknown as Configuration);
+    if (positions !== executedPrefix.length) {
       throw new SnapshotFormatError(
-        `Line 1: the configuration has ${voters} voters for ${executedPrefix.length} rows`,
+        `Line 1: the configuration has ${positions} positions for ${executedPrefix.length} rows`,
       );
     }
   }

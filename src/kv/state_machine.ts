@@ -50,6 +50,12 @@ export type KvResult =
     readonly digest: string;
   }
   | {
+    readonly op: "reconf";
+    readonly ok: true;
+    /** The epoch the change started. */
+    readonly epoch: number;
+  }
+  | {
     readonly op: "put" | "delete";
     readonly ok: false;
     /** The key's current version, `null` if absent (the 412 answer). */
@@ -258,6 +264,10 @@ export class KvStateMachine {
           ? this.snapshot()
           : { op: "backup", ok: true, entries: [], digest: this.digest };
       }
+      case "reconf":
+        // Changes no key: the driver starts the next epoch with the state
+        // after it (its component's end).
+        return { op: "reconf", ok: true, epoch: command.configuration.epoch };
       case "put": {
         const current = this.#entries.get(command.key);
         if (!conditionHolds(command.ifVersion, current)) {

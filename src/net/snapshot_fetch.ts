@@ -54,6 +54,11 @@ export interface FetchSnapshotOptions {
    */
   readonly requester?: number;
   /**
+   * The asking replica's epoch (`?epoch=`): a source in a later epoch then
+   * answers with the state its epoch started with (`takeSnapshotWith`).
+   */
+  readonly requesterEpoch?: number;
+  /**
    * A file in the replica's data directory to keep the transfer in, so that
    * a later call resumes it (see the module's documentation); absent, the
    * body is parsed as it arrives and a cut transfer starts again from zero.
@@ -173,7 +178,10 @@ async function transfer(
 ): Promise<ReplicaSnapshot<KvCommand>> {
   const { partialPath, signal } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_SNAPSHOT_TIMEOUT_MS;
-  const requester = options.requester === undefined ? "" : `for=${options.requester}`;
+  const requester = [
+    ...(options.requester === undefined ? [] : [`for=${options.requester}`]),
+    ...(options.requesterEpoch === undefined ? [] : [`epoch=${options.requesterEpoch}`]),
+  ].join("&");
   const url = resume === undefined
     ? `${base}${SNAPSHOT_PATH}${requester === "" ? "" : `?${requester}`}`
     : `${base}${SNAPSHOT_PATH}?barrier=${

@@ -14,8 +14,12 @@
  *   component, where snapshots are taken), which the replica taking a backup
  *   or a snapshot asks for.
  *
- * Membership is static today: the configuration is the cluster file's, epoch
- * 1, and every member a voter. A member's `state` is `"caught-up"` when it has
+ * - `GET /admin/configuration` and `POST /admin/members/change`: the
+ *   configuration of this replica's epoch, and configuration changes
+ *   (`membership_route.ts`).
+ *
+ * The members are those of this replica's epoch (`ReplicaDriver.configuration`:
+ * the cluster file's in epoch 1). A member's `state` is `"caught-up"` when it has
  * reported executing all but at most `caughtUpInstances` of the instances this
  * replica executed (`lagInstances`, from frontier gossip, which peers send
  * every 100 ms or so: a healthy peer under load reads a little behind), and
@@ -32,9 +36,11 @@
  */
 
 import { Hono } from "hono";
+import type { MemberRole } from "../core/configuration.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { requireBearer } from "../net/bearer.ts";
 import { type BackupCheck, backupRoute } from "./backup_route.ts";
+import { membershipRoutes } from "./membership_route.ts";
 
 /** Settings of {@linkcode adminRoute}. */
 export interface AdminRouteOptions {
@@ -73,9 +79,6 @@ export const DEFAULT_CAUGHT_UP_INSTANCES = 1000;
 /** A member heard from within this many milliseconds counts as alive. */
 export const ALIVE_WITHIN_MS = 3000;
 
-/** The epoch of the bootstrap configuration (the cluster file's). */
-export const BOOTSTRAP_EPOCH = 1;
-
 /** One member, as `GET /admin/members` describes it. */
 export interface MemberStatus {
   /** The member's id. */
@@ -84,8 +87,10 @@ export interface MemberStatus {
   readonly name: string;
   /** Its base URL, if known. */
   readonly url: string | null;
-  /** Its role: every member votes today. */
-  readonly role: "voter";
+  /** Its role: a voter counts in quorums, a learner receives everything and counts in none. */
+  readonly role: MemberRole;
+  /** Its incarnation: raised by each replace. */
+  readonly incarnation: number;
   /**
    * `caught-up`: it executed about what this replica has; `lagging`: more
    * than the tolerance behind; `pruned-past`: so far behind that this replica
@@ -126,17 +131,27 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
   const catchingUp = node.catchingUpBySnapshot || node.core.snapshotSources().length > 0;
   const peers = new Map(node.peers().map((peer) => [peer.peer, peer]));
   const now = node.now();
-  const members = lag.map((behind, id): MemberStatus => {
+  const configuration = node.configuration;
+  const members = configuration.members.map((member): MemberStatus => {
+    const id = member.id;
     const self = id === node.id;
     const peer = peers.get(id);
+    // Epoch 1's URLs are the cluster file's, as the transport dials them
+    // (the in-process default configuration has placeholders).
     const url = options.urls?.[id] ??
-      (peer?.url === undefined ? null : new URL(peer.url).origin);
+      (configuration.epoch === 1 && peer?.url !== undefined
+        ? new URL(peer.url).origin
+        : member.url.endsWith(".invalid")
+        ? null
+        : member.url);
     const lastContactMs = peer?.lastContactMs;
+    const behind = lag[id] ?? 0;
     return {
       id,
       name: options.names?.[id] ?? `replica-${id}`,
       url,
-      role: "voter",
+      role: member.role,
+      incarnation: member.incarnation,
       state: self
         ? (catchingUp ? "catching-up" : "caught-up")
         : prunedPast.has(id)
@@ -145,7 +160,11 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
         ? "caught-up"
         : "lagging",
       lagInstances: self ? 0 : behind,
-      alive: self || (lastContactMs !== undefined && now - lastContactMs <= aliveWithinMs),
+      // Heard from lately, as the incarnation this epoch names (a replaced
+      // member's old process is answered but never taken).
+      alive: self ||
+        (lastContactMs !== undefined && now - lastContactMs <= aliveWithinMs &&
+          node.heardAsCurrent(id)),
       lastContactMsAgo: self
         ? 0
         : lastContactMs === undefined
@@ -155,7 +174,7 @@ export function describeMembers(options: AdminRouteOptions): MembersAnswer {
       self,
     };
   });
-  return { epoch: BOOTSTRAP_EPOCH, members };
+  return { epoch: configuration.epoch, members };
 }
 
 /**
@@ -230,6 +249,7 @@ export function adminRoute(options: AdminRouteOptions): Hono {
     }),
   );
   route.get("/members", (c) => c.json(describeMembers(options)));
+  membershipRoutes(route, options);
   route.get("/backup/digest", (c) => {
     const request = c.req.query("request");
     if (request === undefined || request.length === 0 || request.length > 128) {

@@ -150,6 +150,15 @@ export function createApp(options: AppOptions): Hono {
   // --- Operations --------------------------------------------------------
   app.get("/livez", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
+    if (node.retired !== undefined) {
+      return problem(c, 503, `This replica takes no part in the cluster any more: ${node.retired}`);
+    }
+    if (node.joining) {
+      c.header("Retry-After", "1");
+      return problem(c, 503, "Joining: waiting for a snapshot of the cluster's state", {
+        epoch: node.configuration.epoch,
+      });
+    }
     const snapshotSources = node.core.snapshotSources();
     if (node.catchingUpBySnapshot || snapshotSources.length > 0) {
       // Peers pruned past it: it cannot execute until it installs a snapshot.
@@ -257,6 +266,13 @@ export function createApp(options: AppOptions): Hono {
     peerRoute({
       self: node.id,
       replicas: options.replicas,
+      current: () => ({ epoch: node.configuration.epoch, replicas: node.core.replicas }),
+      refusing: () =>
+        node.joining
+          ? "This replica is joining: it takes no batches until its snapshot is installed"
+          : node.retired === undefined
+          ? undefined
+          : `This replica takes no part in the cluster any more: ${node.retired}`,
       secret: options.secret,
       isCommand: isKvCommand,
       receive: (batch) => node.receive(batch),

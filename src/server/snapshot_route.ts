@@ -9,6 +9,10 @@
  *   command and resolves once it executed here), checks its digest against a
  *   second replica's at the same barrier when it can (a mismatch refuses it:
  *   500, logged), holds it, and streams it from byte 0.
+ *   With `?for=ID`, the source keeps what replica `ID` needs after it; with
+ *   `?epoch=E` below the source's epoch, the answer is the state the
+ *   source's epoch started with, at once (no barrier: see
+ *   `ReplicaDriver.takeSnapshotWith`).
  * - `GET /peer/v1/snapshot?barrier=ID&offset=N`: streams the held snapshot
  *   of barrier `ID` from byte `N`, exactly the bytes the first stream had
  *   from there: a receiver whose transfer was cut goes on where it stopped.
@@ -73,7 +77,7 @@ export interface SnapshotSource {
    * Proposes a barrier command and resolves with the state once it executed
    * here ({@linkcode ReplicaSnapshot.barrier} is its request id).
    */
-  takeSnapshot(forPeer?: number): Promise<ReplicaSnapshot<KvCommand>>;
+  takeSnapshot(forPeer?: number, peerEpoch?: number): Promise<ReplicaSnapshot<KvCommand>>;
 }
 
 /** Settings of {@linkcode snapshotRoute}. */
@@ -176,8 +180,8 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
     held.set(snapshot.barrier, entry);
     return entry;
   };
-  const take = async (forPeer: number | undefined): Promise<Held> => {
-    const snapshot = await options.source.takeSnapshot(forPeer);
+  const take = async (forPeer: number | undefined, peerEpoch?: number): Promise<Held> => {
+    const snapshot = await options.source.takeSnapshot(forPeer, peerEpoch);
     // Not at the receiver: it executes nothing until it has the snapshot.
     const check = await options.checkElsewhere?.(snapshot.barrier, forPeer);
     if (check?.stateDigest !== undefined && check.stateDigest !== snapshot.digest) {
@@ -213,6 +217,10 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
       const forText = c.req.query("for");
       if (forText !== undefined && !/^\d{1,3}$/.test(forText)) {
         return refuse(c, 400, `for must be a replica id, got ${forText.slice(0, 32)}`);
+      }
+      const epochText = c.req.query("epoch");
+      if (epochText !== undefined && !/^[1-9]\d{0,14}$/.test(epochText)) {
+        return refuse(c, 400, `epoch must be a positive integer, got ${epochText.slice(0, 32)}`);
       }
       if (
         barrier !== undefined && (barrier.length === 0 || barrier.length > MAX_BARRIER_LENGTH)
@@ -258,7 +266,10 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
         );
       }
       try {
-        entry ??= await take(forText === undefined ? undefined : Number(forText));
+        entry ??= await take(
+          forText === undefined ? undefined : Number(forText),
+          epochText === undefined ? undefined : Number(epochText),
+        );
       } catch (error) {
         release();
         if (!(error instanceof KvError)) throw error;

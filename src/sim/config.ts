@@ -65,6 +65,12 @@ export interface SimConfig {
    * and it installs a snapshot when it returns.
    */
   readonly retentionCommands: number;
+  /**
+   * Configuration changes proposed during the safety phase, each from a
+   * random live replica: epoch bumps with the same members (the epoch
+   * transition of `src/driver/epoch.ts`, under every fault the run draws).
+   */
+  readonly epochChanges: number;
 }
 
 /** What a run is asked for on the command line. */
@@ -127,6 +133,8 @@ export function deriveConfig(request: SimRequest): SimConfig {
     // Drawn last, so that every earlier draw (and every seed's run before
     // retention existed) is unchanged.
     retentionCommands: random.next() < 0.4 ? 10 + random.int(60) : 1_000_000,
+    // Drawn after retention, for the same reason.
+    epochChanges: random.next() < 0.4 ? 1 + random.int(3) : 0,
   };
 }
 

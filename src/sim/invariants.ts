@@ -40,26 +40,59 @@ interface ExecutedEntry {
   readonly write: boolean;
 }
 
+/**
+ * What is known of one epoch's instance space (each epoch starts empty, so an
+ * instance id means something only within its epoch).
+ */
+interface EpochLedger {
+  readonly decided: Map<number, Decision>;
+  /**
+   * What instances executed as, where executed: an instance whose commit
+   * record no replica wrote (the coordinator answers a slow-path commit
+   * once a quorum accepted it, and writes its commit record later) may
+   * execute just before the configuration change that ends its epoch; it
+   * then survives in the state every replica starts the next epoch with,
+   * never as a commit record.
+   */
+  readonly executedAs: Map<number, Payload<KvCommand>>;
+  /** When an instance was first pruned anywhere: it had executed on every replica. */
+  readonly prunedAt: Map<number, number>;
+}
+
 /** Watches every persisted record and every execution of every replica. */
 export class InvariantChecker {
   readonly #replicas: number;
-  readonly #decided = new Map<number, Decision>();
+  readonly #ledgers = new Map<number, EpochLedger>();
+  /** Each replica's epoch: raised by the install of a later epoch's snapshot. */
+  readonly #epochOf: number[];
   readonly #lastRecord: Map<number, InstanceRecord<KvCommand>>[];
-  /** When an instance was first pruned anywhere: it had executed on every replica. */
-  readonly #prunedAt = new Map<number, number>();
-  /** Per replica, per key: the durable execution order. */
+  /** Per replica, per epoch and key (`epoch|key`): the durable execution order. */
   readonly #executionLogs: Map<string, ExecutedEntry[]>[];
 
   /** Creates a checker for `replicas` replicas. */
   constructor(replicas: number) {
     this.#replicas = replicas;
+    this.#epochOf = new Array<number>(replicas).fill(1);
     this.#lastRecord = Array.from({ length: replicas }, () => new Map());
     this.#executionLogs = Array.from({ length: replicas }, () => new Map());
   }
 
-  /** Number of instances decided anywhere. */
+  #ledger(epoch: number): EpochLedger {
+    let ledger = this.#ledgers.get(epoch);
+    if (ledger === undefined) {
+      this.#ledgers.set(
+        epoch,
+        ledger = { decided: new Map(), prunedAt: new Map(), executedAs: new Map() },
+      );
+    }
+    return ledger;
+  }
+
+  /** Number of instances decided anywhere, over every epoch. */
   get decidedCount(): number {
-    return this.#decided.size;
+    let count = 0;
+    for (const ledger of this.#ledgers.values()) count += ledger.decided.size;
+    return count;
   }
 
   /**
@@ -69,12 +102,13 @@ export class InvariantChecker {
    */
   onPersist(replica: number, records: readonly StorageRecord<KvCommand>[], now: number): void {
     const last = this.#lastRecord[replica]!;
+    const ledger = this.#ledger(this.#epochOf[replica]!);
     for (const entry of records) {
       if (entry.kind === "delete") {
         for (let number = entry.from; number <= entry.to; number++) {
           const key = instanceKey(entry.owner, number);
           last.delete(key);
-          if (!this.#prunedAt.has(key)) this.#prunedAt.set(key, now);
+          if (!ledger.prunedAt.has(key)) ledger.prunedAt.set(key, now);
         }
         continue;
       }
@@ -104,10 +138,10 @@ export class InvariantChecker {
       }
       last.set(key, record);
       if (record.phase !== Phase.Committed) continue;
-      const decided = this.#decided.get(key);
+      const decided = ledger.decided.get(key);
       if (decided === undefined) {
         const command = record.command!;
-        this.#decided.set(key, {
+        ledger.decided.set(key, {
           command,
           deps: record.deps!,
           accesses: command === NOP ? [] : batchAccesses(kvConflicts, command),
@@ -138,21 +172,53 @@ export class InvariantChecker {
    */
   onSnapshotInstalled(replica: number, snapshot: ReplicaSnapshot<KvCommand>): void {
     const last = this.#lastRecord[replica]!;
-    for (const [key, record] of last) {
-      if (record.number <= snapshot.executedPrefix[record.owner]!) last.delete(key);
+    const epoch = snapshot.configuration?.epoch ?? 1;
+    if (epoch > this.#epochOf[replica]!) {
+      // A later epoch: a fresh instance space, every record of the old one dropped.
+      this.#epochOf[replica] = epoch;
+      last.clear();
+    } else {
+      for (const [key, record] of last) {
+        if (record.number <= snapshot.executedPrefix[record.owner]!) last.delete(key);
+      }
     }
     this.onPersist(
       replica,
       snapshot.records.map((record) => ({ ...record, kind: "instance" as const })),
       Number.NaN,
     );
-    this.#executionLogs[replica] = new Map();
+    // Within the epoch, the state now holds instances it never executed
+    // itself: its logs of that epoch start again.
+    const logs = this.#executionLogs[replica]!;
+    for (const logKey of [...logs.keys()]) {
+      if (logKey.startsWith(`${epoch}|`)) logs.delete(logKey);
+    }
+  }
+
+  /**
+   * Takes an execution `replica` applied to its state (not yet durable): it
+   * executed as the same payload everywhere (Agreement, for instances whose
+   * commit record nobody wrote), and is evidence of its decision.
+   */
+  onExecuted(replica: number, owner: number, number: number, command: Payload<KvCommand>): void {
+    const ledger = this.#ledger(this.#epochOf[replica]!);
+    const key = instanceKey(owner, number);
+    const seen = ledger.executedAs.get(key) ?? ledger.decided.get(key)?.command;
+    if (seen !== undefined && !sameCommand(seen, command)) {
+      throw new InvariantViolation(
+        "Agreement",
+        `instance ${describeId(owner, number)} executed as ${describePayload(command)} ` +
+          `at replica ${replica}, decided as ${describePayload(seen)}`,
+      );
+    }
+    ledger.executedAs.set(key, command);
   }
 
   /** Records that `replica` durably executed `owner.number` (in order). */
   onDurableExecution(replica: number, owner: number, number: number): void {
     const key = instanceKey(owner, number);
-    const decided = this.#decided.get(key);
+    const epoch = this.#epochOf[replica]!;
+    const decided = this.#ledger(epoch).decided.get(key);
     if (decided === undefined) {
       throw new InvariantViolation(
         "nothing executes before it commits",
@@ -161,7 +227,9 @@ export class InvariantChecker {
     }
     const logs = this.#executionLogs[replica]!;
     for (const access of decided.accesses) {
-      const logKey = access.end === undefined ? access.key : `[${access.key},${access.end})`;
+      const logKey = `${epoch}|${
+        access.end === undefined ? access.key : `[${access.key},${access.end})`
+      }`;
       let log = logs.get(logKey);
       if (log === undefined) logs.set(logKey, log = []);
       log.push({ instance: key, write: access.write });
@@ -180,22 +248,25 @@ export class InvariantChecker {
       readonly owner: number;
       readonly number: number;
       readonly index: number;
+      /** The epoch the version names (`…e2`; 1 without). */
+      readonly epoch: number;
     }[],
   ): void {
-    for (const { request, owner, number, index } of acknowledged) {
-      const decided = this.#decided.get(instanceKey(owner, number));
-      const command = decided === undefined || decided.command === NOP
-        ? undefined
-        : decided.command[index];
+    for (const { request, owner, number, index, epoch } of acknowledged) {
+      const ledger = this.#ledger(epoch);
+      const key = instanceKey(owner, number);
+      const decided = ledger.decided.get(key);
+      const payload = decided?.command ?? ledger.executedAs.get(key);
+      const command = payload === undefined || payload === NOP ? undefined : payload[index];
       if (command?.request !== request) {
         throw new InvariantViolation(
           "acknowledged writes survive",
           `${request} was answered as ${
             describeId(owner, number)
           }[${index}], which was decided as ${
-            decided === undefined
-              ? "nothing (not committed anywhere)"
-              : describePayload(decided.command)
+            payload === undefined
+              ? "nothing (not committed or executed anywhere)"
+              : describePayload(payload)
           }`,
         );
       }
@@ -210,8 +281,13 @@ export class InvariantChecker {
    * two is fixed anyway, everywhere.
    */
   checkVisibility(): void {
+    // Only within an epoch: the change between two epochs orders everything.
+    for (const ledger of this.#ledgers.values()) this.#checkVisibilityIn(ledger);
+  }
+
+  #checkVisibilityIn(ledger: EpochLedger): void {
     const byKey = new Map<string, number[]>();
-    for (const [key, decision] of this.#decided) {
+    for (const [key, decision] of ledger.decided) {
       if (decision.command === NOP) continue;
       for (const access of decision.accesses) {
         const group = access.end === undefined ? access.key : "\u0000spans";
@@ -229,20 +305,20 @@ export class InvariantChecker {
           const b = candidates[j]!;
           if (a >= b && candidates === keys) continue;
           if (a === b) continue;
-          this.#checkPair(a, b);
+          this.#checkPair(ledger, a, b);
         }
       }
     }
   }
 
-  #checkPair(a: number, b: number): void {
-    const first = this.#decided.get(a)!;
-    const second = this.#decided.get(b)!;
+  #checkPair(ledger: EpochLedger, a: number, b: number): void {
+    const first = ledger.decided.get(a)!;
+    const second = ledger.decided.get(b)!;
     if (!accessesConflict(first.accesses, second.accesses)) return;
     if (depsContain(first.deps, keyOwner(b), keyNumber(b))) return;
     if (depsContain(second.deps, keyOwner(a), keyNumber(a))) return;
-    const prunedA = this.#prunedAt.get(a);
-    const prunedB = this.#prunedAt.get(b);
+    const prunedA = ledger.prunedAt.get(a);
+    const prunedB = ledger.prunedAt.get(b);
     if (prunedA !== undefined && prunedA <= second.firstCommitAt) return;
     if (prunedB !== undefined && prunedB <= first.firstCommitAt) return;
     throw new InvariantViolation(

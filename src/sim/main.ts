@@ -94,6 +94,7 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
 export function runSimulations(args: SimArguments, log: (line: string) => void): number {
   let failures = 0;
   let snapshots = 0;
+  let epochChanges = 0;
   let backups = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
@@ -124,6 +125,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     }
     const elapsed = Math.round(performance.now() - runStarted);
     snapshots += result.snapshotsInstalled;
+    epochChanges += result.epochChanges;
     backups += result.backups;
     if (!result.ok) {
       failures++;
@@ -135,6 +137,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `decided=${result.decided} fast=${result.fastCommits} slow=${result.slowCommits} ` +
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
           `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
+          `epochs=${result.epochChanges}->e${result.epoch} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -143,7 +146,8 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     log(
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
-      } s (${backups} backups answered, ${snapshots} snapshots installed)`,
+      } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
+        `${epochChanges} epoch changes proposed)`,
     );
   }
   return failures === 0 ? 0 : 1;

@@ -49,6 +49,8 @@ export class SimNetwork {
   readonly #blocked: boolean[][];
   /** `lastContact[self][peer]`: when `self` last exchanged anything with `peer`. */
   readonly #lastContact: (number | undefined)[][];
+  /** What each replica's batches carry: its epoch and incarnation (`reconfigure`). */
+  readonly #headers: { epoch: number; incarnation: number }[];
   #batches = 0;
   #messages = 0;
 
@@ -58,6 +60,7 @@ export class SimNetwork {
     const n = options.replicas;
     this.#blocked = Array.from({ length: n }, () => new Array<boolean>(n).fill(false));
     this.#lastContact = Array.from({ length: n }, () => new Array<number | undefined>(n));
+    this.#headers = Array.from({ length: n }, () => ({ epoch: 1, incarnation: 1 }));
   }
 
   /** Messages sent so far (before faults). */
@@ -91,6 +94,11 @@ export class SimNetwork {
       send: (messages) => this.#send(self, messages),
       stats: () => this.#stats(self),
       probe: (peer) => this.#transmit(self, peer, []),
+      // Batches are stamped when sent (#transmit encodes at once): only the
+      // header changes.
+      reconfigure: (membership) => {
+        this.#headers[self] = { epoch: membership.epoch, incarnation: membership.incarnation };
+      },
       close: () => Promise.resolve(),
     };
   }
@@ -114,7 +122,8 @@ export class SimNetwork {
     const { random, minDelayMs, maxDelayMs } = this.#options;
     const faults = this.#options.faults();
     if (faults !== undefined && random.next() < faults.dropRate) return;
-    const bytes = encodeBatch({ from, messages });
+    const header = this.#headers[from]!;
+    const bytes = encodeBatch({ from, ...header, messages });
     const copies = faults !== undefined && random.next() < faults.duplicateRate ? 2 : 1;
     for (let copy = 0; copy < copies; copy++) {
       let delay = minDelayMs + random.int(maxDelayMs - minDelayMs + 1);
@@ -123,17 +132,20 @@ export class SimNetwork {
       }
       this.#options.queue.schedule(
         this.#options.now() + delay,
-        () => this.#arrive(from, to, bytes),
+        () => this.#arrive(from, to, bytes, header.epoch),
       );
     }
   }
 
-  #arrive(from: number, to: number, bytes: Uint8Array): void {
+  #arrive(from: number, to: number, bytes: Uint8Array, epoch: number): void {
     if (this.#blocked[from]![to]) return;
     const batch = decodeBatch(bytes, {
       replicas: this.#options.replicas,
       self: to,
       isCommand: isKvCommand,
+      // The receiver, not the network, judges the epoch (positions do not
+      // change in the simulator's changes).
+      epoch,
     });
     // A replica that answers acknowledges at once (the answer's own trip is
     // folded into the delay): both ends have heard from each other.

@@ -63,6 +63,10 @@ export interface SimResult {
   readonly backupDigestsChecked: number;
   /** Snapshots installed by replicas their peers pruned past. */
   readonly snapshotsInstalled: number;
+  /** Configuration changes (epoch bumps) proposed. */
+  readonly epochChanges: number;
+  /** The highest epoch a replica reached. */
+  readonly epoch: number;
 }
 
 /** Timers for simulated time, where a tick is a millisecond and the network is fast. */
@@ -146,7 +150,13 @@ export class Simulation {
   readonly #checker: InvariantChecker;
   readonly #history: HistoryRecorder;
   /** Blind writes answered at commit, checked against what was decided. */
-  readonly #acknowledged: { request: string; owner: number; number: number; index: number }[] = [];
+  readonly #acknowledged: {
+    request: string;
+    owner: number;
+    number: number;
+    index: number;
+    epoch: number;
+  }[] = [];
   /** Backups answered, with the digest their replica read. */
   readonly #backups: AnsweredBackup[] = [];
   /** Digests other replicas computed that were compared with a backup's. */
@@ -157,6 +167,7 @@ export class Simulation {
   #completed = 0;
   #indeterminate = 0;
   #faultEvents = 0;
+  #epochChangesProposed = 0;
   #valueCounter = 0;
   #liveness = false;
   #failure: string | undefined;
@@ -207,6 +218,10 @@ export class Simulation {
           maxHeldCommands: config.retentionCommands,
           snapshotFetchTimeoutMs: 3000,
           fetchSnapshot: (peer) => this.#fetchSnapshot(id, peer),
+          observer: {
+            executed: (execution) =>
+              this.#checker.onExecuted(id, execution.owner, execution.number, execution.command),
+          },
           unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
             false,
           ...(this.#trace === undefined ? {} : {
@@ -276,12 +291,15 @@ export class Simulation {
       backups: this.#backups.length,
       backupDigestsChecked: this.#backupsChecked,
       snapshotsInstalled: this.#snapshotsInstalled,
+      epochChanges: this.#epochChangesProposed,
+      epoch: Math.max(...this.#hosts.map((host) => host.driver?.configuration.epoch ?? 1)),
     };
   }
 
   #runPhases(): void {
     const config = this.#config;
     if (config.faults !== undefined) this.#scheduleFaults();
+    this.#scheduleEpochChanges();
     // Clients start once replicas have heard from each other (probes).
     for (const client of this.#clients) {
       this.#queue.schedule(50 + this.#random.int(10), () => this.#nextOperation(client));
@@ -399,21 +417,26 @@ export class Simulation {
     const linked = () => this.#network.linked(to, from) && this.#network.linked(from, to);
     if (!source.answering || !linked()) return result;
     const receiver = this.#hosts[to]!;
+    const receiverEpoch = receiver.driver?.configuration.epoch;
     this.#queue.schedule(
       this.#now + this.#config.maxDelayMs,
       source.gate(() => {
-        source.driver?.takeSnapshotWith({
-          resolve: (snapshot) => {
-            const transferMs = this.#config.maxDelayMs + Math.ceil(snapshot.entries.length / 100);
-            this.#queue.schedule(
-              this.#now + transferMs,
-              receiver.gate(() => {
-                if (linked()) result.resolve(this.#tamper(snapshot));
-              }),
-            );
+        source.driver?.takeSnapshotWith(
+          {
+            resolve: (snapshot) => {
+              const transferMs = this.#config.maxDelayMs + Math.ceil(snapshot.entries.length / 100);
+              this.#queue.schedule(
+                this.#now + transferMs,
+                receiver.gate(() => {
+                  if (linked()) result.resolve(this.#tamper(snapshot));
+                }),
+              );
+            },
+            reject: (error) => result.reject(error),
           },
-          reject: (error) => result.reject(error),
-        }, to);
+          to,
+          receiverEpoch,
+        );
       }),
     );
     return result;
@@ -431,6 +454,7 @@ export class Simulation {
     for (const host of this.#hosts) {
       const driver = host.driver;
       if (driver === undefined || host.paused) return false;
+      if (driver.configuration.epoch !== reference.configuration.epoch) return false;
       const core = driver.core;
       if (core.uncommittedCount > 0 || core.pendingExecution > 0 || core.inflightProposals > 0) {
         return false;
@@ -443,6 +467,40 @@ export class Simulation {
       if (driver.state.digest !== reference.state.digest) return false;
     }
     return true;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Configuration changes.
+
+  /**
+   * Schedules `epochChanges` epoch bumps in the safety phase, drawn from
+   * their own stream (so that runs without them draw as before).
+   */
+  #scheduleEpochChanges(): void {
+    const random = new SeededRandom(this.#config.seed ^ 0x5eed_e90c);
+    for (let change = 0; change < this.#config.epochChanges; change++) {
+      const at = 200 + random.int(Math.max(1, this.#config.safetyMs - 1200));
+      const node = random.int(this.#config.replicas);
+      this.#queue.schedule(at, () => this.#changeEpoch(node));
+    }
+  }
+
+  /** Proposes, at replica `node` if it runs, the next epoch with the same members. */
+  #changeEpoch(node: number): void {
+    const host = this.#hosts[node]!;
+    const driver = host.driver;
+    if (driver === undefined || host.paused) return;
+    const current = driver.configuration;
+    const next = { ...current, epoch: current.epoch + 1 };
+    this.#trace?.(`${this.#now} r${node} propose epoch ${next.epoch}`);
+    this.#epochChangesProposed++;
+    driver.submitWith({ op: "reconf", configuration: next }, {
+      resolve: () => this.#trace?.(`${this.#now} r${node} epoch ${next.epoch} executed`),
+      // Refused, overtaken by another change, or not done in time: the run
+      // goes on; what it checks is that every replica agrees in the end.
+      reject: (error) =>
+        this.#trace?.(`${this.#now} r${node} epoch ${next.epoch}: ${error.message}`),
+    });
   }
 
   // ---------------------------------------------------------------------------
@@ -676,7 +734,9 @@ export class Simulation {
   /** A blind put answered: its version names the instance and position it must be decided in. */
   #noteAcknowledged(request: string, version: string): void {
     const [number, owner, index] = version.split(".").map(Number);
-    this.#acknowledged.push({ request, owner: owner!, number: number!, index: index! });
+    // From epoch 2 on, versions end with the epoch (`versionTagFor`).
+    const epoch = Number(/e(\d+)$/.exec(version)?.[1] ?? 1);
+    this.#acknowledged.push({ request, owner: owner!, number: number!, index: index!, epoch });
   }
 
   /** The shared keys, `k0` to `k{sharedKeys - 1}`. */

@@ -12,7 +12,7 @@ import {
   type Configuration,
   configurationProblem,
   describeConfiguration,
-  voterIds,
+  positionCount,
 } from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import { describeId, instanceKey, isInstanceKey } from "../core/instance.ts";
@@ -35,7 +35,7 @@ export class MalformedSnapshotError extends Error {
 /** What {@linkcode checkReplicaSnapshot} checks a snapshot against. */
 export interface SnapshotCheckOptions {
   /**
-   * Rows of the current epoch (its number of voters), when the storage knows
+   * Rows of the current epoch (its number of positions: highest member id plus one), when the storage knows
    * it: a snapshot of the same epoch has a prefix row per replica.
    */
   readonly replicas?: number;
@@ -56,9 +56,9 @@ export type SnapshotEpoch = "same" | "later";
  * Checks `snapshot` before it is installed: a valid configuration if it
  * carries one (`configurationProblem`), of an epoch not before the stored one
  * and, in the same epoch, equal to the stored one; a prefix of one natural
- * number per row (a row per voter of the snapshot's configuration when it
- * carries one; in the same epoch, `replicas` rows when known, as many as the
- * stored configuration has voters, as many as the persisted floor has), a
+ * number per row (a row per position of the snapshot's configuration when it
+ * carries one, `positionCount`; in the same epoch, `replicas` rows when known,
+ * as many as the stored configuration has positions, as many as the persisted floor has), a
  * barrier, records above the prefix that are committed (phase 3, with a
  * command and dependencies) and executed, at most one per instance, entries
  * with distinct well-formed keys, and the digest of those entries. In the
@@ -200,15 +200,15 @@ function rowsOf<C>(
   const rows: Rows[] = [];
   const carried = snapshot.configuration;
   if (carried !== undefined) {
-    const voters = voterIds(carried).length;
+    const positions = positionCount(carried);
     rows.push({
-      count: voters,
-      says: `its configuration ${describeConfiguration(carried)} has ${voters} voters`,
+      count: positions,
+      says: `its configuration ${describeConfiguration(carried)} has ${positions} positions`,
     });
   }
   if (epoch === "later") return rows;
   const count = options.replicas ??
-    (options.configuration === undefined ? undefined : voterIds(options.configuration).length) ??
+    (options.configuration === undefined ? undefined : positionCount(options.configuration)) ??
     options.pruneFloor?.length;
   if (count !== undefined) rows.push({ count, says: `the cluster has ${count}` });
   return rows;

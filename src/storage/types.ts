@@ -100,8 +100,9 @@ export interface ReplicaStorage<C> {
    * - `entries`: the snapshot's entries;
    * - `configuration`: the snapshot's.
    *
-   * The snapshot's `executedPrefix` has a row per voter (member with role
-   * `"voter"`) of its configuration when it carries one; otherwise a row per
+   * The snapshot's `executedPrefix` has a row per position of its
+   * configuration when it carries one (`positionCount`: a member's position
+   * is its id, so removed members leave empty rows); otherwise a row per
    * replica of the current epoch.
    *
    * Must not be called while a `commit` is in flight.
@@ -113,7 +114,7 @@ export interface ReplicaStorage<C> {
    *   replica is ahead of the snapshot there).
    * @throws {MalformedSnapshotError} (`snapshot_check.ts`) if the snapshot is
    *   malformed: among others, a configuration that is not valid
-   *   (`configurationProblem`), or a prefix whose rows are not its voters
+   *   (`configurationProblem`), or a prefix whose rows are not its positions
    *   (nothing changes).
    */
   install(snapshot: ReplicaSnapshot<C>): PromiseLike<void>;

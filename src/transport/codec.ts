@@ -1,7 +1,8 @@
 /**
  * The peer wire format: one MessagePack map per batch,
- * `{ v: 1, from: <replica>, messages: [<message>, ...] }`, each message the
- * core's own object (see `src/core/types.ts`). Decoding is bounded (string,
+ * `{ v: 1, from: <replica>, epoch?: <epoch>, incarnation?: <incarnation>,
+ * messages: [<message>, ...] }` (epoch and incarnation written when not 1),
+ * each message the core's own object (see `src/core/types.ts`). Decoding is bounded (string,
  * binary, array and map sizes) and all-or-nothing: a batch with one malformed
  * message is refused whole, so that a bad request changes nothing.
  *
@@ -10,6 +11,7 @@
 
 import { decode } from "@msgpack/msgpack";
 import { MsgpackWriter } from "../codec/msgpack.ts";
+import { MAX_MEMBER_ID } from "../core/configuration.ts";
 import type { Message } from "../core/types.ts";
 import { describeValue, validateMessage } from "../core/validate.ts";
 
@@ -22,8 +24,20 @@ export const MAX_BATCH_MESSAGES = 65_536;
 
 /** A decoded batch of peer messages. */
 export interface PeerBatch<C> {
-  /** The sending replica. */
+  /** The sending replica (its member id, which is its position in the core). */
   readonly from: number;
+  /**
+   * The sender's epoch (absent: 1). An epoch is a fresh instance space, so a
+   * receiver in another epoch takes none of the messages; it learns from the
+   * header that the sender is ahead of it, or behind.
+   */
+  readonly epoch?: number;
+  /**
+   * The sender's incarnation (absent: 1): a receiver takes nothing from an
+   * incarnation its configuration does not name (a wiped replica replaced by
+   * a new incarnation, still running).
+   */
+  readonly incarnation?: number;
   /** Its messages, in the order sent. */
   readonly messages: readonly Message<C>[];
 }
@@ -48,8 +62,15 @@ const batchWriter = new MsgpackWriter();
  * `encode` with `ignoreUndefined`.
  */
 export function encodeBatch<C>(batch: PeerBatch<C>): Uint8Array {
-  const writer = batchWriter.reset().mapHeader(3).value("v").value(BATCH_FORMAT)
-    .value("from").value(batch.from).value("messages").arrayHeader(batch.messages.length);
+  const epoch = batch.epoch ?? 1;
+  const incarnation = batch.incarnation ?? 1;
+  // Epoch 1 and incarnation 1 leave the header as it was before epochs.
+  const extra = (epoch === 1 ? 0 : 1) + (incarnation === 1 ? 0 : 1);
+  const writer = batchWriter.reset().mapHeader(3 + extra).value("v").value(BATCH_FORMAT)
+    .value("from").value(batch.from);
+  if (epoch !== 1) writer.value("epoch").value(epoch);
+  if (incarnation !== 1) writer.value("incarnation").value(incarnation);
+  writer.value("messages").arrayHeader(batch.messages.length);
   for (const message of batch.messages) {
     writer.object(message as unknown as Readonly<Record<string, unknown>>);
   }
@@ -58,12 +79,32 @@ export function encodeBatch<C>(batch: PeerBatch<C>): Uint8Array {
 
 /** Settings for {@linkcode decodeBatch}. */
 export interface DecodeBatchOptions<C> {
-  /** Cluster size. */
+  /** Positions of the receiver's epoch (its highest member id plus one). */
   readonly replicas: number;
   /** The receiving replica: every message must be addressed to it. */
   readonly self: number;
   /** Whether a value is a well-formed command. */
   readonly isCommand: (value: unknown) => value is C;
+  /**
+   * The receiver's epoch (default 1). A batch of another epoch is returned
+   * with its header and no messages, unvalidated: its positions and
+   * instances mean nothing here, and the header is what the receiver needs
+   * (a peer ahead of it has a snapshot of a later epoch to give).
+   */
+  readonly epoch?: number;
+}
+
+/** Highest epoch or incarnation a batch header may carry. */
+const MAX_HEADER_NUMBER = Number.MAX_SAFE_INTEGER;
+
+function headerNumber(value: unknown, field: string): number {
+  if (value === undefined) return 1;
+  if (
+    !Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > MAX_HEADER_NUMBER
+  ) {
+    throw new BatchError(`Batch ${field} must be an integer ≥ 1, got ${describeValue(value)}`);
+  }
+  return value as number;
 }
 
 /**
@@ -95,6 +136,14 @@ export function decodeBatch<C>(bytes: Uint8Array, options: DecodeBatchOptions<C>
     throw new BatchError(`Batch format ${describeValue(batch.v)} is not ${BATCH_FORMAT}`);
   }
   const from = batch.from;
+  const epoch = headerNumber(batch.epoch, "epoch");
+  const incarnation = headerNumber(batch.incarnation, "incarnation");
+  if (epoch !== (options.epoch ?? 1)) {
+    if (!Number.isInteger(from) || (from as number) < 0 || (from as number) > MAX_MEMBER_ID) {
+      throw new BatchError("Batch sender is not a member id", 403);
+    }
+    return { from: from as number, epoch, incarnation, messages: [] };
+  }
   if (!Number.isInteger(from) || (from as number) < 0 || (from as number) >= options.replicas) {
     throw new BatchError("Batch sender is not a replica of this cluster", 403);
   }
@@ -113,5 +162,11 @@ export function decodeBatch<C>(bytes: Uint8Array, options: DecodeBatchOptions<C>
     }
     messages.push(checked.message);
   }
-  return { from: from as number, messages };
+  // Epoch 1 and incarnation 1 are left implicit, as on the wire.
+  return {
+    from: from as number,
+    ...(epoch === 1 ? {} : { epoch }),
+    ...(incarnation === 1 ? {} : { incarnation }),
+    messages,
+  };
 }

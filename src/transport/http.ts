@@ -23,7 +23,7 @@ import type { Clock } from "../runtime/clock.ts";
 import type { Random } from "../runtime/random.ts";
 import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
 import { PipelinedClient } from "./pipelined_client.ts";
-import type { PeerStats, PeerTransport } from "./types.ts";
+import type { PeerMembership, PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
 export const PEER_BATCH_PATH = "/peer/v1/batch";
@@ -101,6 +101,10 @@ const TIMEOUT_SLOT_MS = 250;
 export class HttpTransport<C> implements PeerTransport<C> {
   readonly #options: HttpTransportOptions;
   readonly #links = new Map<number, Link>();
+  readonly #headers: Record<string, string>;
+  /** What this replica's batches say of it: see {@linkcode HttpTransport.reconfigure}. */
+  #epoch = 1;
+  #incarnation = 1;
   #closed = false;
   readonly #inFlight = new Set<Promise<void>>();
   /** The abort signal shared by requests started in the current slot (see `#timeoutSignal`). */
@@ -111,38 +115,82 @@ export class HttpTransport<C> implements PeerTransport<C> {
   /** Creates links to every peer; nothing is sent until `send`. */
   constructor(options: HttpTransportOptions) {
     this.#options = options;
-    const headers = {
+    this.#headers = {
       "authorization": `Bearer ${options.secret}`,
       "content-type": "application/x-msgpack",
       [PEER_SENDER_HEADER]: String(options.self),
     };
     for (const peer of options.peers) {
-      if (peer.id === options.self) continue;
-      const url = new URL(PEER_BATCH_PATH, peer.url).href;
-      this.#links.set(peer.id, {
-        peer: peer.id,
+      if (peer.id !== options.self) this.#links.set(peer.id, this.#newLink(peer.id, peer.url));
+    }
+  }
+
+  #newLink(peer: number, baseUrl: string): Link {
+    const url = new URL(PEER_BATCH_PATH, baseUrl).href;
+    return {
+      peer,
+      url,
+      client: new PipelinedClient({
         url,
-        client: new PipelinedClient({
-          url,
-          headers,
-          // Headroom over the transport's own bound: the test-only fault
-          // layer may deliver a batch twice.
-          maxPending: 2 * (options.maxInFlight ?? 32),
-          connectTimeoutMs: options.timeoutMs ?? 5000,
-        }),
-        queue: [],
-        inFlight: 0,
-        outstanding: new Set(),
-        attempts: 0,
-        timer: undefined,
-        roundTripMs: undefined,
-        lastContactMs: undefined,
-        sentBatches: 0,
-        sentMessages: 0,
-        failedBatches: 0,
-        droppedMessages: 0,
-        refused: false,
-      });
+        headers: this.#headers,
+        // Headroom over the transport's own bound: the test-only fault
+        // layer may deliver a batch twice.
+        maxPending: 2 * (this.#options.maxInFlight ?? 32),
+        connectTimeoutMs: this.#options.timeoutMs ?? 5000,
+      }),
+      queue: [],
+      inFlight: 0,
+      outstanding: new Set(),
+      attempts: 0,
+      timer: undefined,
+      roundTripMs: undefined,
+      lastContactMs: undefined,
+      sentBatches: 0,
+      sentMessages: 0,
+      failedBatches: 0,
+      droppedMessages: 0,
+      refused: false,
+    };
+  }
+
+  /**
+   * Takes a new epoch's membership: batches carry its epoch and this
+   * replica's incarnation from now on; links to members that left close
+   * (what was queued for them is dropped); members that joined, or moved,
+   * get a fresh link.
+   */
+  reconfigure(membership: PeerMembership): void {
+    if (this.#closed) return;
+    // What is queued belongs to the old epoch: it leaves now, stamped with
+    // it (a batch is stamped when encoded, and the receiver reads every
+    // message by its batch's epoch). Failed batches of the old epoch are not
+    // retried after this (#settle).
+    for (const link of this.#links.values()) {
+      if (link.queue.length === 0) continue;
+      const queued = link.queue;
+      link.queue = [];
+      this.#transmit(link, queued);
+    }
+    this.#epoch = membership.epoch;
+    this.#incarnation = membership.incarnation;
+    const wanted = new Map<number, string>();
+    for (const peer of membership.peers) {
+      if (peer.id !== this.#options.self) {
+        wanted.set(peer.id, new URL(PEER_BATCH_PATH, peer.url).href);
+      }
+    }
+    for (const [id, link] of this.#links) {
+      if (wanted.get(id) === link.url) continue;
+      if (link.timer !== undefined) clearTimeout(link.timer);
+      link.timer = undefined;
+      link.queue = [];
+      link.client.close();
+      this.#links.delete(id);
+    }
+    for (const peer of membership.peers) {
+      if (peer.id !== this.#options.self && !this.#links.has(peer.id)) {
+        this.#links.set(peer.id, this.#newLink(peer.id, peer.url));
+      }
     }
   }
 
@@ -223,14 +271,23 @@ export class HttpTransport<C> implements PeerTransport<C> {
     this.#transmit(link, batch);
   }
 
+  #encode(messages: Message<unknown>[]): Uint8Array {
+    return encodeBatch({
+      from: this.#options.self,
+      epoch: this.#epoch,
+      incarnation: this.#incarnation,
+      messages,
+    });
+  }
+
   #transmit(link: Link, batch: Message<unknown>[]): void {
-    let body = encodeBatch({ from: this.#options.self, messages: batch });
+    let body = this.#encode(batch);
     // Too large for the receiver: send the first half now, the rest after it.
     while (body.length > MAX_BATCH_BYTES && batch.length > 1) {
       const half = Math.ceil(batch.length / 2);
       link.queue = batch.slice(half).concat(link.queue);
       batch = batch.slice(0, half);
-      body = encodeBatch({ from: this.#options.self, messages: batch });
+      body = this.#encode(batch);
     }
     if (body.length > MAX_BATCH_BYTES) {
       // One message alone is too large: it can never be delivered.
@@ -244,9 +301,10 @@ export class HttpTransport<C> implements PeerTransport<C> {
     while (link.outstanding.has(started)) started += 1e-6;
     link.outstanding.add(started);
     const deliver = () => this.#post(link, body);
+    const epoch = this.#epoch;
     const attempt = (this.#options.interpose?.(link.peer, deliver) ?? deliver())
-      .then((delivered) => this.#settle(link, batch, started, delivered))
-      .catch(() => this.#settle(link, batch, started, false));
+      .then((delivered) => this.#settle(link, batch, started, delivered, epoch))
+      .catch(() => this.#settle(link, batch, started, false, epoch));
     this.#inFlight.add(attempt);
     attempt.finally(() => this.#inFlight.delete(attempt));
   }
@@ -255,6 +313,10 @@ export class HttpTransport<C> implements PeerTransport<C> {
     const status = await link.client.post(body, this.#timeoutSignal());
     const delivered = status >= 200 && status < 300;
     if (status === 401 || status === 403) this.#noteRefused(link, status);
+    // 503: the peer takes no batches for now (it is joining): it is not a
+    // contact, so the driver counts it unreachable and leaves it out of the
+    // quorums it asks first, instead of waiting for replies it will not send.
+    else if (status === 503) link.lastContactMs = undefined;
     else if (delivered && link.refused) {
       link.refused = false;
       this.#options.log?.(
@@ -304,7 +366,13 @@ export class HttpTransport<C> implements PeerTransport<C> {
     return this.#slot.signal;
   }
 
-  #settle(link: Link, batch: Message<unknown>[], started: number, delivered: boolean): void {
+  #settle(
+    link: Link,
+    batch: Message<unknown>[],
+    started: number,
+    delivered: boolean,
+    epoch: number,
+  ): void {
     link.inFlight--;
     link.outstanding.delete(started);
     if (this.#closed) return;
@@ -324,7 +392,9 @@ export class HttpTransport<C> implements PeerTransport<C> {
     }
     link.failedBatches++;
     link.attempts++;
-    if (link.attempts >= (this.#options.maxAttempts ?? 4)) {
+    if (link.attempts >= (this.#options.maxAttempts ?? 4) || epoch !== this.#epoch) {
+      // Given up, or of an epoch that ended: requeued, it would leave
+      // stamped with the new one.
       link.droppedMessages += batch.length;
       link.attempts = 0;
     } else if (batch.length > 0) {

@@ -25,12 +25,24 @@ import type { BatchHandler } from "./types.ts";
 export interface PeerRouteOptions<C> {
   /** The receiving replica: every message must be addressed to it. */
   readonly self: number;
-  /** Cluster size. */
+  /** Cluster size (epoch 1's, when `current` is absent). */
   readonly replicas: number;
+  /**
+   * The receiver's epoch and its positions, read for each batch (they change
+   * with configuration changes); absent: epoch 1 and `replicas`.
+   */
+  readonly current?: () => { readonly epoch: number; readonly replicas: number };
   /** The cluster credential peers must present. */
   readonly secret: string;
   /** Whether a value is a well-formed command. */
   readonly isCommand: (value: unknown) => value is C;
+  /**
+   * Why the receiver takes no batches now (it is joining and has no state to
+   * vote with yet, or it left the cluster), or `undefined`: such a batch is
+   * answered 503, so that senders count it as not reachable instead of
+   * waiting for replies that will not come.
+   */
+  readonly refusing?: () => string | undefined;
   /** Takes every batch that passed the checks, in arrival order. */
   readonly receive: BatchHandler<C>;
   /** Receives one line per notable event: a sender whose credential is refused. */
@@ -98,11 +110,18 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
       onError: (c) => refuse(c, 413, `Batch is larger than ${MAX_BATCH_BYTES} bytes`),
     }),
     async (c) => {
+      const refusal = options.refusing?.();
+      if (refusal !== undefined) {
+        await c.req.arrayBuffer();
+        return c.json({ error: refusal }, 503);
+      }
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       let batch;
       try {
+        const current = options.current?.() ?? { epoch: 1, replicas: options.replicas };
         batch = decodeBatch<C>(bytes, {
-          replicas: options.replicas,
+          replicas: current.replicas,
+          epoch: current.epoch,
           self: options.self,
           isCommand: options.isCommand,
         });

@@ -8,7 +8,7 @@
 
 import type { Message } from "../core/types.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { decodeBatch, encodeBatch } from "./codec.ts";
+import { decodeBatch, encodeBatch, type PeerBatch } from "./codec.ts";
 import type { BatchHandler, PeerStats, PeerTransport } from "./types.ts";
 
 /** Settings of a memory network. */
@@ -40,6 +40,11 @@ export class MemoryNetwork<C> {
   readonly #handlers = new Map<number, BatchHandler<C>>();
   readonly #links = new Map<string, Link<C>>();
   readonly #down = new Set<number>();
+  /**
+   * Each sender's epoch, incarnation and positions, once it reconfigured
+   * (else epoch 1, incarnation 1 and the network's `replicas`).
+   */
+  readonly #headers = new Map<number, { epoch: number; incarnation: number; replicas: number }>();
 
   /** Creates an empty network. */
   constructor(options: MemoryNetworkOptions<C>) {
@@ -75,6 +80,21 @@ export class MemoryNetwork<C> {
         if (!closed) this.#send(self, messages);
       },
       stats: () => this.#stats(self),
+      reconfigure: (membership) => {
+        // What is queued leaves now, stamped with the old epoch (a batch is
+        // stamped when it leaves). The network reaches every replica by id
+        // already: only the header changes.
+        for (const [key, link] of this.#links) {
+          if (key.startsWith(`${self}>`) && link.queue.length > 0) {
+            this.#flush(self, Number(key.slice(key.indexOf(">") + 1)));
+          }
+        }
+        this.#headers.set(self, {
+          epoch: membership.epoch,
+          incarnation: membership.incarnation,
+          replicas: Math.max(...membership.peers.map((peer) => peer.id)) + 1,
+        });
+      },
       close: () => {
         closed = true;
         for (const [key, link] of this.#links) if (key.startsWith(`${self}>`)) link.queue = [];
@@ -128,12 +148,17 @@ export class MemoryNetwork<C> {
       link.droppedMessages += messages.length;
       return;
     }
-    let batch = { from, messages: messages as readonly Message<C>[] };
+    const { replicas, ...header } = this.#headers.get(from) ??
+      { epoch: 1, incarnation: 1, replicas: this.#options.replicas };
+    let batch: PeerBatch<C> = { from, ...header, messages: messages as readonly Message<C>[] };
     if (this.#options.roundTrip ?? true) {
       batch = decodeBatch(encodeBatch(batch), {
-        replicas: this.#options.replicas,
+        // The sender's positions: the receiver judges the epoch.
+        replicas,
         self: to,
         isCommand: this.#options.isCommand,
+        // The receiver, not the network, judges the epoch.
+        epoch: header.epoch,
       });
     }
     link.sentBatches++;

@@ -51,6 +51,16 @@ export function unmeasuredPeerStats(peer: number, lastContactMs: number | undefi
   };
 }
 
+/** A new epoch's peers, for {@linkcode PeerTransport.reconfigure}. */
+export interface PeerMembership {
+  /** The epoch every batch carries from now on. */
+  readonly epoch: number;
+  /** This replica's incarnation in it, carried by every batch. */
+  readonly incarnation: number;
+  /** Every member, by id (its position in the core), with its base URL. */
+  readonly peers: readonly { readonly id: number; readonly url: string }[];
+}
+
 /** Sends the core's messages to peers, batched per peer. */
 export interface PeerTransport<C> {
   /**
@@ -65,6 +75,12 @@ export interface PeerTransport<C> {
    * the round trip and shows whether it answers while idle. Optional.
    */
   probe?(peer: number): void;
+  /**
+   * Takes a new epoch's membership (batches carry its epoch and this
+   * replica's incarnation; links follow its members). Optional: a transport
+   * without it serves epoch 1 only.
+   */
+  reconfigure?(membership: PeerMembership): void;
   /** Stops sending; pending messages are dropped. */
   close(): Promise<void>;
 }

@@ -104,13 +104,27 @@ Deno.test("admin reads the local cluster's secret file when EPAXOS_CLUSTER_SECRE
 });
 
 Deno.test("admin: usage errors exit 2 with usage; failures exit 1 with one line", async () => {
-  for (const args of [[], ["add", "--url", "http://x"], ["members", "extra"], ["--bogus"]]) {
+  for (
+    const args of [
+      [],
+      ["add"],
+      ["add", "--url", "http://x", "extra"],
+      ["promote"],
+      ["remove", "x"],
+      ["replace", "1", "2"],
+      ["members", "--url", "http://x"],
+      ["members", "extra"],
+      ["--bogus"],
+    ]
+  ) {
     const run = await adminInProcess(args, { env: { EPAXOS_CLUSTER_SECRET: SECRET } });
     assert.equal(run.code, 2, JSON.stringify(args));
     assert.ok(run.stderr.includes(USAGE), JSON.stringify(args));
     assert.match(run.stderr, /^admin: /);
   }
-  assert.ok(!USAGE.includes(" add "), "only members is offered");
+  for (const command of ["members", "add --url URL", "promote ID", "remove ID", "replace ID"]) {
+    assert.ok(USAGE.includes(command), command);
+  }
   const help = await adminInProcess(["--help"]);
   assert.equal(help.code, 0);
   assert.ok(help.stdout.includes("members"));
@@ -138,4 +152,60 @@ Deno.test("admin: usage errors exit 2 with usage; failures exit 1 with one line"
   await Deno.remove(out);
   assert.equal(noBackup.code, 1);
   assert.match(noBackup.stderr, /^admin: cannot reach http:\/\/127\.0\.0\.1:\d+: .*\n$/);
+});
+
+Deno.test("admin add, promote, remove and replace: changes print JSON, refusals exit 1 in one line and change nothing", async () => {
+  const cluster = await startServedCluster();
+  try {
+    const server = cluster.urls[0]!;
+    const env = { env: { EPAXOS_CLUSTER_SECRET: SECRET } };
+    const run = (...args: string[]) => adminInProcess(["--server", server, ...args], env);
+    const members = async () => JSON.parse((await run("members")).stdout);
+
+    const added = await run("add", "--url", "http://127.0.0.1:1");
+    assert.equal(added.code, 0, added.stderr);
+    const addedBody = JSON.parse(added.stdout);
+    assert.equal(addedBody.id, 3);
+    assert.equal(addedBody.epoch, 2);
+    let now = await members();
+    assert.equal(now.epoch, 2);
+    assert.deepEqual(now.members.map((m: { role: string }) => m.role), [
+      "voter",
+      "voter",
+      "voter",
+      "learner",
+    ]);
+
+    // Each refusal: exit 1, one line, the epoch unchanged.
+    for (
+      const [args, reason] of [
+        [["promote", "3"], /not caught up|does not answer|even/],
+        [["remove", "2"], /below the minimum of 3/],
+        [["promote", "1"], /already a voter/],
+        [["remove", "9"], /9/],
+      ] as const
+    ) {
+      const refused = await run(...args);
+      assert.equal(refused.code, 1, `${args.join(" ")}: ${refused.stdout}`);
+      assert.match(refused.stderr, /^admin: .*refused \(409\)/);
+      assert.match(refused.stderr, reason);
+      assert.equal(refused.stderr.trimEnd().split("\n").length, 1);
+    }
+    assert.equal((await members()).epoch, 2);
+
+    // The learner leaves; then member 2 gets a new incarnation.
+    const removed = await run("remove", "3");
+    assert.equal(removed.code, 0, removed.stderr);
+    const replaced = await run("replace", "2");
+    assert.equal(replaced.code, 0, replaced.stderr);
+    now = await members();
+    assert.equal(now.epoch, 4);
+    assert.deepEqual(now.members.map((m: { incarnation: number }) => m.incarnation), [1, 1, 2]);
+    // The new incarnation of 2 has not started: adding now is refused.
+    const addWhileDead = await run("add", "--url", "http://127.0.0.1:2");
+    assert.equal(addWhileDead.code, 1);
+    assert.match(addWhileDead.stderr, /voter 2 does not answer; remove or replace/);
+  } finally {
+    await cluster.stop();
+  }
 });

@@ -72,7 +72,7 @@ Deno.test("after a restart, the first snapshot fetch goes on with the kept trans
     const lines: string[] = [];
     const fetchFromPeer = peerSnapshotFetch({
       self: 0,
-      replicas,
+      replicas: () => replicas,
       secret: "cluster-secret-0123456789",
       partialPath,
       log: (line) => lines.push(line),
@@ -95,7 +95,10 @@ Deno.test("after a restart, the first snapshot fetch goes on with the kept trans
     await assert.rejects(fetchFromPeer(1, signal), SnapshotRefusedError);
     assert.equal(asked[1], "http://r1.test:8001/peer/v1/snapshot?for=0");
     assert.match(lines[2]!, /afresh, from byte 0 \(discarded a partial transfer from http:\/\/r2/);
-    await assert.rejects(fetchFromPeer(7, signal), /^Error: No replica 7 in the cluster file$/);
+    await assert.rejects(
+      fetchFromPeer(7, signal),
+      /^Error: No member 7 in this replica's configuration$/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -72,7 +72,6 @@ Deno.test("the local cluster file points at the secret file, which each replica 
       id: 1,
       dataDir: `${dir}/replica-1`,
       listen: "127.0.0.1:9102",
-      peerUrls: urls,
       secrets: [config.secret],
     });
     const read = args.find((arg) => arg.startsWith("--allow-read="))!;
@@ -91,7 +90,6 @@ Deno.test("--restore reaches the replica with read permission on the backup only
     id: 0,
     dataDir: "/c/replica-0",
     listen: "127.0.0.1:9101",
-    peerUrls: ["http://127.0.0.1:9101"],
     secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
   };
   const plain = replicaCommand(common);

@@ -275,6 +275,6 @@ Deno.test("a snapshot carries the configuration of its epoch, checked against it
     id,
     url: `http://127.0.0.1:81${id}0`,
   }));
-  await tamper({ epoch: 4, members: five, nextId: 5 }, "5 voters for 3 rows");
+  await tamper({ epoch: 4, members: five, nextId: 5 }, "5 positions for 3 rows");
   await tamper({ epoch: 0, members, nextId: 3 }, "malformed configuration");
 });

@@ -613,6 +613,8 @@ function modelCondition(condition: string | null | undefined, current: KvEntry |
 
 function modelApply(model: Model, command: KvCommand, version: string): KvResult {
   switch (command.op) {
+    case "reconf":
+      return { op: "reconf", ok: true, epoch: command.configuration.epoch };
     case "get":
       return { op: "get", ok: true, entry: model.get(command.key) };
     case "put": {
@@ -799,7 +801,9 @@ function writes(command: KvCommand): boolean {
  * its prefix, a backup every key).
  */
 function overlaps(a: KvCommand, b: KvCommand): boolean {
-  if (a.op === "backup" || b.op === "backup") return true;
+  if (a.op === "backup" || b.op === "backup" || a.op === "reconf" || b.op === "reconf") {
+    return true;
+  }
   if (a.op === "list") {
     return b.op === "list"
       ? a.prefix.startsWith(b.prefix) || b.prefix.startsWith(a.prefix)

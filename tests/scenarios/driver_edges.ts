@@ -61,6 +61,8 @@ export function describeScenarioCommand(command: KvCommandInput): string {
       return `list(${command.prefix}*)`;
     case "backup":
       return "backup(*)";
+    case "reconf":
+      return `reconf(e${command.configuration.epoch})`;
   }
 }
 

@@ -49,7 +49,7 @@ export async function startTestCluster(
         if (network.isDown(id) || network.isDown(peer)) {
           return Promise.reject(new Error(`replica ${peer} is unreachable`));
         }
-        return nodes[peer]!.takeSnapshot(id);
+        return nodes[peer]!.takeSnapshot(id, nodes[id]?.configuration.epoch);
       },
       ...nodeOptions,
       id,

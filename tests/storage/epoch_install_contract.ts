@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Configuration, Member } from "../../src/core/configuration.ts";
+import { type Configuration, type Member, positionCount } from "../../src/core/configuration.ts";
 import type { StorageRecord } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 import { MalformedSnapshotError } from "../../src/storage/snapshot_check.ts";
@@ -128,7 +128,7 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     for (const b of held) await subject.storage.commit(b);
     const snapshot = snapshotOf({
       prefix: [2, 0, 0, 1, 0],
-      configuration: configurationOf(2, 5, { learners: 1 }),
+      configuration: configurationOf(2, 5),
       records: [
         executed([3, 2], [put("three", bytes(3))], 5),
         executed([4, 1], [put("four", bytes(4))], 5),
@@ -165,13 +165,13 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     // A same-epoch snapshot has five rows from now on.
     const same = snapshotOf({
       prefix: [2, 0, 0, 2, 2],
-      configuration: configurationOf(2, 5, { learners: 1 }),
+      configuration: configurationOf(2, 5),
     });
     await installAndCompare(subject, same);
     await refused(
       subject.storage.install(snapshotOf({ prefix: [2, 2, 2], configuration: same.configuration })),
       MalformedSnapshotError,
-      "has 5 voters",
+      "has 5 positions",
     );
   });
 
@@ -222,7 +222,8 @@ export function runEpochInstallContract(factory: StorageFactory): void {
   test("the same epoch with another configuration is refused; with the same one it installs as before", async (subject) => {
     for (const b of heldHistory()) await subject.storage.commit(b);
     const stored = configurationOf(2, 3, { learners: 1 });
-    await subject.storage.install(snapshotOf({ prefix: [6, 2, 2], configuration: stored }));
+    // A row per position: the learner (id 3) has one too.
+    await subject.storage.install(snapshotOf({ prefix: [6, 2, 2, 0], configuration: stored }));
     // Own records of the epoch above the prefix: kept by a same-epoch install.
     await subject.storage.commit(batch(
       [
@@ -259,15 +260,17 @@ export function runEpochInstallContract(factory: StorageFactory): void {
       },
     ];
     for (const configuration of others) {
-      const snapshot = snapshotOf({ prefix: [6, 2, 2], configuration });
+      // A row per position of each, so that only the configuration differs.
+      const prefix = [6, 2, 2, ...new Array(positionCount(configuration) - 3).fill(0)];
+      const snapshot = snapshotOf({ prefix, configuration });
       await refused(subject.storage.install(snapshot), SnapshotEpochError, "is not this replica's");
       assert.deepStrictEqual(normalize(await subject.storage.load()), before);
     }
     // An equal copy: today's install, keeping the records above the prefix.
     const same = snapshotOf({
-      prefix: [6, 2, 2],
+      prefix: [6, 2, 2, 0],
       configuration: structuredClone(stored),
-      records: [executed([2, 3], [put("c", bytes(3))])],
+      records: [executed([2, 3], [put("c", bytes(3))], 4)],
       entries: [entry("c", bytes(3), "3.0.0")],
     });
     await installAndCompare(subject, same);
@@ -277,20 +280,21 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     assert.deepStrictEqual(state.configuration, stored);
   });
 
-  test("a prefix whose rows are not the voters of its configuration, or an invalid configuration, is refused", async (subject) => {
+  test("a prefix whose rows are not the positions of its configuration, or an invalid configuration, is refused", async (subject) => {
     for (const b of heldHistory()) await subject.storage.commit(b);
     const before = normalize(await subject.storage.load());
     const cases: [ReplicaSnapshot<KvCommand>, string][] = [
       [
         snapshotOf({ prefix: [1, 1, 1], configuration: configurationOf(2, 5) }),
-        "Snapshot prefix has 3 rows, but its configuration e2 [0v1 1v1 2v1 3v1 4v1] has 5 voters",
+        "Snapshot prefix has 3 rows, but its configuration e2 [0v1 1v1 2v1 3v1 4v1] has 5 positions",
       ],
       [
+        // Learners have rows too: five positions.
         snapshotOf({
-          prefix: [1, 1, 1, 1, 1],
+          prefix: [1, 1, 1],
           configuration: configurationOf(2, 3, { learners: 2 }),
         }),
-        "has 3 voters",
+        "has 5 positions",
       ],
       [
         // Epoch 1 with none stored: also a row per replica of the current epoch.

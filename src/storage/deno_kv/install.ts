@@ -84,7 +84,7 @@ export interface EncodedInstall {
 /**
  * A checked snapshot of `epoch`, encoded, having checked that `load` will
  * read back every record, page and configuration as given (commands of the
- * cluster's kind, with as many rows as the epoch's voters when `codec` says,
+ * cluster's kind, with as many rows as the epoch's positions when `codec` says,
  * entries that fit a page, versions it decodes, a configuration that fits a
  * value).
  *

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type Configuration, voterIds } from "../../core/configuration.ts";
+import { type Configuration, positionCount } from "../../core/configuration.ts";
 import type { KvEntry } from "../../kv/state_machine.ts";
 import type { RecordCodecOptions } from "../codec.ts";
 import { checkReplicaSnapshot, copyConfiguration } from "../snapshot_check.ts";
@@ -34,10 +34,10 @@ export interface DenoKvStorageOptions<C> {
   /** Whether a decoded value is a well-formed command: a record with anything else is refused. */
   readonly isCommand: (value: unknown) => value is C;
   /**
-   * Cluster size (voters) of epoch 1, the cluster file's: when given, loaded
-   * owners and vectors are checked against it. Once a later epoch is
-   * installed, they are checked against the number of voters of its stored
-   * configuration instead.
+   * Cluster size of epoch 1, the cluster file's: when given, loaded owners
+   * and vectors are checked against it. Once a later epoch is installed,
+   * they are checked against the positions of its stored configuration
+   * (`positionCount`: a member's position is its id) instead.
    */
   readonly replicas?: number;
   /**
@@ -227,10 +227,10 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
         pruneFloor,
         configuration,
       });
-      // The records of a later epoch have a row per voter of its configuration.
+      // The records of a later epoch have a row per position of its configuration.
       const codec = epoch === "same" ? this.#codec : {
         isCommand: this.#codec.isCommand,
-        replicas: voterIds(snapshot.configuration!).length,
+        replicas: positionCount(snapshot.configuration!),
       };
       const encoded = encodeInstall(snapshot, epoch, codec);
       this.#writer.beginBatch();
@@ -264,10 +264,10 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
     this.#kv.close();
   }
 
-  /** Rows of the store's epoch: its configuration's voters, else the `replicas` option. */
+  /** Rows of the store's epoch: its configuration's positions, else the `replicas` option. */
   #rows(): number | undefined {
     const configuration = this.#configuration;
-    return configuration === undefined ? this.#replicas : voterIds(configuration).length;
+    return configuration === undefined ? this.#replicas : positionCount(configuration);
   }
 
   #serialize<T>(operation: () => Promise<T>): Promise<T> {
