@@ -30,6 +30,8 @@ export interface LoadOptions {
   readonly keys: number;
   /** The value written. */
   readonly value: string;
+  /** Called with `performance.now()` at each acknowledged write (gap measurements). */
+  readonly onAcknowledged?: (nowMs: number) => void;
 }
 
 /** Closed-loop writers on `urls` (round robin) until `stop()`; counts acknowledged writes. */
@@ -40,7 +42,10 @@ export function writers(urls: readonly string[], options: LoadOptions) {
     const url = urls[client % urls.length]!;
     while (!stopped) {
       const key = `bench-${Math.floor(Math.random() * options.keys)}`;
-      if (await put(url, key, options.value)) acknowledged++;
+      if (await put(url, key, options.value)) {
+        acknowledged++;
+        options.onAcknowledged?.(performance.now());
+      }
     }
   });
   return {

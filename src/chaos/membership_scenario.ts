@@ -1,11 +1,19 @@
 /**
- * The `replace-wiped` chaos scenario: a replica is killed and its disk lost
+ * Chaos scenarios of membership changes, under the chaos workload with its
+ * history checked across epochs.
+ *
+ * The `replace-wiped` scenario: a replica is killed and its disk lost
  * (its data directory deleted) while the workload runs; an operator replaces
  * it (`deno task admin replace ID`: a configuration change giving it a new
  * incarnation) and starts it again with `--join` on the empty directory. The
  * others keep committing throughout (the change needs a majority of the old
  * voters); the replacement installs a snapshot and serves; the history stays
  * linearizable, across two epochs.
+ *
+ * The `shrink-grow` scenario (5 replicas): two voters are removed (three
+ * remain), their processes killed and their disks wiped; two learners are
+ * added at their URLs (new ids), started with `--join`, and promoted once
+ * caught up: five voters again, over three epochs, while the workload runs.
  *
  * @module
  */
@@ -54,6 +62,84 @@ async function inject(context: NemesisContext): Promise<void> {
   });
   context.note(`replacement of replica ${victim} ready ${Date.now() - joined} ms after it started`);
 }
+
+/** One member as `GET /admin/members` shows it (the fields read here). */
+interface MemberView {
+  readonly id: number;
+  readonly role: string;
+  readonly state: string;
+  readonly alive: boolean;
+}
+
+async function membersOf(context: NemesisContext, url: string): Promise<readonly MemberView[]> {
+  try {
+    const response = await fetch(`${url}/admin/members`, {
+      headers: { authorization: `Bearer ${context.cluster.secret}` },
+      signal: AbortSignal.timeout(2000),
+    });
+    return response.ok ? (await response.json()).members : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Proposes `change` at `url`, and fails the scenario on a refusal. */
+async function change(
+  context: NemesisContext,
+  url: string,
+  what: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const asked = Date.now();
+  const { status, body } = await proposeChange(context, url, what);
+  if (status !== 200) throw new Error(`${JSON.stringify(what)} refused (${status}): ${body.error}`);
+  context.note(
+    `${what.kind} ${JSON.stringify(what.ids ?? what.url ?? what.id)}: epoch ${body.epoch} in ${
+      Date.now() - asked
+    } ms`,
+  );
+  return body;
+}
+
+async function shrinkGrow(context: NemesisContext): Promise<void> {
+  const { cluster } = context;
+  const via = cluster.urls[0]!;
+  const leaving = [context.replicas - 2, context.replicas - 1];
+  await change(context, via, { kind: "remove", ids: leaving });
+  for (const slot of leaving) {
+    await cluster.kill(slot, "SIGKILL");
+    await cluster.wipe(slot);
+  }
+  context.note(`removed replicas ${leaving.join(", ")} stopped and wiped`);
+  await context.sleep(context.faultMs * 0.1);
+  const added: number[] = [];
+  for (const slot of leaving) {
+    const body = await change(context, via, { kind: "add", url: cluster.urls[slot] });
+    const id = body.id as number;
+    added.push(id);
+    await cluster.join(slot, via, id);
+  }
+  const started = Date.now();
+  await waitUntil(async () => {
+    const members = await membersOf(context, via);
+    return added.every((id) =>
+      members.some((member) => member.id === id && member.alive && member.state === "caught-up")
+    );
+  }, { deadlineMs: READY_DEADLINE_MS, what: `learners ${added.join(", ")} to catch up` });
+  context.note(
+    `learners ${added.join(", ")} caught up ${Date.now() - started} ms after they started`,
+  );
+  await change(context, via, { kind: "promote", ids: added });
+}
+
+/** See the module documentation. */
+export const SHRINK_GROW: Scenario = {
+  name: "shrink-grow",
+  description:
+    "remove two voters and wipe them; add two learners at their URLs, join them, promote them",
+  replicas: 5,
+  availableDuringFault: true,
+  inject: shrinkGrow,
+};
 
 /** See the module documentation. */
 export const REPLACE_WIPED: Scenario = {

@@ -11,7 +11,7 @@ import { replicaCommand } from "../cli/start.ts";
 
 /** A running cluster of replica processes. */
 export interface ProcessCluster {
-  /** Base URLs by replica id. */
+  /** Base URLs by replica id (then the spare slots', if any). */
   readonly urls: readonly string[];
   /** The cluster secret. */
   readonly secret: string;
@@ -30,10 +30,12 @@ export interface ProcessCluster {
   /** Deletes replica `id`'s data directory (it must be stopped): its disk is lost. */
   wipe(id: number): Promise<void>;
   /**
-   * Starts replica `id` (stopped) as a joiner (`--join via`), on an empty
-   * data directory, as `deno task start --join` does, without waiting for it.
+   * Starts replica `id` (stopped) as a joiner (`--join via`), on its data
+   * directory (empty after `wipe`), as `deno task start --join` does, as
+   * member `memberId` (default `id`: a replacement; a member added at this
+   * slot's URL has a new id), without waiting for it.
    */
-  join(id: number, via: string): Promise<void>;
+  join(id: number, via: string, memberId?: number): Promise<void>;
   /** Recent output of replica `id`, for failure reports. */
   output(id: number): string;
   /** Stops every replica and removes the directory. */
@@ -143,6 +145,11 @@ export async function startProcessCluster(
     readonly parentDir?: string;
     /** Flags for `deno run` itself (such as `--cpu-prof`), placed before the script. */
     readonly denoFlags?: readonly string[];
+    /**
+     * Slots beyond `replicas` with a port and URL but no process and no place
+     * in the cluster file: members added later start there with `join`.
+     */
+    readonly spares?: number;
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -155,20 +162,21 @@ export async function startProcessCluster(
     root = `${options.parentDir}/epaxos-test-${crypto.randomUUID().slice(0, 12)}`;
     await Deno.mkdir(root, { recursive: true });
   }
-  const ports = freePorts(replicas);
+  const slots = replicas + (options.spares ?? 0);
+  const ports = freePorts(slots);
   const urls = ports.map((port) => `http://127.0.0.1:${port}`);
   const secret = crypto.randomUUID();
   const configPath = `${root}/cluster.json`;
   await Deno.writeTextFile(
     configPath,
     JSON.stringify({
-      replicas: urls.map((url, id) => ({ id, name: `r${id}`, url })),
+      replicas: urls.slice(0, replicas).map((url, id) => ({ id, name: `r${id}`, url })),
       secret: { env: "EPAXOS_CLUSTER_SECRET" },
     }),
   );
-  const processes: (Deno.ChildProcess | undefined)[] = new Array(replicas);
-  const logs: string[][] = Array.from({ length: replicas }, () => []);
-  const spawn = async (id: number, via?: string) => {
+  const processes: (Deno.ChildProcess | undefined)[] = new Array(slots);
+  const logs: string[][] = Array.from({ length: slots }, () => []);
+  const spawn = async (id: number, via?: string, memberId = id) => {
     const dataDir = `${root}/replica-${id}`;
     await Deno.mkdir(dataDir, { recursive: true });
     const args = replicaCommand({
@@ -182,6 +190,7 @@ export async function startProcessCluster(
     if (via !== undefined) {
       // A joiner: the configuration comes from `via`, not the cluster file.
       args.splice(args.indexOf("--config"), 2, "--join", via, "--url", urls[id]!);
+      args[args.indexOf("--id") + 1] = String(memberId);
     }
     args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
     args.splice(1, 0, ...(options.denoFlags ?? []));
@@ -222,8 +231,8 @@ export async function startProcessCluster(
       if (processes[id] !== undefined) throw new Error(`replica ${id} is running`);
       await Deno.remove(`${root}/replica-${id}`, { recursive: true }).catch(() => {});
     },
-    async join(id, via) {
-      if (processes[id] === undefined) await spawn(id, via);
+    async join(id, via, memberId) {
+      if (processes[id] === undefined) await spawn(id, via, memberId);
     },
     async restart(id) {
       await cluster.kill(id);
@@ -241,7 +250,9 @@ export async function startProcessCluster(
   };
   try {
     await waitUntil(
-      async () => (await Promise.all(urls.map((url) => answers(`${url}/readyz`)))).every(Boolean),
+      async () =>
+        (await Promise.all(urls.slice(0, replicas).map((url) => answers(`${url}/readyz`))))
+          .every(Boolean),
       { deadlineMs: 60_000, what: "every replica to be ready" },
     );
   } catch (error) {

@@ -10,7 +10,7 @@
 import type { HistoryRecorder } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
-import { REPLACE_WIPED } from "./membership_scenario.ts";
+import { REPLACE_WIPED, SHRINK_GROW } from "./membership_scenario.ts";
 import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
@@ -277,6 +277,7 @@ export const SCENARIOS: readonly Scenario[] = [
   AWAY_PAST_RETENTION,
   SNAPSHOT_INTERRUPTED,
   REPLACE_WIPED,
+  SHRINK_GROW,
 ];
 
 /** The scenario called `name`. */

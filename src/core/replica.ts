@@ -187,9 +187,12 @@ export class Replica<C> {
    * more (the fence), and the driver proposes them again in the next.
    */
   unexecutedProposals(): C[][] {
-    return [...this.#s.ownProposals.entries()]
-      .sort(([a], [b]) => a - b)
-      .map(([, own]) => [...own.commands]);
+    return [
+      ...[...this.#s.ownProposals.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([, own]) => [...own.commands]),
+      ...this.#s.deferredReproposals.map((own) => [...own.commands]),
+    ];
   }
 
   /** Positions of this replica's epoch (its highest member id plus one). */
@@ -350,6 +353,14 @@ export class Replica<C> {
     if (tick % timing.scanTicks === 0) this.#scan();
     if (tick % timing.forgetTicks === 0) {
       this.#s.index.forgetBelow(this.#s.progress.rotateForgetFloor());
+    }
+    const deferred = this.#s.deferredReproposals;
+    if (deferred.length > 0 && !this.#s.fenced()) {
+      // The change that fenced this replica became a Nop: its epoch goes on.
+      for (const own of deferred.splice(0)) {
+        this.#s.stats.reproposals++;
+        this.#propose(own.commands, own.reproposals);
+      }
     }
     this.#s.runExecutor();
   }
@@ -722,7 +733,16 @@ export class Replica<C> {
       // Our proposal was replaced by a Nop in recovery: it never executes, so
       // proposing the same commands again keeps at-most-once semantics.
       this.#s.ownProposals.delete(instance.key);
-      if (own.reproposals < this.#s.maxReproposals) {
+      if (
+        own.reproposals < this.#s.maxReproposals && this.#s.fenced() &&
+        !own.commands.some((command) => this.#s.conflicts.fences!(command))
+      ) {
+        // Fenced: no new instance may start in this epoch (see `fenced`).
+        this.#s.deferredReproposals.push({
+          commands: own.commands,
+          reproposals: own.reproposals + 1,
+        });
+      } else if (own.reproposals < this.#s.maxReproposals) {
         this.#s.stats.reproposals++;
         this.#propose(own.commands, own.reproposals + 1);
       } else {

@@ -188,6 +188,14 @@ export class ReplicaState<C> {
   readonly out = new ReadyBuilder<C>();
   /** Own proposals not yet executed, by instance key. */
   readonly ownProposals = new Map<number, OwnProposal<C>>();
+  /**
+   * Own proposals replaced by a Nop while this replica was fenced: proposed
+   * again once the fence is gone (the change became a Nop), or, if it ends
+   * the epoch, by the driver in the next one (`Replica.unexecutedProposals`).
+   * A fenced replica originates nothing: the fence's argument counts on it.
+   * Bounded by the proposals in flight when the fence came.
+   */
+  readonly deferredReproposals: OwnProposal<C>[] = [];
   /** Held instances not committed. */
   readonly uncommitted = new Set<Instance<C>>();
   /** Held instances carrying a command that fences (`ConflictModel.fences`); see `fenced`. */

@@ -496,12 +496,19 @@ export class ReplicaDriver {
   takeSnapshotWith(answer: SnapshotCapture, forPeer?: number, peerEpoch?: number): void {
     if (peerEpoch !== undefined && peerEpoch < this.#configuration.epoch) {
       // A peer behind this replica's epoch gets the state this epoch started
-      // with, without a barrier: a barrier needs a quorum of this epoch, and
+      // with (or, see below, the state now), without a barrier: a barrier needs a quorum of this epoch, and
       // the peer may be what that quorum lacks (peers in the old epoch can
       // no longer finish it there: those that moved on take none of its
       // batches). It then catches up in this epoch by commits, from the start.
-      const base = this.#epochBase;
-      if (base !== undefined && base.configuration?.epoch === this.#configuration.epoch) {
+      // After a restart (the base is not kept), the state now: between
+      // Readies it holds whole components only, the instances applied are
+      // closed under dependencies, so the peer can go on from it.
+      const base = this.#epochBase?.configuration?.epoch === this.#configuration.epoch
+        ? this.#epochBase
+        : this.#installing || this.#retired !== undefined
+        ? undefined
+        : this.#snapshotAt(`${this.id}.${this.#bootId}.state${++this.#requestCounter}`);
+      if (base !== undefined) {
         if (forPeer !== undefined) this.#core.holdForSnapshot(forPeer, base.executedPrefix);
         answer.resolve(base);
         return;
@@ -654,6 +661,18 @@ export class ReplicaDriver {
     this.#applied = new AppliedSet(this.#core.replicas, loaded.pruneFloor, loaded.records);
     this.#lastTickMs = this.#clock.now();
     this.#updatePeerOrder();
+    // A snapshot of an epoch that removed or replaced this replica (it was
+    // away while that happened): it takes no part from here.
+    const member = memberOf(this.#configuration, this.id);
+    if (member === undefined || member.incarnation !== this.#incarnation) {
+      this.#retire(
+        member === undefined
+          ? `epoch ${this.#configuration.epoch} does not have it as a member`
+          : `epoch ${this.#configuration.epoch} names incarnation ${member.incarnation} of it`,
+        this.#configuration,
+      );
+      return;
+    }
     // Own proposals of the old epoch first, in their order, then what waited.
     if (carried === undefined) return;
     for (const commands of carried) for (const command of commands) this.#enqueue(command);

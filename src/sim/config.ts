@@ -71,6 +71,13 @@ export interface SimConfig {
    * transition of `src/driver/epoch.ts`, under every fault the run draws).
    */
   readonly epochChanges: number;
+  /**
+   * A replica crashes with amnesia (its disk wiped) in the safety phase, is
+   * replaced by a new incarnation (a configuration change proposed at a live
+   * replica), and joins again on its empty disk, as an operator replaces a
+   * lost replica.
+   */
+  readonly amnesia: boolean;
 }
 
 /** What a run is asked for on the command line. */
@@ -135,6 +142,7 @@ export function deriveConfig(request: SimRequest): SimConfig {
     retentionCommands: random.next() < 0.4 ? 10 + random.int(60) : 1_000_000,
     // Drawn after retention, for the same reason.
     epochChanges: random.next() < 0.4 ? 1 + random.int(3) : 0,
+    amnesia: faults !== undefined && random.next() < 0.3,
   };
 }
 

@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { Configuration } from "../core/configuration.ts";
 import { ReplicaDriver, type ReplicaDriverOptions } from "../driver/driver.ts";
 import type { KvCommand } from "../kv/commands.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
@@ -54,8 +55,14 @@ export interface SimHostOptions {
 
 /** One replica process of the simulation. */
 export class SimHost {
-  /** The disk: survives crashes. */
-  readonly disk = new MemoryStorage<KvCommand>({ snapshotEveryCommits: 50 });
+  /** The disk: survives crashes (not {@linkcode SimHost.wipe}). */
+  disk = new MemoryStorage<KvCommand>({ snapshotEveryCommits: 50 });
+  /**
+   * The configuration this replica joined with (`deno task start --join`),
+   * after its disk was wiped and it was replaced: every later boot passes
+   * it, as a restarted joiner's command line does.
+   */
+  #joined: Configuration | undefined;
   readonly #options: SimHostOptions;
   #driver: ReplicaDriver | undefined;
   #incarnation = 0;
@@ -100,6 +107,7 @@ export class SimHost {
     const loaded: LoadedState<KvCommand> = this.disk.loadSync();
     this.#driver = ReplicaDriver.fromLoaded({
       ...this.#options.driver,
+      ...(this.#joined === undefined ? {} : { configuration: this.#joined, joining: true }),
       id: this.#options.id,
       storage: this.#storage(),
       transport: this.#options.transport,
@@ -121,6 +129,22 @@ export class SimHost {
     this.#paused = false;
     this.#deferred = [];
     this.#driver = undefined;
+  }
+
+  /** Loses the disk (the process must be down): amnesia. */
+  wipe(): void {
+    if (this.#up) throw new Error(`replica ${this.#options.id} is running`);
+    this.disk = new MemoryStorage<KvCommand>({ snapshotEveryCommits: 50 });
+    this.#joined = undefined;
+  }
+
+  /**
+   * Starts a process on an empty disk as a member of `configuration` (a new
+   * incarnation that replaced this one), as `--join` does.
+   */
+  bootJoining(configuration: Configuration): void {
+    this.#joined = configuration;
+    this.boot();
   }
 
   /** Stops the process without ending it: events wait until {@linkcode SimHost.resume}. */

@@ -95,6 +95,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let failures = 0;
   let snapshots = 0;
   let epochChanges = 0;
+  let replacements = 0;
   let backups = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
@@ -126,6 +127,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     const elapsed = Math.round(performance.now() - runStarted);
     snapshots += result.snapshotsInstalled;
     epochChanges += result.epochChanges;
+    replacements += result.replacements;
     backups += result.backups;
     if (!result.ok) {
       failures++;
@@ -137,7 +139,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `decided=${result.decided} fast=${result.fastCommits} slow=${result.slowCommits} ` +
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
           `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
-          `epochs=${result.epochChanges}->e${result.epoch} ` +
+          `epochs=${result.epochChanges}->e${result.epoch} replaced=${result.replacements} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -147,7 +149,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
       } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
-        `${epochChanges} epoch changes proposed)`,
+        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced)`,
     );
   }
   return failures === 0 ? 0 : 1;

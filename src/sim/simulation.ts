@@ -18,6 +18,7 @@ import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from ".
 import type { KvCommand, KvCommandInput } from "../kv/commands.ts";
 import { type KvResult, stateDigestOf } from "../kv/state_machine.ts";
 import { Eventual } from "../runtime/completion.ts";
+import type { Configuration } from "../core/configuration.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
 import type { SimConfig } from "./config.ts";
@@ -65,6 +66,8 @@ export interface SimResult {
   readonly snapshotsInstalled: number;
   /** Configuration changes (epoch bumps) proposed. */
   readonly epochChanges: number;
+  /** Replicas wiped (amnesia) that joined again as a new incarnation. */
+  readonly replacements: number;
   /** The highest epoch a replica reached. */
   readonly epoch: number;
 }
@@ -136,6 +139,12 @@ export interface SimulationOptions {
    * snapshot whose state is not the state at its barrier.
    */
   readonly unsafeSnapshotsLoseAKey?: boolean;
+  /**
+   * A replica whose disk was wiped comes back under its old incarnation,
+   * with no replace: the amnesia the replace exists for. For the negative
+   * test only: the simulator must catch it.
+   */
+  readonly unsafeRejoinWithoutReplace?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -174,11 +183,16 @@ export class Simulation {
 
   readonly #trace: SimTrace | undefined;
   readonly #unsafeSnapshotsLoseAKey: boolean;
+  readonly #unsafeRejoinWithoutReplace: boolean;
+  /** Replicas wiped and not yet replaced: nothing boots them but their replacement. */
+  readonly #awaitingReplace = new Set<number>();
+  #replacements = 0;
 
   constructor(config: SimConfig, options: SimulationOptions = {}) {
     this.#config = config;
     this.#trace = options.trace;
     this.#unsafeSnapshotsLoseAKey = options.unsafeSnapshotsLoseAKey ?? false;
+    this.#unsafeRejoinWithoutReplace = options.unsafeRejoinWithoutReplace ?? false;
     const root = new SeededRandom(config.seed);
     this.#random = root.fork();
     this.#faultRandom = root.fork();
@@ -292,6 +306,7 @@ export class Simulation {
       backupDigestsChecked: this.#backupsChecked,
       snapshotsInstalled: this.#snapshotsInstalled,
       epochChanges: this.#epochChangesProposed,
+      replacements: this.#replacements,
       epoch: Math.max(...this.#hosts.map((host) => host.driver?.configuration.epoch ?? 1)),
     };
   }
@@ -478,6 +493,11 @@ export class Simulation {
    */
   #scheduleEpochChanges(): void {
     const random = new SeededRandom(this.#config.seed ^ 0x5eed_e90c);
+    if (this.#config.amnesia) {
+      const at = 300 + random.int(Math.max(1, this.#config.safetyMs - 2000));
+      const node = random.int(this.#config.replicas);
+      this.#queue.schedule(at, () => this.#amnesia(node));
+    }
     for (let change = 0; change < this.#config.epochChanges; change++) {
       const at = 200 + random.int(Math.max(1, this.#config.safetyMs - 1200));
       const node = random.int(this.#config.replicas);
@@ -501,6 +521,90 @@ export class Simulation {
       reject: (error) =>
         this.#trace?.(`${this.#now} r${node} epoch ${next.epoch}: ${error.message}`),
     });
+  }
+
+  /**
+   * Crashes replica `node` with amnesia: its disk is wiped. After the down
+   * time it is replaced (a new incarnation, through the protocol) and joins
+   * again; with the unsafe option, it comes back as it was instead.
+   */
+  #amnesia(node: number): void {
+    const host = this.#hosts[node]!;
+    if (this.#liveness || !host.up) return;
+    this.#faultEvents++;
+    this.#trace?.(`${this.#now} r${node} crash with amnesia`);
+    host.crash(false);
+    host.wipe();
+    for (const client of this.#clients) {
+      if (client.node === node && client.busy) client.request = undefined;
+    }
+    const downMs = Math.ceil(this.#config.faults?.downMs ?? 200);
+    if (this.#unsafeRejoinWithoutReplace) {
+      this.#queue.schedule(this.#now + downMs, () => host.boot());
+      return;
+    }
+    this.#awaitingReplace.add(node);
+    this.#queue.schedule(this.#now + downMs, () => this.#replace(node, 0));
+  }
+
+  /** Proposes, at a live replica, that `node` be replaced; retries until it is. */
+  #replace(node: number, attempt: number): void {
+    if (!this.#awaitingReplace.has(node)) return;
+    const retry = () => {
+      if (attempt < 200) {
+        this.#queue.schedule(this.#now + 200, () => this.#replace(node, attempt + 1));
+      }
+    };
+    const candidates = this.#hosts.filter((host, id) =>
+      id !== node && host.driver !== undefined && !host.paused && !host.driver.removed
+    );
+    if (candidates.length === 0) return retry();
+    const proposer = candidates[this.#random.int(candidates.length)]!;
+    const current = proposer.driver!.configuration;
+    const member = current.members.find((candidate) => candidate.id === node);
+    if (member === undefined) return;
+    const next = {
+      ...current,
+      epoch: current.epoch + 1,
+      members: current.members.map((candidate) =>
+        candidate.id === node ? { ...candidate, incarnation: candidate.incarnation + 1 } : candidate
+      ),
+    };
+    this.#trace?.(
+      `${this.#now} propose replacing r${node} by incarnation ${member.incarnation + 1}`,
+    );
+    // The answer may never come (the proposer may crash): the replacement
+    // joins once any replica is in an epoch that names its new incarnation,
+    // and the replace is proposed again if none is after a while.
+    proposer.driver!.submitWith({ op: "reconf", configuration: next }, {
+      resolve: () => {},
+      reject: (error) => this.#trace?.(`${this.#now} replacing r${node}: ${error.message}`),
+    });
+    this.#queue.schedule(this.#now + 1, () => this.#join(node, next, 0, () => retry()));
+  }
+
+  /** Boots wiped replica `node` as the incarnation `replaced` names, once a live replica is in that epoch. */
+  #join(node: number, replaced: Configuration, attempt: number, giveUp: () => void): void {
+    if (!this.#awaitingReplace.has(node)) return;
+    const source = this.#hosts.find((host, id) =>
+      id !== node && host.driver !== undefined &&
+      host.driver.configuration.epoch >= replaced.epoch
+    );
+    const incarnation = (config: Configuration) =>
+      config.members.find((member) => member.id === node)?.incarnation ?? 0;
+    if (source === undefined || incarnation(source.driver!.configuration) < incarnation(replaced)) {
+      // Another change overtook this one, or no replica is in it yet.
+      if (attempt < 60) {
+        this.#queue.schedule(this.#now + 50, () => this.#join(node, replaced, attempt + 1, giveUp));
+      } else {
+        giveUp();
+      }
+      return;
+    }
+    this.#awaitingReplace.delete(node);
+    this.#replacements++;
+    this.#trace?.(`${this.#now} r${node} joins as incarnation ${incarnation(replaced)}`);
+    this.#hosts[node]!.bootJoining(source.driver!.configuration);
   }
 
   // ---------------------------------------------------------------------------
@@ -545,7 +649,8 @@ export class Simulation {
 
   #restart(id: number): void {
     const host = this.#hosts[id]!;
-    if (host.up) return;
+    // A wiped replica comes back only as its replacement.
+    if (host.up || this.#awaitingReplace.has(id)) return;
     this.#trace?.(`${this.#now} r${id} restart`);
     host.boot();
   }
