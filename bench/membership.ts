@@ -128,6 +128,12 @@ try {
         what: `replica ${VICTIM}'s replacement to serve`,
       });
       replaceToReadyS.push((performance.now() - replaced) / 1000);
+      // As an operator would before the next change: until the others hear it.
+      await waitUntil(() => caughtUp([VICTIM]), {
+        deadlineMs: 60_000,
+        intervalMs: 100,
+        what: `replica ${VICTIM}'s replacement to be heard from`,
+      });
       joinToReadyS.push((performance.now() - joined) / 1000);
       console.log(
         `  replacement ready ${((performance.now() - joined) / 1000).toFixed(2)} s after it ` +

@@ -15,6 +15,17 @@
  * added at their URLs (new ids), started with `--join`, and promoted once
  * caught up: five voters again, over three epochs, while the workload runs.
  *
+ * The `remove-while-down` scenario (5 replicas): two replicas are killed,
+ * and removing two others (which would leave the two dead among three
+ * voters, no majority alive) is refused with nothing changed; the dead ones
+ * return at the heal.
+ *
+ * The `old-incarnation` scenario: a replica is killed and replaced (a new
+ * incarnation) while its disk is intact; its old process is started again on
+ * that disk, as an operator might by mistake: it learns it was replaced and
+ * serves nothing (`/readyz` says so, peers take none of its batches). It is
+ * stopped, its disk wiped, and the replacement joins.
+ *
  * @module
  */
 
@@ -130,6 +141,86 @@ async function shrinkGrow(context: NemesisContext): Promise<void> {
   );
   await change(context, via, { kind: "promote", ids: added });
 }
+
+/** The configuration `url` is in, as `GET /admin/configuration` answers it. */
+async function configurationAt(context: NemesisContext, url: string): Promise<string> {
+  const response = await fetch(`${url}/admin/configuration`, {
+    headers: { authorization: `Bearer ${context.cluster.secret}` },
+    signal: AbortSignal.timeout(5000),
+  });
+  return await response.text();
+}
+
+async function removeWhileDown(context: NemesisContext): Promise<void> {
+  const { cluster } = context;
+  const dead = [context.replicas - 2, context.replicas - 1];
+  for (const id of dead) await cluster.kill(id, "SIGKILL");
+  context.note(`SIGKILL replicas ${dead.join(", ")}`);
+  // Their peers stop counting them alive after a few seconds of silence.
+  await context.sleep(Math.max(4000, context.faultMs * 0.3));
+  const via = cluster.urls[0]!;
+  const before = await configurationAt(context, via);
+  const { status, body } = await proposeChange(context, via, { kind: "remove", ids: [1, 2] });
+  if (status !== 409) {
+    throw new Error(`removing 1 and 2 while ${dead.join(" and ")} are down answered ${status}`);
+  }
+  context.note(`remove [1,2] refused: ${body.error}`);
+  if (await configurationAt(context, via) !== before) {
+    throw new Error("a refused change changed the configuration");
+  }
+}
+
+async function oldIncarnation(context: NemesisContext): Promise<void> {
+  const { cluster } = context;
+  const victim = context.random.int(context.replicas);
+  const via = cluster.urls[(victim + 1) % context.replicas]!;
+  await cluster.kill(victim, "SIGKILL");
+  await change(context, via, { kind: "replace", id: victim });
+  context.note(`start replica ${victim}'s old process on its disk`);
+  await cluster.start(victim);
+  const url = cluster.urls[victim]!;
+  await waitUntil(async () => {
+    try {
+      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) });
+      const text = await response.text();
+      return response.status === 503 && /takes no part/.test(text);
+    } catch {
+      return false;
+    }
+  }, {
+    deadlineMs: READY_DEADLINE_MS,
+    what: `replica ${victim}'s old process to say it was replaced`,
+  });
+  context.note(`the old process of replica ${victim} serves nothing: it was replaced`);
+  await cluster.kill(victim, "SIGKILL");
+  await cluster.wipe(victim);
+  const joined = Date.now();
+  await cluster.join(victim, via);
+  await waitUntil(() => answers(`${url}/readyz`), {
+    deadlineMs: READY_DEADLINE_MS,
+    what: `replica ${victim}'s replacement to serve`,
+  });
+  context.note(`replacement of replica ${victim} ready ${Date.now() - joined} ms after it started`);
+}
+
+/** See the module documentation. */
+export const REMOVE_WHILE_DOWN: Scenario = {
+  name: "remove-while-down",
+  description:
+    "SIGKILL two replicas; removing two others (no majority of the rest alive) is refused, nothing changes",
+  replicas: 5,
+  availableDuringFault: true,
+  inject: removeWhileDown,
+};
+
+/** See the module documentation. */
+export const OLD_INCARNATION: Scenario = {
+  name: "old-incarnation",
+  description:
+    "replace a killed replica, start its old process on its disk: it serves nothing; then wipe and join",
+  availableDuringFault: true,
+  inject: oldIncarnation,
+};
 
 /** See the module documentation. */
 export const SHRINK_GROW: Scenario = {

@@ -10,7 +10,12 @@
 import type { HistoryRecorder } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
-import { REPLACE_WIPED, SHRINK_GROW } from "./membership_scenario.ts";
+import {
+  OLD_INCARNATION,
+  REMOVE_WHILE_DOWN,
+  REPLACE_WIPED,
+  SHRINK_GROW,
+} from "./membership_scenario.ts";
 import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
@@ -278,6 +283,8 @@ export const SCENARIOS: readonly Scenario[] = [
   SNAPSHOT_INTERRUPTED,
   REPLACE_WIPED,
   SHRINK_GROW,
+  REMOVE_WHILE_DOWN,
+  OLD_INCARNATION,
 ];
 
 /** The scenario called `name`. */

@@ -57,6 +57,13 @@ interface Wanted {
   notBefore: number;
   /** Recovery attempts so far; the backoff doubles with each. */
   attempts: number;
+  /**
+   * This replica ignored the instance's first PreAccept for the fence
+   * (`Replica.fenced`): its coordinator can finish it only through
+   * recovery, so recovery starts after the request delay, not the recovery
+   * delay, and the configuration change that waits on it is not held up.
+   */
+  fenced?: boolean;
 }
 
 /** Highest numbers per row, wanted instances and row gaps of one replica. */
@@ -108,6 +115,16 @@ export class Housekeeping {
     // Bounded by the instances that exist: at most one entry per instance.
     this.#wanted.set(key, { since: now, lastRequest: -Infinity, notBefore: 0, attempts: 0 });
     this.noteExists(keyOwner(key), keyNumber(key));
+  }
+
+  /**
+   * Wants `key`, an instance whose first PreAccept the fence made this
+   * replica ignore: see `Wanted.fenced`. Bounded as `want` is.
+   */
+  wantFenced(key: number, now: number): void {
+    this.want(key, now);
+    const wanted = this.#wanted.get(key);
+    if (wanted !== undefined) wanted.fenced = true;
   }
 
   /** Stops wanting instance `key` (it committed). */
@@ -197,7 +214,10 @@ export class Housekeeping {
         requested.push(key);
       }
       // The replica after the owner tries first, the owner itself last.
-      if (waited >= recoveryDelay + this.#distance(owner) * stagger && now >= wanted.notBefore) {
+      const delay = wanted.fenced === true
+        ? requestDelay
+        : recoveryDelay + this.#distance(owner) * stagger;
+      if (waited >= delay && now >= wanted.notBefore) {
         recover.push(key);
       }
     }

@@ -546,6 +546,10 @@ export class Replica<C> {
       !message.command.some((command) => this.#s.conflicts.fences!(command))
     ) {
       this.#s.stats.fencedPreAccepts++;
+      // Only recovery can finish it now (as a Nop, or with dependencies
+      // that order it after the change): start that soon, not after the
+      // recovery delay, so the change is not held up by it.
+      this.#s.housekeeping.wantFenced(instanceKey(message.owner, message.number), this.#s.tick);
       return;
     }
     const instance = this.#s.getOrCreate(message.owner, message.number);

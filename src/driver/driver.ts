@@ -743,12 +743,43 @@ export class ReplicaDriver {
       if (kept.length > 0) carried.push(kept);
     }
     this.#batch = this.#batch.filter((command) => !lost(command));
-    this.#installSnapshot(snapshot, () => {}, (error) => {
+    const failed = (error: Error) => {
       this.#loopError = error;
       this.#options.log?.(
-        `replica ${this.id}: could not start epoch ${reconf.configuration.epoch}, refusing writes: ${error.message}`,
+        `replica ${this.id}: could not start epoch ${next.epoch}, refusing writes: ${error.message}`,
       );
-    }, carried);
+    };
+    if (this.#storage.startEpoch === undefined) {
+      this.#installSnapshot(snapshot, () => {}, failed, carried);
+      return;
+    }
+    // In place: storage keeps the state it holds and takes the executions'
+    // effects not yet persisted, instead of writing the whole state again.
+    this.#installing = true;
+    const start = () => {
+      const started = this.#clock.now();
+      const effects = [...this.#pendingEffects.values()];
+      this.#storage.startEpoch!({ configuration: next, effects }).then(() => {
+        this.#rebuild({
+          records: [],
+          pruneFloor: snapshot.executedPrefix,
+          entries: snapshot.entries,
+          configuration: next,
+        }, carried);
+        this.#installing = false;
+        this.#options.log?.(
+          `replica ${this.id}: started epoch ${next.epoch} in place at ${reconf.request} ` +
+            `(${snapshot.entries.length} keys) in ${Math.round(this.#clock.now() - started)} ms`,
+        );
+        this.#kick();
+      }, (error: unknown) => {
+        this.#installing = false;
+        failed(error instanceof Error ? error : new Error(String(error)));
+      });
+    };
+    // Wait for the Ready in flight: storage takes nothing else during a commit.
+    if (this.#idle()) start();
+    else this.#idleWaiters.push(start);
   }
 
   // ---------------------------------------------------------------------------

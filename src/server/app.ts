@@ -9,6 +9,7 @@
  */
 
 import { Hono } from "hono";
+import { describeConfiguration } from "../core/configuration.ts";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import {
@@ -183,6 +184,14 @@ export function createApp(options: AppOptions): Hono {
       name: options.names?.[node.id] ?? `replica-${node.id}`,
       region: options.region ?? null,
       replicas: options.replicas,
+      // The configuration of this replica's epoch, as `e2 [0v1 1v1 2v2]`
+      // (id, voter or learner, incarnation); `retired` says why it takes no
+      // part any more, if it was removed or replaced.
+      epoch: node.configuration.epoch,
+      configuration: describeConfiguration(node.configuration),
+      role: node.core.isVoter ? "voter" : "learner",
+      joining: node.joining,
+      retired: node.retired ?? null,
       uptimeSeconds: Math.round(node.uptimeMs / 1000),
       quorum: core.quorum,
       ready: node.fastQuorumReachable(),

@@ -78,6 +78,9 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
       "Prune steps that went past peers far behind, the retention bound reached.",
       [`epaxos_retention_prunes_total ${core.stats.retentionPrunes}`],
     )
+    .family("epaxos_epoch", "gauge", "The configuration epoch this replica is in.", [
+      `epaxos_epoch ${node.configuration.epoch}`,
+    ])
     .family("epaxos_snapshots_installed_total", "counter", "Snapshots installed here.", [
       `epaxos_snapshots_installed_total ${metrics.snapshotsInstalled}`,
     ])

@@ -51,6 +51,8 @@ export interface SimHostOptions {
   readonly onDurable: (batch: PersistBatch<KvCommand>) => void;
   /** Called with each snapshot the disk installs (invariant checks). */
   readonly onInstalled?: (snapshot: ReplicaSnapshot<KvCommand>) => void;
+  /** Called with each epoch the disk starts in place (invariant checks). */
+  readonly onEpochStarted?: (configuration: Configuration) => void;
 }
 
 /** One replica process of the simulation. */
@@ -232,6 +234,21 @@ export class SimHost {
           installed.reject(error);
         }
         return installed;
+      },
+      startEpoch: (start) => {
+        const started = new Eventual<void>();
+        if (this.#incarnation !== incarnation) {
+          started.reject(new Error("the process that asked has crashed"));
+          return started;
+        }
+        try {
+          this.disk.startEpochSync(start);
+          this.#options.onEpochStarted?.(start.configuration);
+          started.resolve();
+        } catch (error) {
+          started.reject(error);
+        }
+        return started;
       },
       commit: (batch) => this.#commit(batch),
       wantsSnapshot: () => this.disk.wantsSnapshot(),

@@ -214,6 +214,22 @@ export class InvariantChecker {
     ledger.executedAs.set(key, command);
   }
 
+  /**
+   * Takes an epoch `replica` started in place (`ReplicaStorage.startEpoch`):
+   * like the install of a later epoch's snapshot, every record of the old
+   * epoch is gone.
+   */
+  onEpochStarted(replica: number, epoch: number): void {
+    if (epoch <= this.#epochOf[replica]!) {
+      throw new InvariantViolation(
+        "epochs only rise",
+        `replica ${replica} started epoch ${epoch} in epoch ${this.#epochOf[replica]}`,
+      );
+    }
+    this.#epochOf[replica] = epoch;
+    this.#lastRecord[replica]!.clear();
+  }
+
   /** Records that `replica` durably executed `owner.number` (in order). */
   onDurableExecution(replica: number, owner: number, number: number): void {
     const key = instanceKey(owner, number);

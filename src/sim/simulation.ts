@@ -243,6 +243,7 @@ export class Simulation {
             traceMessages: true,
           }),
         },
+        onEpochStarted: (configuration) => this.#checker.onEpochStarted(id, configuration.epoch),
         onInstalled: (snapshot) => {
           this.#snapshotsInstalled++;
           this.#checker.onSnapshotInstalled(id, snapshot);

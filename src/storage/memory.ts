@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Configuration } from "../core/configuration.ts";
+import { type Configuration, positionCount } from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import { instanceKey } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
@@ -17,7 +17,14 @@ import {
   prunedBy,
   snapshotRecordKeys,
 } from "./snapshot_check.ts";
-import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "./types.ts";
+import {
+  type EpochStart,
+  type LoadedState,
+  type PersistBatch,
+  type ReplicaSnapshot,
+  type ReplicaStorage,
+  SnapshotEpochError,
+} from "./types.ts";
 
 /** Storage held in memory; synchronous underneath, asynchronous to fit the interface. */
 export class MemoryStorage<C> implements ReplicaStorage<C> {
@@ -194,6 +201,30 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /** Starts a later epoch in place ({@linkcode ReplicaStorage.startEpoch}). */
+  startEpoch(start: EpochStart): Promise<void> {
+    try {
+      this.startEpochSync(start);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** {@linkcode MemoryStorage.startEpoch}, done before it returns. */
+  startEpochSync(start: EpochStart): void {
+    const stored = this.#configuration?.epoch ?? 1;
+    if (start.configuration.epoch <= stored) {
+      throw new SnapshotEpochError(
+        `Epoch ${start.configuration.epoch} is not later than the store's ${stored}`,
+      );
+    }
+    for (const mutations of start.effects) this.#apply(mutations);
+    this.#records.clear();
+    this.#configuration = copyConfiguration(start.configuration);
+    this.#pruneFloor = new Array<number>(positionCount(start.configuration)).fill(0);
   }
 
   /** Nothing to release. */

@@ -118,8 +118,34 @@ export interface ReplicaStorage<C> {
    *   (nothing changes).
    */
   install(snapshot: ReplicaSnapshot<C>): PromiseLike<void>;
+  /**
+   * Starts a later epoch on the state held, in place (the replica executed
+   * the configuration change that ends the stored epoch, and the state after
+   * it is the new epoch's first): one atomic unit that applies `effects`
+   * (the mutations of executions not yet persisted, in order), drops every
+   * instance record, sets the prune floor to zeros over the new
+   * configuration's positions, and stores the configuration. After it, `load`
+   * returns what {@linkcode ReplicaStorage.install} of a snapshot of that
+   * state would, without writing the state again (a snapshot of 100,000 keys
+   * took about half a second to write). Optional: without it the driver
+   * installs a snapshot.
+   *
+   * Must not be called while a `commit` is in flight.
+   *
+   * @throws {SnapshotEpochError} if `configuration` is not of a later epoch
+   *   than the store's (nothing changes).
+   */
+  startEpoch?(start: EpochStart): PromiseLike<void>;
   /** Releases the storage. */
   close(): void;
+}
+
+/** What {@linkcode ReplicaStorage.startEpoch} takes. */
+export interface EpochStart {
+  /** The new epoch's configuration. */
+  readonly configuration: Configuration;
+  /** Mutations of executions not yet persisted, in execution order. */
+  readonly effects: readonly (readonly KvMutation[])[];
 }
 
 /**

@@ -176,3 +176,25 @@ Deno.test("the simulator catches a wiped replica that rejoins under its old inca
     /ballots never decrease|committed records never change|Agreement|linearizability/,
   );
 });
+
+Deno.test("regressions of configuration changes found by the swarms pass", () => {
+  // 6005: a change batched with puts committed after the winning change (a
+  // change is now proposed alone). 9302: a fenced replica re-proposed a
+  // Nop'd put, which committed after the change (now deferred). 9475: no
+  // replica could serve a laggard a snapshot of the new epoch (now the state
+  // without a barrier). 5137 (n=5): two of five in the new epoch.
+  for (
+    const request of [
+      { seed: 6005, replicas: 3, commands: 300, conflicts: "none" },
+      { seed: 9302, replicas: 3, commands: 300, conflicts: "none" },
+      { seed: 9475, replicas: 3, commands: 300 },
+      { seed: 5137, replicas: 5, commands: 300 },
+    ] as const
+  ) {
+    const config = deriveConfig(request);
+    assert.ok(config.epochChanges > 0 || config.amnesia, `seed ${request.seed} changes nothing`);
+    const result = simulate(config);
+    assert.ok(result.ok, `${result.failure}\nreproduce: ${reproduceCommand(request, config)}`);
+    assert.ok(result.epoch > 1, `seed ${request.seed} stayed in epoch 1`);
+  }
+});

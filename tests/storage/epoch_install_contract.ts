@@ -337,4 +337,58 @@ export function runEpochInstallContract(factory: StorageFactory): void {
     assert.equal((await subject.storage.load()).configuration, undefined);
     assert.equal("configuration" in (await subject.storage.load()), false);
   });
+
+  test("startEpoch starts a later epoch in place: effects applied, records dropped, a zero floor over its positions, its configuration; refused for an epoch not later", async (subject) => {
+    if (subject.storage.startEpoch === undefined) return;
+    for (const b of heldHistory()) await subject.storage.commit(b);
+    const before = normalize(await subject.storage.load());
+    for (const epoch of [1]) {
+      await refused(
+        subject.storage.startEpoch({ configuration: configurationOf(epoch, 3), effects: [] }),
+        SnapshotEpochError,
+        "is not later",
+      );
+      assert.deepStrictEqual(normalize(await subject.storage.load()), before);
+    }
+    const entriesBefore = new Map((await subject.storage.load()).entries);
+    // Learners have rows too: five positions.
+    const configuration = configurationOf(2, 3, { learners: 2 });
+    await subject.storage.startEpoch({
+      configuration,
+      effects: [[set("new", bytes(9)), set("k0", bytes(1))], [del("k0")]],
+    });
+    const check = async () => {
+      const state = await subject.storage.load();
+      assert.deepStrictEqual(state.records, []);
+      assert.deepStrictEqual(state.pruneFloor, [0, 0, 0, 0, 0]);
+      assert.deepStrictEqual(state.configuration, configuration);
+      const expected = new Map(entriesBefore);
+      expected.set("new", { value: bytes(9), version: "x" });
+      expected.delete("k0");
+      assert.deepStrictEqual(
+        state.entries.map(([key]) => key).sort(),
+        [...expected.keys()].sort(),
+      );
+      assert.deepStrictEqual(
+        state.entries.find(([key]) => key === "new")?.[1].value,
+        bytes(9),
+      );
+    };
+    await check();
+    await subject.reopen();
+    await check();
+    // The new epoch goes on from there: its records, and a later epoch again.
+    await subject.storage.commit(batch([instance([3, 1], { phase: 1 })]));
+    assert.deepStrictEqual(ids((await subject.storage.load()).records), ["3.1"]);
+    await refused(
+      subject.storage.startEpoch({ configuration, effects: [] }),
+      SnapshotEpochError,
+      "is not later",
+    );
+    await subject.storage.startEpoch({ configuration: configurationOf(3, 3), effects: [] });
+    const third = await subject.storage.load();
+    assert.deepStrictEqual(third.records, []);
+    assert.deepStrictEqual(third.pruneFloor, [0, 0, 0]);
+    assert.equal(third.configuration?.epoch, 3);
+  });
 }

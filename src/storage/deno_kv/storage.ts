@@ -15,14 +15,21 @@
  */
 
 import { type Configuration, positionCount } from "../../core/configuration.ts";
-import type { KvEntry } from "../../kv/state_machine.ts";
+import type { KvEntry, KvMutation } from "../../kv/state_machine.ts";
 import type { RecordCodecOptions } from "../codec.ts";
 import { checkReplicaSnapshot, copyConfiguration } from "../snapshot_check.ts";
-import type { LoadedState, PersistBatch, ReplicaSnapshot, ReplicaStorage } from "../types.ts";
-import { readConfiguration } from "./configuration_key.ts";
-import { EffectsLog } from "./effects_log.ts";
+import {
+  type EpochStart,
+  type LoadedState,
+  type PersistBatch,
+  type ReplicaSnapshot,
+  type ReplicaStorage,
+  SnapshotEpochError,
+} from "../types.ts";
+import { configurationWrite, readConfiguration } from "./configuration_key.ts";
+import { EffectsLog, logEffects } from "./effects_log.ts";
 import { encodeInstall, installSnapshot } from "./install.ts";
-import { Instances } from "./instances.ts";
+import { floorWrite, Instances } from "./instances.ts";
 import { checkFormat, checkSeeded } from "./keys.ts";
 import { batchUnits, CommitPacker } from "./packing.ts";
 import { RedoLog } from "./redo_log.ts";
@@ -249,6 +256,50 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
         if (epoch === "later") this.#configuration = copyConfiguration(snapshot.configuration!);
       } catch (error) {
         // On disk: the state before or after, maybe with a pending redo log.
+        this.#failed();
+        throw error;
+      } finally {
+        this.#writer.endBatch();
+      }
+    });
+  }
+
+  /**
+   * Starts a later epoch in place ({@linkcode ReplicaStorage.startEpoch}):
+   * one unit (through the redo log when it does not fit one commit) that
+   * logs the effects, as one entry, deletes every record, sets the prune
+   * floor to zeros and stores the configuration. The state's snapshot pages
+   * and log stay as they are: the new epoch starts from the state they hold.
+   *
+   * @throws {SnapshotEpochError} if the configuration is not of a later
+   *   epoch than the store's (nothing changes).
+   */
+  startEpoch(start: EpochStart): Promise<void> {
+    return this.#serialize(async () => {
+      await this.#prepare();
+      const stored = this.#configuration?.epoch ?? 1;
+      if (start.configuration.epoch <= stored) {
+        throw new SnapshotEpochError(
+          `Epoch ${start.configuration.epoch} is not later than the store's ${stored}`,
+        );
+      }
+      // The executions' net changes, in order, as one log entry.
+      const net = new Map<string, KvMutation>();
+      for (const mutations of start.effects) {
+        for (const mutation of mutations) net.set(mutation.key, mutation);
+      }
+      const effects = logEffects(0, 0, [...net.values()]);
+      this.#writer.beginBatch();
+      try {
+        const writes = await this.#instances.deleteAllWrites();
+        writes.push(floorWrite(new Array<number>(positionCount(start.configuration)).fill(0)));
+        writes.push(configurationWrite(start.configuration));
+        const packer = new CommitPacker({ writer: this.#writer, log: this.#log, redo: this.#redo });
+        await packer.add({ writes, effects });
+        await packer.flush();
+        this.#instances.loaded();
+        this.#configuration = copyConfiguration(start.configuration);
+      } catch (error) {
         this.#failed();
         throw error;
       } finally {
