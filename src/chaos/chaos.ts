@@ -123,14 +123,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const faultMs = durationMs * 0.5;
   const recoveryMs = Math.max(3000, durationMs - warmupMs - faultMs);
   const cluster = await startProcessCluster(replicas, {
+    spares: scenario.spareSlots ?? 0,
     extraArgs: [
       "--enable-fault-injection",
       ...(options.trace ? ["--log-messages"] : []),
       ...(scenario.replicaArgs ?? []),
     ],
   });
+  // The slots a scenario ends with as members: the first `replicas`.
+  const members = cluster.urls.slice(0, replicas);
   const workload = new Workload({
-    urls: cluster.urls,
+    // The cluster's members at the start (spare slots join later, if at all).
+    urls: cluster.urls.slice(0, replicas),
     clients: options.clients ?? replicas * 2,
     keys: options.keys ?? 5,
     timeoutMs: 10_000,
@@ -172,16 +176,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await cluster.kill(id, "SIGCONT");
     }
     await waitUntil(
-      async () =>
-        (await Promise.all(cluster.urls.map((url) => answers(`${url}/livez`)))).every(Boolean),
+      async () => (await Promise.all(members.map((url) => answers(`${url}/livez`)))).every(Boolean),
       { deadlineMs: 30_000, what: "every replica to answer after healing" },
     );
-    await Promise.all(cluster.urls.map((_, id) => putFaults(cluster, id, undefined)));
+    await Promise.all(members.map((_, id) => putFaults(cluster, id, undefined)));
     await sleep(recoveryMs);
     note("stop the load");
     await workload.stop();
     try {
-      await waitUntil(() => converged(cluster.urls), {
+      await waitUntil(() => converged(members), {
         deadlineMs: 60_000,
         what: "replicas to converge",
       });
@@ -191,7 +194,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
     await workload.finalReads(cluster.urls[0]!);
     workload.close();
-    const locals = await Promise.all(cluster.urls.map(async (url) => {
+    const locals = await Promise.all(members.map(async (url) => {
       const values: (string | null)[] = [];
       for (let key = 0; key < (options.keys ?? 5); key++) {
         try {

@@ -15,6 +15,10 @@
  * added at their URLs (new ids), started with `--join`, and promoted once
  * caught up: five voters again, over three epochs, while the workload runs.
  *
+ * The `grow-shrink` scenario (3 replicas and 4 spare slots): grows to five
+ * voters and then seven (learners added in pairs, joined, promoted once
+ * caught up), then shrinks to five and three again, under load.
+ *
  * The `remove-while-down` scenario (5 replicas): two replicas are killed,
  * and removing two others (which would leave the two dead among three
  * voters, no majority alive) is refused with nothing changed; the dead ones
@@ -122,24 +126,7 @@ async function shrinkGrow(context: NemesisContext): Promise<void> {
   }
   context.note(`removed replicas ${leaving.join(", ")} stopped and wiped`);
   await context.sleep(context.faultMs * 0.1);
-  const added: number[] = [];
-  for (const slot of leaving) {
-    const body = await change(context, via, { kind: "add", url: cluster.urls[slot] });
-    const id = body.id as number;
-    added.push(id);
-    await cluster.join(slot, via, id);
-  }
-  const started = Date.now();
-  await waitUntil(async () => {
-    const members = await membersOf(context, via);
-    return added.every((id) =>
-      members.some((member) => member.id === id && member.alive && member.state === "caught-up")
-    );
-  }, { deadlineMs: READY_DEADLINE_MS, what: `learners ${added.join(", ")} to catch up` });
-  context.note(
-    `learners ${added.join(", ")} caught up ${Date.now() - started} ms after they started`,
-  );
-  await change(context, via, { kind: "promote", ids: added });
+  await growBy(context, via, leaving);
 }
 
 /** The configuration `url` is in, as `GET /admin/configuration` answers it. */
@@ -202,6 +189,48 @@ async function oldIncarnation(context: NemesisContext): Promise<void> {
   });
   context.note(`replacement of replica ${victim} ready ${Date.now() - joined} ms after it started`);
 }
+
+/** Adds learners at `slots`, joins them, waits until caught up, and promotes them. */
+async function growBy(context: NemesisContext, via: string, slots: readonly number[]) {
+  const added: number[] = [];
+  for (const slot of slots) {
+    const body = await change(context, via, { kind: "add", url: context.cluster.urls[slot] });
+    added.push(body.id as number);
+    await context.cluster.join(slot, via, body.id as number);
+  }
+  await waitUntil(async () => {
+    const members = await membersOf(context, via);
+    return added.every((id) =>
+      members.some((member) => member.id === id && member.alive && member.state === "caught-up")
+    );
+  }, { deadlineMs: READY_DEADLINE_MS, what: `learners ${added.join(", ")} to catch up` });
+  await change(context, via, { kind: "promote", ids: added });
+  return added;
+}
+
+async function growShrink(context: NemesisContext): Promise<void> {
+  const { cluster } = context;
+  const via = cluster.urls[0]!;
+  const first = await growBy(context, via, [3, 4]);
+  const second = await growBy(context, via, [5, 6]);
+  context.note("seven voters");
+  for (const [ids, slots] of [[second, [5, 6]], [first, [3, 4]]] as const) {
+    await change(context, via, { kind: "remove", ids });
+    for (const slot of slots) await cluster.kill(slot, "SIGTERM");
+  }
+  context.note("three voters again");
+}
+
+/** See the module documentation. */
+export const GROW_SHRINK: Scenario = {
+  name: "grow-shrink",
+  description:
+    "grow 3 -> 5 -> 7 voters (learners added, joined, promoted) and shrink 7 -> 5 -> 3 under load",
+  replicas: 3,
+  spareSlots: 4,
+  availableDuringFault: true,
+  inject: growShrink,
+};
 
 /** See the module documentation. */
 export const REMOVE_WHILE_DOWN: Scenario = {

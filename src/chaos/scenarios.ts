@@ -11,6 +11,7 @@ import type { HistoryRecorder } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
 import {
+  GROW_SHRINK,
   OLD_INCARNATION,
   REMOVE_WHILE_DOWN,
   REPLACE_WIPED,
@@ -53,6 +54,12 @@ export interface Scenario {
   readonly replicas?: number;
   /** Whether the cluster is expected to keep committing during the fault phase. */
   readonly availableDuringFault: boolean;
+  /**
+   * Slots beyond `replicas` with a URL but no process, for members the
+   * scenario adds (`ProcessCluster.join`); it must leave only the first
+   * `replicas` as members, which the runner then checks.
+   */
+  readonly spareSlots?: number;
   /** Flags every replica of this scenario is started with (after the usual ones). */
   readonly replicaArgs?: readonly string[];
   /** Applies the faults for the fault phase; healing is done by the runner afterwards. */
@@ -285,6 +292,7 @@ export const SCENARIOS: readonly Scenario[] = [
   SHRINK_GROW,
   REMOVE_WHILE_DOWN,
   OLD_INCARNATION,
+  GROW_SHRINK,
 ];
 
 /** The scenario called `name`. */

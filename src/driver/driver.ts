@@ -507,7 +507,10 @@ export class ReplicaDriver {
         ? this.#epochBase
         : this.#installing || this.#retired !== undefined
         ? undefined
-        : this.#snapshotAt(`${this.id}.${this.#bootId}.state${++this.#requestCounter}`);
+        : {
+          ...this.#snapshotAt(`${this.id}.${this.#bootId}.state${++this.#requestCounter}`),
+          unchecked: true,
+        };
       if (base !== undefined) {
         if (forPeer !== undefined) this.#core.holdForSnapshot(forPeer, base.executedPrefix);
         answer.resolve(base);

@@ -102,7 +102,11 @@ export class SnapshotCaptures {
   ): void {
     if (execution.command !== NOP) {
       for (const command of execution.command) {
-        if (command.op === "backup") this.#inComponent.push(command.request);
+        // A configuration change is one too: the state at the end of its
+        // component is the next epoch's first, served to peers behind it.
+        if (command.op === "backup" || command.op === "reconf") {
+          this.#inComponent.push(command.request);
+        }
       }
     }
     if (execution.lastOfComponent === false || this.#inComponent.length === 0) return;

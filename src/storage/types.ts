@@ -175,6 +175,12 @@ export interface ReplicaSnapshot<C> {
    * receiver's starts that epoch there ({@linkcode ReplicaStorage.install}).
    */
   readonly configuration?: Configuration;
+  /**
+   * The state at no barrier another replica executed (the state now, served
+   * to a peer behind an epoch by a replica that restarted since the epoch
+   * began): no digest elsewhere can check it. Not written to a snapshot file.
+   */
+  readonly unchecked?: boolean;
 }
 
 /** A snapshot was refused: the receiver already pruned past it in some row. */
