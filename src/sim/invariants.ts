@@ -459,3 +459,36 @@ export function checkBackupDigests(
   }
   return compared;
 }
+
+/**
+ * Identical state at every configuration change: where an epoch starts
+ * (the end of the change's component), every replica that executed the
+ * change and still remembers its digest (`ReplicaDriver.digestAfterBarrier`)
+ * holds the same state. Returns how many digests were compared.
+ *
+ * @throws {InvariantViolation} naming the change and the digests.
+ */
+export function checkChangeDigests(
+  requests: readonly string[],
+  digestAt: readonly ((request: string) => string | undefined)[],
+): number {
+  let compared = 0;
+  for (const request of requests) {
+    const digests = new Map<string, number>();
+    for (const [id, digestOf] of digestAt.entries()) {
+      const digest = digestOf(request);
+      if (digest === undefined) continue;
+      compared++;
+      if (!digests.has(digest)) digests.set(digest, id);
+    }
+    if (digests.size > 1) {
+      throw new InvariantViolation(
+        "identical state at a configuration change",
+        `at ${request}: ${
+          [...digests].map(([digest, id]) => `replica ${id} ${digest}`).join(", ")
+        }`,
+      );
+    }
+  }
+  return compared;
+}

@@ -27,6 +27,7 @@ import { SimHost } from "./host.ts";
 import {
   type AnsweredBackup,
   checkBackupDigests,
+  checkChangeDigests,
   InvariantChecker,
   InvariantViolation,
 } from "./invariants.ts";
@@ -177,6 +178,8 @@ export class Simulation {
   #indeterminate = 0;
   #faultEvents = 0;
   #epochChangesProposed = 0;
+  /** Request ids of the configuration changes proposed (epoch bumps and replaces). */
+  readonly #changeRequests: string[] = [];
   #valueCounter = 0;
   #liveness = false;
   #failure: string | undefined;
@@ -366,6 +369,10 @@ export class Simulation {
       this.#backups,
       this.#hosts.map((host) => (request: string) => host.driver?.state.digestAtBackup(request)),
     );
+    checkChangeDigests(
+      this.#changeRequests,
+      this.#hosts.map((host) => (request: string) => host.driver?.digestAfterBarrier(request)),
+    );
     for (const host of this.#hosts) {
       const driver = host.driver!;
       const applied = driver.appliedPrefix.join(" ");
@@ -515,13 +522,14 @@ export class Simulation {
     const next = { ...current, epoch: current.epoch + 1 };
     this.#trace?.(`${this.#now} r${node} propose epoch ${next.epoch}`);
     this.#epochChangesProposed++;
-    driver.submitWith({ op: "reconf", configuration: next }, {
+    const request = driver.submitWith({ op: "reconf", configuration: next }, {
       resolve: () => this.#trace?.(`${this.#now} r${node} epoch ${next.epoch} executed`),
       // Refused, overtaken by another change, or not done in time: the run
       // goes on; what it checks is that every replica agrees in the end.
       reject: (error) =>
         this.#trace?.(`${this.#now} r${node} epoch ${next.epoch}: ${error.message}`),
     });
+    this.#changeRequests.push(request);
   }
 
   /**
@@ -577,10 +585,10 @@ export class Simulation {
     // The answer may never come (the proposer may crash): the replacement
     // joins once any replica is in an epoch that names its new incarnation,
     // and the replace is proposed again if none is after a while.
-    proposer.driver!.submitWith({ op: "reconf", configuration: next }, {
+    this.#changeRequests.push(proposer.driver!.submitWith({ op: "reconf", configuration: next }, {
       resolve: () => {},
       reject: (error) => this.#trace?.(`${this.#now} replacing r${node}: ${error.message}`),
-    });
+    }));
     this.#queue.schedule(this.#now + 1, () => this.#join(node, next, 0, () => retry()));
   }
 

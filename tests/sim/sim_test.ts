@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { deriveConfig, reproduceCommand } from "../../src/sim/config.ts";
 import { parseSimArguments, runSimulations } from "../../src/sim/main.ts";
 import { simulate, Simulation } from "../../src/sim/simulation.ts";
-import { checkBackupDigests, InvariantViolation } from "../../src/sim/invariants.ts";
+import {
+  checkBackupDigests,
+  checkChangeDigests,
+  InvariantViolation,
+} from "../../src/sim/invariants.ts";
 
 /** Seeds for this run: fixed by SIM_SEED, otherwise new each run (and printed). */
 const baseSeed = Number(Deno.env.get("SIM_SEED") ?? Math.floor(Math.random() * 1e9));
@@ -197,4 +201,22 @@ Deno.test("regressions of configuration changes found by the swarms pass", () =>
     assert.ok(result.ok, `${result.failure}\nreproduce: ${reproduceCommand(request, config)}`);
     assert.ok(result.epoch > 1, `seed ${request.seed} stayed in epoch 1`);
   }
+});
+
+Deno.test("the configuration change digest invariant fails when a replica starts the epoch with another state", () => {
+  const same = (request: string) => request === "1.b.3" ? "5:0000beef" : undefined;
+  const forgot = (_request: string) => undefined;
+  assert.equal(checkChangeDigests(["1.b.3", "2.c.9"], [same, forgot, same]), 2);
+  const other = (request: string) => request === "1.b.3" ? "5:0000dead" : undefined;
+  assert.throws(
+    () => checkChangeDigests(["1.b.3"], [same, other, same]),
+    (error: unknown) => {
+      assert.ok(error instanceof InvariantViolation);
+      assert.match(
+        error.message,
+        /identical state at a configuration change: at 1\.b\.3: replica 0 5:0000beef, replica 1 5:0000dead/,
+      );
+      return true;
+    },
+  );
 });
