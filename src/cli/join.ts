@@ -29,9 +29,13 @@ export const JOIN_FETCH_TIMEOUT_MS = 10_000;
 export async function fetchConfiguration(
   server: string,
   secret: string,
-  fetcher: typeof fetch = fetch,
+  options: { readonly fetch?: typeof fetch; readonly freshMember?: number } = {},
 ): Promise<Configuration> {
-  const url = `${server.replace(/\/+$/, "")}/admin/configuration`;
+  const fetcher = options.fetch ?? fetch;
+  // A member starting on an empty disk says so: the member refuses an
+  // incarnation it has heard from already (it would come back amnesiac).
+  const query = options.freshMember === undefined ? "" : `?for=${options.freshMember}`;
+  const url = `${server.replace(/\/+$/, "")}/admin/configuration${query}`;
   let response: Response;
   try {
     response = await fetcher(url, {

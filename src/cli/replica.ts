@@ -195,7 +195,21 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
         "--join needs the cluster secret in EPAXOS_CLUSTER_SECRET (16 characters or more)",
       );
     }
-    const configuration = await fetchConfiguration(joinUrl, secret);
+    // A store in the directory: this member joined before (a restart); none:
+    // it starts fresh, and says so (see `fetchConfiguration`).
+    let fresh = true;
+    try {
+      for await (const entry of Deno.readDir(dataDir)) {
+        if (entry.name.startsWith("epaxos.kv")) fresh = false;
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    const configuration = await fetchConfiguration(
+      joinUrl,
+      secret,
+      fresh ? { freshMember: id } : {},
+    );
     const problem = joinProblem(configuration, id, ownUrl);
     if (problem !== undefined) throw new ConfigError(`--join: ${problem}`);
     return {
@@ -275,8 +289,9 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     );
   }
   if (setup.joining) {
-    // A joiner starts empty: anything in the directory is another replica's
-    // (or this one's, from before it joined).
+    // A joiner starts empty, or on its own store after a restart: anything
+    // else in the directory is another replica's (or this one's from before
+    // it was replaced).
     for await (const entry of Deno.readDir(dataDir)) {
       if (entry.name.startsWith("epaxos.kv") || entry.name === "snapshot.partial") {
         const loaded = await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
@@ -286,12 +301,16 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
         const held = await loaded.load();
         loaded.close();
         const heldEpoch = held.configuration?.epoch ?? 1;
-        if (
-          heldEpoch < setup.configuration.epoch ||
-          memberIncarnation(held.configuration, id) !== memberIncarnation(setup.configuration, id)
-        ) {
+        // Empty (a join cut before its snapshot), or this incarnation's own
+        // store (a restart; it catches up from wherever it stopped): go on.
+        const empty = held.records.length === 0 && held.entries.length === 0 &&
+          held.configuration === undefined && held.pruneFloor === undefined;
+        const own = held.configuration !== undefined &&
+          memberIncarnation(held.configuration, id) === memberIncarnation(setup.configuration, id);
+        if (!empty && !own) {
           throw new UsageError(
-            `--join needs an empty --data directory: ${dataDir} holds a store of epoch ${heldEpoch}`,
+            `--join needs an empty --data directory or this member's own: ${dataDir} holds ` +
+              `a store of epoch ${heldEpoch} of another incarnation`,
           );
         }
         break;

@@ -88,6 +88,13 @@ export {
  */
 export const AHEAD_GRACE_MS = 1000;
 
+/**
+ * How long a replica keeps the state its epoch started with for peers still
+ * behind it ({@linkcode ReplicaDriver.takeSnapshotWith}): they learn of the
+ * new epoch within a second or two of its start.
+ */
+export const EPOCH_BASE_KEPT_MS = 60_000;
+
 /** What a command counts toward `maxBatchBytes`. */
 function batchBytesOf(command: KvCommand): number {
   return command.op === "put" ? command.value.length + command.key.length : 64;
@@ -126,6 +133,16 @@ export class ReplicaDriver {
    * here again), and serves nothing.
    */
   #retired: string | undefined;
+  /**
+   * Storage held nothing at the start, and the replica was not started to
+   * join: if its cluster turns out to be past epoch 1 before this process
+   * persisted anything, it is a replica whose data was lost, come back
+   * under the incarnation that voted (or, rarely, a new cluster's member
+   * started after a change: it is replaced all the same).
+   */
+  readonly #startedEmpty: boolean;
+  /** This process has persisted instance records (it took part, with a memory of it). */
+  #persistedRecords = false;
   /** Started with `joining` and no snapshot installed yet. */
   #joining: boolean;
   /**
@@ -135,6 +152,8 @@ export class ReplicaDriver {
    * not a copy of the values. Not kept across a restart.
    */
   #epochBase: ReplicaSnapshot<KvCommand> | undefined;
+  /** When `#epochBase` was kept: it is let go {@linkcode EPOCH_BASE_KEPT_MS} later. */
+  #epochBaseSinceMs = 0;
   /** A configuration change executed in the component being executed: the epoch ends at its end. */
   #endingEpoch: ReconfCommand | undefined;
   /** The incarnation each peer last sent a batch this replica took as (bounded by the member ids). */
@@ -183,6 +202,9 @@ export class ReplicaDriver {
     this.#joining = options.joining === true &&
       (loaded.configuration?.epoch ?? 1) < this.#configuration.epoch;
     this.#incarnation = memberOf(this.#configuration, options.id)?.incarnation ?? 1;
+    this.#startedEmpty = options.joining !== true && loaded.records.length === 0 &&
+      loaded.pruneFloor === undefined && loaded.entries.length === 0 &&
+      loaded.configuration === undefined;
     if (memberOf(this.#configuration, options.id) === undefined) {
       this.#retired = `it is not a member of epoch ${this.#configuration.epoch}`;
     }
@@ -503,19 +525,29 @@ export class ReplicaDriver {
       // After a restart (the base is not kept), the state now: between
       // Readies it holds whole components only, the instances applied are
       // closed under dependencies, so the peer can go on from it.
+      // Not from a replica that has no state of its epoch to give (joining,
+      // catching up, or itself behind): it answers as unavailable, and the
+      // peer asks another.
       const base = this.#epochBase?.configuration?.epoch === this.#configuration.epoch
         ? this.#epochBase
-        : this.#installing || this.#retired !== undefined
+        : this.#installing || this.#retired !== undefined || this.#joining ||
+            this.catchingUpBySnapshot || this.#core.snapshotSources().length > 0
         ? undefined
         : {
           ...this.#snapshotAt(`${this.id}.${this.#bootId}.state${++this.#requestCounter}`),
           unchecked: true,
         };
-      if (base !== undefined) {
-        if (forPeer !== undefined) this.#core.holdForSnapshot(forPeer, base.executedPrefix);
-        answer.resolve(base);
+      if (base === undefined) {
+        answer.reject(
+          new UnavailableError("This replica has no state of its epoch to give yet", {
+            retryAfterSeconds: 1,
+          }),
+        );
         return;
       }
+      if (forPeer !== undefined) this.#core.holdForSnapshot(forPeer, base.executedPrefix);
+      answer.resolve(base);
+      return;
     }
     const kept: SnapshotCapture = forPeer === undefined ? answer : {
       // Keep what the peer will need after installing it, here.
@@ -553,6 +585,15 @@ export class ReplicaDriver {
   ): void {
     if (this.#stopped || this.#installing) {
       reject(new UnavailableError("The replica is stopping or installing a snapshot already"));
+      return;
+    }
+    if (
+      carried === undefined && this.#epochBase !== undefined &&
+      snapshot.barrier === this.#epochBase.barrier
+    ) {
+      // The state this epoch started with, fetched while this replica was
+      // behind; it has since executed the change itself and gone on.
+      resolve();
       return;
     }
     this.#installing = true;
@@ -654,8 +695,7 @@ export class ReplicaDriver {
       this.#transport.reconfigure?.(peerMembership(this.#configuration, this.id));
       this.#options.log?.(
         `replica ${this.id}: epoch ${describeConfiguration(this.#configuration)} ` +
-          `(was ${describeConfiguration(previous)})` +
-          "",
+          `(was ${describeConfiguration(previous)})`,
       );
     }
     // No Ready is in flight (the install waited for idle): nothing to skip.
@@ -664,6 +704,21 @@ export class ReplicaDriver {
     this.#applied = new AppliedSet(this.#core.replicas, loaded.pruneFloor, loaded.records);
     this.#lastTickMs = this.#clock.now();
     this.#updatePeerOrder();
+    // Amnesia: it started with nothing, as the incarnation that voted in
+    // this cluster's epochs (EPaxos replicas must not forget what they
+    // promised). Only a replace, then a --join, brings its id back.
+    if (
+      this.#startedEmpty && !this.#persistedRecords && carried === undefined &&
+      this.#configuration.epoch > 1
+    ) {
+      this.#retire(
+        `it started with an empty store as incarnation ${this.#incarnation}, and the cluster ` +
+          `is in epoch ${this.#configuration.epoch}: a replica whose data is lost must be replaced ` +
+          `(deno task admin replace ${this.id}) and started with --join`,
+        this.#configuration,
+      );
+      return;
+    }
     // A snapshot of an epoch that removed or replaced this replica (it was
     // away while that happened): it takes no part from here.
     const member = memberOf(this.#configuration, this.id);
@@ -727,6 +782,7 @@ export class ReplicaDriver {
     }
     const snapshot = nextEpochSnapshot(reconf, this.#kv);
     this.#epochBase = snapshot;
+    this.#epochBaseSinceMs = this.#clock.now();
     // A change of this replica's for the same epoch lost to `reconf`: it is
     // not proposed again (it was decided against the old configuration).
     const lost = (command: KvCommand) => {
@@ -894,9 +950,18 @@ export class ReplicaDriver {
       // (or for the change to become a Nop). Admission bounds what waits.
       return;
     } else {
+      // Bounded by count and by bytes: what waited through a fence may be
+      // far more than one instance may carry (or one peer batch).
       const limit = this.#options.maxBatchCommands ?? 1000;
-      commands = this.#batch.length <= limit ? this.#batch : this.#batch.slice(0, limit);
-      this.#batch = this.#batch.length <= limit ? [] : this.#batch.slice(limit);
+      const maxBytes = this.#options.maxBatchBytes ?? 512 * 1024;
+      let take = 0;
+      let bytes = 0;
+      while (take < this.#batch.length && take < limit && (take === 0 || bytes < maxBytes)) {
+        bytes += batchBytesOf(this.#batch[take]!);
+        take++;
+      }
+      commands = take === this.#batch.length ? this.#batch : this.#batch.slice(0, take);
+      this.#batch = take === this.#batch.length ? [] : this.#batch.slice(take);
     }
     this.#batchBytes = 0;
     for (const command of this.#batch) this.#batchBytes += batchBytesOf(command);
@@ -944,14 +1009,14 @@ export class ReplicaDriver {
     if (!this.#joining && !this.removed) { for (let i = 0; i < ticks; i++) this.#core.tick(); }
     this.#updatePeerOrder();
     this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
+    // Peers behind this epoch get the state now after this (unchecked by a
+    // second replica): the base holds the whole state's entries alive.
+    if (this.#epochBase !== undefined && now - this.#epochBaseSinceMs > EPOCH_BASE_KEPT_MS) {
+      this.#epochBase = undefined;
+    }
     this.#kick();
   }
 
-  /**
-   * Peers to fetch a snapshot from, best first: those seen in a later epoch
-   * (the latest first); else those that pruned past this replica; else, for
-   * a joiner, its epoch's voters.
-   */
   /**
    * Whether peers have been in a later epoch for {@linkcode AHEAD_GRACE_MS}
    * while this replica was not: it missed the change (or is too slow to
@@ -964,6 +1029,11 @@ export class ReplicaDriver {
       this.#clock.now() - this.#aheadSinceMs >= AHEAD_GRACE_MS;
   }
 
+  /**
+   * Peers to fetch a snapshot from, best first: those seen in a later epoch
+   * (the latest first); else those that pruned past this replica; else, for
+   * a joiner, its epoch's voters.
+   */
   #snapshotSources(): readonly number[] {
     // Behind an epoch first: this epoch's own sources (pruned past) are stuck in it too.
     if (this.#behindAnEpoch()) {
@@ -997,7 +1067,9 @@ export class ReplicaDriver {
       return now - peer.oldestOutstandingMs <= patience;
     };
     const probeInterval = this.#options.probeIntervalMs ?? 100;
-    if (this.#transport.probe !== undefined) {
+    // A joiner probes nobody: its batches carry an epoch it has no state of
+    // yet, and a peer behind would take it for a source of that state.
+    if (this.#transport.probe !== undefined && !this.#joining) {
       for (const peer of peers) {
         const idle = peer.lastContactMs === undefined || now - peer.lastContactMs >= probeInterval;
         if (idle && peer.oldestOutstandingMs === undefined && peer.queued === 0) {
@@ -1095,6 +1167,7 @@ export class ReplicaDriver {
     // whose effects are pending has been applied (a copy, taken before the
     // commit, so later executions cannot leak into it).
     const snapshot = this.#storage.wantsSnapshot?.() ? [...this.#kv.entries()] : undefined;
+    if (ready.records.length > 0) this.#persistedRecords = true;
     const started = this.#clock.now();
     this.#persisting = true;
     this.#storage.commit({ records: ready.records, effects, snapshot }).then(() => {

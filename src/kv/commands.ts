@@ -93,7 +93,10 @@ export interface BackupCommand {
  * replica, and it fences (`ConflictModel.fences`): no instance of the old
  * epoch executes after it. When it executes, each replica starts the new
  * epoch with the state after it (`ReplicaDriver`). Only the admin route
- * proposes it.
+ * proposes it. A change for an epoch another change already started executes
+ * as a no-op (answered `{op: "reconf", ok: true}` all the same when it ran in
+ * the old epoch, 409 when the epoch ended before it ran): the admin route
+ * compares the configuration it ends up in.
  */
 export interface ReconfCommand {
   /** Discriminant. */

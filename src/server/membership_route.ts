@@ -26,7 +26,8 @@ import {
 } from "../core/configuration_change.ts";
 import { type Configuration, isMemberId } from "../core/configuration.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import { KvError } from "../errors.ts";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { KvError, OutcomeUnknownError } from "../errors.ts";
 import { type AdminRouteOptions, describeMembers } from "./admin_route.ts";
 
 /** Longest a change waits to execute here before the answer says its outcome is unknown. */
@@ -90,7 +91,26 @@ export function membershipRoutes(route: Hono, options: AdminRouteOptions): void 
   // One change at a time from this replica; `Replica.fenced` covers changes
   // proposed elsewhere that this replica holds.
   let proposing = false;
-  route.get("/configuration", (c) => c.json(node.configuration));
+  route.get("/configuration", (c) => {
+    // `?for=ID`: a joiner on an empty disk asks. If this replica has taken
+    // batches from that member's current incarnation, a process of it ran
+    // and voted: starting it again empty would be amnesia. Best effort (a
+    // replica restarted since has not heard it yet); the replica refuses
+    // too (`ReplicaDriver`, an empty store behind an epoch).
+    const forText = c.req.query("for");
+    if (forText !== undefined) {
+      if (!/^\d{1,3}$/.test(forText)) return c.json({ error: "for must be a member id" }, 400);
+      const id = Number(forText);
+      const member = node.configuration.members.find((candidate) => candidate.id === id);
+      if (member !== undefined && node.heardAsCurrent(id)) {
+        return c.json({
+          error: `member ${id}'s incarnation ${member.incarnation} has run already: a replica ` +
+            `whose data is lost must be replaced first (deno task admin replace ${id})`,
+        }, 409);
+      }
+    }
+    return c.json(node.configuration);
+  });
   route.post("/members/change", async (c) => {
     const text = await c.req.text();
     if (text.length > MAX_CHANGE_BYTES) {
@@ -120,10 +140,17 @@ export function membershipRoutes(route: Hono, options: AdminRouteOptions): void 
       await node.submit({ op: "reconf", configuration: decision.next });
       await epochReached(node, decision.next.epoch, CHANGE_DEADLINE_MS);
     } catch (error) {
+      if (error instanceof OutcomeUnknownError) {
+        // Proposed, answer lost: it may still take effect.
+        return c.json({
+          error: `The change's outcome is not known: ${error.message}; ` +
+            "ask members to see the epoch",
+        }, 504);
+      }
       if (error instanceof KvError) {
         return c.json(
           { error: `The change was not made: ${error.message}` },
-          error.status as 503,
+          error.status as ContentfulStatusCode,
         );
       }
       throw error;
@@ -137,7 +164,14 @@ export function membershipRoutes(route: Hono, options: AdminRouteOptions): void 
           "ask again with members to see the outcome",
       }, 503);
     }
-    if (now.epoch === decision.next.epoch && !sameConfiguration(now, decision.next)) {
+    if (now.epoch > decision.next.epoch) {
+      // Another change followed at once: which one took epoch N is not known here.
+      return c.json({
+        error: `The cluster is already in epoch ${now.epoch}, past the change's ` +
+          `${decision.next.epoch}: ask members to see whether it was made`,
+      }, 504);
+    }
+    if (!sameConfiguration(now, decision.next)) {
       return c.json({
         error: `Another change took epoch ${now.epoch} first; nothing of this one was made`,
       }, 409);

@@ -166,10 +166,13 @@ export class HttpTransport<C> implements PeerTransport<C> {
     // message by its batch's epoch). Failed batches of the old epoch are not
     // retried after this (#settle).
     for (const link of this.#links.values()) {
-      if (link.queue.length === 0) continue;
-      const queued = link.queue;
-      link.queue = [];
-      this.#transmit(link, queued);
+      // A batch too large for one request leaves in parts, the rest queued
+      // again: every part before the epoch changes.
+      while (link.queue.length > 0) {
+        const queued = link.queue;
+        link.queue = [];
+        this.#transmit(link, queued);
+      }
     }
     this.#epoch = membership.epoch;
     this.#incarnation = membership.incarnation;

@@ -9,7 +9,11 @@ import assert from "node:assert/strict";
 import type { Configuration } from "../../src/core/configuration.ts";
 import { decideChange } from "../../src/core/configuration_change.ts";
 import { defaultConfiguration } from "../../src/driver/epoch.ts";
-import type { ReplicaDriver } from "../../src/driver/driver.ts";
+import { ReplicaDriver } from "../../src/driver/driver.ts";
+import type { KvCommand } from "../../src/kv/commands.ts";
+import { SystemClock } from "../../src/runtime/clock.ts";
+import { SystemRandom } from "../../src/runtime/random.ts";
+import { MemoryStorage } from "../../src/storage/memory.ts";
 import { ClientRequestError, UnavailableError } from "../../src/errors.ts";
 import { startTestCluster } from "../server/cluster_helpers.ts";
 import { waitFor } from "../wait.ts";
@@ -156,6 +160,57 @@ Deno.test("concurrent changes for the same epoch: one wins everywhere, the other
     // The loser executed in epoch 2 as a stale change: still epoch 2.
     await cluster.nodes[1]!.submit({ op: "put", key: "x", value: encoder.encode("1") });
     assert.ok(cluster.nodes.every((node) => node.configuration.epoch === 2));
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("a replica whose store was wiped, started again as it was, retires instead of voting with amnesia", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    await cluster.nodes[0]!.submit({ op: "put", key: "a", value: encoder.encode("1") });
+    await cluster.nodes[0]!.submit({
+      op: "reconf",
+      configuration: { ...defaultConfiguration(3), epoch: 2 },
+    });
+    await waitFor(
+      () => cluster.nodes.every((node) => node.configuration.epoch === 2),
+      5000,
+      "epoch 2",
+    );
+    // Replica 2 loses its disk and comes back under its old incarnation.
+    cluster.storages[2] = new MemoryStorage<KvCommand>();
+    await cluster.restart(2);
+    await waitFor(() => cluster.nodes[2]!.removed, 10_000, "replica 2 to retire");
+    assert.match(cluster.nodes[2]!.retired!, /started with an empty store .* must be replaced/);
+    // It gave nothing and takes nothing; the others go on.
+    await cluster.nodes[1]!.submit({ op: "put", key: "b", value: encoder.encode("2") });
+    assert.equal(await read(cluster.nodes[0]!, "b"), "2");
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("a joiner gives no snapshot of its epoch to a peer behind it: it has no state yet", async () => {
+  const cluster = await startTestCluster(3);
+  try {
+    const joiner = ReplicaDriver.fromLoaded({
+      id: 2,
+      replicas: 3,
+      configuration: { ...defaultConfiguration(3), epoch: 2 },
+      joining: true,
+      storage: new MemoryStorage<KvCommand>(),
+      transport: cluster.network.transport(2),
+      clock: new SystemClock(),
+      random: new SystemRandom(),
+    }, { records: [], pruneFloor: undefined, entries: [] });
+    assert.equal(joiner.joining, true);
+    await assert.rejects(
+      joiner.takeSnapshot(0, 1),
+      (error: unknown) =>
+        error instanceof UnavailableError && /no state of its epoch/.test(error.message),
+    );
+    await joiner.stop();
   } finally {
     await cluster.stop();
   }
