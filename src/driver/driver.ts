@@ -227,7 +227,7 @@ export class ReplicaDriver {
     this.#lastTickMs = this.#clock.now();
     this.#startedMs = this.#clock.now();
     this.#bootId = options.random.int(2 ** 32).toString(36);
-    this.#transport.reconfigure?.(peerMembership(this.#configuration, this.id));
+    this.#transport.reconfigure?.(peerMembership(this.#configuration, this.#incarnation));
     options.log?.(
       `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys ` +
         `in epoch ${describeConfiguration(this.#configuration)}`,
@@ -587,6 +587,14 @@ export class ReplicaDriver {
       reject(new UnavailableError("The replica is stopping or installing a snapshot already"));
       return;
     }
+    const refusal = carried === undefined ? this.#foreignSnapshot(snapshot) : undefined;
+    if (refusal !== undefined) {
+      // Nothing of it is installed: storage must keep saying who this
+      // process is, for its next start too.
+      this.#retire(refusal, snapshot.configuration!);
+      resolve();
+      return;
+    }
     if (
       carried === undefined && this.#epochBase !== undefined &&
       snapshot.barrier === this.#epochBase.barrier
@@ -692,7 +700,7 @@ export class ReplicaDriver {
     if (JSON.stringify(this.#configuration) !== JSON.stringify(previous)) {
       this.#aheadPeers = new Map();
       this.#aheadSinceMs = undefined;
-      this.#transport.reconfigure?.(peerMembership(this.#configuration, this.id));
+      this.#transport.reconfigure?.(peerMembership(this.#configuration, this.#incarnation));
       this.#options.log?.(
         `replica ${this.id}: epoch ${describeConfiguration(this.#configuration)} ` +
           `(was ${describeConfiguration(previous)})`,
@@ -704,37 +712,35 @@ export class ReplicaDriver {
     this.#applied = new AppliedSet(this.#core.replicas, loaded.pruneFloor, loaded.records);
     this.#lastTickMs = this.#clock.now();
     this.#updatePeerOrder();
-    // Amnesia: it started with nothing, as the incarnation that voted in
-    // this cluster's epochs (EPaxos replicas must not forget what they
-    // promised). Only a replace, then a --join, brings its id back.
-    if (
-      this.#startedEmpty && !this.#persistedRecords && carried === undefined &&
-      this.#configuration.epoch > 1
-    ) {
-      this.#retire(
-        `it started with an empty store as incarnation ${this.#incarnation}, and the cluster ` +
-          `is in epoch ${this.#configuration.epoch}: a replica whose data is lost must be replaced ` +
-          `(deno task admin replace ${this.id}) and started with --join`,
-        this.#configuration,
-      );
-      return;
-    }
-    // A snapshot of an epoch that removed or replaced this replica (it was
-    // away while that happened): it takes no part from here.
-    const member = memberOf(this.#configuration, this.id);
-    if (member === undefined || member.incarnation !== this.#incarnation) {
-      this.#retire(
-        member === undefined
-          ? `epoch ${this.#configuration.epoch} does not have it as a member`
-          : `epoch ${this.#configuration.epoch} names incarnation ${member.incarnation} of it`,
-        this.#configuration,
-      );
-      return;
-    }
     // Own proposals of the old epoch first, in their order, then what waited.
     if (carried === undefined) return;
     for (const commands of carried) for (const command of commands) this.#enqueue(command);
     for (const command of unproposed) this.#enqueue(command);
+  }
+
+  /**
+   * Why this process must not take `snapshot` from a peer (and retires
+   * instead), or `undefined`: its epoch removed this member or names another
+   * incarnation of it (it was replaced while away); or this process started
+   * with an empty store, persisted nothing, and the cluster is past epoch 1
+   * (amnesia: EPaxos replicas must not forget what they promised; only a
+   * replace, then a --join, brings its id back).
+   */
+  #foreignSnapshot(snapshot: ReplicaSnapshot<KvCommand>): string | undefined {
+    const config = snapshot.configuration;
+    if (config === undefined || config.epoch <= this.#configuration.epoch) return undefined;
+    const member = memberOf(config, this.id);
+    if (member === undefined) return `epoch ${config.epoch} does not have it as a member`;
+    if (member.incarnation !== this.#incarnation) {
+      return `epoch ${config.epoch} names incarnation ${member.incarnation} of it, ` +
+        `not this process's ${this.#incarnation}`;
+    }
+    if (this.#startedEmpty && !this.#persistedRecords) {
+      return `it started with an empty store as incarnation ${this.#incarnation}, and the cluster ` +
+        `is in epoch ${config.epoch}: a replica whose data is lost must be replaced ` +
+        `(deno task admin replace ${this.id}) and started with --join`;
+    }
+    return undefined;
   }
 
   /**

@@ -58,11 +58,16 @@ export function memberOf(config: Configuration, id: number): Member | undefined 
   return config.members.find((member) => member.id === id);
 }
 
-/** The transport's view of `config` for member `self` ({@linkcode PeerMembership}). */
-export function peerMembership(config: Configuration, self: number): PeerMembership {
+/**
+ * The transport's view of `config` for a process of `incarnation`
+ * ({@linkcode PeerMembership}). The incarnation is the process's own, never
+ * the configuration's: an old process that learns it was replaced must not
+ * speak as its replacement.
+ */
+export function peerMembership(config: Configuration, incarnation: number): PeerMembership {
   return {
     epoch: config.epoch,
-    incarnation: memberOf(config, self)?.incarnation ?? 1,
+    incarnation,
     peers: config.members.map((member) => ({ id: member.id, url: member.url })),
   };
 }
