@@ -20,6 +20,7 @@
  */
 
 import type { ConfigurationChange } from "../core/configuration_change.ts";
+import { isLoopbackUrl } from "../net/endpoint.ts";
 import { fetchBackup } from "./admin_backup.ts";
 import { adminRequest } from "./admin_request.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
@@ -144,17 +145,11 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, " ").trim();
 }
 
-/** Whether `server` is on this machine, where the local cluster's secret may go. */
-function isLoopback(server: string): boolean {
-  const host = new URL(server).hostname;
-  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
 async function clusterSecret(io: AdminIo, server: string): Promise<string> {
   const fromEnv = (io.env ?? ((name) => Deno.env.get(name)))(SECRET_ENV);
   if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
   const path = io.localSecretPath ?? LOCAL_SECRET_PATH;
-  if (!isLoopback(server)) {
+  if (!isLoopbackUrl(server)) {
     // The local cluster's secret never leaves this machine.
     throw new AdminError(
       `no cluster secret: set ${SECRET_ENV} (${path}, the local cluster's, is used only for a ` +

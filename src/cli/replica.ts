@@ -31,9 +31,14 @@ import {
   positionCount,
 } from "../core/configuration.ts";
 import { fetchConfiguration, joinProblem } from "./join.ts";
-import { DEFAULT_MAX_HELD_COMMANDS, ReplicaDriver } from "../driver/driver.ts";
+import {
+  DEFAULT_MAX_HELD_COMMANDS,
+  ReplicaDriver,
+  type ReplicaDriverOptions,
+} from "../driver/driver.ts";
+import { memberOf } from "../driver/epoch.ts";
 import { fetchSnapshot, keptTransferPeer } from "../net/snapshot_fetch.ts";
-import type { ReplicaSnapshot } from "../storage/types.ts";
+import type { LoadedState, ReplicaSnapshot } from "../storage/types.ts";
 import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
 import { versionTagOf } from "../kv/backup.ts";
 import { restoreFromBackup } from "./restore.ts";
@@ -144,6 +149,8 @@ interface ReplicaSetup {
   readonly configuration: Configuration;
   /** Whether it joins (`--join`). */
   readonly joining: boolean;
+  /** Joining, whether the data directory holds a store already (a restart of the joiner). */
+  readonly hasStore: boolean;
   /** Positions of that configuration: the rows storage starts with. */
   readonly rows: number;
 }
@@ -157,10 +164,25 @@ function envIfAllowed(name: string): string | undefined {
   }
 }
 
-/** The incarnation of member `id` in `config` (epoch 1's members are incarnation 1). */
-function memberIncarnation(config: Configuration | undefined, id: number): number | undefined {
-  if (config === undefined) return 1;
-  return config.members.find((member) => member.id === id)?.incarnation;
+/**
+ * Why a joiner restarted on the store `held` cannot go on as member `id` of
+ * `configuration`, or `undefined` if it can: the store must be empty (a join
+ * cut before its snapshot) or this incarnation's own (a restart; it catches
+ * up from wherever it stopped). Anything else is another replica's, or this
+ * one's from before it was replaced.
+ */
+export function joinStoreProblem(
+  held: LoadedState<KvCommand>,
+  configuration: Configuration,
+  id: number,
+): string | undefined {
+  const empty = held.records.length === 0 && held.entries.length === 0 &&
+    held.configuration === undefined && held.pruneFloor === undefined;
+  const own = held.configuration !== undefined &&
+    memberOf(held.configuration, id)?.incarnation === memberOf(configuration, id)?.incarnation;
+  if (empty || own) return undefined;
+  return "--join needs an empty --data directory or this member's own: it holds a store of " +
+    `epoch ${held.configuration?.epoch ?? 1} of another incarnation`;
 }
 
 /**
@@ -221,6 +243,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
       file: undefined,
       configuration,
       joining: true,
+      hasStore: !fresh,
       rows: positionCount(configuration),
     };
   }
@@ -242,6 +265,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
     file,
     configuration,
     joining: false,
+    hasStore: false,
     rows: file.replicas.length,
   };
 }
@@ -288,35 +312,6 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       "--restore seeds a new cluster from its cluster file: give --config, not --join",
     );
   }
-  if (setup.joining) {
-    // A joiner starts empty, or on its own store after a restart: anything
-    // else in the directory is another replica's (or this one's from before
-    // it was replaced).
-    for await (const entry of Deno.readDir(dataDir)) {
-      if (entry.name.startsWith("epaxos.kv") || entry.name === "snapshot.partial") {
-        const loaded = await openDenoKvStorage(`${dataDir}/epaxos.kv`, {
-          isCommand: isKvCommand,
-          replicas: setup.rows,
-        });
-        const held = await loaded.load();
-        loaded.close();
-        const heldEpoch = held.configuration?.epoch ?? 1;
-        // Empty (a join cut before its snapshot), or this incarnation's own
-        // store (a restart; it catches up from wherever it stopped): go on.
-        const empty = held.records.length === 0 && held.entries.length === 0 &&
-          held.configuration === undefined && held.pruneFloor === undefined;
-        const own = held.configuration !== undefined &&
-          memberIncarnation(held.configuration, id) === memberIncarnation(setup.configuration, id);
-        if (!empty && !own) {
-          throw new UsageError(
-            `--join needs an empty --data directory or this member's own: ${dataDir} holds ` +
-              `a store of epoch ${heldEpoch} of another incarnation`,
-          );
-        }
-        break;
-      }
-    }
-  }
   if (restore !== undefined && config !== undefined) {
     if (volatile) throw new UsageError("--restore seeds Deno KV storage; drop --volatile-storage");
     log(
@@ -332,6 +327,17 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       isCommand: isKvCommand,
       replicas: setup.rows,
     });
+  // A joiner restarted on its store: loaded once, checked, and handed to the driver.
+  const loaded = setup.joining && setup.hasStore && !(storage instanceof MemoryStorage)
+    ? await storage.load()
+    : undefined;
+  if (loaded !== undefined) {
+    const problem = joinStoreProblem(loaded, setup.configuration, id);
+    if (problem !== undefined) {
+      storage.close();
+      throw new UsageError(`${problem} (in ${dataDir})`);
+    }
+  }
   // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
   const seededFrom = storage instanceof MemoryStorage ? undefined : storage.seededFrom;
   const versionTag = seededFrom === undefined ? undefined : versionTagOf(seededFrom);
@@ -384,7 +390,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   // The snapshot fetch reads the members of the driver's epoch, once it exists.
   let current = () => setup.configuration.members;
   let currentEpoch = () => setup.configuration.epoch;
-  const node = await ReplicaDriver.open({
+  const driverOptions: ReplicaDriverOptions = {
     id,
     ...(versionTag === undefined ? {} : { versionTag }),
     replicas: setup.rows,
@@ -411,7 +417,10 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       max: 1_000_000_000,
       fallback: DEFAULT_MAX_HELD_COMMANDS,
     })!,
-  });
+  };
+  const node = loaded === undefined
+    ? await ReplicaDriver.open(driverOptions)
+    : ReplicaDriver.fromLoaded(driverOptions, loaded);
   current = () => node.configuration.members;
   currentEpoch = () => node.configuration.epoch;
   const app = createApp({

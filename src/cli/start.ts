@@ -40,6 +40,7 @@ import {
   type ReplicaEntry,
   type SecretReference,
 } from "../server/config.ts";
+import { isLoopbackUrl } from "../net/endpoint.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -422,8 +423,7 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
 async function joinSecret(joinUrl: string): Promise<string> {
   const fromEnv = Deno.env.get("EPAXOS_CLUSTER_SECRET");
   if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
-  const host = new URL(joinUrl).hostname;
-  const local = host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  const local = isLoopbackUrl(joinUrl);
   const path = `data/${LOCAL_SECRET_FILE}`;
   if (local) {
     try {

@@ -71,6 +71,18 @@ export function memberIds(config: Configuration): number[] {
   return config.members.map((member) => member.id);
 }
 
+/** Whether `a` and `b` are the same configuration, field by field. */
+export function sameConfiguration(a: Configuration, b: Configuration): boolean {
+  if (a.epoch !== b.epoch || a.nextId !== b.nextId || a.members.length !== b.members.length) {
+    return false;
+  }
+  return a.members.every((member, index) => {
+    const other = b.members[index]!;
+    return member.id === other.id && member.incarnation === other.incarnation &&
+      member.url === other.url && member.role === other.role;
+  });
+}
+
 /**
  * One short line for logs and failure reports: the epoch, then each member as
  * id, `v` (voter) or `l` (learner), and incarnation, e.g. `e3 [0v1 1v1 2v2 3l1]`.

@@ -21,7 +21,11 @@
  * @module
  */
 
-import { type Configuration, describeConfiguration } from "../core/configuration.ts";
+import {
+  type Configuration,
+  describeConfiguration,
+  sameConfiguration,
+} from "../core/configuration.ts";
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
 import { Replica, type ReplicaStats } from "../core/replica.ts";
@@ -604,35 +608,65 @@ export class ReplicaDriver {
       resolve();
       return;
     }
+    let installedMs = 0;
+    this.#replaceState(
+      (loaded, fail) => {
+        const started = this.#clock.now();
+        this.#storage.install(snapshot).then(() => {
+          installedMs = this.#clock.now() - started;
+          this.#storage.load().then(loaded, fail);
+        }, fail);
+      },
+      carried,
+      (elapsedMs) => {
+        this.metrics.snapshotsInstalled++;
+        this.#options.log?.(
+          `replica ${this.id}: installed a snapshot of ${snapshot.entries.length} keys ` +
+            `at ${snapshot.barrier} (executed up to ${snapshot.executedPrefix.join(",")}): ` +
+            `storage ${Math.round(installedMs)} ms, reload ${
+              Math.round(elapsedMs - installedMs)
+            } ms`,
+        );
+        resolve();
+      },
+      reject,
+    );
+  }
+
+  /**
+   * Replaces the core and the state by what `write` leaves in storage (an
+   * install, or the start of an epoch in place) and hands to `loaded`, once
+   * no Ready is in flight (storage takes nothing else during a commit); the
+   * loop and the inputs wait meanwhile. `done` gets the milliseconds it
+   * took. Callbacks, not a promise chain: the simulator's storage completes
+   * on virtual time and does not chain.
+   */
+  #replaceState(
+    write: (
+      loaded: (state: LoadedState<KvCommand>) => void,
+      fail: (error: unknown) => void,
+    ) => void,
+    carried: readonly (readonly KvCommand[])[] | undefined,
+    done: (elapsedMs: number) => void,
+    reject: (error: Error) => void,
+  ): void {
     this.#installing = true;
     const fail = (error: unknown) => {
       this.#installing = false;
       this.#kick();
       reject(error instanceof Error ? error : new Error(String(error)));
     };
-    const install = () => {
+    const run = () => {
       const started = this.#clock.now();
-      this.#storage.install(snapshot).then(() => {
-        const installedMs = this.#clock.now() - started;
-        this.#storage.load().then((loaded) => {
-          this.#rebuild(loaded, carried);
-          this.#installing = false;
-          this.metrics.snapshotsInstalled++;
-          this.#options.log?.(
-            `replica ${this.id}: installed a snapshot of ${snapshot.entries.length} keys ` +
-              `at ${snapshot.barrier} (executed up to ${snapshot.executedPrefix.join(",")}): ` +
-              `storage ${Math.round(installedMs)} ms, reload ${
-                Math.round(this.#clock.now() - started - installedMs)
-              } ms`,
-          );
-          this.#kick();
-          resolve();
-        }, fail);
+      write((loaded) => {
+        this.#rebuild(loaded, carried);
+        this.#installing = false;
+        done(this.#clock.now() - started);
+        this.#kick();
       }, fail);
     };
-    // Wait for the Ready in flight: storage takes no install during a commit.
-    if (this.#idle()) install();
-    else this.#idleWaiters.push(install);
+    if (this.#idle()) run();
+    else this.#idleWaiters.push(run);
   }
 
   /** Per row, every instance up to here is applied to the key-value state ({@linkcode AppliedSet}). */
@@ -697,7 +731,7 @@ export class ReplicaDriver {
     if (this.#configuration.epoch >= (this.#options.configuration?.epoch ?? 1)) {
       this.#joining = false;
     }
-    if (JSON.stringify(this.#configuration) !== JSON.stringify(previous)) {
+    if (!sameConfiguration(this.#configuration, previous)) {
       this.#aheadPeers = new Map();
       this.#aheadSinceMs = undefined;
       this.#transport.reconfigure?.(peerMembership(this.#configuration, this.#incarnation));
@@ -820,31 +854,26 @@ export class ReplicaDriver {
     }
     // In place: storage keeps the state it holds and takes the executions'
     // effects not yet persisted, instead of writing the whole state again.
-    this.#installing = true;
-    const start = () => {
-      const started = this.#clock.now();
-      const effects = [...this.#pendingEffects.values()];
-      this.#storage.startEpoch!({ configuration: next, effects }).then(() => {
-        this.#rebuild({
-          records: [],
-          pruneFloor: snapshot.executedPrefix,
-          entries: snapshot.entries,
+    this.#replaceState(
+      (loaded, fail) =>
+        this.#storage.startEpoch!({
           configuration: next,
-        }, carried);
-        this.#installing = false;
+          effects: [...this.#pendingEffects.values()],
+        }).then(() =>
+          loaded({
+            records: [],
+            pruneFloor: snapshot.executedPrefix,
+            entries: snapshot.entries,
+            configuration: next,
+          }), fail),
+      carried,
+      (elapsedMs) =>
         this.#options.log?.(
           `replica ${this.id}: started epoch ${next.epoch} in place at ${reconf.request} ` +
-            `(${snapshot.entries.length} keys) in ${Math.round(this.#clock.now() - started)} ms`,
-        );
-        this.#kick();
-      }, (error: unknown) => {
-        this.#installing = false;
-        failed(error instanceof Error ? error : new Error(String(error)));
-      });
-    };
-    // Wait for the Ready in flight: storage takes nothing else during a commit.
-    if (this.#idle()) start();
-    else this.#idleWaiters.push(start);
+            `(${snapshot.entries.length} keys) in ${Math.round(elapsedMs)} ms`,
+        ),
+      failed,
+    );
   }
 
   // ---------------------------------------------------------------------------

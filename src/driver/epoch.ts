@@ -16,6 +16,7 @@
  */
 
 import {
+  bootstrapConfiguration,
   type Configuration,
   type Member,
   memberIds,
@@ -161,14 +162,7 @@ export function judgeBatch(config: Configuration, batch: PeerBatch<unknown>): Ba
  * placeholder URLs nothing dials.
  */
 export function defaultConfiguration(replicas: number): Configuration {
-  return {
-    epoch: 1,
-    members: Array.from({ length: replicas }, (_, id) => ({
-      id,
-      incarnation: 1,
-      url: `http://replica-${id}.invalid`,
-      role: "voter" as const,
-    })),
-    nextId: replicas,
-  };
+  return bootstrapConfiguration(
+    Array.from({ length: replicas }, (_, id) => `http://replica-${id}.invalid`),
+  );
 }

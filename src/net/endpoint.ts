@@ -50,3 +50,12 @@ export function formatHostPort(endpoint: Endpoint): string {
 function unbracket(host: string): string {
   return host.replace(/^\[(.*)\]$/, "$1");
 }
+
+/**
+ * Whether the URL `url` names this machine (`localhost`, `[::1]`,
+ * `127.x.x.x`): where the local cluster's secret file may be used.
+ */
+export function isLoopbackUrl(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === "localhost" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

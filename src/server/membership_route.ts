@@ -24,7 +24,7 @@ import {
   decideChange,
   type MemberStatus as ChangeMemberStatus,
 } from "../core/configuration_change.ts";
-import { type Configuration, isMemberId } from "../core/configuration.ts";
+import { isMemberId, sameConfiguration } from "../core/configuration.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { KvError, OutcomeUnknownError } from "../errors.ts";
@@ -78,11 +78,6 @@ async function epochReached(node: ReplicaDriver, epoch: number, deadlineMs: numb
   while (node.configuration.epoch < epoch && node.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-}
-
-/** Whether two configurations are the same (JSON of the same shape, built the same way). */
-function sameConfiguration(a: Configuration, b: Configuration): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 /** Adds the membership routes to the admin sub-app `route` (already guarded). */

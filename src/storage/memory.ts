@@ -14,6 +14,7 @@ import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
 import {
   checkReplicaSnapshot,
   copyConfiguration,
+  epochOf,
   prunedBy,
   snapshotRecordKeys,
 } from "./snapshot_check.ts";
@@ -215,7 +216,7 @@ export class MemoryStorage<C> implements ReplicaStorage<C> {
 
   /** {@linkcode MemoryStorage.startEpoch}, done before it returns. */
   startEpochSync(start: EpochStart): void {
-    const stored = this.#configuration?.epoch ?? 1;
+    const stored = epochOf(this.#configuration);
     if (start.configuration.epoch <= stored) {
       throw new SnapshotEpochError(
         `Epoch ${start.configuration.epoch} is not later than the store's ${stored}`,

@@ -13,6 +13,7 @@ import {
   configurationProblem,
   describeConfiguration,
   positionCount,
+  sameConfiguration,
 } from "../core/configuration.ts";
 import type { Deps } from "../core/deps.ts";
 import { describeId, instanceKey, isInstanceKey } from "../core/instance.ts";
@@ -108,18 +109,6 @@ export function checkReplicaSnapshot<C>(
 /** The epoch of `configuration`: 1 without one (the bootstrap configuration). */
 export function epochOf(configuration: Configuration | undefined): number {
   return configuration?.epoch ?? 1;
-}
-
-/** Whether `a` and `b` are the same configuration, field by field. */
-export function sameConfiguration(a: Configuration, b: Configuration): boolean {
-  if (a.epoch !== b.epoch || a.nextId !== b.nextId || a.members.length !== b.members.length) {
-    return false;
-  }
-  return a.members.every((member, index) => {
-    const other = b.members[index]!;
-    return member.id === other.id && member.incarnation === other.incarnation &&
-      member.url === other.url && member.role === other.role;
-  });
 }
 
 /**

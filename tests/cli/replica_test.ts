@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseArgs, UsageError } from "../../src/cli/args.ts";
 import {
+  joinStoreProblem,
   MAX_SNAPSHOT_RATE_MBPS,
   peerSnapshotFetch,
   runReplica,
@@ -102,4 +103,36 @@ Deno.test("after a restart, the first snapshot fetch goes on with the kept trans
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a joiner goes on on an empty store or its own incarnation's, and refuses another's", () => {
+  const configuration = {
+    epoch: 3,
+    members: [0, 1, 2].map((id) => ({
+      id,
+      incarnation: id === 2 ? 2 : 1,
+      url: `http://10.0.0.${id}:8001`,
+      role: "voter" as const,
+    })),
+    nextId: 3,
+  };
+  const empty = { records: [], pruneFloor: undefined, entries: [] };
+  assert.equal(joinStoreProblem(empty, configuration, 2), undefined);
+  const own = { ...empty, pruneFloor: [0, 0, 0], configuration: { ...configuration, epoch: 2 } };
+  assert.equal(joinStoreProblem(own, configuration, 2), undefined);
+  const older = {
+    ...own,
+    configuration: {
+      ...configuration,
+      epoch: 1,
+      members: configuration.members.map((m) => ({ ...m, incarnation: 1 })),
+    },
+  };
+  assert.match(
+    joinStoreProblem(older, configuration, 2)!,
+    /holds a store of epoch 1 of another incarnation/,
+  );
+  // Epoch 1's store of the cluster file (no configuration stored), not empty.
+  const epochOne = { ...empty, pruneFloor: [3, 1, 2] };
+  assert.match(joinStoreProblem(epochOne, configuration, 2)!, /another incarnation/);
 });

@@ -17,7 +17,7 @@
 import { type Configuration, positionCount } from "../../core/configuration.ts";
 import type { KvEntry, KvMutation } from "../../kv/state_machine.ts";
 import type { RecordCodecOptions } from "../codec.ts";
-import { checkReplicaSnapshot, copyConfiguration } from "../snapshot_check.ts";
+import { checkReplicaSnapshot, copyConfiguration, epochOf } from "../snapshot_check.ts";
 import {
   type EpochStart,
   type LoadedState,
@@ -277,7 +277,7 @@ export class DenoKvStorage<C> implements ReplicaStorage<C> {
   startEpoch(start: EpochStart): Promise<void> {
     return this.#serialize(async () => {
       await this.#prepare();
-      const stored = this.#configuration?.epoch ?? 1;
+      const stored = epochOf(this.#configuration);
       if (start.configuration.epoch <= stored) {
         throw new SnapshotEpochError(
           `Epoch ${start.configuration.epoch} is not later than the store's ${stored}`,
