@@ -1,20 +1,27 @@
 /**
- * `deno task bench:wan [--matrix FILE] [--conflict PCT] [--ops N] [--clients K]
- * [--kill REGION] [--out FILE]`: wide-area latency against the physical floor.
+ * `deno task bench:wan [--matrix FILE] [--conflict PCT] [--reads PCT]
+ * [--leases all|none] [--ops N] [--clients K] [--kill REGION] [--out FILE]`:
+ * wide-area latency against the physical floor.
  *
  * One replica process per region of the round-trip matrix, with every directed
  * link delayed by RTT/2 (`--emulate-wan`), and K closed-loop clients co-located
  * with each replica (0 ms to it). Each client writes its own keys, except that
- * with probability `--conflict` % an operation writes one key shared by every
- * region. Latency is client-seen: every operation is a blind PUT, answered at
- * commit once the decision is durable (README, "HTTP API").
+ * with probability `--conflict` % an operation touches one key shared by every
+ * region. With probability `--reads` % (default 0) an operation is a
+ * linearizable GET of that key instead of a blind PUT (answered at commit once
+ * the decision is durable, README "HTTP API"). `--leases all` runs the cluster
+ * with quorum leases on every key to every replica (`none`, the default: no
+ * leases), so reads are served locally.
  *
  * Per region it reports p50 and p99 latency, the fast-path ratio of the
  * commands that replica coordinated, the fast-path floor (round trip to the
  * farthest member of the nearest fast quorum), the slow-path floor and the best
  * leader-based latency, as a Markdown table and as JSON (`--out`):
  * `{"regions": [{region, p50_ms, p99_ms, floor_ms, slow_floor_ms, leader_ms,
- * fast_path_ratio}], conflict_pct, matrix}`.
+ * fast_path_ratio, read_p50_ms, read_p99_ms, reads, local_read_ratio}],
+ * conflict_pct, reads_pct, leases, matrix}`. `p50_ms` and `p99_ms` are the
+ * writes'; `floor_ms` with leases is the larger of the fast-path floor and the
+ * round trip to the farthest holder (every other region).
  *
  * With `--kill REGION`, that region's replica is killed before the run and
  * floors are recomputed without it.
@@ -56,6 +63,13 @@ export interface RegionResult {
    * before execution waits for dependencies.
    */
   readonly commit_p50_ms: number | null;
+  /** Median and 99th percentile of the region's linearizable GETs (null without reads). */
+  readonly read_p50_ms: number | null;
+  readonly read_p99_ms: number | null;
+  /** GETs measured. */
+  readonly reads: number;
+  /** Of the GETs the replica answered in the run, the share served locally under a lease. */
+  readonly local_read_ratio: number | null;
 }
 
 /** A run's results. */
@@ -64,6 +78,8 @@ export interface WanReport {
   /** `deno-kv` (fsync'd) or `volatile`. */
   readonly storage: "deno-kv" | "volatile";
   readonly conflict_pct: number;
+  readonly reads_pct: number;
+  readonly leases: "all" | "none";
   readonly matrix: RttMatrix;
   readonly killed: string | null;
 }
@@ -72,6 +88,10 @@ export interface WanReport {
 export interface WanOptions {
   readonly matrixPath: string;
   readonly conflictPct: number;
+  /** Share of operations that are GETs (%). */
+  readonly readsPct?: number;
+  /** Quorum leases on every key to every replica, or none. */
+  readonly leases?: "all" | "none";
   readonly opsPerRegion: number;
   readonly clientsPerRegion: number;
   readonly kill?: string;
@@ -90,9 +110,25 @@ function percentile(sorted: readonly number[], p: number): number {
 
 async function replicaStatus(
   url: string,
-): Promise<{ commits: { fast: number; slow: number }; commitP50Ms: number | null }> {
+): Promise<
+  {
+    commits: { fast: number; slow: number };
+    commitP50Ms: number | null;
+    localReads: number;
+    fallbacks: number;
+  }
+> {
   const status = await (await fetch(`${url}/status`, { signal: AbortSignal.timeout(5000) })).json();
-  return { commits: status.commits, commitP50Ms: status.latencyMs?.commit?.p50 ?? null };
+  const reads = status.leases?.reads;
+  const fallbacks = reads === undefined
+    ? 0
+    : Object.values(reads.fallbacks as Record<string, number>).reduce((a, b) => a + b, 0);
+  return {
+    commits: status.commits,
+    commitP50Ms: status.latencyMs?.commit?.p50 ?? null,
+    localReads: reads?.localReads ?? 0,
+    fallbacks,
+  };
 }
 
 /** Runs the benchmark once. */
@@ -104,7 +140,9 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
   const killed = options.kill === undefined ? undefined : matrix.regions.indexOf(options.kill);
   if (killed === -1) throw new UsageError(`No region ${options.kill} in ${options.matrixPath}`);
   const dead = new Set(killed === undefined ? [] : [killed]);
+  const leases = options.leases ?? "none";
   const cluster = await startProcessCluster(n, {
+    leases,
     extraArgs: [
       "--emulate-wan",
       matrixPath,
@@ -138,6 +176,8 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
     log("round trips measured");
     const random = new SeededRandom(options.seed ?? 1);
     const latencies: number[][] = Array.from({ length: n }, () => []);
+    const readLatencies: number[][] = Array.from({ length: n }, () => []);
+    const readsPct = options.readsPct ?? 0;
     const runClients = async (opsPerRegion: number, record: boolean) => {
       const clients: Promise<void>[] = [];
       for (const region of live) {
@@ -149,18 +189,26 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
             while (remaining > 0) {
               remaining--;
               const shared = stream.next() * 100 < options.conflictPct;
+              const isRead = stream.next() * 100 < readsPct;
               const key = shared ? "wan-shared" : `wan-${region}-${client}-${i++ % 8}`;
               const started = performance.now();
               const response = await fetch(`${cluster.urls[region]}/kv/${key}`, {
-                method: "PUT",
-                body: `${region}.${client}.${i}`,
+                method: isRead ? "GET" : "PUT",
+                ...(isRead ? {} : { body: `${region}.${client}.${i}` }),
                 signal: AbortSignal.timeout(20_000),
               });
               await response.arrayBuffer();
-              if (!response.ok) {
-                throw new Error(`PUT ${key} at ${matrix.regions[region]}: ${response.status}`);
+              // A GET of a key not written yet is a 404: an answer like any other.
+              if (!response.ok && !(isRead && response.status === 404)) {
+                throw new Error(
+                  `${isRead ? "GET" : "PUT"} ${key} at ${
+                    matrix.regions[region]
+                  }: ${response.status}`,
+                );
               }
-              if (record) latencies[region]!.push(performance.now() - started);
+              if (record) {
+                (isRead ? readLatencies : latencies)[region]!.push(performance.now() - started);
+              }
             }
           })());
         }
@@ -174,24 +222,41 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
     const leader = leaderLatencies(matrix, dead);
     const regions: RegionResult[] = live.map((region, index) => {
       const sorted = [...latencies[region]!].sort((a, b) => a - b);
+      const reads = [...readLatencies[region]!].sort((a, b) => a - b);
       const fast = after[index]!.commits.fast - before[index]!.commits.fast;
       const slow = after[index]!.commits.slow - before[index]!.commits.slow;
+      const local = after[index]!.localReads - before[index]!.localReads;
+      const fallbacks = after[index]!.fallbacks - before[index]!.fallbacks;
+      // With leases on every key, a write also waits for the farthest live holder.
+      const holderFloor = leases === "all"
+        ? Math.max(
+          ...live.filter((peer) => peer !== region).map((peer) => matrix.rtt_ms[region]![peer]!),
+        )
+        : 0;
       return {
         region: matrix.regions[region]!,
         p50_ms: Number(percentile(sorted, 0.5).toFixed(1)),
         p99_ms: Number(percentile(sorted, 0.99).toFixed(1)),
-        floor_ms: fastFloor(matrix, region, dead),
+        floor_ms: Math.max(fastFloor(matrix, region, dead), holderFloor),
         slow_floor_ms: Number(slowFloor(matrix, region, dead).toFixed(1)),
         leader_ms: Number(leader.latencies[region]!.toFixed(1)),
         fast_path_ratio: fast + slow === 0 ? null : Number((fast / (fast + slow)).toFixed(4)),
         operations: sorted.length,
         commit_p50_ms: after[index]!.commitP50Ms,
+        read_p50_ms: reads.length === 0 ? null : Number(percentile(reads, 0.5).toFixed(2)),
+        read_p99_ms: reads.length === 0 ? null : Number(percentile(reads, 0.99).toFixed(2)),
+        reads: reads.length,
+        local_read_ratio: local + fallbacks === 0
+          ? null
+          : Number((local / (local + fallbacks)).toFixed(4)),
       };
     });
     return {
       regions,
       storage: options.volatileStorage ? "volatile" : "deno-kv",
       conflict_pct: options.conflictPct,
+      reads_pct: readsPct,
+      leases,
       matrix,
       killed: killed === undefined ? null : matrix.regions[killed]!,
     };
@@ -207,28 +272,48 @@ export function wanTable(report: WanReport): string {
       (r.p50_ms / r.floor_ms).toFixed(3)
     } | ${r.slow_floor_ms} | ${(r.p50_ms / r.slow_floor_ms).toFixed(3)} | ${r.leader_ms} | ${
       r.fast_path_ratio === null ? "-" : (r.fast_path_ratio * 100).toFixed(1) + "%"
-    } | ${r.commit_p50_ms ?? "-"} |`
+    } | ${r.commit_p50_ms ?? "-"} | ${r.reads} | ${r.read_p50_ms ?? "-"} | ${
+      r.read_p99_ms ?? "-"
+    } | ${r.local_read_ratio === null ? "-" : (r.local_read_ratio * 100).toFixed(1) + "%"} |`
   );
   const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
   return [
-    `conflict ${report.conflict_pct}%, storage ${report.storage}${
+    `conflict ${report.conflict_pct}%, reads ${report.reads_pct}%, leases ${report.leases}, storage ${report.storage}${
       report.killed === null ? "" : `, ${report.killed} killed`
     }`,
     "",
-    "| region | ops | p50 ms | p99 ms | floor ms | p50/floor | slow floor ms | p50/slow | leader ms | fast path | commit p50 ms |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| region | writes | p50 ms | p99 ms | floor ms | p50/floor | slow floor ms | p50/slow | leader ms | fast path | commit p50 ms | reads | read p50 ms | read p99 ms | local reads |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...rows,
     `| mean | | ${mean(report.regions.map((r) => r.p50_ms)).toFixed(1)} | | ${
       mean(report.regions.map((r) => r.floor_ms)).toFixed(1)
-    } | | | | ${mean(report.regions.map((r) => r.leader_ms)).toFixed(1)} | | |`,
+    } | | | | ${mean(report.regions.map((r) => r.leader_ms)).toFixed(1)} | | | | | | |`,
   ].join("\n");
+}
+
+function leasesOption(value: string | undefined): "all" | "none" {
+  if (value === undefined || value === "none") return "none";
+  if (value === "all") return "all";
+  console.error(`--leases must be all or none, got ${value}`);
+  Deno.exit(2);
 }
 
 if (import.meta.main) {
   let args;
   try {
     args = parseArgs(Deno.args, {
-      options: ["matrix", "conflict", "ops", "clients", "kill", "out", "seed", "data-root"],
+      options: [
+        "matrix",
+        "conflict",
+        "reads",
+        "leases",
+        "ops",
+        "clients",
+        "kill",
+        "out",
+        "seed",
+        "data-root",
+      ],
       flags: ["volatile-storage"],
     });
   } catch (error) {
@@ -238,6 +323,8 @@ if (import.meta.main) {
   const report = await runWan({
     matrixPath: option(args, "matrix", new URL("./wan/aws5.json", import.meta.url).pathname)!,
     conflictPct: integerOption(args, "conflict", { min: 0, max: 100, fallback: 0 })!,
+    readsPct: integerOption(args, "reads", { min: 0, max: 100, fallback: 0 })!,
+    leases: leasesOption(option(args, "leases")),
     opsPerRegion: integerOption(args, "ops", { min: 10, max: 1_000_000, fallback: 200 })!,
     clientsPerRegion: integerOption(args, "clients", { min: 1, max: 64, fallback: 4 })!,
     seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,

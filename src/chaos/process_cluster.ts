@@ -150,6 +150,8 @@ export async function startProcessCluster(
      * in the cluster file: members added later start there with `join`.
      */
     readonly spares?: number;
+    /** The cluster file's `leases` (see `src/server/config.ts`); absent: none. */
+    readonly leases?: unknown;
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -172,6 +174,7 @@ export async function startProcessCluster(
     JSON.stringify({
       replicas: urls.slice(0, replicas).map((url, id) => ({ id, name: `r${id}`, url })),
       secret: { env: "EPAXOS_CLUSTER_SECRET" },
+      ...(options.leases === undefined ? {} : { leases: options.leases }),
     }),
   );
   const processes: (Deno.ChildProcess | undefined)[] = new Array(slots);

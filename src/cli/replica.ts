@@ -253,7 +253,10 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
     "id",
     { min: 0, max: file.replicas.length - 1 },
   )!;
-  const configuration = bootstrapConfiguration(file.replicas.map((replica) => replica.url));
+  const configuration = bootstrapConfiguration(
+    file.replicas.map((replica) => replica.url),
+    file.leases,
+  );
   return {
     id,
     self: file.replicas[id]!,

@@ -109,8 +109,9 @@ export async function localClusterSecret(path: string): Promise<string> {
 
 /**
  * Writes the local cluster's file, `<dataRoot>/local-cluster.json`: replicas
- * `local-<id>` at `urls`, and the secret read from the file `secretPath` (an
- * absolute path). Returns the file's path.
+ * `local-<id>` at `urls`, the secret read from the file `secretPath` (an
+ * absolute path), and quorum leases on every key to every replica. Returns
+ * the file's path.
  */
 export async function writeLocalClusterConfig(
   dataRoot: string,
@@ -124,6 +125,8 @@ export async function writeLocalClusterConfig(
       {
         replicas: urls.map((url, id) => ({ id, name: `local-${id}`, region: "local", url })),
         secret: { file: secretPath },
+        // Linearizable reads at local latency: every key leased to every replica.
+        leases: "all",
       },
       null,
       2,

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { type LeaseConfiguration, leaseConfigurationProblem } from "./lease.ts";
 import { MAX_REPLICAS } from "./quorum.ts";
 
 /** A voter counts in every quorum; a learner receives everything and counts in none. */
@@ -33,6 +34,12 @@ export interface Configuration {
   readonly members: readonly Member[];
   /** The id the next added member gets: above every id ever used. */
   readonly nextId: number;
+  /**
+   * Quorum leases (`lease.ts`): every replica must run the same rules, so
+   * they are part of the configuration and change only through it. Leases
+   * end with an epoch and are granted again in the next. Absent: none.
+   */
+  readonly leases?: LeaseConfiguration;
 }
 
 /** The size of a majority of `voters` voters: `floor(voters / 2) + 1`. */
@@ -80,7 +87,7 @@ export function sameConfiguration(a: Configuration, b: Configuration): boolean {
     const other = b.members[index]!;
     return member.id === other.id && member.incarnation === other.incarnation &&
       member.url === other.url && member.role === other.role;
-  });
+  }) && JSON.stringify(a.leases ?? null) === JSON.stringify(b.leases ?? null);
 }
 
 /**
@@ -177,19 +184,41 @@ export function configurationProblem(value: unknown): string | undefined {
     else if (member.role !== "learner") return `${field}.role must be "voter" or "learner"`;
   }
   if (voters % 2 === 0) return `configuration must have an odd number of voters, has ${voters}`;
+  if (record.leases !== undefined) {
+    const leases = record.leases as Record<string, unknown>;
+    if (
+      typeof leases !== "object" || leases === null || !Array.isArray(leases.rules) ||
+      !leases.rules.every((rule: unknown) =>
+        typeof rule === "object" && rule !== null &&
+        ((rule as Record<string, unknown>).holders === "all" ||
+          Array.isArray((rule as Record<string, unknown>).holders))
+      )
+    ) {
+      return "configuration leases must be an object with rules of a prefix and holders";
+    }
+    const problem = leaseConfigurationProblem(
+      leases as unknown as LeaseConfiguration,
+      record.nextId as number,
+    );
+    if (problem !== undefined) return `configuration leases: ${problem}`;
+  }
   return undefined;
 }
 
 /**
  * The first configuration of a new cluster: epoch 1, ids `0..n-1` in the
- * order of `urls`, incarnation 1, every member a voter. URLs are reduced to
- * their origin, as the cluster file does.
+ * order of `urls`, incarnation 1, every member a voter, with `leases` if
+ * given. URLs are reduced to their origin, as the cluster file does.
  *
  * @throws {RangeError} if the result is not a valid configuration (a bad or
  * repeated URL, an even number of URLs).
  */
-export function bootstrapConfiguration(urls: readonly string[]): Configuration {
+export function bootstrapConfiguration(
+  urls: readonly string[],
+  leases?: LeaseConfiguration,
+): Configuration {
   const config: Configuration = {
+    ...(leases === undefined ? {} : { leases }),
     epoch: 1,
     members: urls.map((url, id) => ({
       id,

@@ -171,7 +171,7 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       }
       const added: Member = { id: config.nextId, incarnation: 1, url, role: "learner" };
       return {
-        next: { epoch, members: [...config.members, added], nextId: config.nextId + 1 },
+        next: { ...config, epoch, members: [...config.members, added], nextId: config.nextId + 1 },
         added,
       };
     }
@@ -182,7 +182,7 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       const ids = new Set(change.ids);
       if (change.kind === "remove") {
         const members = config.members.filter((member) => !ids.has(member.id));
-        return { next: { epoch, members, nextId: config.nextId } };
+        return { next: { ...config, epoch, members } };
       }
       const voter = change.ids.find((id) => byId.get(id)!.role !== "learner");
       if (voter !== undefined) {
@@ -191,7 +191,7 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       const members = config.members.map((member) =>
         ids.has(member.id) ? { ...member, role: "voter" as const } : member
       );
-      return { next: { epoch, members, nextId: config.nextId }, promoted: [...change.ids] };
+      return { next: { ...config, epoch, members }, promoted: [...change.ids] };
     }
     case "replace": {
       const old = byId.get(change.id);
@@ -213,7 +213,7 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       const members = config.members.map((member) =>
         member === old ? { ...old, incarnation: old.incarnation + 1, url } : member
       );
-      return { next: { epoch, members, nextId: config.nextId }, replaced: old.id };
+      return { next: { ...config, epoch, members }, replaced: old.id };
     }
     default:
       return `unknown change ${

@@ -50,13 +50,23 @@ export function describeMessage<C>(
       describeDeps(message.pruned)
     } highest=${message.highest}`;
   }
+  if (message.type === "leaserequest") return `${head} seq=${message.seq}`;
+  if (message.type === "leasegrant") {
+    return `${head} seq=${message.seq} frontier=${describeDeps(message.frontier)}`;
+  }
   const id = describeId(message.owner, message.number);
+  const named = (holders: number | undefined, leaseMs: number | undefined) =>
+    holders === undefined || holders === 0
+      ? ""
+      : ` holders=${holders.toString(2)} lease=${leaseMs}ms`;
   const payload = (command: Payload<C>) => describePayload(command, describeCommand);
   switch (message.type) {
     case "preaccept":
       return `${head} ${id} ${payload(message.command)} deps=${describeInstanceDeps(message.deps)}`;
     case "preacceptok":
-      return `${head} ${id} deps=${describeInstanceDeps(message.deps)}`;
+      return `${head} ${id} deps=${describeInstanceDeps(message.deps)}${
+        named(message.holders, message.leaseMs)
+      }`;
     case "accept":
     case "commit":
     case "validate":
@@ -64,9 +74,14 @@ export function describeMessage<C>(
         describeInstanceDeps(message.deps)
       }`;
     case "acceptok":
+      return `${head} ${id} b=${message.ballot}${named(message.holders, message.leaseMs)}`;
     case "recover":
     case "nack":
       return `${head} ${id} b=${message.ballot}`;
+    case "leasenotice":
+      return `${head} ${id} ${payload(message.command)}`;
+    case "leaseack":
+      return `${head} ${id}`;
     case "recoverok":
       return `${head} ${id} b=${message.ballot} abal=${message.acceptedBallot} ${
         describePhase(message.phase)

@@ -77,6 +77,8 @@ export interface Instance<C> {
    * not durable.
    */
   executedMarked: boolean;
+  /** Its execution is applied to the state machine (the Ready that carried it was advanced). */
+  applied: boolean;
 
   // Volatile bookkeeping.
   /** Accesses of the first non-Nop command learned, as indexed for conflicts. */
@@ -124,6 +126,7 @@ export function newInstance<C>(owner: number, number: number, tick: number): Ins
     executed: false,
     lastOfComponent: false,
     executedMarked: false,
+    applied: false,
     accesses: undefined,
     sinceTick: tick,
     visitEpoch: 0,
@@ -180,5 +183,7 @@ export function fromRecord<C>(record: InstanceRecord<C>, tick: number): Instance
   instance.initialDeps = record.initialDeps;
   instance.executed = record.executed;
   instance.executedMarked = record.executed;
+  // A persisted execution marker follows the effects it marks (`executedMarked`).
+  instance.applied = record.executed;
   return instance;
 }

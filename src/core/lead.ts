@@ -53,6 +53,20 @@ export interface Lead<C> {
   validateReplies: (readonly number[] | undefined)[];
   /** Recovery: the set `I`, instance key to the highest phase reported. */
   invalidators: ReadonlyMap<number, Phase>;
+  /** Leases: holders named by the replies (bitmask). */
+  leaseNamed: number;
+  /** Leases: holders known to hold the write (a reply or an acknowledged notice; bitmask). */
+  leaseKnown: number;
+  /** Leases: holders sent a notice (bitmask). */
+  leaseNoticed: number;
+  /** Leases: when notices last went out (driver clock, ms). */
+  leaseNoticedAt: number;
+  /** Leases: until when (own clock) a promise that named a silent holder may last. */
+  leaseReleaseAt: number;
+  /** Leases: whether the decision ever waited on holders (counted once). */
+  leaseHeld: boolean;
+  /** Leases: whether the decision waiting on holders was taken on a timeout. */
+  leaseTimedOut: boolean;
 }
 
 /** One replica's answer to `Recover` (the spec's `RecoverOK` fields). */
@@ -124,6 +138,13 @@ export class Leads<C> {
       rmaxSize: 0,
       validateReplies: NO_REPLIES,
       invalidators: NO_INVALIDATORS,
+      leaseNamed: 0,
+      leaseKnown: 0,
+      leaseNoticed: 0,
+      leaseNoticedAt: Number.NEGATIVE_INFINITY,
+      leaseReleaseAt: Number.NEGATIVE_INFINITY,
+      leaseHeld: false,
+      leaseTimedOut: false,
     };
     this.#leads.set(instance.key, lead);
     return lead;

@@ -20,11 +20,22 @@
  * @module
  */
 
-import { batchAccesses } from "./conflict.ts";
+import { type Access, batchAccesses } from "./conflict.ts";
 import { type Deps, depsEqual, depsRaise, depsUnion, emptyInstanceDeps } from "./deps.ts";
 import { CATCH_UP_RANGE, type CommitRequest } from "./housekeeping.ts";
 import { type Instance, instanceKey, keyNumber, keyOwner, toRecord } from "./instance.ts";
 import { type Lead, popCount, repliedMask } from "./lead.ts";
+import {
+  leaseGateOpen,
+  leaseStillValid,
+  noteLeaseReply,
+  onLeaseGrant,
+  onLeaseNotice,
+  onLeaseRequest,
+  readVerdict,
+  sendLeaseNotices,
+} from "./lease_protocol.ts";
+import type { LeaseReadVerdict, LeaseStats } from "./lease_state.ts";
 import { decidePreAccept, type QuorumSizes } from "./quorum.ts";
 import { Recoverer } from "./recoverer.ts";
 import {
@@ -347,6 +358,7 @@ export class Replica<C> {
   /** Advances logical time by one tick: timeouts, retransmissions, gossip, recovery. */
   tick(): void {
     const tick = ++this.#s.tick;
+    this.#leaseTick();
     for (const lead of this.#s.leads.due(tick)) this.#onLeadTimeout(lead);
     const timing = this.#s.timers.timing;
     if (tick % timing.frontierTicks === 0) this.#gossipFrontier();
@@ -363,6 +375,50 @@ export class Replica<C> {
       }
     }
     this.#s.runExecutor();
+  }
+
+  /**
+   * Takes the driver's clock (monotonic, ms): leases measure time with it.
+   * Call before each step and tick; the core never reads a clock itself.
+   */
+  observeTime(now: number): void {
+    this.#s.leases.observe(now);
+  }
+
+  /**
+   * Whether a read of `accesses` may be served from this replica's state at
+   * `now` under its leases (`lease.ts`): "serve", "hold" (a write to the keys
+   * is pending here; ask again once it executed, with a deadline), or
+   * "refuse" (read through the protocol). A driver that serves must read the
+   * state, then read the clock and check {@linkcode Replica.leaseStillValid}.
+   */
+  localRead(accesses: readonly Access[], now: number): LeaseReadVerdict {
+    return readVerdict(this.#s, accesses, now);
+  }
+
+  /** Whether the lease that let a local read through still holds at `now` (read after the state). */
+  leaseStillValid(now: number): boolean {
+    return leaseStillValid(this.#s, now);
+  }
+
+  /** Lease counters and, per grantor, how long its grant has left (ms). */
+  leaseStatus(now: number): LeaseStats & { remainingMs: number[]; notices: number } {
+    return {
+      ...this.#s.leases.stats,
+      remainingMs: this.#s.leases.remaining(now),
+      notices: this.#s.leases.noticeCount,
+    };
+  }
+
+  #leaseTick(): void {
+    const s = this.#s;
+    if (!s.leases.enabled) return;
+    const seq = s.leases.dueRequest();
+    if (seq !== undefined) {
+      s.sendTo(s.voterPeers, (to) => ({ type: "leaserequest", from: s.id, to, seq }));
+    }
+    if (s.leaseWaiting.size === 0) return;
+    for (const lead of [...s.leaseWaiting]) this.#retryLeaseGate(lead);
   }
 
   // ---------------------------------------------------------------------------
@@ -405,8 +461,13 @@ export class Replica<C> {
     if (inFlight.wroteRecords) this.#s.earlyPreAccepts = true;
     this.#countOwnVotes();
     for (const execution of inFlight.executions) {
-      const instance = this.#s.instances.get(instanceKey(execution.owner, execution.number));
-      if (instance !== undefined) this.#s.out.markExecuted(instance);
+      const key = instanceKey(execution.owner, execution.number);
+      const instance = this.#s.instances.get(key);
+      if (instance !== undefined) {
+        instance.applied = true;
+        this.#s.out.markExecuted(instance);
+      }
+      this.#s.leases.forgetNotice(key);
     }
     for (const instance of inFlight.markers) {
       this.#s.progress.noteDurablyExecuted(instance.owner, instance.number);
@@ -423,7 +484,10 @@ export class Replica<C> {
     // is mistaken), and a non-voter's reply never counts towards a quorum.
     if (VOTER_REQUESTS.has(message.type) && !s.isVoter) return;
     if (VOTER_REPLIES.has(message.type) && !s.isVoterAt(message.from)) return;
-    if (message.type !== "frontier") {
+    if (
+      message.type !== "frontier" && message.type !== "leaserequest" &&
+      message.type !== "leasegrant"
+    ) {
       // An instance at or below the prune floor executed on every replica,
       // the sender included: whatever the message says is stale. Handling it
       // would recreate the instance and run it again.
@@ -435,11 +499,11 @@ export class Replica<C> {
       case "preaccept":
         return this.#onPreAccept(message);
       case "preacceptok":
-        return this.#onPreAcceptOk(message.from, message.owner, message.number, message.deps);
+        return this.#onPreAcceptOk(message);
       case "accept":
         return this.#onAccept(message);
       case "acceptok":
-        return this.#onAcceptOk(message.from, message.owner, message.number, message.ballot);
+        return this.#onAcceptOk(message);
       case "commit":
         return this.#onCommit(message);
       case "recover":
@@ -458,6 +522,14 @@ export class Replica<C> {
         return this.#onCommitRequest(message.from, message.owner, message.number, message.count);
       case "frontier":
         return this.#onFrontier(message.from, message.executed, message.pruned, message.highest);
+      case "leaserequest":
+        return onLeaseRequest(s, message.from, message.seq);
+      case "leasegrant":
+        return onLeaseGrant(s, message);
+      case "leasenotice":
+        return onLeaseNotice(s, message);
+      case "leaseack":
+        return this.#onLeaseAck(message.from, message.owner, message.number);
     }
   }
 
@@ -513,6 +585,7 @@ export class Replica<C> {
       lead.preAcceptReplies[this.#s.id] = deps;
       this.#sendPreAccept(lead, this.#s.pick(this.#s.quorum.preAcceptTargets, 0));
     }
+    sendLeaseNotices(this.#s, lead, lead.contacted);
     return { owner: this.#s.id, number };
   }
 
@@ -580,13 +653,30 @@ export class Replica<C> {
   }
 
   /** `HandlePreAcceptOK` (lines 19-25). */
-  #onPreAcceptOk(from: number, owner: number, number: number, deps: Deps): void {
-    const lead = this.#s.leads.get(instanceKey(owner, number));
+  #onPreAcceptOk(message: Message<C> & { type: "preacceptok" }): void {
+    const lead = this.#s.leads.get(instanceKey(message.owner, message.number));
     if (lead === undefined || lead.stage !== "preaccept") return;
     const instance = lead.instance;
     if (instance.ballot !== 0 || instance.phase !== Phase.PreAccepted) return;
-    lead.preAcceptReplies[from] = deps;
+    lead.preAcceptReplies[message.from] = message.deps;
+    noteLeaseReply(this.#s, lead, message.from, message);
     this.#decidePreAccept(lead, false);
+  }
+
+  /** A lease holder knows of the write `lead` coordinates: its decision may go on. */
+  #onLeaseAck(from: number, owner: number, number: number): void {
+    const lead = this.#s.leads.get(instanceKey(owner, number));
+    if (lead === undefined) return;
+    lead.leaseKnown |= 1 << from;
+    if (this.#s.leaseWaiting.has(lead)) this.#retryLeaseGate(lead);
+  }
+
+  /** Takes again the decision a lease gate held back. */
+  #retryLeaseGate(lead: Lead<C>): void {
+    this.#s.leaseWaiting.delete(lead);
+    if (!this.#s.leads.isCurrent(lead)) return;
+    if (lead.stage === "preaccept") return this.#decidePreAccept(lead, lead.leaseTimedOut);
+    if (lead.stage === "accept") return this.#tryCommitAccepted(lead);
   }
 
   /** Tallies the PreAcceptOK replies and carries out `decidePreAccept`. */
@@ -610,6 +700,8 @@ export class Replica<C> {
     const tally = { matching, replies, outstanding, timedOut, widened: lead.widened };
     switch (decidePreAccept(tally, this.#s.quorum)) {
       case "fast":
+        // Quorum leases: every holder named by the quorum knows of the write first.
+        if (!leaseGateOpen(this.#s, lead, timedOut)) return;
         this.#s.stats.fastCommits++;
         instance.commitMustPersist = true;
         this.#commit(instance, 0, instance.command!, initialDeps);
@@ -688,13 +780,24 @@ export class Replica<C> {
   }
 
   /** `HandleAcceptOK` (lines 34-36). */
-  #onAcceptOk(from: number, owner: number, number: number, ballot: number): void {
-    const lead = this.#s.leads.get(instanceKey(owner, number));
+  #onAcceptOk(message: Message<C> & { type: "acceptok" }): void {
+    const { from, ballot } = message;
+    const lead = this.#s.leads.get(instanceKey(message.owner, message.number));
     if (lead === undefined || lead.stage !== "accept" || lead.ballot !== ballot) return;
     const instance = lead.instance;
     if (instance.ballot !== ballot || instance.phase !== Phase.Accepted) return;
     lead.acks |= 1 << from;
+    noteLeaseReply(this.#s, lead, from, message);
+    this.#tryCommitAccepted(lead);
+  }
+
+  /** Commits `lead`'s instance once an Accept quorum answered and the lease gate is open. */
+  #tryCommitAccepted(lead: Lead<C>): void {
+    const instance = lead.instance;
+    const ballot = lead.ballot;
+    if (instance.ballot !== ballot || instance.phase !== Phase.Accepted) return;
     if (popCount(lead.acks) < this.#s.quorum.slowQuorumSize) return;
+    if (!leaseGateOpen(this.#s, lead, false)) return;
     if (ballot === 0) {
       this.#s.stats.slowCommits++;
     } else {

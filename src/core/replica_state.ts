@@ -25,6 +25,8 @@ import {
   toRecord,
 } from "./instance.ts";
 import { type Lead, Leads } from "./lead.ts";
+import { type LeaseConfiguration, leaseConfigurationProblem } from "./lease.ts";
+import { LeaseState, type UnsafeLeaseOptions } from "./lease_state.ts";
 import { ProgressTracker } from "./progress.ts";
 import { MAX_REPLICAS, type QuorumSizes, quorumSizes } from "./quorum.ts";
 import { ReadyBuilder } from "./ready_builder.ts";
@@ -111,6 +113,19 @@ export interface ReplicaOptions<C> {
    * broken decider (`tests/sim/explore_test.ts`). A replica given it is unsafe.
    */
   readonly unsafeQuorumSizes?: Partial<QuorumSizes>;
+  /** Quorum leases (`lease.ts`); absent or without rules: none. */
+  readonly leases?: LeaseConfiguration;
+  /**
+   * When this process started (the driver's clock, ms), if this core is the
+   * first of the process: as a grantor it names every holder for a lease
+   * length, its promises being lost (`lease.ts`, the restart rule). Absent
+   * for a core rebuilt in the same process (a new epoch, an installed
+   * snapshot), whose old promises ended with the old core's epoch or were
+   * kept by a grantor that did not restart.
+   */
+  readonly leaseRestartedAt?: number;
+  /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
+  readonly unsafeLeases?: UnsafeLeaseOptions;
 }
 
 /** What a replica reloads after a restart: everything its storage holds. */
@@ -136,6 +151,9 @@ export interface OwnProposal<C> {
   /** How many times they were proposed again after a Nop replaced them. */
   readonly reproposals: number;
 }
+
+/** No leases: the configuration of a replica given none. */
+const NO_LEASES: LeaseConfiguration = { leaseMs: 2000, renewMs: 500, drift: 0, rules: [] };
 
 /** The state of one replica, shared by its handlers. */
 export class ReplicaState<C> {
@@ -206,6 +224,10 @@ export class ReplicaState<C> {
   readonly nackedBallots = new Map<number, number>();
   /** Counters. */
   readonly stats: ReplicaStats = newReplicaStats();
+  /** Quorum leases: this replica as grantor and holder. */
+  readonly leases: LeaseState;
+  /** Leads whose decision waits on lease holders' acknowledgements. */
+  readonly leaseWaiting = new Set<Lead<C>>();
   /** The current tick. */
   tick = 0;
   /** The last number this replica allocated in its own row. */
@@ -258,6 +280,18 @@ export class ReplicaState<C> {
     this.leads = new Leads(this.n);
     this.progress = new ProgressTracker(this.id, this.n, { members });
     this.housekeeping = new Housekeeping(this.id, this.n, this.timers, this.progress);
+    const leases = options.leases ?? NO_LEASES;
+    const leaseProblem = leaseConfigurationProblem(leases, this.n);
+    if (leaseProblem !== undefined) {
+      throw new RangeError(`Invalid lease configuration: ${leaseProblem}`);
+    }
+    this.leases = new LeaseState(this.id, this.n, {
+      configuration: leases,
+      voterMask: this.voterMask,
+      memberMask: this.memberMask,
+      ...(options.leaseRestartedAt === undefined ? {} : { restartedAt: options.leaseRestartedAt }),
+      ...(options.unsafeLeases === undefined ? {} : { unsafe: options.unsafeLeases }),
+    });
     for (let distance = 1; distance < this.n; distance++) {
       const peer = (this.id + distance) % this.n;
       if (this.isVoterAt(peer)) this.peerOrder.push(peer);
@@ -279,6 +313,7 @@ export class ReplicaState<C> {
     const instance = newInstance<C>(owner, number, this.tick);
     this.instances.set(instance.key, instance);
     this.housekeeping.noteExists(owner, number);
+    this.leases.noteInstance(owner, number);
     return instance;
   }
 
@@ -377,9 +412,25 @@ export class ReplicaState<C> {
     const { owner, number } = instance;
     switch (body.type) {
       case "preacceptok":
-        return this.out.send({ type: "preacceptok", from, to, owner, number, deps: body.deps });
+        return this.out.send({
+          type: "preacceptok",
+          from,
+          to,
+          owner,
+          number,
+          deps: body.deps,
+          ...this.#leaseNaming(instance),
+        });
       case "acceptok":
-        return this.out.send({ type: "acceptok", from, to, owner, number, ballot: body.ballot });
+        return this.out.send({
+          type: "acceptok",
+          from,
+          to,
+          owner,
+          number,
+          ballot: body.ballot,
+          ...this.#leaseNaming(instance),
+        });
       case "validateok":
         return this.out.send({
           type: "validateok",
@@ -391,6 +442,19 @@ export class ReplicaState<C> {
           invalidators: body.invalidators,
         });
     }
+  }
+
+  /**
+   * The lease holders this replica, as a grantor acknowledging `instance`,
+   * names (the card: "grantors name the holders they have promised"), with
+   * its promises' time left; nothing when it names nobody.
+   */
+  #leaseNaming(instance: Instance<C>): { holders?: number; leaseMs?: number } {
+    if (!this.leases.enabled || instance.command === NOP || instance.accesses === undefined) {
+      return {};
+    }
+    const { holders, remainingMs } = this.leases.named(instance.accesses);
+    return holders === 0 ? {} : { holders, leaseMs: Math.ceil(remainingMs) };
   }
 
   /** Tells `to` that `instance` is promised to a higher ballot. */
@@ -599,6 +663,7 @@ export class ReplicaState<C> {
       this.instances.set(instance.key, instance);
       loaded.push(instance);
       this.housekeeping.noteExists(instance.owner, instance.number);
+      this.leases.noteInstance(instance.owner, instance.number);
       if (instance.owner === this.id && instance.number > this.lastNumber) {
         this.lastNumber = instance.number;
       }

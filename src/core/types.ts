@@ -101,6 +101,10 @@ export interface PreAcceptOkMessage extends About {
   readonly type: "preacceptok";
   /** D0 joined with the replier's own conflicts. */
   readonly deps: Deps;
+  /** Lease holders this grantor has promised for the command's keys (bitmask; absent: none). */
+  readonly holders?: number;
+  /** How long the longest of those promises has left on the replier's clock (ms). */
+  readonly leaseMs?: number;
 }
 
 /** `Accept(b, id, c, D)`: Figure 3 line 25, and recovery's Accept. */
@@ -121,6 +125,10 @@ export interface AcceptOkMessage extends About {
   readonly type: "acceptok";
   /** Ballot accepted. */
   readonly ballot: number;
+  /** Lease holders this grantor has promised for the command's keys (bitmask; absent: none). */
+  readonly holders?: number;
+  /** How long the longest of those promises has left on the replier's clock (ms). */
+  readonly leaseMs?: number;
 }
 
 /** `Commit(b, id, c, D)`: sent to every replica with the full command (thrifty peers first hear of it here). */
@@ -231,6 +239,38 @@ export interface FrontierMessage extends Envelope {
   readonly highest: number;
 }
 
+/** A lease holder asks a grantor for a lease (`lease.ts`); it times the lease from sending this. */
+export interface LeaseRequestMessage extends Envelope {
+  /** Discriminant. */
+  readonly type: "leaserequest";
+  /** The holder's sequence number, echoed in the grant. */
+  readonly seq: number;
+}
+
+/** A grantor's promise, answering request `seq`: it names the holder in every write it acknowledges. */
+export interface LeaseGrantMessage extends Envelope {
+  /** Discriminant. */
+  readonly type: "leasegrant";
+  /** The request answered. */
+  readonly seq: number;
+  /** Per row, the highest instance the grantor held: the grant counts once the holder executed that far. */
+  readonly frontier: Deps;
+}
+
+/** Tells a lease holder outside a write's quorum of the write, so it holds reads of its keys. */
+export interface LeaseNoticeMessage<C> extends About {
+  /** Discriminant. */
+  readonly type: "leasenotice";
+  /** The write. */
+  readonly command: Payload<C>;
+}
+
+/** A lease holder knows of the write (from a notice): the coordinator may decide it. */
+export interface LeaseAckMessage extends About {
+  /** Discriminant. */
+  readonly type: "leaseack";
+}
+
 /** Every message replicas exchange. */
 export type Message<C> =
   | PreAcceptMessage<C>
@@ -245,7 +285,19 @@ export type Message<C> =
   | WaitingMessage
   | NackMessage
   | CommitRequestMessage
-  | FrontierMessage;
+  | FrontierMessage
+  | LeaseRequestMessage
+  | LeaseGrantMessage
+  | LeaseNoticeMessage<C>
+  | LeaseAckMessage;
+
+/** The messages about one instance (all but gossip and the lease grants' exchange). */
+export type InstanceMessage<C> = Extract<Message<C>, { readonly owner: number }>;
+
+/** Whether `message` is about one instance (it has `owner` and `number`). */
+export function isInstanceMessage<C>(message: Message<C>): message is InstanceMessage<C> {
+  return "owner" in message;
+}
 
 /** The type names of every message. */
 export const MESSAGE_TYPES: readonly Message<unknown>["type"][] = [
@@ -262,6 +314,10 @@ export const MESSAGE_TYPES: readonly Message<unknown>["type"][] = [
   "nack",
   "commitrequest",
   "frontier",
+  "leaserequest",
+  "leasegrant",
+  "leasenotice",
+  "leaseack",
 ];
 
 /** A committed instance whose commands the state machine must now apply, in order. */

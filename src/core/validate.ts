@@ -52,17 +52,34 @@ export function validateMessage<C>(
     if (!natural("highest", MAX_INSTANCE_NUMBER)) return fail("Frontier has a malformed highest");
     return { ok: true, message: m as unknown as Message<C> };
   }
+  if (m.type === "leaserequest") {
+    if (!natural("seq", Number.MAX_SAFE_INTEGER, 1)) {
+      return fail("Lease request has a malformed seq");
+    }
+    return { ok: true, message: m as unknown as Message<C> };
+  }
+  if (m.type === "leasegrant") {
+    if (!natural("seq", Number.MAX_SAFE_INTEGER, 1) || !rows("frontier")) {
+      return fail("Lease grant is malformed");
+    }
+    return { ok: true, message: m as unknown as Message<C> };
+  }
   if (!replica("owner") || !natural("number", MAX_INSTANCE_NUMBER, 1)) {
     return fail("Message names no valid instance");
   }
   const ballot = () => natural("ballot", MAX_BALLOT);
+  // Lease holders named in a reply: a bitmask of positions, and the promise's time left.
+  const leaseNaming = () =>
+    (m.holders === undefined || natural("holders", 2 ** n - 1)) &&
+    (m.leaseMs === undefined ||
+      (typeof m.leaseMs === "number" && m.leaseMs >= 0 && m.leaseMs <= 3_600_000));
   let valid: boolean;
   switch (m.type) {
     case "preaccept":
       valid = m.command !== NOP && payload("command") && deps("deps");
       break;
     case "preacceptok":
-      valid = deps("deps");
+      valid = deps("deps") && leaseNaming();
       break;
     case "accept":
     case "commit":
@@ -70,9 +87,17 @@ export function validateMessage<C>(
       valid = ballot() && payload("command") && deps("deps");
       break;
     case "acceptok":
+      valid = ballot() && leaseNaming();
+      break;
     case "recover":
     case "nack":
       valid = ballot();
+      break;
+    case "leasenotice":
+      valid = m.command !== NOP && payload("command");
+      break;
+    case "leaseack":
+      valid = true;
       break;
     case "recoverok":
       valid = ballot() && natural("acceptedBallot", MAX_BALLOT) && natural("phase", 3) &&

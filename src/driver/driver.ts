@@ -35,6 +35,7 @@ import {
   describeKvCommand,
   type KvCommand,
   type KvCommandInput,
+  kvConflicts,
   type ReconfCommand,
 } from "../kv/commands.ts";
 import type { KvResult, KvStateMachine } from "../kv/state_machine.ts";
@@ -50,6 +51,37 @@ import { nextEpochSnapshot, reconfToNext } from "./epoch.ts";
 import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { openState } from "./open_state.ts";
+import { type LeaseReadMetrics, LeaseReads } from "./lease_reads.ts";
+import type { LeaseRule } from "../core/lease.ts";
+
+/** What {@linkcode ReplicaDriver.leaseStatus} reports. */
+export interface LeaseStatus {
+  /** Whether the configuration leases any key. */
+  readonly configured: boolean;
+  /** Lease length (ms) and declared drift, when configured. */
+  readonly leaseMs?: number;
+  readonly drift?: number;
+  /** The lease rules, when configured. */
+  readonly rules?: readonly LeaseRule[];
+  /** Whether this replica holds a majority of caught-up grants now. */
+  readonly valid: boolean;
+  /** Per voter id, how long its grant to this replica has left (ms). */
+  readonly grantRemainingMs: Record<string, number>;
+  /** Grants given as a grantor and received as a holder. */
+  readonly grants: { readonly given: number; readonly received: number };
+  /** Writes this replica coordinated that waited on holders, and those decided after promises ran out. */
+  readonly writes: { readonly heldForHolders: number; readonly released: number };
+  /** Writes told of by notice: pending here, acknowledged, refused (too many). */
+  readonly notices: {
+    readonly pending: number;
+    readonly acknowledged: number;
+    readonly refused: number;
+  };
+  /** Local reads, held reads and fallbacks. */
+  readonly reads: LeaseReadMetrics & { readonly held: number };
+  /** Local reads over every linearizable read answered (null before any). */
+  readonly localReadRatio: number | null;
+}
 import {
   DEFAULT_MAX_HELD_COMMANDS,
   DEFAULT_SNAPSHOT_FETCH_TIMEOUT_MS,
@@ -108,6 +140,8 @@ export class ReplicaDriver {
   readonly #proposals: Proposals;
   /** Takes the core's Readies. */
   readonly #loop: ReadyLoop;
+  /** Linearizable reads served locally under quorum leases. */
+  readonly #leaseReads: LeaseReads;
   #tickTimer: Timer | undefined;
   #started = false;
   #stopped = false;
@@ -134,6 +168,9 @@ export class ReplicaDriver {
     this.#transport = options.transport;
     this.#clock = options.clock;
     this.#tickMs = options.tickMs ?? 5;
+    this.#leaseReads = new LeaseReads(options.clock, {
+      ...(options.leaseReadHoldMs === undefined ? {} : { holdMs: options.leaseReadHoldMs }),
+    });
     this.#lastTickMs = this.#clock.now();
     this.#startedMs = this.#clock.now();
     // What every part of the driver is given: the edges and the settings.
@@ -155,6 +192,7 @@ export class ReplicaDriver {
       decided: (ready, early) => this.#proposals.decided(ready.decided, early),
       execute: (ready) => this.#execute(ready),
       state: () => this.#kv,
+      advanced: () => this.#leaseReads.retry(),
     });
     this.#proposals = new Proposals({
       ...edges,
@@ -305,6 +343,79 @@ export class ReplicaDriver {
    * @throws {OutcomeUnknownError} if the command was proposed but not answered
    *   in time.
    */
+  /**
+   * A linearizable read (get or list): served from this replica's state
+   * when its quorum leases allow (`src/core/lease.ts`), held while a write
+   * to its keys is pending here, otherwise proposed as a command like
+   * {@linkcode ReplicaDriver.submit}.
+   */
+  read(input: KvCommandInput & { op: "get" | "list" }): Promise<KvResult> {
+    return new Promise((resolve, reject) => this.readWith(input, { resolve, reject }));
+  }
+
+  /** {@linkcode ReplicaDriver.read} with callbacks (the simulator's clients). */
+  readWith(input: KvCommandInput & { op: "get" | "list" }, answer: Answer): void {
+    const command = { ...input, request: "" } as KvCommand;
+    this.#leaseReads.readThen(
+      () => this.#leaseCore(),
+      kvConflicts.accesses(command),
+      (): KvResult =>
+        input.op === "get"
+          ? { op: "get", ok: true, entry: this.#kv.read(input.key) }
+          : this.#kv.list(input.prefix, input.after, input.limit),
+      (result) => {
+        if (result !== undefined) return answer.resolve(result.value);
+        this.submitWith(input, answer);
+      },
+    );
+  }
+
+  /** The core, when this replica may serve reads under its leases at all. */
+  #leaseCore(): Replica<KvCommand> | undefined {
+    if (this.#stopped || this.#switch.installing || this.#membership.joining || this.removed) {
+      return undefined;
+    }
+    if (this.#membership.retired !== undefined) return undefined;
+    return this.#core;
+  }
+
+  /**
+   * The lease state for `/status` and `/metrics`: the configuration's
+   * leases, whether this replica may read locally now, per grantor how long
+   * its grant has left, the writes that waited on holders, and the reads.
+   */
+  leaseStatus(): LeaseStatus {
+    const leases = this.#membership.configuration.leases;
+    const now = this.#clock.now();
+    const core = this.#leaseCore();
+    const status = this.#core.leaseStatus(now);
+    const reads = this.#leaseReads.metrics;
+    const fallbacks = Object.values(reads.fallbacks).reduce((a, b) => a + b, 0);
+    return {
+      configured: leases !== undefined && leases.rules.length > 0,
+      ...(leases === undefined
+        ? {}
+        : { leaseMs: leases.leaseMs, drift: leases.drift, rules: leases.rules }),
+      valid: core !== undefined && leases !== undefined && core.leaseStillValid(now),
+      grantRemainingMs: Object.fromEntries(
+        this.#membership.configuration.members
+          .filter((member) => member.id !== this.id && member.role === "voter")
+          .map((member) => [member.id, Math.round(status.remainingMs[member.id] ?? 0)]),
+      ),
+      grants: { given: status.grantsGiven, received: status.grantsReceived },
+      writes: { heldForHolders: status.writesHeldForHolders, released: status.writesReleased },
+      notices: {
+        pending: status.notices,
+        acknowledged: status.noticesAcknowledged,
+        refused: status.noticesRefused,
+      },
+      reads: { ...reads, held: this.#leaseReads.heldCount },
+      localReadRatio: reads.localReads + fallbacks === 0
+        ? null
+        : reads.localReads / (reads.localReads + fallbacks),
+    };
+  }
+
   submit(input: KvCommandInput): Promise<KvResult> {
     return new Promise((resolve, reject) => this.submitWith(input, { resolve, reject }));
   }
@@ -347,6 +458,7 @@ export class ReplicaDriver {
     this.metrics.batchesReceived++;
     this.metrics.messagesReceived += batch.messages.length;
     const log = this.#options.traceMessages ? this.#options.log : undefined;
+    this.#core.observeTime(this.#clock.now());
     for (const message of batch.messages) {
       log?.(`recv ${describeMessage(message, describeKvCommand)}`);
       this.#core.step(message);
@@ -605,8 +717,10 @@ export class ReplicaDriver {
     ticks = Math.min(ticks, 200);
     // A joiner's or a removed replica's core takes no part until it has an epoch to serve.
     if (!this.#membership.joining && !this.removed) {
+      this.#core.observeTime(now);
       for (let i = 0; i < ticks; i++) this.#core.tick();
     }
+    this.#leaseReads.retry();
     this.#updatePeerOrder();
     this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
     this.#membership.expireBase(now);

@@ -52,6 +52,12 @@ export function openState(
       conflicts: kvConflicts,
       timing: { ...NODE_TIMING, ...options.timing },
       retentionCommands: options.maxHeldCommands ?? DEFAULT_MAX_HELD_COMMANDS,
+      ...(configuration.leases === undefined ? {} : { leases: configuration.leases }),
+      // Every new core is a grantor that forgot its promises (a process
+      // start, an installed snapshot): it names every holder for a lease
+      // length (src/core/lease.ts, the restart rule).
+      leaseRestartedAt: options.clock.now(),
+      ...(options.unsafeLeases === undefined ? {} : { unsafeLeases: options.unsafeLeases }),
     },
     {
       records: loaded.records,

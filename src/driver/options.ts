@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { UnsafeLeaseOptions } from "../core/lease_state.ts";
 import type { Configuration } from "../core/configuration.ts";
 import { DEFAULT_TIMING, type TimingOptions } from "../core/replica.ts";
 import type { Execution } from "../core/types.ts";
@@ -119,6 +120,10 @@ export interface ReplicaDriverOptions {
    * transport measures nothing: the scenario scripts choose the order.
    */
   readonly fixedPeerOrder?: boolean;
+  /** How long a linearizable read is held for a pending write before it goes through the protocol (ms). */
+  readonly leaseReadHoldMs?: number;
+  /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
+  readonly unsafeLeases?: UnsafeLeaseOptions;
   /**
    * Watches what the driver does that its edges cannot see (the scenario tests
    * print it). Storage and transport see their own calls. Absent: nothing is

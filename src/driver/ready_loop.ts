@@ -60,6 +60,8 @@ export interface ReadyLoopHost {
   execute(ready: Ready<KvCommand>): void;
   /** The key-value state now (storage that logs changes asks for the whole of it now and then). */
   state(): KvStateMachine;
+  /** A Ready was advanced: its executions are applied (reads held for them may go on). */
+  advanced?(): void;
 }
 
 /** Takes the core's Readies in the order its contract requires. */
@@ -248,6 +250,7 @@ export class ReadyLoop {
     this.#send(ready.messages);
     this.#host.execute(ready);
     core.advance();
+    this.#host.advanced?.();
   }
 
   #observeCommit(elapsedMs: number, records: number, effects: number): void {

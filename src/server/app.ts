@@ -246,6 +246,7 @@ export function createApp(options: AppOptions): Hono {
         snapshotsInstalled: node.metrics.snapshotsInstalled,
       },
       executed: { instances: stats.executedInstances, commands: stats.executedCommands },
+      leases: node.leaseStatus(),
       keys: node.state.size,
       stateDigest: node.state.digest,
     });
@@ -323,12 +324,14 @@ export function createApp(options: AppOptions): Hono {
     if (consistency !== "linearizable") {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    return await run(node, {
-      op: "list",
-      prefix,
-      ...(cursor === undefined ? {} : { after: cursor }),
-      limit,
-    }, page);
+    return page(
+      await node.read({
+        op: "list",
+        prefix,
+        ...(cursor === undefined ? {} : { after: cursor }),
+        limit,
+      }),
+    );
   });
 
   client.get("/kv/*", async (c) => {
@@ -346,14 +349,11 @@ export function createApp(options: AppOptions): Hono {
     if (consistency !== "linearizable") {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    return await run(
-      node,
-      { op: "get", key: parsed.key },
-      (result) =>
-        result.op === "get" && result.ok
-          ? answer(result.entry)
-          : problem(c, 500, "Unexpected result"),
-    );
+    // Under a lease, from this replica's state; otherwise through the protocol.
+    const result = await node.read({ op: "get", key: parsed.key });
+    return result.op === "get" && result.ok
+      ? answer(result.entry)
+      : problem(c, 500, "Unexpected result");
   });
 
   client.put(

@@ -21,10 +21,20 @@
  *   `{ "value": "..." }` (for local development only). At least 16 characters.
  * - `clientToken` (optional, same forms): when set, client routes require
  *   `Authorization: Bearer <token>`.
+ * - `leases` (optional): quorum leases for linearizable reads at local
+ *   latency, `"all"` (every key to every replica), `"none"` (the default),
+ *   or `{ "rules": [{ "prefix": "cfg/", "holders": "all" | [ids] }],
+ *   "leaseMs": 2000, "renewMs": 500, "drift": 0.01 }`. Bootstraps the first
+ *   epoch only, like the members.
  *
  * @module
  */
 
+import {
+  type LeaseConfiguration,
+  leaseConfigurationProblem,
+  leaseEveryKey,
+} from "../core/lease.ts";
 import { MAX_REPLICAS } from "../core/quorum.ts";
 import { formatHostPort, urlEndpoint } from "../net/endpoint.ts";
 
@@ -54,6 +64,12 @@ export interface ClusterConfig {
   readonly secret: SecretReference;
   /** The client token's source, if client routes are guarded. */
   readonly clientToken?: SecretReference;
+  /**
+   * Quorum leases for the first epoch (`"all"`: every key to every replica;
+   * `"none"` or absent: none; or rules). Later epochs keep what the
+   * committed configuration says.
+   */
+  readonly leases?: LeaseConfiguration;
 }
 
 /** A configuration problem, with a message that names the field. */
@@ -146,7 +162,57 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
   const clientToken = record.clientToken === undefined
     ? undefined
     : secretReference(record.clientToken, `${source}: clientToken`);
-  return { replicas, secret, ...(clientToken === undefined ? {} : { clientToken }) };
+  const leases = parseLeases(record.leases, n, `${source}: leases`);
+  return {
+    replicas,
+    secret,
+    ...(clientToken === undefined ? {} : { clientToken }),
+    ...(leases === undefined ? {} : { leases }),
+  };
+}
+
+/**
+ * The `leases` field of a cluster file: `"all"`, `"none"`, or an object with
+ * `rules` (`[{ "prefix": "cfg/", "holders": "all" | [ids] }]`) and optional
+ * `leaseMs`, `renewMs` and `drift`.
+ */
+function parseLeases(
+  value: unknown,
+  replicas: number,
+  field: string,
+): LeaseConfiguration | undefined {
+  if (value === undefined || value === "none") return undefined;
+  if (value === "all") return leaseEveryKey();
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ConfigError(`${field} must be "all", "none" or an object with rules`);
+  }
+  const record = value as Record<string, unknown>;
+  const number = (name: string): number | undefined => {
+    const item = record[name];
+    if (item === undefined) return undefined;
+    if (typeof item !== "number") throw new ConfigError(`${field}.${name} must be a number`);
+    return item;
+  };
+  if (!Array.isArray(record.rules)) throw new ConfigError(`${field}.rules must be a list`);
+  const rules = record.rules.map((rule: unknown, index: number) => {
+    const entry = rule as Record<string, unknown> | null;
+    if (typeof entry !== "object" || entry === null || typeof entry.prefix !== "string") {
+      throw new ConfigError(`${field}.rules[${index}] must have a string prefix`);
+    }
+    if (entry.holders !== "all" && !Array.isArray(entry.holders)) {
+      throw new ConfigError(`${field}.rules[${index}].holders must be "all" or a list of ids`);
+    }
+    return { prefix: entry.prefix, holders: entry.holders as number[] | "all" };
+  });
+  const leases = leaseEveryKey({
+    ...(number("leaseMs") === undefined ? {} : { leaseMs: number("leaseMs") }),
+    ...(number("renewMs") === undefined ? {} : { renewMs: number("renewMs") }),
+    ...(number("drift") === undefined ? {} : { drift: number("drift") }),
+    rules,
+  });
+  const problem = leaseConfigurationProblem(leases, replicas);
+  if (problem !== undefined) throw new ConfigError(`${field}: ${problem}`);
+  return leases;
 }
 
 /**

@@ -18,6 +18,7 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
   const peerName = (id: number) => labelValue(names?.[id] ?? `replica-${id}`);
   const peers = node.peers();
   const now = node.now();
+  const leases = node.leaseStatus();
   const page = new MetricsPage()
     .family(
       "epaxos_proposals_committed_total",
@@ -81,6 +82,53 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
     .family("epaxos_epoch", "gauge", "The configuration epoch this replica is in.", [
       `epaxos_epoch ${node.configuration.epoch}`,
     ])
+    .family(
+      "epaxos_lease_valid",
+      "gauge",
+      "1 when this replica holds a majority of caught-up lease grants (it may read locally).",
+      [`epaxos_lease_valid ${leases.valid ? 1 : 0}`],
+    )
+    .family(
+      "epaxos_lease_grant_remaining_seconds",
+      "gauge",
+      "Per grantor, how long its lease grant to this replica has left.",
+      Object.entries(leases.grantRemainingMs).map(([peer, ms]) =>
+        `epaxos_lease_grant_remaining_seconds{peer="${peerName(Number(peer))}"} ${ms / 1000}`
+      ),
+    )
+    .family(
+      "epaxos_lease_reads_total",
+      "counter",
+      "Linearizable reads by how they were served: locally under a lease, or through the protocol (and why).",
+      [
+        `epaxos_lease_reads_total{served="local"} ${leases.reads.localReads}`,
+        `epaxos_lease_reads_total{served="protocol",reason="no_lease"} ${leases.reads.fallbacks.noLease}`,
+        `epaxos_lease_reads_total{served="protocol",reason="not_leased"} ${leases.reads.fallbacks.notLeased}`,
+        `epaxos_lease_reads_total{served="protocol",reason="held_too_long"} ${leases.reads.fallbacks.heldTooLong}`,
+        `epaxos_lease_reads_total{served="protocol",reason="expired_during_read"} ${leases.reads.fallbacks.expiredDuringRead}`,
+      ],
+    )
+    .family(
+      "epaxos_lease_held_reads_total",
+      "counter",
+      "Local reads held for a pending write to their keys first.",
+      [`epaxos_lease_held_reads_total ${leases.reads.heldReads}`],
+    )
+    .family(
+      "epaxos_lease_held_read_seconds_total",
+      "counter",
+      "Time local reads spent held for pending writes.",
+      [`epaxos_lease_held_read_seconds_total ${leases.reads.heldReadMs / 1000}`],
+    )
+    .family(
+      "epaxos_lease_writes_total",
+      "counter",
+      "Writes this replica coordinated that waited on lease holders, and those decided after a silent holder's promises ran out.",
+      [
+        `epaxos_lease_writes_total{outcome="held_for_holders"} ${leases.writes.heldForHolders}`,
+        `epaxos_lease_writes_total{outcome="released"} ${leases.writes.released}`,
+      ],
+    )
     .family("epaxos_snapshots_installed_total", "counter", "Snapshots installed here.", [
       `epaxos_snapshots_installed_total ${metrics.snapshotsInstalled}`,
     ])

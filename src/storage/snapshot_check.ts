@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { LeaseConfiguration } from "../core/lease.ts";
 import {
   type Configuration,
   configurationProblem,
@@ -125,6 +126,19 @@ export function copyConfiguration(configuration: Configuration): Configuration {
       role,
     })),
     nextId: configuration.nextId,
+    ...(configuration.leases === undefined ? {} : { leases: copyLeases(configuration.leases) }),
+  };
+}
+
+function copyLeases(leases: LeaseConfiguration): LeaseConfiguration {
+  return {
+    leaseMs: leases.leaseMs,
+    renewMs: leases.renewMs,
+    drift: leases.drift,
+    rules: leases.rules.map(({ prefix, holders }) => ({
+      prefix,
+      holders: holders === "all" ? "all" : [...holders],
+    })),
   };
 }
 

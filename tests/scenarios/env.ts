@@ -31,7 +31,13 @@ import {
   type ReplicaStats,
   type TimingOptions,
 } from "../../src/core/replica.ts";
-import { type InstanceRecord, type Message, MESSAGE_TYPES, NOP } from "../../src/core/types.ts";
+import {
+  type InstanceRecord,
+  isInstanceMessage,
+  type Message,
+  MESSAGE_TYPES,
+  NOP,
+} from "../../src/core/types.ts";
 import type { KvCommand, KvCommandInput } from "../../src/kv/commands.ts";
 import { SeededRandom } from "../../src/runtime/random.ts";
 import { InvariantChecker } from "../../src/sim/invariants.ts";
@@ -679,7 +685,7 @@ function matches(message: Message<KvCommand>, filter: MessageFilter): boolean {
   if (filter.to !== undefined && !filter.to.includes(message.to)) return false;
   if (filter.types !== undefined && !filter.types.includes(message.type)) return false;
   if (filter.instance !== undefined) {
-    if (message.type === "frontier") return false;
+    if (!isInstanceMessage(message)) return false;
     if (message.owner !== filter.instance.owner || message.number !== filter.instance.number) {
       return false;
     }

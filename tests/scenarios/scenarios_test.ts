@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { depsEqual } from "../../src/core/deps.ts";
 import { describePayload } from "../../src/core/describe.ts";
-import { type Message, NOP, Phase } from "../../src/core/types.ts";
+import { isInstanceMessage, type Message, NOP, Phase } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 import { describeScenarioCommand, ScenarioEnv } from "./env.ts";
 import { formatScript, parseScript } from "./script.ts";
@@ -126,7 +126,7 @@ function sentAbout<T extends Message<KvCommand>["type"]>(
 ): (Message<KvCommand> & { type: T })[] {
   const [owner, number] = id.split(".").map(Number) as [number, number];
   return env.sent.filter((message): message is Message<KvCommand> & { type: T } =>
-    message.type === type && message.type !== "frontier" && message.owner === owner &&
+    message.type === type && isInstanceMessage(message) && message.owner === owner &&
     message.number === number
   );
 }
@@ -188,7 +188,7 @@ const CHECKS: Record<string, (env: ScenarioEnv) => void> = {
     const recover = sentAbout(env, "recover", "0.1").find((m) => m.from === 2 && m.to === 0);
     assert.ok(recover !== undefined);
     const answer = env.sent.slice(env.sent.indexOf(recover)).find((m) =>
-      m.from === 0 && m.to === 2 && m.type !== "frontier" && m.owner === 0 && m.number === 1
+      m.from === 0 && m.to === 2 && isInstanceMessage(m) && m.owner === 0 && m.number === 1
     );
     assert.equal(answer?.type, "commit", "the restarted coordinator answers Recover with Commit");
     assert.ok(

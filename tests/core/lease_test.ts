@@ -1,0 +1,289 @@
+import assert from "node:assert/strict";
+import type { Access, ConflictModel } from "../../src/core/conflict.ts";
+import {
+  caughtUp,
+  grantorPromiseUntil,
+  holderLeaseUntil,
+  type LeaseConfiguration,
+  leaseConfigurationProblem,
+  leasedTo,
+  leaseEveryKey,
+  leaseHolderMask,
+  leaseQuorumSize,
+  releaseAt,
+} from "../../src/core/lease.ts";
+import { Replica } from "../../src/core/replica.ts";
+import type { Message, Ready } from "../../src/core/types.ts";
+
+interface Command {
+  readonly key: string;
+  readonly write: boolean;
+}
+
+const model: ConflictModel<Command> = {
+  accesses: (command) => [{ key: command.key, write: command.write }],
+};
+
+const write = (key: string): Access => ({ key, write: true });
+const read = (key: string): Access => ({ key, write: false });
+const span = (key: string, end: string, isWrite: boolean): Access => ({ key, end, write: isWrite });
+
+Deno.test("leaseHolderMask: the longest prefix's holders for a key, every overlapping rule's for a span", () => {
+  const rules = [
+    { prefix: "", holders: [0] },
+    { prefix: "cfg/", holders: "all" as const },
+    { prefix: "cfg/secret/", holders: [] },
+  ];
+  const members = 0b111;
+  const table: [readonly Access[], number][] = [
+    [[write("x")], 0b001],
+    [[write("cfg/a")], 0b111],
+    [[write("cfg/secret/a")], 0b000],
+    [[read("cfg/a")], 0], // reads need nobody
+    [[span("", "\uffff", true)], 0b111], // a change of every key: every holder
+    // Coarse for spans: "cfg/" overlaps it too (more holders is only slower, never unsafe).
+    [[span("cfg/secret/", "cfg/secret/\uffff", true)], 0b111],
+    [[span("a", "b", true)], 0b001],
+  ];
+  for (const [accesses, expected] of table) {
+    assert.equal(
+      leaseHolderMask(accesses, rules, members),
+      expected,
+      JSON.stringify(accesses),
+    );
+  }
+  // Holders outside the members are not counted.
+  assert.equal(leaseHolderMask([write("cfg/a")], rules, 0b011), 0b011);
+});
+
+Deno.test("leasedTo: a read is local only when every key it reads is leased here", () => {
+  const rules = [
+    { prefix: "", holders: [0, 1] },
+    { prefix: "hot/", holders: [0] },
+  ];
+  const members = 0b111;
+  const table: [readonly Access[], number, boolean][] = [
+    [[read("x")], 0, true],
+    [[read("x")], 2, false],
+    [[read("hot/a")], 1, false],
+    [[read("hot/a")], 0, true],
+    [[span("", "\uffff", false)], 0, true],
+    [[span("", "\uffff", false)], 1, false], // the span covers hot/, not leased to 1
+    [[span("a/", "a/\uffff", false)], 1, true],
+  ];
+  for (const [accesses, holder, expected] of table) {
+    assert.equal(
+      leasedTo(accesses, rules, holder, members),
+      expected,
+      `${JSON.stringify(accesses)} at ${holder}`,
+    );
+  }
+  assert.equal(leasedTo([read("x")], [], 0, members), false, "no rules: nothing is leased");
+});
+
+Deno.test("lease timing: the holder's lease ends before the grantor's promise, whatever the drift allows", () => {
+  const configuration: LeaseConfiguration = leaseEveryKey({ leaseMs: 1000, drift: 0.05 });
+  assert.equal(grantorPromiseUntil(10_000, configuration), 11_050);
+  assert.equal(holderLeaseUntil(10_000, configuration), 11_000);
+  assert.equal(releaseAt(0, 100, configuration), 105);
+  assert.deepEqual([3, 5, 7, 9].map(leaseQuorumSize), [2, 3, 4, 5]);
+  // Real time: the holder sent at real 0 with a clock 5 % fast; the grantor
+  // received at real 0 with a clock at the nominal rate.
+  const holderEndsReal = 1000 / 1.05;
+  const grantorEndsReal = 1050 / 1.0;
+  assert.ok(holderEndsReal < grantorEndsReal);
+  assert.equal(caughtUp([3, 4, 0], [3, 5, 1]), true);
+  assert.equal(caughtUp([3, 4, 0], [3, 3, 9]), false);
+});
+
+Deno.test("leaseConfigurationProblem refuses what cannot be run", () => {
+  assert.equal(leaseConfigurationProblem(leaseEveryKey(), 3), undefined);
+  assert.match(leaseConfigurationProblem(leaseEveryKey({ leaseMs: 5 }), 3)!, /leaseMs/);
+  assert.match(
+    leaseConfigurationProblem(leaseEveryKey({ leaseMs: 1000, renewMs: 600 }), 3)!,
+    /renewMs/,
+  );
+  assert.match(leaseConfigurationProblem(leaseEveryKey({ drift: 1 }), 3)!, /drift/);
+  assert.match(
+    leaseConfigurationProblem(leaseEveryKey({ rules: [{ prefix: "", holders: [3] }] }), 3)!,
+    /holder 3/,
+  );
+});
+
+/** A cluster of replicas with leases on every key, a shared clock, and message filters. */
+class LeaseCluster {
+  readonly replicas: Replica<Command>[];
+  readonly executed: string[][];
+  readonly sent: Message<Command>[] = [];
+  now = 0;
+
+  constructor(
+    n: number,
+    options: { restartedAt?: number; unsafe?: { skipCatchUp?: boolean; ignoreRestart?: boolean } } =
+      {},
+  ) {
+    this.replicas = Array.from({ length: n }, (_, id) =>
+      new Replica({
+        id,
+        replicas: n,
+        conflicts: model,
+        leases: leaseEveryKey({ leaseMs: 1000, renewMs: 200, drift: 0.01 }),
+        ...(options.restartedAt === undefined ? {} : { leaseRestartedAt: options.restartedAt }),
+        ...(options.unsafe === undefined ? {} : { unsafeLeases: options.unsafe }),
+      }));
+    this.executed = this.replicas.map(() => []);
+  }
+
+  settle(drop: (message: Message<Command>) => boolean = () => false): void {
+    for (let round = 0; round < 1000; round++) {
+      let moved = false;
+      for (const replica of this.replicas) {
+        while (replica.hasReady()) {
+          moved = true;
+          const ready: Ready<Command> = replica.ready();
+          for (const execution of ready.executions) {
+            this.executed[replica.id]!.push(`${execution.owner}.${execution.number}`);
+          }
+          replica.advance();
+          for (const message of [...ready.earlyMessages, ...ready.messages]) {
+            this.sent.push(message);
+            if (drop(message)) continue;
+            const to = this.replicas[message.to]!;
+            to.observeTime(this.now);
+            to.step(message);
+          }
+        }
+      }
+      if (!moved) return;
+    }
+    throw new Error("The cluster did not settle in 1000 rounds");
+  }
+
+  /** Advances the clock by `ms` in 5 ms ticks, settling after each. */
+  run(ms: number, drop?: (message: Message<Command>) => boolean): void {
+    for (let elapsed = 0; elapsed < ms; elapsed += 5) {
+      this.now += 5;
+      for (const replica of this.replicas) {
+        replica.observeTime(this.now);
+        replica.tick();
+      }
+      this.settle(drop);
+    }
+  }
+}
+
+Deno.test("a holder reads locally once a majority granted, and holds a read while a write to its key is pending", () => {
+  const cluster = new LeaseCluster(3);
+  const holder = cluster.replicas[2]!;
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), {
+    verdict: "refuse",
+    reason: "no-lease",
+  });
+  cluster.run(20);
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), { verdict: "serve" });
+  // A write to "a" at replica 0: replica 2 hears of it (PreAccept or notice)
+  // before anyone can see it decided, and holds reads of "a" until it executes.
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  const ready = cluster.replicas[0]!.ready();
+  cluster.replicas[0]!.advance();
+  for (const message of [...ready.earlyMessages, ...ready.messages]) {
+    if (message.to === 2) holder.step(message);
+  }
+  const verdict = holder.localRead([read("a")], cluster.now);
+  assert.equal(verdict.verdict, "hold");
+  assert.deepEqual(holder.localRead([read("b")], cluster.now), { verdict: "serve" });
+  for (const message of [...ready.earlyMessages, ...ready.messages]) {
+    if (message.to !== 2) cluster.replicas[message.to]!.step(message);
+  }
+  cluster.settle();
+  assert.deepEqual(cluster.executed[2], ["0.1"]);
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), { verdict: "serve" });
+});
+
+Deno.test("a write is decided only after every named holder acknowledged it, or its promises ran out", () => {
+  const cluster = new LeaseCluster(3);
+  cluster.run(20);
+  const holder = cluster.replicas[2]!;
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), { verdict: "serve" });
+  // Cut replica 2 off from now on: the write at 0 must wait for its promises.
+  const isolated = (message: Message<Command>) => message.to === 2 || message.from === 2;
+  const start = cluster.now;
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  cluster.settle(isolated);
+  assert.deepEqual(cluster.executed[0], [], "not decided while replica 2 holds a promise");
+  let decidedAt = -1;
+  for (let step = 0; step < 600 && decidedAt < 0; step++) {
+    cluster.run(5, isolated);
+    if (cluster.executed[0]!.length > 0) decidedAt = cluster.now;
+  }
+  assert.ok(decidedAt > 0, "decided once the promises ran out");
+  // The grantors' promises last leaseMs · (1 + drift) after their last grant,
+  // stretched once more by the drift at the coordinator.
+  assert.ok(decidedAt - start <= 1000 * 1.01 * 1.01 + 20, `decided after ${decidedAt - start} ms`);
+  assert.ok(
+    holder.localRead([read("a")], cluster.now).verdict !== "serve",
+    "the cut-off holder's lease ended",
+  );
+  assert.ok(cluster.replicas[0]!.leaseStatus(cluster.now).writesReleased >= 1);
+  // Healed: replica 2 catches up (the frontier of its next grants) and reads again.
+  for (let step = 0; step < 400 && cluster.executed[2]!.length === 0; step++) cluster.run(5);
+  console.log(`replica 2 caught up at ${cluster.now} ms`);
+  assert.deepEqual(cluster.executed[2], ["0.1"]);
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), { verdict: "serve" });
+});
+
+for (const unsafe of [false, true]) {
+  Deno.test(
+    `a grant counts only once the holder executed the grantor's frontier${
+      unsafe ? " (negative: without catch-up a holder reads stale state)" : ""
+    }`,
+    () => {
+      const cluster = new LeaseCluster(3, unsafe ? { unsafe: { skipCatchUp: true } } : {});
+      cluster.run(20);
+      const holder = cluster.replicas[2]!;
+      // Replica 2 is cut off; the write at 0 is decided once its promises ran out.
+      const isolated = (message: Message<Command>) => message.to === 2 || message.from === 2;
+      cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+      cluster.run(1500, isolated);
+      assert.deepEqual(cluster.executed[0], ["0.1"]);
+      // Then only lease traffic reaches it: grants, but no commit of 0.1.
+      const leaseTrafficOnly = (message: Message<Command>) =>
+        (message.to === 2 || message.from === 2) &&
+        message.type !== "leaserequest" && message.type !== "leasegrant";
+      cluster.run(300, leaseTrafficOnly);
+      assert.deepEqual(cluster.executed[2], []);
+      const verdict = holder.localRead([read("a")], cluster.now);
+      if (unsafe) {
+        // It would serve "a" from a state without 0.1, decided long ago: stale.
+        assert.deepEqual(verdict, { verdict: "serve" });
+        return;
+      }
+      // The grants carry a frontier past 0.1, which it has not executed.
+      assert.deepEqual(verdict, { verdict: "refuse", reason: "no-lease" });
+      for (let step = 0; step < 400 && cluster.executed[2]!.length === 0; step++) cluster.run(5);
+      assert.deepEqual(cluster.executed[2], ["0.1"]);
+      assert.deepEqual(holder.localRead([read("a")], cluster.now), { verdict: "serve" });
+    },
+  );
+}
+
+Deno.test("a restarted grantor that ignores the restart rule decides without the holders (negative)", () => {
+  const cluster = new LeaseCluster(3, { restartedAt: 0, unsafe: { ignoreRestart: true } });
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  cluster.settle((message) => message.to === 2 || message.from === 2);
+  assert.deepEqual(cluster.executed[0], ["0.1"], "decided while holder 2 may hold a lease");
+});
+
+Deno.test("a restarted grantor names every holder for a lease length", () => {
+  const cluster = new LeaseCluster(3, { restartedAt: 0 });
+  // No grants yet anywhere, but replica 0 restarted at 0: its own writes
+  // wait for every holder until 1010 ms.
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  const toHolder2 = (message: Message<Command>) => message.to === 2 || message.from === 2;
+  cluster.settle(toHolder2);
+  assert.deepEqual(cluster.executed[0], []);
+  // Healed: the notice goes again, holder 2 acknowledges, well before 1010 ms.
+  cluster.run(250);
+  assert.deepEqual(cluster.executed[0], ["0.1"], "decided once holder 2 acknowledged");
+  assert.ok(cluster.replicas[0]!.leaseStatus(cluster.now).writesReleased === 0);
+});
