@@ -21,8 +21,13 @@
  *
  * The `remove-while-down` scenario (5 replicas): two replicas are killed,
  * and removing two others (which would leave the two dead among three
- * voters, no majority alive) is refused with nothing changed; the dead ones
- * return at the heal.
+ * voters, no majority alive) is refused with nothing changed. The two dead
+ * ones are removed instead; one of them is started again on its disk, in
+ * the old epoch: nobody sends a non-member anything, but its peers refuse
+ * its batches with their epoch, and it learns from one of them that it was
+ * removed and retires (`/readyz` and `/status` say so). Both are then wiped
+ * and added back at their URLs (new ids), joined and promoted, as in
+ * `shrink-grow`.
  *
  * The `old-incarnation` scenario: a replica is killed and replaced (a new
  * incarnation) while its disk is intact; its old process is started again on
@@ -33,7 +38,7 @@
  * @module
  */
 
-import { answers, waitUntil } from "./process_cluster.ts";
+import { answers, replicaStatus, waitUntil } from "./process_cluster.ts";
 import type { NemesisContext, Scenario } from "./scenarios.ts";
 
 /** Longest the replacement may take to serve after it starts. */
@@ -155,6 +160,28 @@ async function removeWhileDown(context: NemesisContext): Promise<void> {
   if (await configurationAt(context, via) !== before) {
     throw new Error("a refused change changed the configuration");
   }
+  // Removing the dead ones leaves three voters, all alive: allowed.
+  await change(context, via, { kind: "remove", ids: dead });
+  const [returning] = dead as [number, number];
+  context.note(`start replica ${returning}'s process again on its disk, after its removal`);
+  await cluster.start(returning);
+  const url = cluster.urls[returning]!;
+  await waitUntil(async () => {
+    const status = await replicaStatus<{ retired: string | null }>(url, 1000);
+    if (status?.retired === null || status?.retired === undefined) return false;
+    const ready = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) })
+      .catch(() => undefined);
+    const text = await ready?.text();
+    return ready?.status === 503 && /takes no part/.test(text ?? "") &&
+      /does not have it as a member/.test(status.retired);
+  }, {
+    deadlineMs: READY_DEADLINE_MS,
+    what: `replica ${returning}, removed while it was down, to learn it and retire`,
+  });
+  context.note(`replica ${returning} learned it was removed while down and serves nothing`);
+  await cluster.kill(returning, "SIGKILL");
+  for (const slot of dead) await cluster.wipe(slot);
+  await growBy(context, via, dead);
 }
 
 async function oldIncarnation(context: NemesisContext): Promise<void> {
@@ -236,7 +263,7 @@ export const GROW_SHRINK: Scenario = {
 export const REMOVE_WHILE_DOWN: Scenario = {
   name: "remove-while-down",
   description:
-    "SIGKILL two replicas; removing two others (no majority of the rest alive) is refused, nothing changes",
+    "SIGKILL two replicas; removing two others is refused; removing the dead ones is not, and one restarted learns it and retires; both join again",
   replicas: 5,
   availableDuringFault: true,
   inject: removeWhileDown,

@@ -20,8 +20,22 @@ import { ConfigError } from "../server/config.ts";
 /** Longest the configuration fetch may take. */
 export const JOIN_FETCH_TIMEOUT_MS = 10_000;
 
+/** Settings of {@linkcode fetchConfiguration}. */
+export interface FetchConfigurationOptions {
+  /** The fetch to use (default the global one; tests swap it). */
+  readonly fetch?: typeof fetch;
+  /** The id of a member starting on an empty disk, asking to join (`?for=`). */
+  readonly freshMember?: number;
+  /** Aborts the request (besides its own {@linkcode JOIN_FETCH_TIMEOUT_MS}). */
+  readonly signal?: AbortSignal;
+  /** What the errors say they come from (default `--join`). */
+  readonly purpose?: string;
+}
+
 /**
- * Fetches the configuration of `server`'s epoch.
+ * Fetches the configuration of `server`'s epoch: for `--join`, and for a
+ * replica that asks a peer in a later epoch whether it is still a member
+ * (`ReplicaDriverOptions.fetchConfiguration`).
  *
  * @throws {ConfigError} if the member cannot be reached, refuses, or answers
  *   something that is not a valid configuration.
@@ -29,8 +43,9 @@ export const JOIN_FETCH_TIMEOUT_MS = 10_000;
 export async function fetchConfiguration(
   server: string,
   secret: string,
-  options: { readonly fetch?: typeof fetch; readonly freshMember?: number } = {},
+  options: FetchConfigurationOptions = {},
 ): Promise<Configuration> {
+  const purpose = options.purpose ?? "--join";
   const fetcher = options.fetch ?? fetch;
   // A member starting on an empty disk says so: the member refuses an
   // incarnation it has heard from already (it would come back amnesiac).
@@ -40,10 +55,12 @@ export async function fetchConfiguration(
   try {
     response = await fetcher(url, {
       headers: { authorization: `Bearer ${secret}` },
-      signal: AbortSignal.timeout(JOIN_FETCH_TIMEOUT_MS),
+      signal: options.signal === undefined
+        ? AbortSignal.timeout(JOIN_FETCH_TIMEOUT_MS)
+        : AbortSignal.any([options.signal, AbortSignal.timeout(JOIN_FETCH_TIMEOUT_MS)]),
     });
   } catch (error) {
-    throw new ConfigError(`--join: cannot reach ${server}: ${(error as Error).message}`);
+    throw new ConfigError(`${purpose}: cannot reach ${server}: ${(error as Error).message}`);
   }
   const text = await response.text();
   if (!response.ok) {
@@ -51,17 +68,17 @@ export async function fetchConfiguration(
     try {
       reason = JSON.parse(text).error ?? reason;
     } catch { /* not JSON: the start of the body */ }
-    throw new ConfigError(`--join: ${server} refused (${response.status}): ${reason}`);
+    throw new ConfigError(`${purpose}: ${server} refused (${response.status}): ${reason}`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    throw new ConfigError(`--join: ${server} answered something that is not JSON`);
+    throw new ConfigError(`${purpose}: ${server} answered something that is not JSON`);
   }
   const problem = configurationProblem(value);
   if (problem !== undefined) {
-    throw new ConfigError(`--join: ${server} answered an invalid configuration: ${problem}`);
+    throw new ConfigError(`${purpose}: ${server} answered an invalid configuration: ${problem}`);
   }
   return value as Configuration;
 }

@@ -415,6 +415,15 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       partialPath: `${dataDir}/snapshot.partial`,
       log,
     }),
+    // A peer seen in a later epoch: whether that epoch still has this
+    // replica as a member; and, leaving, whether the new voters run it.
+    fetchConfiguration: (peer, signal) => {
+      const target = current().find((member) => member.id === peer);
+      if (target === undefined) {
+        return Promise.reject(new Error(`No member ${peer} in this replica's configuration`));
+      }
+      return fetchConfiguration(target.url, secret, { signal, purpose: "configuration check" });
+    },
     maxHeldCommands: integerOption(args, "max-held-commands", {
       min: 1000,
       max: 1_000_000_000,

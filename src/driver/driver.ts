@@ -16,7 +16,8 @@
  * commands, batched and answered (`proposals.ts`, `waiters.ts`,
  * `answer.ts`), once admitted (`admission.ts`); the peer order
  * (`peer_order.ts`); epochs (`epoch.ts`), this process's membership and its
- * peers' epochs (`membership.ts`), and retirement (`retirement.ts`);
+ * peers' epochs (`membership.ts`), and retirement (`retirement.ts`,
+ * `epoch_watch.ts`);
  * snapshots given to peers (`peer_snapshots.ts`, `snapshot_captures.ts`),
  * fetched (`snapshot_fetcher.ts`) and installed (`state_switch.ts`); the
  * state rebuilt from storage (`open_state.ts`). This file composes them, and
@@ -42,12 +43,13 @@ import type { KvResult, KvStateMachine } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { LoadedState, ReplicaSnapshot, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
-import type { PeerStats, PeerTransport } from "../transport/types.ts";
+import type { BatchRefusal, PeerStats, PeerTransport } from "../transport/types.ts";
 import { OutcomeUnknownError, UnavailableError } from "../errors.ts";
 import { admissionProblem } from "./admission.ts";
 import { type AppliedSet, snapshotAt } from "./applied.ts";
 import { SnapshotCaptures } from "./snapshot_captures.ts";
 import { nextEpochSnapshot, reconfToNext } from "./epoch.ts";
+import { EpochWatch } from "./epoch_watch.ts";
 import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { openState } from "./open_state.ts";
@@ -131,6 +133,8 @@ export class ReplicaDriver {
   #endingEpoch: ReconfCommand | undefined;
   /** Fetches snapshots when peers pruned past this replica. */
   readonly #snapshotFetcher: SnapshotFetcher;
+  /** Learns of later epochs that no longer have this process as a member. */
+  readonly #epochWatch: EpochWatch;
   readonly #storage: ReplicaStorage<KvCommand>;
   readonly #transport: PeerTransport<KvCommand>;
   readonly #clock: Clock;
@@ -186,7 +190,7 @@ export class ReplicaDriver {
       ...edges,
       core: () => this.#core,
       installing: () => this.#switch.installing,
-      halted: () => this.#membership.retired !== undefined,
+      halted: () => this.#membership.silent,
       flushBatch: () => this.#proposals.flush(),
       takeEarlyAnswers: () => this.#proposals.takeEarlyAnswers(),
       decided: (ready, early) => this.#proposals.decided(ready.decided, early),
@@ -207,7 +211,16 @@ export class ReplicaDriver {
       loop: this.#loop,
       rebuild: (state, carried) => this.#rebuild(state, carried),
     });
+    this.#epochWatch = new EpochWatch({
+      ...edges,
+      membership: this.#membership,
+      stopped: () => this.#stopped,
+      installing: () => this.#switch.installing,
+      persistedRecords: () => this.#loop.persistedRecords,
+      retire: (reason, configuration) => this.#retire(reason, configuration),
+    });
     this.#membership.announce();
+    this.#transport.onEpochRefusal?.((peer, epoch) => this.#epochWatch.peerAhead(peer, epoch));
     options.log?.(
       `replica ${options.id}: loaded ${loaded.records.length} instances and ${loaded.entries.length} keys ` +
         `in epoch ${describeConfiguration(this.#membership.configuration)}`,
@@ -241,6 +254,7 @@ export class ReplicaDriver {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#snapshotFetcher.stop();
+    this.#epochWatch.stop();
     this.#tickTimer?.cancel();
     this.#proposals.cancelTimer();
     await this.#loop.stop();
@@ -276,6 +290,14 @@ export class ReplicaDriver {
   /** Whether this replica was removed or replaced ({@linkcode ReplicaDriver.retired}). */
   get removed(): boolean {
     return this.#membership.retired !== undefined;
+  }
+
+  /**
+   * Whether this replica, retired by a change it executed, still answers its
+   * old epoch's messages (`Leaving` in ./retirement.ts): it serves no client.
+   */
+  get leaving(): boolean {
+    return this.#membership.leaving !== undefined;
   }
 
   /** Whether this replica joined (`joining`) and has not installed its first snapshot yet. */
@@ -446,15 +468,27 @@ export class ReplicaDriver {
     return request;
   }
 
-  /** Steps a batch received from a peer (already decoded and validated). */
-  receive(batch: PeerBatch<KvCommand>): void {
+  /**
+   * Steps a batch received from a peer (already decoded and validated).
+   * Returns this replica's epoch for a batch of an earlier one (its sender
+   * missed a change), for the sender to learn of it.
+   */
+  receive(batch: PeerBatch<KvCommand>): BatchRefusal | undefined {
     // While a snapshot is installed, the core is about to be replaced:
     // peers retransmit what matters.
-    if (this.#stopped || this.#switch.installing) return;
-    if (!this.#membership.judge(batch, this.#clock.now()).take) return;
+    if (this.#stopped || this.#switch.installing) return undefined;
+    const verdict = this.#membership.judge(batch, this.#clock.now());
     // A joiner votes only once its snapshot is in: its storage holds no
-    // epoch yet, and an install of a later epoch drops every record.
-    if (this.#membership.joining || this.removed) return;
+    // epoch yet, and an install of a later epoch drops every record. A
+    // retired replica takes nothing, unless it still answers its old epoch.
+    const answering = !this.#membership.joining && !this.#membership.silent;
+    if (!verdict.take) {
+      if (verdict.ahead) this.#epochWatch.peerAhead(batch.from, batch.epoch ?? 1);
+      return verdict.behind && answering
+        ? { epoch: this.#membership.configuration.epoch }
+        : undefined;
+    }
+    if (!answering) return undefined;
     this.metrics.batchesReceived++;
     this.metrics.messagesReceived += batch.messages.length;
     const log = this.#options.traceMessages ? this.#options.log : undefined;
@@ -464,6 +498,7 @@ export class ReplicaDriver {
       this.#core.step(message);
     }
     this.#loop.kick();
+    return undefined;
   }
 
   /**
@@ -628,12 +663,14 @@ export class ReplicaDriver {
   }
 
   /**
-   * Stops taking part: the old core takes nothing more, clients are refused
-   * with `reason`, and storage keeps the old epoch (with the change
-   * committed, so a restart ends up here again).
+   * Stops taking part: clients are refused with `reason`, storage keeps the
+   * old epoch (a restart ends up here again), and the old core takes
+   * nothing more, or, `leaving` (this replica executed the change that
+   * ended its membership), only its old epoch's messages for a while
+   * (`Leaving` in ./retirement.ts).
    */
-  #retire(reason: string, next: Configuration): void {
-    this.#membership.retire(reason, next);
+  #retire(reason: string, next: Configuration, leaving = false): void {
+    this.#membership.retire(reason, next, leaving ? { nowMs: this.#clock.now() } : undefined);
     this.#proposals.retire(reason);
     this.#snapshotCaptures.rejectAll(`This replica left the cluster: ${reason}`);
   }
@@ -652,7 +689,9 @@ export class ReplicaDriver {
     const next = reconf.configuration;
     const ended = this.#membership.endedReason(next);
     if (ended !== undefined) {
-      this.#retire(ended, next);
+      // The members that remain may still need its answers to finish the
+      // change in the old epoch (membership design, Retire).
+      this.#retire(ended, next, true);
       return;
     }
     const snapshot = nextEpochSnapshot(reconf, this.#kv);
@@ -724,6 +763,7 @@ export class ReplicaDriver {
     this.#updatePeerOrder();
     this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
     this.#membership.expireBase(now);
+    this.#epochWatch.tick(now);
     this.#loop.kick();
   }
 

@@ -120,8 +120,17 @@ export function nextEpochSnapshot(
 export type BatchVerdict =
   /** Same epoch, a current member's current incarnation: step its messages. */
   | { readonly take: true }
-  /** Not taken; `ahead` when the sender is in a later epoch (it has a snapshot of it to give). */
-  | { readonly take: false; readonly ahead: boolean; readonly reason: string };
+  /**
+   * Not taken; `ahead` when the sender is in a later epoch (it has a
+   * snapshot of it to give), `behind` when in an earlier one (it missed a
+   * change: the receiver tells it its epoch, `BatchRefusal`).
+   */
+  | {
+    readonly take: false;
+    readonly ahead: boolean;
+    readonly behind: boolean;
+    readonly reason: string;
+  };
 
 /** Whether to take `batch` in `config`'s epoch ({@linkcode BatchVerdict}). */
 export function judgeBatch(config: Configuration, batch: PeerBatch<unknown>): BatchVerdict {
@@ -130,17 +139,24 @@ export function judgeBatch(config: Configuration, batch: PeerBatch<unknown>): Ba
     return {
       take: false,
       ahead: true,
+      behind: false,
       reason: `it is in epoch ${epoch}, ahead of ${config.epoch}`,
     };
   }
   if (epoch < config.epoch) {
-    return { take: false, ahead: false, reason: `it is in epoch ${epoch}, behind ${config.epoch}` };
+    return {
+      take: false,
+      ahead: false,
+      behind: true,
+      reason: `it is in epoch ${epoch}, behind ${config.epoch}`,
+    };
   }
   const member = memberOf(config, batch.from);
   if (member === undefined) {
     return {
       take: false,
       ahead: false,
+      behind: false,
       reason: `replica ${batch.from} is not a member in epoch ${epoch}`,
     };
   }
@@ -149,6 +165,7 @@ export function judgeBatch(config: Configuration, batch: PeerBatch<unknown>): Ba
     return {
       take: false,
       ahead: false,
+      behind: false,
       reason: `replica ${batch.from} sent as incarnation ${incarnation}, ` +
         `but epoch ${epoch} names incarnation ${member.incarnation} (a replaced replica still running?)`,
     };

@@ -1,7 +1,8 @@
 /**
  * A replica process's place in its cluster: the configuration of its epoch,
  * its own incarnation, whether it is joining, and whether it retired (and
- * why: `retirement.ts`); what its peers' batches show of their epochs and
+ * why: `retirement.ts`), or is leaving (it still answers its old epoch's
+ * messages: `Leaving`); what its peers' batches show of their epochs and
  * incarnations (which batches it takes: `judgeBatch` in `epoch.ts`); and the
  * state its epoch started with, kept for peers still behind it.
  *
@@ -25,7 +26,13 @@ import {
   peerMembership,
 } from "./epoch.ts";
 import type { ReplicaDriverOptions } from "./options.ts";
-import { endedMembershipReason, foreignEpochReason } from "./retirement.ts";
+import {
+  endedMembershipReason,
+  executedChanges,
+  foreignEpochReason,
+  Leaving,
+  LEAVING_MAX_MS,
+} from "./retirement.ts";
 
 /**
  * How long peers are seen in a later epoch before this replica, still in the
@@ -46,6 +53,8 @@ export class Membership {
   readonly #id: number;
   readonly #log: ((line: string) => void) | undefined;
   readonly #transport: PeerTransport<KvCommand>;
+  /** `ReplicaDriverOptions.maxLeavingMs`, or its default. */
+  readonly #maxLeavingMs: number;
   /** The epoch a joiner was started to join (1 otherwise): it joined once it has a state of it. */
   readonly #joinsEpoch: number;
   /** The configuration of this replica's epoch. */
@@ -62,6 +71,11 @@ export class Membership {
    * here again), and serves nothing.
    */
   #retired: string | undefined;
+  /**
+   * Retired by a change it executed, it still answers its old epoch's
+   * messages (`#configuration` is the old epoch's until this ends).
+   */
+  #leaving: Leaving | undefined;
   /**
    * Storage held nothing at the start, and the replica was not started to
    * join: if its cluster turns out to be past epoch 1 before this process
@@ -92,11 +106,14 @@ export class Membership {
   /**
    * The membership of replica `options.id` as it starts on `loaded`: storage's
    * configuration, else the one it was given, else epoch 1's of `replicas`.
+   * Storage that holds the executed change that ended its membership
+   * (written while it was leaving) makes it leave again.
    */
   constructor(options: ReplicaDriverOptions, loaded: LoadedState<KvCommand>) {
     this.#id = options.id;
     this.#log = options.log;
     this.#transport = options.transport;
+    this.#maxLeavingMs = options.maxLeavingMs ?? LEAVING_MAX_MS;
     this.#joinsEpoch = options.configuration?.epoch ?? 1;
     this.#configuration = loaded.configuration ?? options.configuration ??
       defaultConfiguration(options.replicas);
@@ -109,6 +126,13 @@ export class Membership {
       loaded.configuration === undefined;
     if (memberOf(this.#configuration, options.id) === undefined) {
       this.#retired = `it is not a member of epoch ${this.#configuration.epoch}`;
+      return;
+    }
+    for (const change of executedChanges(loaded.records, this.#configuration.epoch)) {
+      const ended = this.endedReason(change.configuration);
+      if (ended === undefined) continue;
+      this.retire(ended, change.configuration, { nowMs: options.clock.now() });
+      return;
     }
   }
 
@@ -125,6 +149,16 @@ export class Membership {
   /** Whether it joins and has not installed its first snapshot yet. */
   get joining(): boolean {
     return this.#joining;
+  }
+
+  /** While it leaves ({@linkcode Leaving}): the change that ended its membership, and who runs it. */
+  get leaving(): Leaving | undefined {
+    return this.#leaving;
+  }
+
+  /** Whether it takes no batch and no Ready any more: retired, and done leaving. */
+  get silent(): boolean {
+    return this.#retired !== undefined && this.#leaving === undefined;
   }
 
   /** Tells the transport this epoch's members, and this process's own incarnation. */
@@ -173,16 +207,43 @@ export class Membership {
 
   /**
    * Stops taking part for `reason`, with `next` (the configuration that
-   * removed or replaced it) as its configuration from now on.
+   * removed or replaced it) as its configuration from now on; or, with
+   * `leaving` (it executed that change itself), after answering its old
+   * epoch's messages for a while ({@linkcode Leaving}, ended by
+   * {@linkcode Membership.stopLeaving}).
    */
-  retire(reason: string, next: Configuration): void {
+  retire(reason: string, next: Configuration, leaving?: { readonly nowMs: number }): void {
     this.#retired = reason;
+    if (leaving !== undefined && this.#maxLeavingMs > 0) {
+      this.#leaving = new Leaving(next, this.#id, {
+        nowMs: leaving.nowMs,
+        maxMs: this.#maxLeavingMs,
+      });
+      this.#log?.(
+        `replica ${this.#id}: ${reason} (${describeConfiguration(next)}); it serves nothing ` +
+          `from now on, and answers epoch ${this.#configuration.epoch}'s messages until ` +
+          `${this.#leaving.needed} voters of epoch ${next.epoch} run it ` +
+          `(${this.#maxLeavingMs} ms at most)`,
+      );
+      return;
+    }
     this.#log?.(
       `replica ${this.#id}: ${reason} (${
         describeConfiguration(next)
       }); it serves nothing from now on`,
     );
     this.#configuration = next;
+  }
+
+  /** Stops answering the old epoch's messages (`why`): it takes no part at all from now on. */
+  stopLeaving(why: string): void {
+    const leaving = this.#leaving;
+    if (leaving === undefined) return;
+    this.#leaving = undefined;
+    this.#log?.(
+      `replica ${this.#id}: stops answering epoch ${this.#configuration.epoch}'s messages: ${why}`,
+    );
+    this.#configuration = leaving.next;
   }
 
   /**
@@ -193,15 +254,19 @@ export class Membership {
   judge(batch: PeerBatch<unknown>, nowMs: number): BatchVerdict {
     const verdict = judgeBatch(this.#configuration, batch);
     if (!verdict.take) {
-      if (verdict.ahead) {
-        this.#ahead.set(batch.from, batch.epoch ?? 1);
-        this.#aheadSinceMs ??= nowMs;
-      }
+      if (verdict.ahead) this.noteAhead(batch.from, batch.epoch ?? 1, nowMs);
       this.#noteRefused(batch.from, verdict.reason);
       return verdict;
     }
     this.#heardIncarnation.set(batch.from, batch.incarnation ?? 1);
     return verdict;
+  }
+
+  /** Notes that `peer` is in `epoch`, later than this replica's (its batch or its refusal of ours said so). */
+  noteAhead(peer: number, epoch: number, nowMs: number): void {
+    this.#ahead.set(peer, epoch);
+    this.#aheadSinceMs ??= nowMs;
+    this.#leaving?.noteRunning(peer, epoch);
   }
 
   /**
@@ -232,9 +297,11 @@ export class Membership {
   /**
    * Peers to fetch a snapshot from, best first: those seen in a later epoch
    * (the latest first), once behind; else `pruned()`, those that pruned past
-   * this replica; else, for a joiner, its epoch's voters.
+   * this replica; else, for a joiner, its epoch's voters. None for a retired
+   * replica: it installs nothing.
    */
   snapshotSources(nowMs: number, pruned: () => readonly number[]): readonly number[] {
+    if (this.#retired !== undefined) return [];
     // Behind an epoch first: this epoch's own sources (pruned past) are stuck in it too.
     if (this.behind(nowMs)) {
       return [...this.#ahead].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([peer]) => peer);

@@ -84,6 +84,22 @@ export interface ReplicaDriverOptions {
    * milliseconds (default 120,000); then it is abandoned and tried again.
    */
   readonly snapshotFetchTimeoutMs?: number;
+  /**
+   * Asks peer `peer` for the configuration of its epoch (`GET
+   * /admin/configuration` there). A replica asks a peer seen in a later
+   * epoch whether that epoch still has it as a member (it may have been
+   * removed or replaced while it was away: it then retires), and a member
+   * that executed its own removal asks the new configuration's voters
+   * whether they run it (`retirement.ts`, `Leaving`). Absent, it learns
+   * only from peer batches and snapshots.
+   */
+  readonly fetchConfiguration?: (peer: number, signal: AbortSignal) => PromiseLike<Configuration>;
+  /**
+   * Longest a member that executed its own removal keeps answering its old
+   * epoch's messages, in milliseconds (default `LEAVING_MAX_MS`, a minute;
+   * 0: it stops at once).
+   */
+  readonly maxLeavingMs?: number;
   /** How long a client waits for its answer, in milliseconds (default 5000). */
   readonly requestTimeoutMs?: number;
   /** A peer counts as reachable if heard from within this many milliseconds (default 3000). */

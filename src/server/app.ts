@@ -186,12 +186,14 @@ export function createApp(options: AppOptions): Hono {
       replicas: options.replicas,
       // The configuration of this replica's epoch, as `e2 [0v1 1v1 2v2]`
       // (id, voter or learner, incarnation); `retired` says why it takes no
-      // part any more, if it was removed or replaced.
+      // part any more, if it was removed or replaced, and `leaving` whether
+      // it still answers its old epoch's messages meanwhile.
       epoch: node.configuration.epoch,
       configuration: describeConfiguration(node.configuration),
       role: node.core.isVoter ? "voter" : "learner",
       joining: node.joining,
       retired: node.retired ?? null,
+      leaving: node.leaving,
       uptimeSeconds: Math.round(node.uptimeMs / 1000),
       quorum: core.quorum,
       ready: node.fastQuorumReachable(),
@@ -280,7 +282,7 @@ export function createApp(options: AppOptions): Hono {
       refusing: () =>
         node.joining
           ? "This replica is joining: it takes no batches until its snapshot is installed"
-          : node.retired === undefined
+          : node.retired === undefined || node.leaving
           ? undefined
           : `This replica takes no part in the cluster any more: ${node.retired}`,
       secret: options.secret,

@@ -13,7 +13,9 @@
  *
  * A peer that refuses our credential (401) or us as a sender (403) is logged
  * once, not per request; once it accepts a batch again, that is logged too, and
- * a later refusal is logged anew.
+ * a later refusal is logged anew. A peer that refuses a batch as from an
+ * earlier epoch than its own (409, with its epoch) is told to the replica
+ * ({@linkcode HttpTransport.onEpochRefusal}).
  *
  * @module
  */
@@ -22,7 +24,7 @@ import type { Message } from "../core/types.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Random } from "../runtime/random.ts";
 import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
-import { PipelinedClient } from "./pipelined_client.ts";
+import { PEER_EPOCH_HEADER, PipelinedClient } from "./pipelined_client.ts";
 import type { PeerMembership, PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
@@ -34,6 +36,9 @@ export const PEER_BATCH_PATH = "/peer/v1/batch";
  * trusted for anything else: an accepted batch names its sender inside).
  */
 export const PEER_SENDER_HEADER = "epaxos-sender";
+
+// The header of the route's 409 to a batch of an earlier epoch, named where it is parsed.
+export { PEER_EPOCH_HEADER };
 
 /** Settings of an HTTP transport. */
 export interface HttpTransportOptions {
@@ -106,6 +111,8 @@ export class HttpTransport<C> implements PeerTransport<C> {
   #epoch = 1;
   #incarnation = 1;
   #closed = false;
+  /** Told of peers that refuse our batches as from an earlier epoch. */
+  #epochRefusal: ((peer: number, epoch: number) => void) | undefined;
   readonly #inFlight = new Set<Promise<void>>();
   /** The abort signal shared by requests started in the current slot (see `#timeoutSignal`). */
   #slot: { readonly signal: AbortSignal; readonly endsMs: number } | undefined;
@@ -195,6 +202,11 @@ export class HttpTransport<C> implements PeerTransport<C> {
         this.#links.set(peer.id, this.#newLink(peer.id, peer.url));
       }
     }
+  }
+
+  /** Calls `listener` when a peer answers a batch 409 with its later epoch. */
+  onEpochRefusal(listener: (peer: number, epoch: number) => void): void {
+    this.#epochRefusal = listener;
   }
 
   /** Queues messages; each peer's share leaves as one batch when its link is free. */
@@ -313,14 +325,20 @@ export class HttpTransport<C> implements PeerTransport<C> {
   }
 
   async #post(link: Link, body: Uint8Array): Promise<boolean> {
-    const status = await link.client.post(body, this.#timeoutSignal());
+    const { status, epoch } = await link.client.post(body, this.#timeoutSignal());
     const delivered = status >= 200 && status < 300;
     if (status === 401 || status === 403) this.#noteRefused(link, status);
     // 503: the peer takes no batches for now (it is joining): it is not a
     // contact, so the driver counts it unreachable and leaves it out of the
     // quorums it asks first, instead of waiting for replies it will not send.
-    else if (status === 503) link.lastContactMs = undefined;
-    else if (delivered && link.refused) {
+    // 409: the peer is in a later epoch and takes nothing of ours either;
+    // the replica learns that it missed a change.
+    else if (status === 503 || status === 409) {
+      link.lastContactMs = undefined;
+      if (status === 409 && epoch !== undefined && epoch > this.#epoch) {
+        this.#epochRefusal?.(link.peer, epoch);
+      }
+    } else if (delivered && link.refused) {
       link.refused = false;
       this.#options.log?.(
         `peer ${link.peer} (${new URL(link.url).origin}) accepts our requests again`,

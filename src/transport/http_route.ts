@@ -18,7 +18,7 @@ import { bodyLimit } from "hono/body-limit";
 import { bearerToken, sameSecret } from "../net/bearer.ts";
 import { formatHostPort } from "../net/endpoint.ts";
 import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
-import { PEER_BATCH_PATH, PEER_SENDER_HEADER } from "./http.ts";
+import { PEER_BATCH_PATH, PEER_EPOCH_HEADER, PEER_SENDER_HEADER } from "./http.ts";
 import type { BatchHandler } from "./types.ts";
 
 /** Settings of {@linkcode peerRoute}. */
@@ -43,7 +43,11 @@ export interface PeerRouteOptions<C> {
    * waiting for replies that will not come.
    */
   readonly refusing?: () => string | undefined;
-  /** Takes every batch that passed the checks, in arrival order. */
+  /**
+   * Takes every batch that passed the checks, in arrival order. A refusal it
+   * returns (the batch is of an earlier epoch) is answered 409 with the
+   * receiver's epoch in {@linkcode PEER_EPOCH_HEADER}.
+   */
   readonly receive: BatchHandler<C>;
   /** Receives one line per notable event: a sender whose credential is refused. */
   readonly log?: (line: string) => void;
@@ -65,10 +69,11 @@ function refuse(c: Context, status: 400 | 401 | 403 | 413, message: string): Res
 
 /**
  * The peer route as a Hono sub-app, to mount at the root (`app.route("/", …)`).
- * Answers 204 to an accepted batch; 401 without the cluster credential, 413
- * to a body over {@linkcode MAX_BATCH_BYTES}, 403 to a sender that is not a
- * replica, 400 to anything else malformed. Other errors reach the parent
- * app's `onError`.
+ * Answers 204 to an accepted batch; 409 with the receiver's epoch to a batch
+ * of an earlier epoch (`BatchRefusal`); 401 without the cluster credential,
+ * 413 to a body over {@linkcode MAX_BATCH_BYTES}, 403 to a sender that is
+ * not a replica, 400 to anything else malformed. Other errors reach the
+ * parent app's `onError`.
  */
 export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
   const secretBytes = encoder.encode(options.secret);
@@ -130,7 +135,14 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
         throw error;
       }
       if (refusedSenders.size > 0) refusedSenders.delete(batch.from);
-      options.receive(batch);
+      const later = options.receive(batch);
+      if (later !== undefined) {
+        c.header(PEER_EPOCH_HEADER, String(later.epoch));
+        return c.json({
+          error: `This replica is in epoch ${later.epoch}, past the batch's ${batch.epoch ?? 1}`,
+          epoch: later.epoch,
+        }, 409);
+      }
       return c.body(null, 204);
     },
   );

@@ -38,6 +38,8 @@ interface Link<C> {
 export class MemoryNetwork<C> {
   readonly #options: MemoryNetworkOptions<C>;
   readonly #handlers = new Map<number, BatchHandler<C>>();
+  /** Each sender's listener for batches refused as from an earlier epoch (by replica id). */
+  readonly #epochRefusals = new Map<number, (peer: number, epoch: number) => void>();
   readonly #links = new Map<string, Link<C>>();
   readonly #down = new Set<number>();
   /**
@@ -80,6 +82,9 @@ export class MemoryNetwork<C> {
         if (!closed) this.#send(self, messages);
       },
       stats: () => this.#stats(self),
+      onEpochRefusal: (listener) => {
+        this.#epochRefusals.set(self, listener);
+      },
       reconfigure: (membership) => {
         // What is queued leaves now, stamped with the old epoch (a batch is
         // stamped when it leaves). The network reaches every replica by id
@@ -164,7 +169,9 @@ export class MemoryNetwork<C> {
     link.sentBatches++;
     link.sentMessages += messages.length;
     link.lastContactMs = this.#options.clock.now();
-    handler(batch);
+    const refusal = handler(batch);
+    // The receiver is in a later epoch: its answer goes back to the sender.
+    if (refusal !== undefined) this.#epochRefusals.get(from)?.(to, refusal.epoch);
   }
 
   #stats(self: number): PeerStats[] {

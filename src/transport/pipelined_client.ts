@@ -9,7 +9,9 @@
  * kernel's loopback delivery inside the write.
  *
  * It understands exactly what the peer route answers: a status line, headers
- * and a body framed by `Content-Length` (or none, for 204 and 304). Anything
+ * (of which it reads {@linkcode PEER_EPOCH_HEADER}, the epoch of a peer that
+ * refuses a batch of an earlier one) and a body framed by `Content-Length`
+ * (or none, for 204 and 304). Anything
  * else (chunked or close-delimited bodies, oversized heads, an answer nobody
  * asked for) fails every request on the connection and drops it; the next
  * request opens a new one. A request that fails this way may or may not have
@@ -47,6 +49,20 @@ export class PeerRequestError extends Error {
   }
 }
 
+/**
+ * The header of a peer route's 409 answer to a batch of an earlier epoch
+ * than the receiver's: the receiver's epoch (`BatchRefusal`).
+ */
+export const PEER_EPOCH_HEADER = "epaxos-epoch";
+
+/** A peer's answer to one request. */
+export interface PeerAnswer {
+  /** The HTTP status. */
+  readonly status: number;
+  /** The peer's epoch, when it said ({@linkcode PEER_EPOCH_HEADER}). */
+  readonly epoch?: number;
+}
+
 /** Largest response head accepted, in bytes. */
 const MAX_HEAD_BYTES = 16 * 1024;
 /** Largest response body accepted (the peer route answers 204 or a short error). */
@@ -58,7 +74,7 @@ const ascii = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 
 interface Pending {
-  readonly resolve: (status: number) => void;
+  readonly resolve: (answer: PeerAnswer) => void;
   readonly reject: (error: Error) => void;
 }
 
@@ -109,13 +125,14 @@ export class PipelinedClient {
   }
 
   /**
-   * Sends `body` and resolves with the answer's status code once it arrives.
+   * Sends `body` and resolves with the answer's status code (and the peer's
+   * epoch, if it said) once it arrives.
    * When `signal` aborts first, the connection is dropped (its later answers
    * could only come after this one) and every request on it fails.
    *
    * @throws {PeerRequestError} if the request failed.
    */
-  async post(body: Uint8Array, signal?: AbortSignal): Promise<number> {
+  async post(body: Uint8Array, signal?: AbortSignal): Promise<PeerAnswer> {
     if (this.#closed) throw new PeerRequestError("Client is closed");
     signal?.throwIfAborted();
     // The request's deadline covers opening the connection too.
@@ -129,7 +146,7 @@ export class PipelinedClient {
     request.set(this.#head);
     request.set(length, this.#head.length);
     request.set(body, this.#head.length + length.length);
-    const answered = new Promise<number>((resolve, reject) => {
+    const answered = new Promise<PeerAnswer>((resolve, reject) => {
       connection.pending.push({ resolve, reject });
     });
     connection.writing = connection.writing.then(() => writeAll(connection.conn, request));
@@ -215,7 +232,11 @@ export class PipelinedClient {
           input = input.subarray(answer.consumed);
           const request = connection.pending.shift();
           if (request === undefined) throw new PeerRequestError("Peer answered an unsent request");
-          request.resolve(answer.status);
+          request.resolve(
+            answer.epoch === undefined
+              ? { status: answer.status }
+              : { status: answer.status, epoch: answer.epoch },
+          );
           if (answer.close) throw new PeerRequestError("Peer closed the connection");
         }
       }
@@ -314,11 +335,15 @@ function append(head: Uint8Array, tail: Uint8Array): Uint8Array {
   return joined;
 }
 
-/** One parsed answer: its status, how many input bytes it took, and whether the peer closes after it. */
+/**
+ * One parsed answer: its status, how many input bytes it took, whether the
+ * peer closes after it, and the epoch it names, if any.
+ */
 interface ParsedResponse {
   readonly status: number;
   readonly consumed: number;
   readonly close: boolean;
+  readonly epoch?: number;
 }
 
 /**
@@ -342,6 +367,7 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
   }
   const status = Number(statusLine[1]);
   let contentLength: number | undefined;
+  let epoch: number | undefined;
   let close = lines[0]!.startsWith("HTTP/1.0");
   for (let index = 1; index < lines.length; index++) {
     const line = lines[index]!;
@@ -357,6 +383,9 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
         throw new PeerRequestError(`Malformed content-length ${JSON.stringify(value)}`);
       }
       contentLength = Number(value);
+    } else if (name === PEER_EPOCH_HEADER) {
+      // Not trusted for framing: a malformed value is ignored, not fatal.
+      if (/^[1-9]\d{0,14}$/.test(value)) epoch = Number(value);
     } else if (name === "transfer-encoding") {
       throw new PeerRequestError(`Unsupported transfer-encoding ${JSON.stringify(value)}`);
     } else if (name === "connection") {
@@ -374,7 +403,7 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
   if (bodyBytes > MAX_BODY_BYTES) throw new PeerRequestError("Response body is too large");
   const consumed = end + 4 + bodyBytes;
   if (input.length < consumed) return undefined;
-  return { status, consumed, close };
+  return epoch === undefined ? { status, consumed, close } : { status, consumed, close, epoch };
 }
 
 /** Index of the `\r\n\r\n` that ends the head, or -1. */

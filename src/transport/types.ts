@@ -81,9 +81,31 @@ export interface PeerTransport<C> {
    * without it serves epoch 1 only.
    */
   reconfigure?(membership: PeerMembership): void;
+  /**
+   * Calls `listener` whenever a peer refuses a batch of this replica's
+   * because the peer is in a later epoch ({@linkcode BatchRefusal}): `epoch`
+   * is the peer's. The last listener given wins. Optional: without it a
+   * replica learns of a later epoch only from batches of it.
+   */
+  onEpochRefusal?(listener: (peer: number, epoch: number) => void): void;
   /** Stops sending; pending messages are dropped. */
   close(): Promise<void>;
 }
 
-/** Receives batches from peers (the HTTP route, or the in-memory network). */
-export type BatchHandler<C> = (batch: PeerBatch<C>) => void;
+/**
+ * A receiver's answer to a batch sent from an earlier epoch than its own:
+ * its epoch. The sender missed a configuration change (it was down, or cut
+ * off): it learns from this that peers moved on, even when no member sends
+ * it anything any more (a member removed while it was down).
+ */
+export interface BatchRefusal {
+  /** The receiver's epoch, later than the batch's. */
+  readonly epoch: number;
+}
+
+/**
+ * Receives batches from peers (the HTTP route, or the in-memory network);
+ * returns a {@linkcode BatchRefusal} for a batch of an earlier epoch than the
+ * receiver's, which goes back to the sender (`PeerTransport.onEpochRefusal`).
+ */
+export type BatchHandler<C> = (batch: PeerBatch<C>) => BatchRefusal | void;

@@ -51,6 +51,13 @@ export async function startTestCluster(
         }
         return nodes[peer]!.takeSnapshot(id, nodes[id]?.configuration.epoch);
       },
+      // What GET /admin/configuration answers there, unless the link is down.
+      fetchConfiguration: (peer) => {
+        if (network.isDown(id) || network.isDown(peer) || nodes[peer] === undefined) {
+          return Promise.reject(new Error(`replica ${peer} is unreachable`));
+        }
+        return Promise.resolve(nodes[peer]!.configuration);
+      },
       ...nodeOptions,
       id,
       replicas,

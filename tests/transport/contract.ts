@@ -40,6 +40,11 @@ export interface TransportSubject {
   received(id: number): readonly PeerBatch<KvCommand>[];
   /** Requests the receiving side refused (malformed, misaddressed, unauthorized). */
   readonly refused: number;
+  /**
+   * Puts replica `id`'s receiver in `epoch`: from now on it refuses batches
+   * of an earlier epoch, as a replica does (`BatchRefusal`).
+   */
+  laterEpoch(id: number, epoch: number): void;
   /** Makes replica `id` unreachable: nothing sent to it arrives. */
   down(id: number): Promise<void>;
   /** Makes replica `id` reachable again. */
@@ -384,6 +389,23 @@ export function runTransportContract(factory: TransportFactory): void {
     const other = subject.sender(2);
     other.send([message(2, 1, 7)]);
     await waitFor(() => receivedSeqs(subject, 1, 2).includes(7), DEADLINE_MS, "the other sender");
+    assert.deepStrictEqual(receivedSeqs(subject, 1, 0), []);
+  });
+
+  test("a receiver in a later epoch refuses a batch, and its sender is told that epoch", async (subject) => {
+    const sender = subject.sender(0);
+    assert.ok(sender.onEpochRefusal !== undefined, "the transport tells no epoch refusals");
+    const told: [number, number][] = [];
+    sender.onEpochRefusal((peer, epoch) => told.push([peer, epoch]));
+    subject.laterEpoch(1, 3);
+    sender.send([...messages(0, 1, 1, 2), ...messages(0, 2, 1, 2)]);
+    await waitFor(
+      () => told.length > 0 && receivedSeqs(subject, 2, 0).length === 2,
+      DEADLINE_MS,
+      "the refusal, and the other peer's messages",
+    );
+    assert.deepStrictEqual(told[0], [1, 3]);
+    assert.ok(told.every(([peer, epoch]) => peer === 1 && epoch === 3), JSON.stringify(told));
     assert.deepStrictEqual(receivedSeqs(subject, 1, 0), []);
   });
 

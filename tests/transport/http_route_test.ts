@@ -21,7 +21,9 @@ function receiver(receive?: (batch: PeerBatch<KvCommand>) => void) {
       replicas: 3,
       secret: SECRET,
       isCommand: isKvCommand,
-      receive: receive ?? ((batch) => received.push(batch)),
+      receive: receive ?? ((batch) => {
+        received.push(batch);
+      }),
     }),
   );
   const post = (body: BodyInit, headers: Record<string, string> = {}) =>

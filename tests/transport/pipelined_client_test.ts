@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   parseResponse,
+  PEER_EPOCH_HEADER,
   PeerRequestError,
   PipelinedClient,
 } from "../../src/transport/pipelined_client.ts";
@@ -22,6 +23,23 @@ Deno.test("parseResponse reads content-length and bodyless answers, waits for th
   assert.equal(parseResponse(two)!.consumed, ok.length);
   const closing = ascii.encode("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
   assert.equal(parseResponse(closing)!.close, true);
+});
+
+Deno.test("parseResponse reads the epoch of a peer that refuses a batch of an earlier one", () => {
+  const refused = ascii.encode(
+    `HTTP/1.1 409 Conflict\r\n${PEER_EPOCH_HEADER}: 3\r\nContent-Length: 2\r\n\r\n{}`,
+  );
+  assert.deepEqual(parseResponse(refused), {
+    status: 409,
+    consumed: refused.length,
+    close: false,
+    epoch: 3,
+  });
+  // A malformed value is ignored, not fatal: the header frames nothing.
+  const malformed = ascii.encode(
+    `HTTP/1.1 409 Conflict\r\n${PEER_EPOCH_HEADER}: x3\r\nContent-Length: 0\r\n\r\n`,
+  );
+  assert.equal(parseResponse(malformed)!.epoch, undefined);
 });
 
 Deno.test("parseResponse refuses what it cannot frame", () => {
@@ -64,10 +82,10 @@ Deno.test("requests pipelined on one connection get their own answers, in order"
   try {
     const statuses = [204, 400, 204, 503, 204, 200];
     const answers = await Promise.all(statuses.map((s) => client.post(ascii.encode(String(s)))));
-    assert.deepEqual(answers, statuses);
+    assert.deepEqual(answers.map((answer) => answer.status), statuses);
     assert.deepEqual(seen, statuses.map((s) => `POST /peer/v1/batch ${s} Bearer s`));
     // Still usable after.
-    assert.equal(await client.post(ascii.encode("204")), 204);
+    assert.equal((await client.post(ascii.encode("204"))).status, 204);
   } finally {
     client.close();
     await server.shutdown();
@@ -86,7 +104,7 @@ Deno.test("an aborted request drops the connection and fails the requests behind
     await assert.rejects(second, PeerRequestError);
     assert.equal(client.pending, 0);
     // The next request opens a new connection.
-    assert.equal(await client.post(ascii.encode("204")), 204);
+    assert.equal((await client.post(ascii.encode("204"))).status, 204);
   } finally {
     client.close();
     await server.shutdown();
@@ -188,7 +206,7 @@ Deno.test("requests in flight share one connection", async () => {
   const answers = await Promise.all(
     Array.from({ length: 20 }, (_, index) => client.post(ascii.encode(`batch ${index}`))),
   );
-  assert.deepEqual(answers, Array(20).fill(204));
+  assert.deepEqual(answers, Array(20).fill({ status: 204 }));
   assert.equal(connections, 1);
   client.close();
   listener.close();

@@ -32,7 +32,14 @@ const memoryFactory: TransportFactory = {
       ...options,
     });
     const received = Array.from({ length: REPLICAS }, () => [] as PeerBatch<KvCommand>[]);
-    received.forEach((batches, id) => network.attach(id, (batch) => batches.push(batch)));
+    const epochs = received.map(() => 1);
+    received.forEach((batches, id) =>
+      network.attach(id, (batch) => {
+        if ((batch.epoch ?? 1) < epochs[id]!) return { epoch: epochs[id]! };
+        batches.push(batch);
+        return undefined;
+      })
+    );
     const senders = new Map<number, PeerTransport<KvCommand>>();
     const subject: TransportSubject = {
       clock,
@@ -43,6 +50,9 @@ const memoryFactory: TransportFactory = {
         return sender;
       },
       received: (id) => received[id]!,
+      laterEpoch(id, epoch) {
+        epochs[id] = epoch;
+      },
       down(id) {
         network.setDown(id, true);
         return Promise.resolve();
@@ -70,6 +80,7 @@ const httpFactory: TransportFactory = {
   create(options) {
     const clock = new SystemClock();
     const received = Array.from({ length: REPLICAS }, () => [] as PeerBatch<KvCommand>[]);
+    const epochs = received.map(() => 1);
     let refused = 0;
     // The receiving side is the production one (`src/transport/http_route.ts`).
     const handler = (id: number) => {
@@ -78,11 +89,16 @@ const httpFactory: TransportFactory = {
         replicas: REPLICAS,
         secret: SECRET,
         isCommand: isKvCommand,
-        receive: (batch) => received[id]!.push(batch),
+        receive: (batch) => {
+          if ((batch.epoch ?? 1) < epochs[id]!) return { epoch: epochs[id]! };
+          received[id]!.push(batch);
+          return undefined;
+        },
       });
       return async (request: Request): Promise<Response> => {
         const response = await route.fetch(request);
-        if (response.status !== 204) refused++;
+        // 409: a batch of an earlier epoch than the receiver's, answered as meant.
+        if (response.status !== 204 && response.status !== 409) refused++;
         return response;
       };
     };
@@ -120,6 +136,9 @@ const httpFactory: TransportFactory = {
         return sender;
       },
       received: (id) => received[id]!,
+      laterEpoch(id, epoch) {
+        epochs[id] = epoch;
+      },
       async down(id) {
         await servers[id]?.shutdown();
         servers[id] = undefined;
