@@ -9,6 +9,7 @@
  * deno task admin --server http://127.0.0.1:8001 promote 3 4
  * deno task admin --server http://127.0.0.1:8001 remove 4
  * deno task admin --server http://127.0.0.1:8001 replace 2
+ * deno task admin --server http://127.0.0.1:8001 leases all
  * ```
  *
  * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset and the
@@ -45,6 +46,11 @@ Commands:
                    Give member ID, whose data is lost, a new incarnation (at URL,
                    or its old one): the old process is refused everywhere, and its
                    replacement starts with --join on an empty directory
+  leases all|none|JSON
+                   Set the quorum leases (linearizable reads served locally):
+                   every key to every member, none, or rules such as
+                   '{"rules":[{"prefix":"cfg/","holders":"all"}],"leaseMs":2000}'
+                   (holders: "all" or member ids). A change of epoch, like the others
                    Each change is refused, changing nothing, when: another change is
                    in flight; the new quorums are not reachable among started,
                    caught-up members; voters would be even or fewer than 3; a
@@ -94,7 +100,7 @@ export interface AdminIo {
   readonly err?: (line: string) => void;
 }
 
-const COMMANDS = ["members", "backup", "add", "promote", "remove", "replace"];
+const COMMANDS = ["members", "backup", "add", "promote", "remove", "replace", "leases"];
 
 /** Member ids given as arguments. */
 function memberIdsOf(command: string, args: readonly string[]): number[] {
@@ -124,6 +130,19 @@ function changeOf(
       const [id, ...more] = memberIdsOf(command, rest);
       if (more.length > 0) throw new UsageError("replace takes one member id");
       return { kind: "replace", id: id!, ...(url === undefined ? {} : { url }) };
+    }
+    case "leases": {
+      if (url !== undefined) throw new UsageError("--url is for add and replace, not leases");
+      if (rest.length !== 1) {
+        throw new UsageError("leases takes one setting: all, none, or JSON rules");
+      }
+      const setting = rest[0]!;
+      if (setting === "all" || setting === "none") return { kind: "leases", leases: setting };
+      try {
+        return { kind: "leases", leases: JSON.parse(setting) };
+      } catch {
+        throw new UsageError(`leases: not all, none or JSON: ${setting}`);
+      }
     }
     default:
       if (url !== undefined) throw new UsageError(`--url is for add and replace, not ${command}`);

@@ -26,6 +26,7 @@ import {
   normalizedUrl,
   voterIds,
 } from "./configuration.ts";
+import { leasesFromSetting } from "./lease.ts";
 
 /** The fewest voters a change may leave (Consul autopilot's `min_quorum`). */
 export const DEFAULT_MINIMUM_VOTERS = 3;
@@ -33,13 +34,19 @@ export const DEFAULT_MINIMUM_VOTERS = 3;
 /**
  * A change an operator asks for: add a learner at `url`; promote learners to
  * voters; remove members; give member `id`, whose data is lost, a new
- * incarnation (at `url`, or its old one).
+ * incarnation (at `url`, or its old one); set the quorum leases (every
+ * replica must run the same rules, so they change only with the epoch).
  */
 export type ConfigurationChange =
   | { readonly kind: "add"; readonly url: string }
   | { readonly kind: "promote"; readonly ids: readonly number[] }
   | { readonly kind: "remove"; readonly ids: readonly number[] }
-  | { readonly kind: "replace"; readonly id: number; readonly url?: string };
+  | { readonly kind: "replace"; readonly id: number; readonly url?: string }
+  | {
+    /** Sets the quorum leases (`leasesFromSetting`: "all", "none" or rules). */
+    readonly kind: "leases";
+    readonly leases: unknown;
+  };
 
 /** What the deciding replica observes of one member. */
 export interface MemberStatus {
@@ -215,10 +222,20 @@ function planChange(config: Configuration, change: ConfigurationChange): Plan | 
       );
       return { next: { ...config, epoch, members }, replaced: old.id };
     }
+    case "leases": {
+      const parsed = leasesFromSetting(change.leases, config.nextId);
+      if ("problem" in parsed) return `cannot set leases: ${parsed.problem}`;
+      const { leases: _old, ...rest } = config;
+      return {
+        next: parsed.leases === undefined
+          ? { ...rest, epoch }
+          : { ...rest, epoch, leases: parsed.leases },
+      };
+    }
     default:
       return `unknown change ${
         JSON.stringify((change as { kind?: unknown })?.kind)
-      }; use add, promote, remove or replace`;
+      }; use add, promote, remove, replace or leases`;
   }
 }
 

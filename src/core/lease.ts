@@ -224,3 +224,48 @@ export function caughtUp(frontier: Deps, executed: Deps): boolean {
   }
   return true;
 }
+
+/**
+ * A lease setting as operators write it (the cluster file's `leases`, the
+ * admin `leases` change): `"all"` (every key to every member), `"none"`, or
+ * `{ "rules": [{ "prefix", "holders": "all" | [ids] }], "leaseMs"?,
+ * "renewMs"?, "drift"? }`. Returns the configuration (absent for none), or
+ * what is wrong with it.
+ */
+export function leasesFromSetting(
+  value: unknown,
+  positions: number,
+): { readonly leases?: LeaseConfiguration } | { readonly problem: string } {
+  if (value === undefined || value === null || value === "none") return {};
+  if (value === "all") return { leases: leaseEveryKey() };
+  if (typeof value !== "object" || Array.isArray(value)) {
+    return { problem: 'leases must be "all", "none" or an object with rules' };
+  }
+  const record = value as Record<string, unknown>;
+  const numbers: Partial<Record<"leaseMs" | "renewMs" | "drift", number>> = {};
+  for (const name of ["leaseMs", "renewMs", "drift"] as const) {
+    const item = record[name];
+    if (item === undefined) continue;
+    if (typeof item !== "number") return { problem: `${name} must be a number` };
+    numbers[name] = item;
+  }
+  if (!Array.isArray(record.rules)) return { problem: "rules must be a list" };
+  if (record.rules.length > 256) return { problem: "at most 256 lease rules" };
+  const rules: LeaseRule[] = [];
+  for (const [index, rule] of record.rules.entries()) {
+    const entry = rule as Record<string, unknown> | null;
+    if (typeof entry !== "object" || entry === null || typeof entry.prefix !== "string") {
+      return { problem: `rules[${index}] must have a string prefix` };
+    }
+    if (entry.holders !== "all" && !Array.isArray(entry.holders)) {
+      return { problem: `rules[${index}].holders must be "all" or a list of member ids` };
+    }
+    rules.push({
+      prefix: entry.prefix,
+      holders: entry.holders === "all" ? "all" : [...(entry.holders as number[])],
+    });
+  }
+  const leases = leaseEveryKey({ ...numbers, rules });
+  const problem = leaseConfigurationProblem(leases, positions);
+  return problem === undefined ? { leases } : { problem };
+}

@@ -397,7 +397,9 @@ export class ReplicaDriver {
     if (this.#stopped || this.#switch.installing || this.#membership.joining || this.removed) {
       return undefined;
     }
-    if (this.#membership.retired !== undefined) return undefined;
+    // Leaving (it executed its own removal and answers only the old epoch)
+    // or retired: it serves no client.
+    if (this.#membership.retired !== undefined || this.leaving) return undefined;
     return this.#core;
   }
 

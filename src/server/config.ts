@@ -30,11 +30,7 @@
  * @module
  */
 
-import {
-  type LeaseConfiguration,
-  leaseConfigurationProblem,
-  leaseEveryKey,
-} from "../core/lease.ts";
+import { type LeaseConfiguration, leasesFromSetting } from "../core/lease.ts";
 import { MAX_REPLICAS } from "../core/quorum.ts";
 import { formatHostPort, urlEndpoint } from "../net/endpoint.ts";
 
@@ -171,48 +167,14 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
   };
 }
 
-/**
- * The `leases` field of a cluster file: `"all"`, `"none"`, or an object with
- * `rules` (`[{ "prefix": "cfg/", "holders": "all" | [ids] }]`) and optional
- * `leaseMs`, `renewMs` and `drift`.
- */
 function parseLeases(
   value: unknown,
   replicas: number,
   field: string,
 ): LeaseConfiguration | undefined {
-  if (value === undefined || value === "none") return undefined;
-  if (value === "all") return leaseEveryKey();
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ConfigError(`${field} must be "all", "none" or an object with rules`);
-  }
-  const record = value as Record<string, unknown>;
-  const number = (name: string): number | undefined => {
-    const item = record[name];
-    if (item === undefined) return undefined;
-    if (typeof item !== "number") throw new ConfigError(`${field}.${name} must be a number`);
-    return item;
-  };
-  if (!Array.isArray(record.rules)) throw new ConfigError(`${field}.rules must be a list`);
-  const rules = record.rules.map((rule: unknown, index: number) => {
-    const entry = rule as Record<string, unknown> | null;
-    if (typeof entry !== "object" || entry === null || typeof entry.prefix !== "string") {
-      throw new ConfigError(`${field}.rules[${index}] must have a string prefix`);
-    }
-    if (entry.holders !== "all" && !Array.isArray(entry.holders)) {
-      throw new ConfigError(`${field}.rules[${index}].holders must be "all" or a list of ids`);
-    }
-    return { prefix: entry.prefix, holders: entry.holders as number[] | "all" };
-  });
-  const leases = leaseEveryKey({
-    ...(number("leaseMs") === undefined ? {} : { leaseMs: number("leaseMs") }),
-    ...(number("renewMs") === undefined ? {} : { renewMs: number("renewMs") }),
-    ...(number("drift") === undefined ? {} : { drift: number("drift") }),
-    rules,
-  });
-  const problem = leaseConfigurationProblem(leases, replicas);
-  if (problem !== undefined) throw new ConfigError(`${field}: ${problem}`);
-  return leases;
+  const parsed = leasesFromSetting(value, replicas);
+  if ("problem" in parsed) throw new ConfigError(`${field}: ${parsed.problem}`);
+  return parsed.leases;
 }
 
 /**

@@ -6,7 +6,8 @@
  *   (`src/core/configuration.ts`), which `deno task start --join` fetches.
  * - `POST /admin/members/change` with a JSON change (`ConfigurationChange`:
  *   `{"kind": "add", "url"}`, `{"kind": "promote", "ids"}`, `{"kind":
- *   "remove", "ids"}`, `{"kind": "replace", "id", "url"?}`): decided by
+ *   "remove", "ids"}`, `{"kind": "replace", "id", "url"?}`, `{"kind":
+ *   "leases", "leases": "all" | "none" | {rules...}}`): decided by
  *   `decideChange` against what this replica observes of the members
  *   (`describeMembers`), then proposed as a configuration change command
  *   (`ReconfCommand`) and answered once this replica is in the new epoch:
@@ -58,8 +59,12 @@ export function changeProblem(value: unknown): string | undefined {
       return change.url === undefined || typeof change.url === "string"
         ? undefined
         : "replace's url must be a string";
+    case "leases":
+      return change.leases === undefined
+        ? 'leases needs leases: "all", "none" or rules'
+        : undefined;
     default:
-      return 'The change\'s kind must be "add", "promote", "remove" or "replace"';
+      return 'The change\'s kind must be "add", "promote", "remove", "replace" or "leases"';
   }
 }
 

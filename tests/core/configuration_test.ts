@@ -24,6 +24,7 @@ import {
   decideChange,
   type DecideChangeOptions,
 } from "../../src/core/configuration_change.ts";
+import { leaseEveryKey } from "../../src/core/lease.ts";
 
 /** The URL member `id` has unless a row says otherwise. */
 function url(id: number): string {
@@ -436,7 +437,7 @@ Deno.test("guards that apply to every kind of change", () => {
     name: "an unknown kind of change",
     config: three,
     change: { kind: "rename" } as unknown as ConfigurationChange,
-    want: /unknown change "rename"; use add, promote, remove or replace/,
+    want: /unknown change "rename"; use add, promote, remove, replace or leases/,
   });
   runTable(rows);
   assert.throws(
@@ -507,4 +508,64 @@ Deno.test("bootstrap, describe, majority and member URLs", () => {
   assert.throws(() => bootstrapConfiguration([]), RangeError);
   assert.equal(memberUrlProblem("https://a.test:8443"), undefined);
   assert.match(memberUrlProblem("https://u:p@a.test") ?? "", /must be an origin/);
+});
+
+Deno.test("leases: set through a change of epoch, every member keeps its place", () => {
+  const all = leaseEveryKey();
+  const withLeases: Configuration = { ...cfg("e2 [0v1 1v1 2v1]"), leases: all };
+  runTable([
+    {
+      name: "all: every key to every member",
+      config: three,
+      change: { kind: "leases", leases: "all" },
+      want: { ...cfg("e2 [0v1 1v1 2v1]"), leases: all },
+    },
+    {
+      name: "rules with their own durations",
+      config: three,
+      change: {
+        kind: "leases",
+        leases: { rules: [{ prefix: "cfg/", holders: [0, 2] }], leaseMs: 1000, renewMs: 250 },
+      },
+      want: {
+        ...cfg("e2 [0v1 1v1 2v1]"),
+        leases: leaseEveryKey({
+          rules: [{ prefix: "cfg/", holders: [0, 2] }],
+          leaseMs: 1000,
+          renewMs: 250,
+        }),
+      },
+    },
+    {
+      name: "none removes them",
+      config: withLeases,
+      change: { kind: "leases", leases: "none" },
+      want: cfg("e3 [0v1 1v1 2v1]"),
+    },
+    {
+      name: "a holder that was never a member",
+      config: three,
+      change: { kind: "leases", leases: { rules: [{ prefix: "", holders: [5] }] } },
+      want: /cannot set leases: lease holder 5 is not a member position/,
+    },
+    {
+      name: "a renewal as long as the lease",
+      config: three,
+      change: { kind: "leases", leases: { rules: [], leaseMs: 1000, renewMs: 1000 } },
+      want: /renewMs/,
+    },
+    {
+      name: "not a setting",
+      config: three,
+      change: { kind: "leases", leases: "some" },
+      want: /leases must be "all", "none" or an object/,
+    },
+    {
+      name: "the guards still apply: a change in flight",
+      config: three,
+      view: { inFlight: true },
+      change: { kind: "leases", leases: "all" },
+      want: /in flight/,
+    },
+  ]);
 });
