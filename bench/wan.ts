@@ -70,6 +70,8 @@ export interface RegionResult {
   readonly reads: number;
   /** Of the GETs the replica answered in the run, the share served locally under a lease. */
   readonly local_read_ratio: number | null;
+  /** Local reads that were held for a pending write to their key first. */
+  readonly held_reads: number;
 }
 
 /** A run's results. */
@@ -115,6 +117,7 @@ async function replicaStatus(
     commits: { fast: number; slow: number };
     commitP50Ms: number | null;
     localReads: number;
+    heldReads: number;
     fallbacks: number;
   }
 > {
@@ -127,6 +130,7 @@ async function replicaStatus(
     commits: status.commits,
     commitP50Ms: status.latencyMs?.commit?.p50 ?? null,
     localReads: reads?.localReads ?? 0,
+    heldReads: reads?.heldReads ?? 0,
     fallbacks,
   };
 }
@@ -246,6 +250,7 @@ export async function runWan(options: WanOptions): Promise<WanReport> {
         read_p50_ms: reads.length === 0 ? null : Number(percentile(reads, 0.5).toFixed(2)),
         read_p99_ms: reads.length === 0 ? null : Number(percentile(reads, 0.99).toFixed(2)),
         reads: reads.length,
+        held_reads: after[index]!.heldReads - before[index]!.heldReads,
         local_read_ratio: local + fallbacks === 0
           ? null
           : Number((local / (local + fallbacks)).toFixed(4)),

@@ -24,7 +24,10 @@ export function onLeaseRequest<C>(s: ReplicaState<C>, from: number, seq: number)
   if (!s.isVoter) return;
   const frontier = s.leases.grant(from, s.progress.pruneFloor);
   if (frontier === undefined) return;
-  s.out.send({ type: "leasegrant", from: s.id, to: from, seq, frontier });
+  // Lease traffic needs nothing durable (promises and grants live in
+  // memory; a restart forgets them by the restart rule), so it leaves
+  // before this Ready's records are written, not after an fsync.
+  s.out.sendEarly({ type: "leasegrant", from: s.id, to: from, seq, frontier });
 }
 
 /** A holder takes a grant. */
@@ -54,7 +57,9 @@ export function onLeaseNotice<C>(
     const accesses = instance?.accesses ?? batchAccesses(s.conflicts, message.command);
     if (!s.leases.notice(key, accesses)) return;
   }
-  s.out.send({
+  // Early: the acknowledgement promises only what this process holds in
+  // memory (reads of the keys wait); a restart drops its grants with it.
+  s.out.sendEarly({
     type: "leaseack",
     from: s.id,
     to: message.from,
@@ -100,6 +105,8 @@ function noticeTo<C>(s: ReplicaState<C>, lead: Lead<C>, holders: number): void {
   const instance = lead.instance;
   lead.leaseNoticed |= holders;
   lead.leaseNoticedAt = s.leases.now;
+  // Early, with the PreAccepts: a notice of a write whose record is then
+  // lost in a crash only holds reads until recovery decides it (a Nop).
   s.sendTo(holders, (to) => ({
     type: "leasenotice",
     from: s.id,
@@ -107,7 +114,7 @@ function noticeTo<C>(s: ReplicaState<C>, lead: Lead<C>, holders: number): void {
     owner: instance.owner,
     number: instance.number,
     command: instance.command!,
-  }));
+  }), { early: true });
 }
 
 /**

@@ -415,7 +415,9 @@ export class Replica<C> {
     if (!s.leases.enabled) return;
     const seq = s.leases.dueRequest();
     if (seq !== undefined) {
-      s.sendTo(s.voterPeers, (to) => ({ type: "leaserequest", from: s.id, to, seq }));
+      s.sendTo(s.voterPeers, (to) => ({ type: "leaserequest", from: s.id, to, seq }), {
+        early: true,
+      });
     }
     if (s.leaseWaiting.size === 0) return;
     for (const lead of [...s.leaseWaiting]) this.#retryLeaseGate(lead);
