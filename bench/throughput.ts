@@ -351,6 +351,7 @@ export async function runThroughput(
     log(`starting ${options.replicas} epaxos-kv replicas`);
     if (options.cpuProfDir !== undefined) await Deno.mkdir(options.cpuProfDir, { recursive: true });
     const cluster = await startProcessCluster(options.replicas, {
+      leases: options.leases,
       ...(options.dataRoot === undefined ? {} : { parentDir: options.dataRoot }),
       ...(options.cpuProfDir === undefined ? {} : {
         denoFlags: ["--cpu-prof", `--cpu-prof-dir=${await Deno.realPath(options.cpuProfDir)}`],
@@ -492,6 +493,7 @@ export async function runThroughput(
       warmup_s: options.warmupS,
       keys: options.keys,
       value_bytes: VALUE_BYTES,
+      leases: options.leases,
       runs: options.runs,
       etcd: "skipped" in etcdInstall ? { skipped: etcdInstall.skipped } : {
         version: etcdInstall.version,

@@ -83,6 +83,12 @@ export interface ThroughputOptions {
   readonly runs: number;
   /** gRPC connections the etcd load generator shares among its `connections` clients. */
   readonly grpcConnections: number;
+  /**
+   * Quorum leases on every key to every replica (`all`, what `deno task
+   * start` runs: linearizable reads are served locally) or none (every read
+   * is a command).
+   */
+  readonly leases: "all" | "none";
 }
 
 /**
@@ -98,7 +104,7 @@ export const USAGE =
   `usage: deno task bench:throughput [--replicas 3|5|7] [--duration S] [--warmup S] [--connections C]
        [--workloads ${WORKLOAD_NAMES.join(",")}] [--keys N] [--skip-etcd] [--skip-preload]
        [--out FILE] [--data-root DIR] [--seed N] [--timeout S] [--cpu-prof DIR] [--runs N]
-       [--grpc-connections N]`;
+       [--grpc-connections N] [--leases all|none]`;
 
 /** Parses the command line; throws {@link UsageError} with a clear message. */
 export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions {
@@ -117,6 +123,7 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
       "cpu-prof",
       "runs",
       "grpc-connections",
+      "leases",
     ],
     flags: ["skip-etcd", "skip-preload"],
   });
@@ -145,6 +152,10 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
     }
     workloads.push(name as WorkloadName);
   }
+  const leases = option(args, "leases", "all")!;
+  if (leases !== "all" && leases !== "none") {
+    throw new UsageError(`--leases must be all or none, got ${leases}`);
+  }
   const out = option(args, "out");
   const dataRoot = option(args, "data-root");
   const cpuProfDir = option(args, "cpu-prof");
@@ -156,6 +167,7 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
     workloads,
     keys: integerOption(args, "keys", { min: 1, max: MAX_KEYS, fallback: 100_000 })!,
     skipEtcd: args.flags.has("skip-etcd"),
+    leases,
     skipPreload: args.flags.has("skip-preload"),
     seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,
     timeoutS: integerOption(args, "timeout", { min: 1, max: 60, fallback: 10 })!,

@@ -185,6 +185,8 @@ export interface ThroughputReport {
   readonly warmup_s: number;
   readonly keys: number;
   readonly value_bytes: number;
+  /** Quorum leases on every key (`all`: reads served locally) or none; absent in older reports. */
+  readonly leases?: "all" | "none";
   /** Measured runs of each system and workload, interleaved; figures are their medians. */
   readonly runs?: number;
   /** The etcd cluster that ran, or why none did. */

@@ -65,6 +65,8 @@ export interface Lead<C> {
   leaseReleaseAt: number;
   /** Leases: whether the decision ever waited on holders (counted once). */
   leaseHeld: boolean;
+  /** Leases: when the gate first held the decision (driver clock, ms); -1 once counted. */
+  leaseHeldSince: number;
   /** Leases: whether the decision waiting on holders was taken on a timeout. */
   leaseTimedOut: boolean;
 }
@@ -144,6 +146,7 @@ export class Leads<C> {
       leaseNoticedAt: Number.NEGATIVE_INFINITY,
       leaseReleaseAt: Number.NEGATIVE_INFINITY,
       leaseHeld: false,
+      leaseHeldSince: -1,
       leaseTimedOut: false,
     };
     this.#leads.set(instance.key, lead);

@@ -135,6 +135,7 @@ export function leaseGateOpen<C>(s: ReplicaState<C>, lead: Lead<C>, timedOut: bo
   const missing = (lead.leaseNamed | own.holders) & ~lead.leaseKnown & ~self;
   if (missing === 0) {
     s.leaseWaiting.delete(lead);
+    noteHoldEnded(s, lead);
     return true;
   }
   const until = Math.max(
@@ -146,10 +147,14 @@ export function leaseGateOpen<C>(s: ReplicaState<C>, lead: Lead<C>, timedOut: bo
     // gets from now on carries a frontier past this write (`lease.ts`).
     leases.stats.writesReleased++;
     s.leaseWaiting.delete(lead);
+    noteHoldEnded(s, lead);
     return true;
   }
   s.leaseWaiting.add(lead);
-  if (!lead.leaseHeld) leases.stats.writesHeldForHolders++;
+  if (!lead.leaseHeld) {
+    leases.stats.writesHeldForHolders++;
+    lead.leaseHeldSince = leases.now;
+  }
   lead.leaseHeld = true;
   lead.leaseTimedOut ||= timedOut;
   const fresh = missing & ~lead.leaseNoticed;
@@ -159,6 +164,13 @@ export function leaseGateOpen<C>(s: ReplicaState<C>, lead: Lead<C>, timedOut: bo
     noticeTo(s, lead, missing);
   }
   return false;
+}
+
+/** A decision the gate held is free: counts the time it waited on holders. */
+function noteHoldEnded<C>(s: ReplicaState<C>, lead: Lead<C>): void {
+  if (!lead.leaseHeld || lead.leaseHeldSince < 0) return;
+  s.leases.stats.writeHoldMs += s.leases.now - lead.leaseHeldSince;
+  lead.leaseHeldSince = -1;
 }
 
 /**

@@ -60,6 +60,8 @@ export interface LeaseStats {
   writesHeldForHolders: number;
   /** Writes decided without a named holder's acknowledgement, after its promise ran out. */
   writesReleased: number;
+  /** Total time (ms) writes waited on holders beyond their quorum. */
+  writeHoldMs: number;
   /** Notices answered. */
   noticesAcknowledged: number;
   /** Notices not answered because too many were pending. */
@@ -112,6 +114,7 @@ export class LeaseState {
     grantsReceived: 0,
     writesHeldForHolders: 0,
     writesReleased: 0,
+    writeHoldMs: 0,
     noticesAcknowledged: 0,
     noticesRefused: 0,
   };

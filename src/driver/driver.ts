@@ -72,7 +72,11 @@ export interface LeaseStatus {
   /** Grants given as a grantor and received as a holder. */
   readonly grants: { readonly given: number; readonly received: number };
   /** Writes this replica coordinated that waited on holders, and those decided after promises ran out. */
-  readonly writes: { readonly heldForHolders: number; readonly released: number };
+  readonly writes: {
+    readonly heldForHolders: number;
+    readonly released: number;
+    readonly heldMs: number;
+  };
   /** Writes told of by notice: pending here, acknowledged, refused (too many). */
   readonly notices: {
     readonly pending: number;
@@ -427,7 +431,11 @@ export class ReplicaDriver {
           .map((member) => [member.id, Math.round(status.remainingMs[member.id] ?? 0)]),
       ),
       grants: { given: status.grantsGiven, received: status.grantsReceived },
-      writes: { heldForHolders: status.writesHeldForHolders, released: status.writesReleased },
+      writes: {
+        heldForHolders: status.writesHeldForHolders,
+        released: status.writesReleased,
+        heldMs: Math.round(status.writeHoldMs),
+      },
       notices: {
         pending: status.notices,
         acknowledged: status.noticesAcknowledged,

@@ -129,6 +129,12 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
         `epaxos_lease_writes_total{outcome="released"} ${leases.writes.released}`,
       ],
     )
+    .family(
+      "epaxos_lease_write_hold_seconds_total",
+      "counter",
+      "Time writes this replica coordinated waited on lease holders beyond their quorum.",
+      [`epaxos_lease_write_hold_seconds_total ${leases.writes.heldMs / 1000}`],
+    )
     .family("epaxos_snapshots_installed_total", "counter", "Snapshots installed here.", [
       `epaxos_snapshots_installed_total ${metrics.snapshotsInstalled}`,
     ])
