@@ -529,13 +529,17 @@ export class ReplicaDriver {
       // After a restart (the base is not kept), the state now: between
       // Readies it holds whole components only, the instances applied are
       // closed under dependencies, so the peer can go on from it.
-      // Not from a replica that has no state of its epoch to give (joining,
-      // catching up, or itself behind): it answers as unavailable, and the
-      // peer asks another.
+      // Not from a replica that has no whole state of its epoch to give
+      // (joining, installing, or pruned past in it): it answers as
+      // unavailable, and the peer asks another. A replica itself behind a
+      // later epoch, or fetching a snapshot of one, still has its epoch's
+      // state whole, and gives it: the peer may be the vote it needs to
+      // finish its epoch when no replica of the later one is left to give
+      // that (the simulator's seed 301, n = 3, with membership changes).
       const base = this.#epochBase?.configuration?.epoch === this.#configuration.epoch
         ? this.#epochBase
         : this.#installing || this.#retired !== undefined || this.#joining ||
-            this.catchingUpBySnapshot || this.#core.snapshotSources().length > 0
+            this.#core.snapshotSources().length > 0
         ? undefined
         : {
           ...this.#snapshotAt(`${this.id}.${this.#bootId}.state${++this.#requestCounter}`),
@@ -589,6 +593,10 @@ export class ReplicaDriver {
   ): void {
     if (this.#stopped || this.#installing) {
       reject(new UnavailableError("The replica is stopping or installing a snapshot already"));
+      return;
+    }
+    if (this.#retired !== undefined) {
+      reject(new UnavailableError(`This replica left the cluster (${this.#retired})`));
       return;
     }
     const refusal = carried === undefined ? this.#foreignSnapshot(snapshot) : undefined;
@@ -796,6 +804,10 @@ export class ReplicaDriver {
       new OutcomeUnknownError(`This replica left the cluster (${reason}) before answering`)
     );
     this.#snapshotCaptures.rejectAll(`This replica left the cluster: ${reason}`);
+    // Nothing more to catch up on: a snapshot of the epoch it now names would
+    // not be judged foreign, and each fetch has a member take a barrier for
+    // it (the simulator, seed 150 at n = 5 with membership changes).
+    this.#snapshotFetcher.stop();
   }
 
   /**
