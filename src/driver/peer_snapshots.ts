@@ -65,9 +65,13 @@ export function takeSnapshotFor(
     // After a restart (the base is not kept), the state now: between
     // Readies it holds whole components only, the instances applied are
     // closed under dependencies, so the peer can go on from it.
-    // Not from a replica that has no state of its epoch to give (joining,
-    // catching up, or itself behind): it answers as unavailable, and the
-    // peer asks another.
+    // Not from a replica that has no whole state of its epoch to give
+    // (joining, installing, or pruned past in it): it answers as
+    // unavailable, and the peer asks another. A replica itself behind a
+    // later epoch, or fetching a snapshot of one, still has its epoch's
+    // state whole, and gives it: the peer may be the vote it needs to
+    // finish its epoch when no replica of the later one is left to give
+    // that (the simulator's seed 301, n = 3, with membership changes).
     const base = source.base() ?? source.stateNow();
     if (base === undefined) {
       answer.reject(

@@ -78,6 +78,17 @@ export interface SimConfig {
    * lost replica.
    */
   readonly amnesia: boolean;
+  /**
+   * Membership changes proposed during the safety phase, each at a random
+   * live voter and each drawn from what its configuration allows then: add
+   * a learner (a new member id, which joins by snapshot), promote two
+   * learners, remove a learner or two voters (the removed stop), or an
+   * epoch bump. Each goes through the operator's decider
+   * (`decideChange`), against what the proposing replica observes, so
+   * cluster sizes change over a run (3 -> 3 + 1 learner -> 5 -> ...), as
+   * `deno task admin` changes them.
+   */
+  readonly memberChanges: number;
 }
 
 /** What a run is asked for on the command line. */
@@ -92,6 +103,8 @@ export interface SimRequest {
   readonly faults?: "none" | "all";
   /** `some` (shared keys), `none` (disjoint keys) or absent (chosen from the seed). */
   readonly conflicts?: "some" | "none";
+  /** `some` (membership changes), `none`, or absent (chosen from the seed). */
+  readonly members?: "some" | "none";
 }
 
 /** Derives a run's settings from its request; the same request always gives the same run. */
@@ -143,7 +156,20 @@ export function deriveConfig(request: SimRequest): SimConfig {
     // Drawn after retention, for the same reason.
     epochChanges: random.next() < 0.4 ? 1 + random.int(3) : 0,
     amnesia: faults !== undefined && random.next() < 0.3,
+    memberChanges: memberChanges(request, random),
   };
+}
+
+/**
+ * The membership changes of a run: half the seeds have 3 to 8 (enough to
+ * grow by two voters and shrink again), unless the request says. Drawn
+ * after everything else, so that every earlier draw is unchanged and runs
+ * without membership changes go as before.
+ */
+function memberChanges(request: SimRequest, random: SeededRandom): number {
+  const some = random.next() < 0.5;
+  const count = 3 + random.int(6);
+  return (request.members ?? (some ? "some" : "none")) === "some" ? count : 0;
 }
 
 /** The command line that reproduces a run. */
@@ -151,5 +177,5 @@ export function reproduceCommand(request: SimRequest, config: SimConfig): string
   const conflicts = config.sharedKeys === 0 ? "none" : "some";
   return `deno task sim --seed ${request.seed} --replicas ${config.replicas} --commands ${config.commands} --faults ${
     config.faults === undefined ? "none" : "all"
-  } --conflicts ${conflicts}`;
+  } --conflicts ${conflicts} --members ${config.memberChanges > 0 ? "some" : "none"}`;
 }

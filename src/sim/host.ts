@@ -69,6 +69,7 @@ export class SimHost {
   #driver: ReplicaDriver | undefined;
   #incarnation = 0;
   #up = false;
+  #retired = false;
   #paused = false;
   #deferred: (() => void)[] = [];
   /** The commit in flight: its batch, until the disk lands it. */
@@ -99,9 +100,31 @@ export class SimHost {
     return this.#up && !this.#paused;
   }
 
-  /** Starts a process on what the disk holds. */
+  /**
+   * Whether a process of this replica ever started: a slot of a member id
+   * not added yet has none, and nothing restarts it.
+   */
+  get started(): boolean {
+    return this.#incarnation > 0;
+  }
+
+  /** Whether it was stopped for good ({@linkcode SimHost.retire}). */
+  get retired(): boolean {
+    return this.#retired;
+  }
+
+  /**
+   * Stops the process for good, as an operator stops a member a
+   * configuration change removed: nothing boots it again.
+   */
+  retire(): void {
+    this.crash(false);
+    this.#retired = true;
+  }
+
+  /** Starts a process on what the disk holds (not once retired). */
   boot(): void {
-    if (this.#up) return;
+    if (this.#up || this.#retired) return;
     this.#incarnation++;
     this.#up = true;
     this.#paused = false;

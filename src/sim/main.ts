@@ -3,8 +3,12 @@
  *
  * ```
  * deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
- * deno task sim --swarm COUNT --seed S [--replicas N] [--commands K]
+ *   [--members some|none]
+ * deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--members some|none]
  * ```
+ *
+ * `--members some` gives every run membership changes (add, promote,
+ * remove), `none` none; without it, half the seeds have them.
  *
  * Exits 0 when every invariant holds; otherwise 1, after printing one line that
  * reproduces the first failure.
@@ -29,6 +33,8 @@ export interface SimArguments {
   readonly faults?: "none" | "all";
   /** Conflict mode. */
   readonly conflicts?: "some" | "none";
+  /** Membership changes: `some` in every run, `none`, or absent (chosen from the seed). */
+  readonly members?: "some" | "none";
   /** Print every run's summary, not only failures. */
   readonly verbose: boolean;
   /** Print every traced event whose line contains this text (debugging one seed). */
@@ -61,7 +67,17 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
     return value;
   };
   for (const name of values.keys()) {
-    if (!["seed", "swarm", "replicas", "commands", "faults", "conflicts", "trace"].includes(name)) {
+    const known = [
+      "seed",
+      "swarm",
+      "replicas",
+      "commands",
+      "faults",
+      "conflicts",
+      "members",
+      "trace",
+    ];
+    if (!known.includes(name)) {
       throw new TypeError(`Unknown option --${name}`);
     }
   }
@@ -72,6 +88,10 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
   const conflicts = values.get("conflicts");
   if (conflicts !== undefined && conflicts !== "some" && conflicts !== "none") {
     throw new TypeError(`--conflicts must be some or none, got ${conflicts}`);
+  }
+  const members = values.get("members");
+  if (members !== undefined && members !== "some" && members !== "none") {
+    throw new TypeError(`--members must be some or none, got ${members}`);
   }
   const replicas = integer("replicas", 3, 9);
   if (replicas !== undefined && replicas % 2 === 0) {
@@ -85,6 +105,7 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
     ...(commands === undefined ? {} : { commands }),
     ...(faults === undefined ? {} : { faults }),
     ...(conflicts === undefined ? {} : { conflicts }),
+    ...(members === undefined ? {} : { members }),
     ...(values.has("trace") ? { trace: values.get("trace")! } : {}),
     verbose,
   };
@@ -97,6 +118,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let epochChanges = 0;
   let replacements = 0;
   let backups = 0;
+  let memberChanges = 0;
+  let resized = 0;
+  let stranded = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -105,6 +129,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       ...(args.commands === undefined ? {} : { commands: args.commands }),
       ...(args.faults === undefined ? {} : { faults: args.faults }),
       ...(args.conflicts === undefined ? {} : { conflicts: args.conflicts }),
+      ...(args.members === undefined ? {} : { members: args.members }),
     };
     const config = deriveConfig(request);
     const runStarted = performance.now();
@@ -129,6 +154,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     epochChanges += result.epochChanges;
     replacements += result.replacements;
     backups += result.backups;
+    memberChanges += result.memberChanges;
+    if (new Set(result.sizes).size > 1) resized++;
+    stranded += result.stranded;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -140,6 +168,8 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
           `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
           `epochs=${result.epochChanges}->e${result.epoch} replaced=${result.replacements} ` +
+          `members=${result.memberChanges}(${result.refusedChanges} refused) ` +
+          `sizes=${result.sizes.join(">")} stranded=${result.stranded} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -149,7 +179,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
       } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
-        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced)`,
+        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced, ` +
+        `${memberChanges} membership changes proposed, ${resized} runs changed size, ` +
+        `${stranded} operations stranded at removed replicas)`,
     );
   }
   return failures === 0 ? 0 : 1;
@@ -162,7 +194,8 @@ if (import.meta.main) {
   } catch (error) {
     console.error(`${(error as Error).message}
 usage: deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
-       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K]`);
+         [--members some|none]
+       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--members some|none]`);
     Deno.exit(2);
   }
   Deno.exit(runSimulations(args, (line) => console.log(line)));

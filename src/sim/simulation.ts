@@ -18,7 +18,14 @@ import { OutcomeUnknownError, SnapshotInstalledError, UnavailableError } from ".
 import type { KvCommand, KvCommandInput } from "../kv/commands.ts";
 import { type KvResult, stateDigestOf } from "../kv/state_machine.ts";
 import { Eventual } from "../runtime/completion.ts";
-import type { Configuration } from "../core/configuration.ts";
+import {
+  type Configuration,
+  describeConfiguration,
+  MAX_MEMBER_ID,
+  voterIds,
+} from "../core/configuration.ts";
+import { decideChange } from "../core/configuration_change.ts";
+import { defaultConfiguration } from "../driver/epoch.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
 import type { SimConfig } from "./config.ts";
@@ -31,6 +38,7 @@ import {
   InvariantChecker,
   InvariantViolation,
 } from "./invariants.ts";
+import { describeSize, drawChange, observedView, type SimChange } from "./membership.ts";
 import { SimNetwork } from "./network.ts";
 
 /** The outcome of one run. */
@@ -71,7 +79,36 @@ export interface SimResult {
   readonly replacements: number;
   /** The highest epoch a replica reached. */
   readonly epoch: number;
+  /** Membership changes (add, promote, remove) the decider accepted and the run proposed. */
+  readonly memberChanges: number;
+  /** Membership changes the decider refused (each is tried again a few times). */
+  readonly refusedChanges: number;
+  /** The size of each epoch's configuration known, in epoch order (`3`, `3+1l`, `5`, …). */
+  readonly sizes: readonly string[];
+  /**
+   * Operations in flight at a replica a change removed while it was cut
+   * off, which never learned it (so never answers), given up on after
+   * healing as indeterminate rather than counted as hung.
+   */
+  readonly stranded: number;
 }
+
+/**
+ * Replica slots: every member id a cluster may ever use (`MAX_MEMBER_ID`);
+ * those above the starting size are booted only when a change adds them.
+ */
+const SLOTS = MAX_MEMBER_ID + 1;
+
+/**
+ * What a proposing replica counts as alive and caught up (`observedView`):
+ * heard from within the drivers' contact window, and at most 20 instances
+ * behind (the admin route's 1,000 would take in every member of a run this
+ * small).
+ */
+const SIM_VIEW = { aliveWithinMs: 1000, caughtUpInstances: 20 } as const;
+
+/** How often the run looks for replicas that executed their own removal, to stop them. */
+const RETIRE_CHECK_MS = 50;
 
 /** Timers for simulated time, where a tick is a millisecond and the network is fast. */
 const SIM_TIMING: Partial<TimingOptions> = {
@@ -91,7 +128,8 @@ const SIM_TIMING: Partial<TimingOptions> = {
 
 interface Client {
   readonly id: number;
-  readonly node: number;
+  /** The replica it asks: moves to a voter when a change removes or demotes it. */
+  node: number;
   busy: boolean;
   /** Request id of the operation outstanding. */
   request: string | undefined;
@@ -115,6 +153,23 @@ function sumOutcomes(all: readonly object[]): Record<string, number> {
     for (const [name, count] of Object.entries(outcomes)) sum[name] = (sum[name] ?? 0) + count;
   }
   return sum;
+}
+
+/** One line for a trace: `add http://replica-3.invalid`, `promote r3 r4`, `remove r1 r2`. */
+function describeChange(change: SimChange): string {
+  switch (change.kind) {
+    case "add":
+      return `add ${change.url}`;
+    case "promote":
+    case "remove":
+      return `${change.kind} ${change.ids.map((id) => `r${id}`).join(" ")}`;
+    case "replace":
+      return `replace r${change.id}`;
+    case "bump":
+      return "bump";
+    case "leases":
+      return `leases ${JSON.stringify(change.leases)}`;
+  }
 }
 
 /** Receives one line per interesting event when tracing a run. */
@@ -146,6 +201,12 @@ export interface SimulationOptions {
    * test only: the simulator must catch it.
    */
   readonly unsafeRejoinWithoutReplace?: boolean;
+  /**
+   * A member a change added is never started (an operator who ran `add`
+   * but not `--join`). For the negative test only: the liveness check,
+   * over the last configuration's members, must catch it.
+   */
+  readonly neverStartAdded?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -153,6 +214,8 @@ export class Simulation {
   readonly #config: SimConfig;
   readonly #random: SeededRandom;
   readonly #faultRandom: SeededRandom;
+  /** Draws of membership changes and of where their clients go (a stream of its own). */
+  readonly #memberRandom: SeededRandom;
   readonly #queue = new EventQueue();
   readonly #network: SimNetwork;
   readonly #hosts: SimHost[] = [];
@@ -187,24 +250,36 @@ export class Simulation {
   readonly #trace: SimTrace | undefined;
   readonly #unsafeSnapshotsLoseAKey: boolean;
   readonly #unsafeRejoinWithoutReplace: boolean;
+  readonly #neverStartAdded: boolean;
   /** Replicas wiped and not yet replaced: nothing boots them but their replacement. */
   readonly #awaitingReplace = new Set<number>();
   #replacements = 0;
+  /** Each epoch's configuration, as replicas start it (one per epoch, by Agreement). */
+  readonly #configurations = new Map<number, Configuration>();
+  /** Replicas with a membership change of theirs not answered yet (the admin route's `proposing`). */
+  readonly #proposing = new Set<number>();
+  #memberChangesProposed = 0;
+  #changesRefused = 0;
+  /** Operations given up on at replicas a change removed that never learned it. */
+  #stranded = 0;
 
   constructor(config: SimConfig, options: SimulationOptions = {}) {
     this.#config = config;
     this.#trace = options.trace;
     this.#unsafeSnapshotsLoseAKey = options.unsafeSnapshotsLoseAKey ?? false;
     this.#unsafeRejoinWithoutReplace = options.unsafeRejoinWithoutReplace ?? false;
+    this.#neverStartAdded = options.neverStartAdded ?? false;
     const root = new SeededRandom(config.seed);
     this.#random = root.fork();
     this.#faultRandom = root.fork();
     const driverRandom = root.fork();
-    this.#checker = new InvariantChecker(config.replicas);
+    this.#memberRandom = new SeededRandom(config.seed ^ 0x3e3b_e125);
+    this.#configurations.set(1, defaultConfiguration(config.replicas));
+    this.#checker = new InvariantChecker(SLOTS);
     this.#history = new HistoryRecorder({ now: () => this.#now });
     const now = () => this.#now;
     this.#network = new SimNetwork({
-      replicas: config.replicas,
+      slots: SLOTS,
       queue: this.#queue,
       now,
       random: this.#faultRandom,
@@ -213,8 +288,16 @@ export class Simulation {
       faults: () => this.#liveness ? undefined : config.faults,
       deliver: (to, batch) => this.#hosts[to]!.receive(batch),
       answers: (id) => this.#hosts[id]!.answering,
+      receiver: (id) => {
+        const driver = this.#hosts[id]!.driver;
+        return driver === undefined ? undefined : {
+          epoch: driver.configuration.epoch,
+          replicas: driver.core.replicas,
+          removed: driver.removed,
+        };
+      },
     });
-    for (let id = 0; id < config.replicas; id++) {
+    for (let id = 0; id < SLOTS; id++) {
       const host: SimHost = new SimHost({
         id,
         queue: this.#queue,
@@ -246,9 +329,15 @@ export class Simulation {
             traceMessages: true,
           }),
         },
-        onEpochStarted: (configuration) => this.#checker.onEpochStarted(id, configuration.epoch),
+        onEpochStarted: (configuration) => {
+          this.#noteConfiguration(configuration);
+          this.#checker.onEpochStarted(id, configuration.epoch);
+        },
         onInstalled: (snapshot) => {
           this.#snapshotsInstalled++;
+          if (snapshot.configuration !== undefined) {
+            this.#noteConfiguration(snapshot.configuration);
+          }
           this.#checker.onSnapshotInstalled(id, snapshot);
         },
         onDurable: (batch) => {
@@ -259,7 +348,8 @@ export class Simulation {
         },
       });
       this.#hosts.push(host);
-      host.boot();
+      // Slots above the starting size wait for a change that adds them.
+      if (id < config.replicas) host.boot();
     }
     let clientId = 0;
     for (let node = 0; node < config.replicas; node++) {
@@ -312,6 +402,11 @@ export class Simulation {
       epochChanges: this.#epochChangesProposed,
       replacements: this.#replacements,
       epoch: Math.max(...this.#hosts.map((host) => host.driver?.configuration.epoch ?? 1)),
+      memberChanges: this.#memberChangesProposed,
+      refusedChanges: this.#changesRefused,
+      stranded: this.#stranded,
+      sizes: [...this.#configurations.keys()].sort((a, b) => a - b)
+        .map((epoch) => describeSize(this.#configurations.get(epoch)!)),
     };
   }
 
@@ -319,6 +414,7 @@ export class Simulation {
     const config = this.#config;
     if (config.faults !== undefined) this.#scheduleFaults();
     this.#scheduleEpochChanges();
+    this.#scheduleMemberChanges();
     // Clients start once replicas have heard from each other (probes).
     for (const client of this.#clients) {
       this.#queue.schedule(50 + this.#random.int(10), () => this.#nextOperation(client));
@@ -333,6 +429,7 @@ export class Simulation {
     while (this.#now < deadline) {
       const target = this.#now + 100;
       while (this.#now < target) this.#step();
+      this.#releaseStranded();
       if (this.#issued >= config.commands && this.#clients.every((client) => !client.busy)) {
         if (this.#converged()) break;
       }
@@ -353,13 +450,17 @@ export class Simulation {
         } operations not issued and ${stuck.length} outstanding after ${config.livenessMs} ms`,
       );
     }
+    const final = this.#latestConfiguration();
+    const members = final.members.map((member) => this.#hosts[member.id]!);
     if (!this.#converged()) {
-      const frontiers = this.#hosts.map((host) =>
-        `${host.disk === undefined ? "?" : ""}[${host.driver?.core.executedFrontier.join(" ")}]`
+      const frontiers = final.members.map((member) =>
+        `r${member.id}[${this.#hosts[member.id]!.driver?.core.executedFrontier.join(" ")}]`
       );
       throw new InvariantViolation(
         "liveness",
-        `replicas did not converge within ${config.livenessMs} ms: ${frontiers.join(" ")}`,
+        `replicas did not converge within ${config.livenessMs} ms: ${
+          describeConfiguration(final)
+        } ${frontiers.join(" ")}`,
       );
     }
     this.#checker.checkVisibility();
@@ -373,7 +474,9 @@ export class Simulation {
       this.#changeRequests,
       this.#hosts.map((host) => (request: string) => host.driver?.digestAfterBarrier(request)),
     );
-    for (const host of this.#hosts) {
+    // The members of the last configuration: removed replicas stopped, and
+    // slots never added hold nothing.
+    for (const host of members) {
       const driver = host.driver!;
       const applied = driver.appliedPrefix.join(" ");
       const executed = driver.core.executedFrontier.join(" ");
@@ -384,15 +487,22 @@ export class Simulation {
         );
       }
     }
-    const digests = new Set(this.#hosts.map((host) => host.driver!.state.digest));
+    const digests = new Set(members.map((host) => host.driver!.state.digest));
     if (digests.size !== 1) {
       throw new InvariantViolation(
         "identical state",
         `replicas that executed the same instances hold different state: ${[...digests].join(" ")}`,
       );
     }
-    if (config.faults === undefined && config.sharedKeys === 0) {
-      const cores = this.#hosts.map((host) => host.driver!.core);
+    // Only where no command conflicts: a configuration change and a
+    // snapshot's barrier (a joiner's) conflict with every key, and the
+    // commands the change's fence held back are recovered (at n = 7, a few
+    // take the slow path even without membership changes).
+    if (
+      config.faults === undefined && config.sharedKeys === 0 &&
+      this.#changeRequests.length === 0 && this.#snapshotsInstalled === 0
+    ) {
+      const cores = members.map((host) => host.driver!.core);
       const slow = cores.reduce((sum, core) => sum + core.stats.slowCommits, 0);
       const recoveries = cores.reduce((sum, core) => sum + core.stats.recoveriesStarted, 0);
       if (slow > 0 || recoveries > 0) {
@@ -471,18 +581,25 @@ export class Simulation {
     return { ...snapshot, entries, digest: stateDigestOf(entries) };
   }
 
+  /**
+   * Whether every member of the last configuration runs in its epoch with
+   * nothing in flight, has executed the same instances, and holds the same
+   * state (removed replicas and slots never added do not count).
+   */
   #converged(): boolean {
-    const reference = this.#hosts[0]!.driver;
+    const final = this.#latestConfiguration();
+    const hosts = final.members.map((member) => this.#hosts[member.id]!);
+    const reference = hosts[0]!.driver;
     if (reference === undefined) return false;
-    for (const host of this.#hosts) {
+    for (const host of hosts) {
       const driver = host.driver;
-      if (driver === undefined || host.paused) return false;
-      if (driver.configuration.epoch !== reference.configuration.epoch) return false;
+      if (driver === undefined || host.paused || driver.joining) return false;
+      if (driver.configuration.epoch !== final.epoch) return false;
       const core = driver.core;
       if (core.uncommittedCount > 0 || core.pendingExecution > 0 || core.inflightProposals > 0) {
         return false;
       }
-      for (let row = 0; row < this.#config.replicas; row++) {
+      for (let row = 0; row < reference.core.replicas; row++) {
         if (core.executedFrontier[row] !== reference.core.executedFrontier[row]) return false;
         if (core.executedFrontier[row]! < core.rowHighest[row]!) return false;
         if (core.executedFrontier[row]! < reference.core.rowHighest[row]!) return false;
@@ -504,7 +621,7 @@ export class Simulation {
     if (this.#config.amnesia) {
       const at = 300 + random.int(Math.max(1, this.#config.safetyMs - 2000));
       const node = random.int(this.#config.replicas);
-      this.#queue.schedule(at, () => this.#amnesia(node));
+      this.#queue.schedule(at, () => this.#amnesia(this.#faultTarget(node)));
     }
     for (let change = 0; change < this.#config.epochChanges; change++) {
       const at = 200 + random.int(Math.max(1, this.#config.safetyMs - 1200));
@@ -617,21 +734,237 @@ export class Simulation {
   }
 
   // ---------------------------------------------------------------------------
+  // Membership changes: add, promote, remove (./membership.ts).
+
+  /** Starts the run's chain of membership changes, and the watch that stops removed replicas. */
+  #scheduleMemberChanges(): void {
+    if (this.#config.memberChanges === 0) return;
+    const left = this.#config.memberChanges;
+    this.#queue.schedule(200 + this.#memberRandom.int(500), () => this.#memberChange(left, 0));
+    this.#queue.schedule(RETIRE_CHECK_MS, () => this.#retireRemoved());
+  }
+
+  /**
+   * Tries the next of `left` membership changes, as an operator makes them
+   * with `deno task admin`: at a random live voter, drawn from its
+   * configuration (`drawChange`), judged by the operator's decider
+   * (`decideChange`) against what that voter observes, and proposed as a
+   * `reconf` command when accepted (`membership_route.ts` does the same).
+   * One at a time: the next follows once this one is answered, or given up
+   * on; a refused one is drawn again a few times. Only in the safety
+   * phase, among its faults.
+   */
+  #memberChange(left: number, attempt: number): void {
+    if (this.#liveness || left === 0) return;
+    const random = this.#memberRandom;
+    const next = () =>
+      this.#queue.schedule(
+        this.#now + 100 + random.int(500),
+        () => this.#memberChange(left - 1, 0),
+      );
+    const retry = () => {
+      if (attempt >= 5) return next();
+      this.#queue.schedule(this.#now + 200, () => this.#memberChange(left, attempt + 1));
+    };
+    const proposers = this.#hosts.filter((host) =>
+      host.answering && host.driver!.core.isVoter && !host.driver!.removed &&
+      !host.driver!.joining
+    );
+    if (proposers.length === 0) return retry();
+    const driver = proposers[random.int(proposers.length)]!.driver!;
+    const current = driver.configuration;
+    const change = drawChange(current, random);
+    if (change.kind === "bump") {
+      this.#changeEpoch(driver.id);
+      return next();
+    }
+    const view = observedView(driver, this.#proposing.has(driver.id), SIM_VIEW);
+    const decision = decideChange(current, change, view);
+    if (!decision.ok) {
+      this.#changesRefused++;
+      this.#trace?.(
+        `${this.#now} r${driver.id} ${describeChange(change)} refused: ${decision.reason}`,
+      );
+      return retry();
+    }
+    this.#memberChangesProposed++;
+    this.#proposing.add(driver.id);
+    this.#trace?.(
+      `${this.#now} r${driver.id} propose ${describeChange(change)}: ${
+        describeConfiguration(decision.next)
+      }`,
+    );
+    let answered = false;
+    const done = (outcome: string) => {
+      if (answered) return;
+      answered = true;
+      this.#proposing.delete(driver.id);
+      this.#trace?.(`${this.#now} r${driver.id} ${describeChange(change)}: ${outcome}`);
+      next();
+    };
+    this.#changeRequests.push(
+      driver.submitWith({ op: "reconf", configuration: decision.next }, {
+        resolve: () => done("executed"),
+        reject: (error) => done(error.message),
+      }),
+    );
+    // The proposer may crash before it answers: the operator stops waiting.
+    this.#queue.schedule(this.#now + 3000, () => done("no answer"));
+    if (decision.added !== undefined) this.#admit(decision.added.id, decision.next.epoch, 0);
+  }
+
+  /**
+   * Starts added member `id` on an empty disk, as `deno task start --join`
+   * does, once a live replica is in `epoch` or later: with that replica's
+   * configuration, if it has the member (an add another change overtook,
+   * or a later change undid, starts nothing). Polls, within a bound.
+   */
+  #admit(id: number, epoch: number, attempt: number): void {
+    const host = this.#hosts[id]!;
+    if (host.started || this.#neverStartAdded) return;
+    const source = this.#hosts.find((candidate) =>
+      candidate.driver !== undefined && !candidate.driver.removed &&
+      candidate.driver.configuration.epoch >= epoch
+    );
+    if (source === undefined) {
+      if (attempt < 600) {
+        this.#queue.schedule(this.#now + 50, () => this.#admit(id, epoch, attempt + 1));
+      }
+      return;
+    }
+    const configuration = source.driver!.configuration;
+    if (!configuration.members.some((member) => member.id === id)) {
+      this.#trace?.(
+        `${this.#now} r${id} not started: not in ${describeConfiguration(configuration)}`,
+      );
+      return;
+    }
+    this.#trace?.(`${this.#now} r${id} joins ${describeConfiguration(configuration)}`);
+    host.bootJoining(configuration);
+  }
+
+  /**
+   * Stops, for good, every replica that executed its own removal
+   * (`ReplicaDriver.retired`) once every member of the last configuration
+   * is in the epoch that removed it or later, as an operator stops a removed
+   * member once the change is done: until then, the removed replica does
+   * what its driver does (today nothing: it stops answering the moment it
+   * executes its removal; membership.md's retire rule would have it answer
+   * the old epoch until enough new members executed the change). Runs every
+   * {@linkcode RETIRE_CHECK_MS}.
+   */
+  #retireRemoved(): void {
+    const latest = this.#latestConfiguration();
+    for (const [id, host] of this.#hosts.entries()) {
+      const driver = host.driver;
+      if (driver?.removed !== true) continue;
+      // Replaced, not removed: the slot's next process is the replacement.
+      if (this.#isMember(id)) continue;
+      const removedIn = driver.configuration.epoch;
+      const done = latest.members.every((member) =>
+        (this.#hosts[member.id]!.driver?.configuration.epoch ?? 0) >= removedIn
+      );
+      if (!done) continue;
+      this.#trace?.(`${this.#now} r${id} stops: ${driver.retired}`);
+      host.retire();
+    }
+    this.#queue.schedule(this.#now + RETIRE_CHECK_MS, () => this.#retireRemoved());
+  }
+
+  /** Whether replica `id` is a member of the last configuration. */
+  #isMember(id: number): boolean {
+    return this.#latestConfiguration().members.some((member) => member.id === id);
+  }
+
+  /**
+   * After healing, gives up on operations in flight at replicas that are not
+   * members any more: one removed while cut off never learns it (peers of
+   * the new epoch send it nothing and take nothing of its old one), so it
+   * never answers, as a real client's request to it times out. Recorded as
+   * indeterminate, and counted (`SimResult.stranded`).
+   */
+  #releaseStranded(): void {
+    for (const client of this.#clients) {
+      if (!client.busy || this.#isMember(client.node)) continue;
+      this.#stranded++;
+      this.#trace?.(`${this.#now} client ${client.id}: r${client.node} was removed; giving up`);
+      this.#abandoned(client, client.request ?? "");
+    }
+  }
+
+  /** Moves `client` to a voter of the last configuration if its replica is no longer one. */
+  #rehome(client: Client): void {
+    const voters = voterIds(this.#latestConfiguration());
+    if (voters.includes(client.node)) return;
+    const node = voters[this.#memberRandom.int(voters.length)]!;
+    this.#trace?.(`${this.#now} client ${client.id} moves from r${client.node} to r${node}`);
+    client.node = node;
+  }
+
+  /** Records `configuration` as its epoch's. */
+  #noteConfiguration(configuration: Configuration): void {
+    if (!this.#configurations.has(configuration.epoch)) {
+      this.#configurations.set(configuration.epoch, configuration);
+    }
+  }
+
+  /**
+   * The configuration of the latest epoch any replica started or runs in
+   * (every epoch has one configuration: its change is a committed command).
+   */
+  #latestConfiguration(): Configuration {
+    let latest = this.#configurations.get(Math.max(...this.#configurations.keys()))!;
+    for (const host of this.#hosts) {
+      const configuration = host.driver?.configuration;
+      if (configuration !== undefined && configuration.epoch > latest.epoch) latest = configuration;
+    }
+    return latest;
+  }
+
+  /**
+   * The replicas there are now: started and not retired (without membership
+   * changes, always `0..n-1`).
+   */
+  #activeIds(): number[] {
+    const ids: number[] = [];
+    for (const [id, host] of this.#hosts.entries()) {
+      if (host.started && !host.retired) ids.push(id);
+    }
+    return ids;
+  }
+
+  /**
+   * The replica a fault drawn for slot `drawn` hits: that slot's, if it
+   * runs; else one of the replicas there are now. Without membership
+   * changes, `drawn` itself (draws and targets as before they existed).
+   */
+  #faultTarget(drawn: number): number {
+    if (this.#config.memberChanges === 0) return drawn;
+    const ids = this.#activeIds();
+    return ids.includes(drawn) ? drawn : ids[drawn % ids.length]!;
+  }
+
+  // ---------------------------------------------------------------------------
   // Faults.
 
   #scheduleFaults(): void {
     const faults = this.#config.faults!;
     const random = this.#faultRandom;
+    // With membership changes, any slot: the target is who holds it then.
+    const targets = this.#config.memberChanges === 0 ? this.#config.replicas : SLOTS;
     for (let second = 0; second * 1000 < this.#config.safetyMs; second++) {
       const at = (offset: number) => second * 1000 + offset;
       if (random.next() < faults.crashRate) {
-        const node = random.int(this.#config.replicas);
+        const node = random.int(targets);
         const afterPersist = random.next() < faults.crashAfterPersistRate;
-        this.#queue.schedule(at(random.int(1000)), () => this.#crash(node, afterPersist));
+        this.#queue.schedule(
+          at(random.int(1000)),
+          () => this.#crash(this.#faultTarget(node), afterPersist),
+        );
       }
       if (random.next() < faults.pauseRate) {
-        const node = random.int(this.#config.replicas);
-        this.#queue.schedule(at(random.int(1000)), () => this.#pause(node));
+        const node = random.int(targets);
+        this.#queue.schedule(at(random.int(1000)), () => this.#pause(this.#faultTarget(node)));
       }
       if (random.next() < faults.partitionRate) {
         this.#queue.schedule(at(random.int(1000)), () => this.#partition());
@@ -658,8 +991,11 @@ export class Simulation {
 
   #restart(id: number): void {
     const host = this.#hosts[id]!;
-    // A wiped replica comes back only as its replacement.
-    if (host.up || this.#awaitingReplace.has(id)) return;
+    // A wiped replica comes back only as its replacement; a slot never
+    // added has nothing to restart. A replica removed while it was down
+    // does restart (as a supervisor would start it): on its old disk, in an
+    // epoch that has moved on without it, where it must disturb nothing.
+    if (host.up || !host.started || host.retired || this.#awaitingReplace.has(id)) return;
     this.#trace?.(`${this.#now} r${id} restart`);
     host.boot();
   }
@@ -679,9 +1015,12 @@ export class Simulation {
   #partition(): void {
     if (this.#liveness) return;
     this.#faultEvents++;
-    const n = this.#config.replicas;
+    // Over the replicas there are now (without membership changes: 0..n-1,
+    // as before they existed, so that those runs draw the same).
+    const ids = this.#activeIds();
+    const n = ids.length;
     const random = this.#faultRandom;
-    const block = (from: number, to: number) => this.#network.block(from, to);
+    const block = (from: number, to: number) => this.#network.block(ids[from]!, ids[to]!);
     const order = Array.from({ length: n }, (_, i) => i);
     for (let i = n - 1; i > 0; i--) {
       const j = random.int(i + 1);
@@ -761,6 +1100,7 @@ export class Simulation {
       ? "delete"
       : "backup";
     const request = `${client.id}.${this.#issued}`;
+    if (this.#config.memberChanges > 0) this.#rehome(client);
     const driver = this.#hosts[client.node]!.driver;
     this.#issued++;
     if (driver === undefined || this.#hosts[client.node]!.paused) {
@@ -839,7 +1179,11 @@ export class Simulation {
       reject: (error) => {
         if (error instanceof UnavailableError) this.#notApplied(client, request);
         else if (error instanceof SnapshotInstalledError) this.#abandoned(client, request);
-        else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
+        else if (error instanceof OutcomeUnknownError && driver.removed) {
+          // Its replica left the cluster (a change removed it) and said so
+          // at once: unknown, like a snapshot installed, but no hang.
+          this.#abandoned(client, request);
+        } else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
         else throw error;
       },
     });

@@ -9,6 +9,7 @@ import type { KvCommand } from "../../src/kv/commands.ts";
 import { Eventual } from "../../src/runtime/completion.ts";
 import { ManualClock } from "../../src/runtime/clock.ts";
 import { type ReplicaSnapshot, SnapshotBelowFloorError } from "../../src/storage/types.ts";
+import { UnavailableError } from "../../src/errors.ts";
 
 const SNAPSHOT: ReplicaSnapshot<KvCommand> = {
   barrier: "0.a.1",
@@ -79,5 +80,36 @@ Deno.test("any other failure backs off, doubling, and tries the next source", ()
   // Nobody pruned past it any more: nothing to fetch.
   clock.advance(60_000);
   fetcher.maybeStart(clock.now(), []);
+  assert.deepEqual(asked, [1, 0, 1]);
+});
+
+Deno.test("sources that refuse at once (503) are passed over without backing off, each once in a row", () => {
+  // Peers seen in a later epoch may have been removed since: they refuse.
+  const refusal = () => new UnavailableError("This replica has no state of its epoch to give yet");
+  const { clock, asked, installed, fetcher } = fetcherWith([refusal(), refusal()]);
+  const sources = [6, 3, 0];
+  fetcher.maybeStart(clock.now(), sources);
+  clock.advance(SNAPSHOT_SHORT_RETRY_MS);
+  fetcher.maybeStart(clock.now(), sources);
+  clock.advance(SNAPSHOT_SHORT_RETRY_MS);
+  fetcher.maybeStart(clock.now(), sources);
+  assert.deepEqual(asked, [6, 3, 0], "the third source after two short waits");
+  assert.deepEqual(installed, ["0.a.1"]);
+});
+
+Deno.test("when every source refused in a row, the wait doubles again", () => {
+  const refusal = () => new UnavailableError("No quorum of replicas is reachable");
+  const { clock, asked, fetcher } = fetcherWith([refusal(), refusal(), refusal()]);
+  const sources = [1, 0];
+  fetcher.maybeStart(clock.now(), sources);
+  clock.advance(SNAPSHOT_SHORT_RETRY_MS);
+  fetcher.maybeStart(clock.now(), sources);
+  assert.deepEqual(asked, [1, 0]);
+  // Both refused: no quick pass again, but the doubled wait (two failures).
+  clock.advance(SNAPSHOT_RETRY_MS);
+  fetcher.maybeStart(clock.now(), sources);
+  assert.deepEqual(asked, [1, 0], "not before the doubled wait");
+  clock.advance(SNAPSHOT_RETRY_MS);
+  fetcher.maybeStart(clock.now(), sources);
   assert.deepEqual(asked, [1, 0, 1]);
 });
