@@ -97,6 +97,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let epochChanges = 0;
   let replacements = 0;
   let backups = 0;
+  let quorumReads = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -129,6 +130,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     epochChanges += result.epochChanges;
     replacements += result.replacements;
     backups += result.backups;
+    quorumReads += result.quorumReads.served;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -140,6 +142,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
           `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
           `epochs=${result.epochChanges}->e${result.epoch} replaced=${result.replacements} ` +
+          `qreads=${result.quorumReads.served}/${result.quorumReads.commands} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -149,7 +152,8 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
       } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
-        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced)`,
+        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced, ` +
+        `${quorumReads} reads served through a majority)`,
     );
   }
   return failures === 0 ? 0 : 1;

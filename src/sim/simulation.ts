@@ -21,6 +21,8 @@ import { Eventual } from "../runtime/completion.ts";
 import type { Configuration } from "../core/configuration.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
+import type { ReplicaDriver } from "../driver/driver.ts";
+import type { Answer } from "../driver/waiters.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
 import { SimHost } from "./host.ts";
@@ -71,6 +73,12 @@ export interface SimResult {
   readonly replacements: number;
   /** The highest epoch a replica reached. */
   readonly epoch: number;
+  /**
+   * GETs answered through a majority of voters (`src/core/quorum_read.ts`),
+   * and those proposed as commands after all, by the processes alive at the
+   * end (a crash loses its process's counts).
+   */
+  readonly quorumReads: { readonly served: number; readonly commands: number };
 }
 
 /** Timers for simulated time, where a tick is a millisecond and the network is fast. */
@@ -117,6 +125,32 @@ function sumOutcomes(all: readonly object[]): Record<string, number> {
   return sum;
 }
 
+/**
+ * Sends a client operation to its replica: a GET as a linearizable read
+ * (`ReplicaDriver.readWith`: under a lease, through a majority, or as a
+ * command), anything else as a command. Returns the request id of a command
+ * ("" for a read: nothing needs it).
+ */
+function submitOrRead(driver: ReplicaDriver, command: KvCommandInput, answer: Answer): string {
+  if (command.op !== "get") return driver.submitWith(command, answer);
+  driver.readWith(command, answer);
+  return "";
+}
+
+/** Quorum reads served and fallen back to commands, summed over the live processes. */
+function quorumReadCounts(hosts: readonly SimHost[]): { served: number; commands: number } {
+  let served = 0;
+  let commands = 0;
+  for (const host of hosts) {
+    const status = host.driver?.quorumReadStatus();
+    if (status === undefined) continue;
+    served += status.served;
+    const { refused, timedOut, interrupted } = status.fallbacks;
+    commands += refused + timedOut + interrupted;
+  }
+  return { served, commands };
+}
+
 /** Receives one line per interesting event when tracing a run. */
 export type SimTrace = (line: string) => void;
 
@@ -146,6 +180,13 @@ export interface SimulationOptions {
    * test only: the simulator must catch it.
    */
   readonly unsafeRejoinWithoutReplace?: boolean;
+  /**
+   * Serves quorum reads once a majority answered, without waiting for what
+   * it named to apply. For the negative test only: the simulator must catch it.
+   */
+  readonly unsafeQuorumReadsWithoutWaiting?: boolean;
+  /** Whether GETs no lease serves go through a majority before a command (default true). */
+  readonly quorumReads?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -241,6 +282,10 @@ export class Simulation {
           },
           unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
             false,
+          ...(options.quorumReads === false ? { quorumReads: false } : {}),
+          ...(options.unsafeQuorumReadsWithoutWaiting === true
+            ? { unsafeQuorumReads: { serveWithoutWaiting: true } }
+            : {}),
           ...(this.#trace === undefined ? {} : {
             log: (line: string) => this.#trace?.(`${this.#now} r${id} ${line}`),
             traceMessages: true,
@@ -312,6 +357,7 @@ export class Simulation {
       epochChanges: this.#epochChangesProposed,
       replacements: this.#replacements,
       epoch: Math.max(...this.#hosts.map((host) => host.driver?.configuration.epoch ?? 1)),
+      quorumReads: quorumReadCounts(this.#hosts),
     };
   }
 
@@ -823,7 +869,7 @@ export class Simulation {
         this.#timeout(client, request);
       }
     });
-    const assigned = driver.submitWith(command, {
+    const assigned = submitOrRead(driver, command, {
       resolve: (result) => {
         if (
           client.request === request && kind === "put" && result.op === "put" && result.ok
