@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { Access } from "./conflict.ts";
 import { describeDeps, describeInstanceDeps } from "./deps.ts";
 import { describeId } from "./instance.ts";
 import {
@@ -39,6 +40,14 @@ export function describePayload<C>(
   return `{${payload.map(describeCommand).join(", ")}}`;
 }
 
+/** Renders an access: `r(k)` for a read of key `k`, `w[a,b)` for a write of a span. */
+export function describeAccess(access: Access): string {
+  const kind = access.write ? "w" : "r";
+  return access.end === undefined
+    ? `${kind}(${access.key})`
+    : `${kind}[${access.key},${access.end.replaceAll("\uffff", "~")})`;
+}
+
 /** Renders one message as a line, e.g. `0->1 preaccept 0.3 {put(a=1B)} deps=[0 2 0]`. */
 export function describeMessage<C>(
   message: Message<C>,
@@ -53,6 +62,12 @@ export function describeMessage<C>(
   if (message.type === "leaserequest") return `${head} seq=${message.seq}`;
   if (message.type === "leasegrant") {
     return `${head} seq=${message.seq} frontier=${describeDeps(message.frontier)}`;
+  }
+  if (message.type === "readdeps") {
+    return `${head} seq=${message.seq} ${message.accesses.map(describeAccess).join(" ")}`;
+  }
+  if (message.type === "readdepsok") {
+    return `${head} seq=${message.seq} deps=${describeDeps(message.deps)}`;
   }
   const id = describeId(message.owner, message.number);
   const named = (holders: number | undefined, leaseMs: number | undefined) =>

@@ -183,6 +183,60 @@ export class Executor<C> {
   }
 
   /**
+   * For a read of `accesses` that must come after every instance of the
+   * dependency set `bound` (rows only; `quorum_read.ts`): the key of an
+   * instance it must wait for, or undefined once every instance of `bound`
+   * that conflicts with it is executed here. Like {@linkcode Executor}'s own
+   * placement of a command: an instance of the set not known here (its
+   * command unknown) may conflict, so the first of a row's unknown ones is
+   * returned; a known one that conflicts is waited for until it executed,
+   * committed or not (it commits as its command or as a Nop); a committed
+   * Nop and a non-conflicting command are no edge. Unlike placement, no
+   * write ends a row's walk: a later write of the row may be a Nop, or be
+   * executed while an earlier one is not (nothing orders a read's waits).
+   */
+  readBlocker(accesses: readonly Access[], bound: readonly number[]): number | undefined {
+    for (let r = 0; r < this.#replicas; r++) {
+      const number = bound[r] ?? 0;
+      if (number > this.#executedPrefix[r]! && number > this.#knownPrefix[r]!) {
+        return instanceKey(r, this.#knownPrefix[r]! + 1);
+      }
+    }
+    const blocks = (candidate: Instance<C>, write: boolean, access: Access): boolean =>
+      !candidate.executed && candidate.number <= (bound[candidate.owner] ?? 0) &&
+      (write || access.write) &&
+      !(candidate.phase === Phase.Committed && candidate.command === NOP);
+    for (const access of accesses) {
+      if (access.end !== undefined) {
+        // A span read is rare: look at every pending instance, key by key.
+        for (const [key, keyRows] of this.#byKey) {
+          if (key < access.key || key >= access.end || keyRows.live === 0) continue;
+          for (const row of keyRows.rows) {
+            for (const entry of row ?? NOTHING) {
+              if (blocks(entry.instance, entry.write, access)) return entry.instance.key;
+            }
+          }
+        }
+      } else {
+        const keyRows = this.#byKey.get(access.key);
+        for (let r = 0; keyRows !== undefined && keyRows.live > 0 && r < this.#replicas; r++) {
+          const row = keyRows.rows[r];
+          if (row === undefined) continue;
+          for (let i = lastAtMost(row, bound[r] ?? 0); i >= 0; i--) {
+            const entry = row[i]!;
+            if (blocks(entry.instance, entry.write, access)) return entry.instance.key;
+          }
+        }
+      }
+      for (const candidate of this.#withSpans) {
+        if (!spanConflicts(access, candidate.accesses!)) continue;
+        if (blocks(candidate, true, access)) return candidate.key;
+      }
+    }
+    return undefined;
+  }
+
+  /**
    * Executes everything that can be executed now and returns it in execution
    * order. Work is bounded by the instances queued and those they reach.
    */

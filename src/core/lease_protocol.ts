@@ -7,14 +7,21 @@
  * @module
  */
 
-import { type Access, batchAccesses } from "./conflict.ts";
+import { type Access, accessesConflict, batchAccesses } from "./conflict.ts";
 import { emptyInstanceDeps } from "./deps.ts";
 import { instanceKey, keyNumber, keyOwner } from "./instance.ts";
 import type { Lead } from "./lead.ts";
 import { leasedTo, releaseAt } from "./lease.ts";
 import type { LeaseReadVerdict } from "./lease_state.ts";
 import type { ReplicaState } from "./replica_state.ts";
-import { type Message, NOP } from "./types.ts";
+import { type Message, NOP, Phase } from "./types.ts";
+
+/**
+ * Most instances of a row a local read looks at above what is applied here;
+ * a holder further behind holds the read (its grants' frontiers keep it
+ * closer than this while its lease is valid).
+ */
+const MAX_READ_WALK = 4096;
 
 /** How long a lead waits on a holder before it sends the notice again (ms). */
 const NOTICE_RETRY_MS = 200;
@@ -201,17 +208,23 @@ export function readVerdict<C>(
     }
     pending.push([keyOwner(key), keyNumber(key)]);
   }
-  // The latest write to the keys in each row: once it is applied, every
-  // earlier conflicting write of the row is (it depends on them).
+  // Every write to the keys this replica knows of and has not applied (the
+  // lease makes it know every decided one). Not only the latest of each
+  // row: a later write may have been replaced by a Nop, which orders
+  // nothing, and been applied before an earlier one (the executor skips
+  // Nops for the same reason; tests/core/lease_read_nop_test.ts).
   const latest = emptyInstanceDeps(s.n);
   s.index.collect(accesses, latest);
   const executed = s.progress.executed;
   for (let row = 0; row < s.n; row++) {
-    const number = latest[row]!;
-    if (number === 0 || number <= executed[row]!) continue;
-    const instance = s.instances.get(instanceKey(row, number));
-    if (instance?.applied === true) continue;
-    pending.push([row, number]);
+    const lowest = Math.max(executed[row]!, latest[row]! - MAX_READ_WALK);
+    if (lowest > executed[row]!) pending.push([row, lowest]); // too far behind: hold
+    for (let number = latest[row]!; number > lowest; number--) {
+      const instance = s.instances.get(instanceKey(row, number));
+      if (instance === undefined || instance.applied || instance.accesses === undefined) continue;
+      if (instance.phase === Phase.Committed && instance.command === NOP) continue;
+      if (accessesConflict(instance.accesses, accesses)) pending.push([row, number]);
+    }
   }
   return pending.length === 0 ? { verdict: "serve" } : { verdict: "hold", pending };
 }

@@ -97,7 +97,7 @@ export class LeaseState {
   readonly #seenHighest: number[];
   /** Holder: per grantor, recent request sequence numbers and send times. */
   readonly #sent: { seq: number; at: number }[][];
-  #nextSeq = 1;
+  #nextSeq: number;
   #nextRequestAt = 0;
   /** Holder: per grantor, grants not caught up yet. */
   readonly #pending: PendingGrant[][];
@@ -134,8 +134,11 @@ export class LeaseState {
       readonly memberMask: number;
       readonly restartedAt?: number;
       readonly unsafe?: UnsafeLeaseOptions;
+      /** The first request number (`ReplicaOptions.leaseRequestSeqBase`). */
+      readonly requestSeqBase?: number;
     },
   ) {
+    this.#nextSeq = Math.max(1, Math.floor(options.requestSeqBase ?? 1));
     this.configuration = options.configuration;
     this.#self = self;
     this.#positions = positions;

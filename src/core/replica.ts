@@ -14,8 +14,9 @@
  * `recovery.ts` and `quorum.ts` (the decisions, as pure functions),
  * `replica_state.ts` (the state the handlers share), `lead.ts` (leads and
  * deadlines), `timing.ts`, `progress.ts` (frontiers, prune floor),
- * `housekeeping.ts` (what is wanted and when to ask) and `ready_builder.ts`
- * (the Ready and its record order).
+ * `housekeeping.ts` (what is wanted and when to ask), `ready_builder.ts`
+ * (the Ready and its record order), `lease_protocol.ts` (quorum leases) and
+ * `quorum_read_protocol.ts` (reads through a majority, `quorum_read.ts`).
  *
  * @module
  */
@@ -36,6 +37,14 @@ import {
   sendLeaseNotices,
 } from "./lease_protocol.ts";
 import type { LeaseReadVerdict, LeaseStats } from "./lease_state.ts";
+import type { QuorumReadOutcome, QuorumReadStats } from "./quorum_read.ts";
+import {
+  evaluateQuorumReads,
+  onReadDeps,
+  onReadDepsOk,
+  quorumReadTick,
+  startQuorumRead,
+} from "./quorum_read_protocol.ts";
 import { decidePreAccept, type QuorumSizes } from "./quorum.ts";
 import { Recoverer } from "./recoverer.ts";
 import {
@@ -47,6 +56,7 @@ import {
 import type { ReplicaStats } from "./stats.ts";
 import {
   type InstanceRecord,
+  isInstanceMessage,
   type Message,
   NOP,
   type Payload,
@@ -79,6 +89,7 @@ const VOTER_REQUESTS: ReadonlySet<Message<unknown>["type"]> = new Set([
   "accept",
   "recover",
   "validate",
+  "readdeps",
 ]);
 
 /** Replies that count towards a quorum: only a voter's are taken. */
@@ -87,6 +98,7 @@ const VOTER_REPLIES: ReadonlySet<Message<unknown>["type"]> = new Set([
   "acceptok",
   "recoverok",
   "validateok",
+  "readdepsok",
 ]);
 
 /** Builds an EPaxos* replica. */
@@ -360,9 +372,15 @@ export class Replica<C> {
     const tick = ++this.#s.tick;
     this.#leaseTick();
     for (const lead of this.#s.leads.due(tick)) this.#onLeadTimeout(lead);
+    quorumReadTick(this.#s);
     const timing = this.#s.timers.timing;
     if (tick % timing.frontierTicks === 0) this.#gossipFrontier();
-    if (tick % timing.scanTicks === 0) this.#scan();
+    if (tick % timing.scanTicks === 0) {
+      this.#scan();
+      // An instance a read waited on may have turned out not to conflict
+      // (it became known), which no advance signals.
+      evaluateQuorumReads(this.#s);
+    }
     if (tick % timing.forgetTicks === 0) {
       this.#s.index.forgetBelow(this.#s.progress.rotateForgetFloor());
     }
@@ -408,6 +426,41 @@ export class Replica<C> {
       remainingMs: this.#s.leases.remaining(now),
       notices: this.#s.leases.noticeCount,
     };
+  }
+
+  /**
+   * Starts a linearizable read of `accesses` through a majority of voters
+   * (`quorum_read.ts`), given up after `options.timeoutTicks`. Returns its
+   * number, or undefined when too many reads are in flight. Its outcome
+   * comes from {@linkcode Replica.takeQuorumReadOutcomes}: "serve" (read
+   * the state now) or "fallback" (propose it as a command).
+   */
+  startQuorumRead(
+    accesses: readonly Access[],
+    options: { readonly timeoutTicks: number },
+  ): number | undefined {
+    const seq = startQuorumRead(this.#s, accesses, options.timeoutTicks);
+    this.#s.runExecutor();
+    return seq;
+  }
+
+  /**
+   * The outcomes of quorum reads since the last call, oldest first. A
+   * "serve" stays true: the applied state only grows, by committed
+   * instances, so reading it later is reading it at a later point.
+   */
+  takeQuorumReadOutcomes(): QuorumReadOutcome[] {
+    return this.#s.quorumReads.takeOutcomes();
+  }
+
+  /** Forgets quorum read `seq` (its caller gave up on it). */
+  cancelQuorumRead(seq: number): void {
+    this.#s.quorumReads.cancel(seq);
+  }
+
+  /** Quorum read counters, and the reads in flight. */
+  quorumReadStatus(): QuorumReadStats & { inFlight: number } {
+    return { ...this.#s.quorumReads.stats, inFlight: this.#s.quorumReads.size };
   }
 
   #leaseTick(): void {
@@ -461,6 +514,7 @@ export class Replica<C> {
   advance(): void {
     const inFlight = this.#s.out.advance();
     if (inFlight.wroteRecords) this.#s.earlyPreAccepts = true;
+    this.#s.executionsApplied += inFlight.executions.length;
     this.#countOwnVotes();
     for (const execution of inFlight.executions) {
       const key = instanceKey(execution.owner, execution.number);
@@ -476,6 +530,8 @@ export class Replica<C> {
     }
     if (inFlight.markers.length > 0) this.#s.maybePrune();
     this.#s.runExecutor();
+    // Executions were applied: reads waiting on them may be served.
+    evaluateQuorumReads(this.#s);
   }
 
   #step(message: Message<C>): void {
@@ -486,10 +542,7 @@ export class Replica<C> {
     // is mistaken), and a non-voter's reply never counts towards a quorum.
     if (VOTER_REQUESTS.has(message.type) && !s.isVoter) return;
     if (VOTER_REPLIES.has(message.type) && !s.isVoterAt(message.from)) return;
-    if (
-      message.type !== "frontier" && message.type !== "leaserequest" &&
-      message.type !== "leasegrant"
-    ) {
+    if (isInstanceMessage(message)) {
       // An instance at or below the prune floor executed on every replica,
       // the sender included: whatever the message says is stale. Handling it
       // would recreate the instance and run it again.
@@ -532,6 +585,10 @@ export class Replica<C> {
         return onLeaseNotice(s, message);
       case "leaseack":
         return this.#onLeaseAck(message.from, message.owner, message.number);
+      case "readdeps":
+        return onReadDeps(s, message.from, message.seq, message.accesses);
+      case "readdepsok":
+        return onReadDepsOk(s, message.from, message.seq, message.deps);
     }
   }
 

@@ -28,6 +28,7 @@ import { type Lead, Leads } from "./lead.ts";
 import { type LeaseConfiguration, leaseConfigurationProblem } from "./lease.ts";
 import { LeaseState, type UnsafeLeaseOptions } from "./lease_state.ts";
 import { ProgressTracker } from "./progress.ts";
+import { QuorumReadTable, type UnsafeQuorumReadOptions } from "./quorum_read.ts";
 import { MAX_REPLICAS, type QuorumSizes, quorumSizes } from "./quorum.ts";
 import { ReadyBuilder } from "./ready_builder.ts";
 import { peersToPrunePast, snapshotSources } from "./retention.ts";
@@ -126,6 +127,21 @@ export interface ReplicaOptions<C> {
   readonly leaseRestartedAt?: number;
   /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
   readonly unsafeLeases?: UnsafeLeaseOptions;
+  /**
+   * The first lease request number (default 1). A driver draws it at random
+   * per core, so that a grant answering an earlier core's request (before a
+   * restart or an install) never matches one of this core's.
+   */
+  readonly leaseRequestSeqBase?: number;
+  /**
+   * Where this core's quorum read numbers start (`quorum_read.ts`): drawn
+   * by the driver for each core, so that an answer to a read of an earlier
+   * incarnation, still in flight after a restart, never counts for a read
+   * of this one. Default 1.
+   */
+  readonly quorumReadSeqBase?: number;
+  /** For tests only, never in production: breaks the quorum read's rule (`UnsafeQuorumReadOptions`). */
+  readonly unsafeQuorumReads?: UnsafeQuorumReadOptions;
 }
 
 /** What a replica reloads after a restart: everything its storage holds. */
@@ -228,6 +244,14 @@ export class ReplicaState<C> {
   readonly leases: LeaseState;
   /** Leads whose decision waits on lease holders' acknowledgements. */
   readonly leaseWaiting = new Set<Lead<C>>();
+  /** Linearizable reads through a majority, in flight here (`quorum_read.ts`). */
+  readonly quorumReads: QuorumReadTable;
+  /** See {@linkcode ReplicaOptions.unsafeQuorumReads}. */
+  readonly unsafeQuorumReads: UnsafeQuorumReadOptions;
+  /** Executions handed to the driver since this core was built, in order. */
+  executionsQueued = 0;
+  /** Of those, the ones applied: the Ready that carried them was advanced. */
+  executionsApplied = 0;
   /** The current tick. */
   tick = 0;
   /** The last number this replica allocated in its own row. */
@@ -291,7 +315,12 @@ export class ReplicaState<C> {
       memberMask: this.memberMask,
       ...(options.leaseRestartedAt === undefined ? {} : { restartedAt: options.leaseRestartedAt }),
       ...(options.unsafeLeases === undefined ? {} : { unsafe: options.unsafeLeases }),
+      ...(options.leaseRequestSeqBase === undefined
+        ? {}
+        : { requestSeqBase: options.leaseRequestSeqBase }),
     });
+    this.quorumReads = new QuorumReadTable(options.quorumReadSeqBase);
+    this.unsafeQuorumReads = options.unsafeQuorumReads ?? {};
     for (let distance = 1; distance < this.n; distance++) {
       const peer = (this.id + distance) % this.n;
       if (this.isVoterAt(peer)) this.peerOrder.push(peer);
@@ -576,6 +605,7 @@ export class ReplicaState<C> {
         local: own !== undefined,
         lastOfComponent: instance.lastOfComponent,
       });
+      this.executionsQueued++;
       this.stats.executedInstances++;
       if (instance.command !== NOP) this.stats.executedCommands += instance.command!.length;
     }

@@ -9,6 +9,7 @@
  * @module
  */
 
+import type { Access } from "./conflict.ts";
 import type { Deps } from "./deps.ts";
 
 /** Phase of an instance at one replica (the spec's `phase`). */
@@ -271,6 +272,33 @@ export interface LeaseAckMessage extends About {
   readonly type: "leaseack";
 }
 
+/**
+ * A reader asks a voter which instances a linearizable read of `accesses`
+ * must wait for (`quorum_read.ts`): what the voter would put into a
+ * PreAcceptOK for it, without recording anything.
+ */
+export interface ReadDepsMessage extends Envelope {
+  /** Discriminant. */
+  readonly type: "readdeps";
+  /** The reader's number for the read, echoed in the answer. */
+  readonly seq: number;
+  /** What the read touches: read accesses only. */
+  readonly accesses: readonly Access[];
+}
+
+/** A voter's answer to {@linkcode ReadDepsMessage}. */
+export interface ReadDepsOkMessage extends Envelope {
+  /** Discriminant. */
+  readonly type: "readdepsok";
+  /** The read answered. */
+  readonly seq: number;
+  /**
+   * Per row, the highest instance the voter knows that conflicts with the
+   * read, raised to its prune floor (rows only, no `seq`).
+   */
+  readonly deps: Deps;
+}
+
 /** Every message replicas exchange. */
 export type Message<C> =
   | PreAcceptMessage<C>
@@ -289,7 +317,9 @@ export type Message<C> =
   | LeaseRequestMessage
   | LeaseGrantMessage
   | LeaseNoticeMessage<C>
-  | LeaseAckMessage;
+  | LeaseAckMessage
+  | ReadDepsMessage
+  | ReadDepsOkMessage;
 
 /** The messages about one instance (all but gossip and the lease grants' exchange). */
 export type InstanceMessage<C> = Extract<Message<C>, { readonly owner: number }>;
@@ -318,6 +348,8 @@ export const MESSAGE_TYPES: readonly Message<unknown>["type"][] = [
   "leasegrant",
   "leasenotice",
   "leaseack",
+  "readdeps",
+  "readdepsok",
 ];
 
 /** A committed instance whose commands the state machine must now apply, in order. */

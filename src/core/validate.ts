@@ -16,6 +16,11 @@ export const MAX_BALLOT = 2 ** 46;
 /** Most commands one instance may carry. */
 export const MAX_BATCH_COMMANDS = 4096;
 
+/** Most accesses one read asks about (a get has one, a list one span). */
+export const MAX_READ_ACCESSES = 64;
+/** Longest key or span end a read names, in UTF-16 code units (keys are at most 1024 bytes). */
+export const MAX_READ_KEY_LENGTH = 4096;
+
 /** Settings for {@linkcode validateMessage}. */
 export interface ValidateOptions<C> {
   /** Cluster size. */
@@ -61,6 +66,18 @@ export function validateMessage<C>(
   if (m.type === "leasegrant") {
     if (!natural("seq", Number.MAX_SAFE_INTEGER, 1) || !rows("frontier")) {
       return fail("Lease grant is malformed");
+    }
+    return { ok: true, message: m as unknown as Message<C> };
+  }
+  if (m.type === "readdeps") {
+    if (!natural("seq", Number.MAX_SAFE_INTEGER, 1) || !isReadAccesses(m.accesses)) {
+      return fail("Read deps request is malformed");
+    }
+    return { ok: true, message: m as unknown as Message<C> };
+  }
+  if (m.type === "readdepsok") {
+    if (!natural("seq", Number.MAX_SAFE_INTEGER, 1) || !rows("deps")) {
+      return fail("Read deps answer is malformed");
     }
     return { ok: true, message: m as unknown as Message<C> };
   }
@@ -131,6 +148,24 @@ function isPayload<C>(
     return false;
   }
   for (const command of value) if (!isCommand(command)) return false;
+  return true;
+}
+
+/** Whether `value` is a non-empty list of read accesses (`{ key, end?, write: false }`). */
+function isReadAccesses(value: unknown): boolean {
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_READ_ACCESSES) {
+    return false;
+  }
+  for (const access of value) {
+    if (typeof access !== "object" || access === null || Array.isArray(access)) return false;
+    const { key, end, write } = access as Record<string, unknown>;
+    if (typeof key !== "string" || key.length > MAX_READ_KEY_LENGTH) return false;
+    if (end !== undefined && (typeof end !== "string" || end.length > MAX_READ_KEY_LENGTH)) {
+      return false;
+    }
+    // Only reads: a write access would ask for more than a read needs.
+    if (write !== false) return false;
+  }
   return true;
 }
 

@@ -27,6 +27,7 @@
  * @module
  */
 
+import type { Access } from "../core/conflict.ts";
 import { type Configuration, describeConfiguration } from "../core/configuration.ts";
 import { describeExecution, describeMessage } from "../core/describe.ts";
 import { instanceKey } from "../core/instance.ts";
@@ -54,7 +55,20 @@ import { SnapshotFetcher } from "./snapshot_fetcher.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { openState } from "./open_state.ts";
 import { type LeaseReadMetrics, LeaseReads } from "./lease_reads.ts";
+import { type QuorumReadMetrics, QuorumReads } from "./quorum_reads.ts";
 import type { LeaseRule } from "../core/lease.ts";
+
+/** What {@linkcode ReplicaDriver.quorumReadStatus} reports. */
+export interface QuorumReadStatus extends QuorumReadMetrics {
+  /** Reads waiting now. */
+  readonly waiting: number;
+  /** Reads served after waiting for an instance named by the majority to apply here. */
+  readonly waitedOnInstances: number;
+  /** `readdeps` this replica answered as a voter. */
+  readonly answeredForPeers: number;
+  /** Read requests sent again (to further or silent voters). */
+  readonly retransmissions: number;
+}
 
 /** What {@linkcode ReplicaDriver.leaseStatus} reports. */
 export interface LeaseStatus {
@@ -150,6 +164,8 @@ export class ReplicaDriver {
   readonly #loop: ReadyLoop;
   /** Linearizable reads served locally under quorum leases. */
   readonly #leaseReads: LeaseReads;
+  /** Linearizable reads through a majority of voters, when no lease serves them. */
+  readonly #quorumReads: QuorumReads;
   #tickTimer: Timer | undefined;
   #started = false;
   #stopped = false;
@@ -179,6 +195,12 @@ export class ReplicaDriver {
     this.#leaseReads = new LeaseReads(options.clock, {
       ...(options.leaseReadHoldMs === undefined ? {} : { holdMs: options.leaseReadHoldMs }),
     });
+    this.#quorumReads = new QuorumReads(options.clock, {
+      tickMs: this.#tickMs,
+      ...(options.quorumReadTimeoutMs === undefined
+        ? {}
+        : { timeoutMs: options.quorumReadTimeoutMs }),
+    });
     this.#lastTickMs = this.#clock.now();
     this.#startedMs = this.#clock.now();
     // What every part of the driver is given: the edges and the settings.
@@ -200,7 +222,10 @@ export class ReplicaDriver {
       decided: (ready, early) => this.#proposals.decided(ready.decided, early),
       execute: (ready) => this.#execute(ready),
       state: () => this.#kv,
-      advanced: () => this.#leaseReads.retry(),
+      advanced: () => {
+        this.#leaseReads.retry();
+        this.#quorumReads.drain(this.#core);
+      },
     });
     this.#proposals = new Proposals({
       ...edges,
@@ -262,6 +287,8 @@ export class ReplicaDriver {
     this.#tickTimer?.cancel();
     this.#proposals.cancelTimer();
     await this.#loop.stop();
+    // Refused as commands: the replica is stopped.
+    this.#quorumReads.release(undefined);
     this.#proposals.rejectAll(() => new OutcomeUnknownError("The replica is shutting down"));
     this.#snapshotCaptures.rejectAll("The replica is shutting down");
     await this.#transport.close();
@@ -382,18 +409,57 @@ export class ReplicaDriver {
   /** {@linkcode ReplicaDriver.read} with callbacks (the simulator's clients). */
   readWith(input: KvCommandInput & { op: "get" | "list" }, answer: Answer): void {
     const command = { ...input, request: "" } as KvCommand;
+    const accesses = kvConflicts.accesses(command);
+    const readState = (): KvResult =>
+      input.op === "get"
+        ? { op: "get", ok: true, entry: this.#kv.read(input.key) }
+        : this.#kv.list(input.prefix, input.after, input.limit);
     this.#leaseReads.readThen(
       () => this.#leaseCore(),
-      kvConflicts.accesses(command),
-      (): KvResult =>
-        input.op === "get"
-          ? { op: "get", ok: true, entry: this.#kv.read(input.key) }
-          : this.#kv.list(input.prefix, input.after, input.limit),
+      accesses,
+      readState,
       (result) => {
         if (result !== undefined) return answer.resolve(result.value);
-        this.submitWith(input, answer);
+        this.#quorumRead(input, accesses, readState, answer);
       },
     );
+  }
+
+  /**
+   * A read no lease serves: through a majority of voters
+   * (`src/core/quorum_read.ts`), one round trip and no instance, or, when
+   * that cannot be done or takes too long, as a command.
+   */
+  #quorumRead(
+    input: KvCommandInput & { op: "get" | "list" },
+    accesses: readonly Access[],
+    readState: () => KvResult,
+    answer: Answer,
+  ): void {
+    const core = this.#options.quorumReads === false ? undefined : this.#leaseCore();
+    // What would refuse the command (no quorum reachable, too much
+    // pending) refuses the read too, at once rather than after a timeout.
+    if (core === undefined || this.#admissionProblem(false) !== undefined) {
+      this.submitWith(input, answer);
+      return;
+    }
+    this.#quorumReads.readThen(core, accesses, readState, (result) => {
+      if (result !== undefined) return answer.resolve(result.value);
+      this.submitWith(input, answer);
+    });
+    this.#loop.kick();
+  }
+
+  /** Quorum read counters for `/status` and `/metrics`. */
+  quorumReadStatus(): QuorumReadStatus {
+    const core = this.#core.quorumReadStatus();
+    return {
+      ...this.#quorumReads.metrics,
+      waiting: this.#quorumReads.waitingCount,
+      waitedOnInstances: core.waited,
+      answeredForPeers: core.answered,
+      retransmissions: core.retransmissions,
+    };
   }
 
   /** The core, when this replica may serve reads under its leases at all. */
@@ -507,6 +573,7 @@ export class ReplicaDriver {
       log?.(`recv ${describeMessage(message, describeKvCommand)}`);
       this.#core.step(message);
     }
+    this.#quorumReads.drain(this.#core);
     this.#loop.kick();
     return undefined;
   }
@@ -777,6 +844,10 @@ export class ReplicaDriver {
       for (let i = 0; i < ticks; i++) this.#core.tick();
     }
     this.#leaseReads.retry();
+    this.#quorumReads.drain(this.#core);
+    // Reads of a core an install or an epoch's end replaced go through the
+    // protocol of the new one now that it takes commands.
+    this.#quorumReads.release(this.#leaseCore());
     this.#updatePeerOrder();
     this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
     this.#membership.expireBase(now);

@@ -58,6 +58,17 @@ export function openState(
       // length (src/core/lease.ts, the restart rule).
       leaseRestartedAt: options.clock.now(),
       ...(options.unsafeLeases === undefined ? {} : { unsafeLeases: options.unsafeLeases }),
+      // Fresh read numbers for every core: an answer to a read of the core
+      // before (a restart, with answers still in flight) must not count for
+      // one of this core (src/core/quorum_read.ts).
+      quorumReadSeqBase: 1 + options.random.int(2 ** 30) * 2 ** 22,
+      // The same for lease requests: a grant still in flight for an earlier
+      // core's request must not match this core's (it would be timed from
+      // the later send, past the grantor's promise).
+      leaseRequestSeqBase: 1 + options.random.int(2 ** 30) * 2 ** 22,
+      ...(options.unsafeQuorumReads === undefined
+        ? {}
+        : { unsafeQuorumReads: options.unsafeQuorumReads }),
     },
     {
       records: loaded.records,

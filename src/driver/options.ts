@@ -6,6 +6,7 @@
  */
 
 import type { UnsafeLeaseOptions } from "../core/lease_state.ts";
+import type { UnsafeQuorumReadOptions } from "../core/quorum_read.ts";
 import type { Configuration } from "../core/configuration.ts";
 import { DEFAULT_TIMING, type TimingOptions } from "../core/replica.ts";
 import type { Execution } from "../core/types.ts";
@@ -140,6 +141,16 @@ export interface ReplicaDriverOptions {
   readonly leaseReadHoldMs?: number;
   /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
   readonly unsafeLeases?: UnsafeLeaseOptions;
+  /**
+   * Whether a linearizable read that no lease serves goes through a
+   * majority of voters (`src/core/quorum_read.ts`) before it is proposed as
+   * a command (default true).
+   */
+  readonly quorumReads?: boolean;
+  /** How long a quorum read may take before it is proposed as a command (ms; default 1000). */
+  readonly quorumReadTimeoutMs?: number;
+  /** For tests only, never in production: breaks the quorum read's rule (`UnsafeQuorumReadOptions`). */
+  readonly unsafeQuorumReads?: UnsafeQuorumReadOptions;
   /**
    * Watches what the driver does that its edges cannot see (the scenario tests
    * print it). Storage and transport see their own calls. Absent: nothing is

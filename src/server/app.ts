@@ -249,6 +249,8 @@ export function createApp(options: AppOptions): Hono {
       },
       executed: { instances: stats.executedInstances, commands: stats.executedCommands },
       leases: node.leaseStatus(),
+      // Reads no lease served: through a majority of voters (src/core/quorum_read.ts).
+      quorumReads: node.quorumReadStatus(),
       keys: node.state.size,
       stateDigest: node.state.digest,
     });
@@ -351,7 +353,8 @@ export function createApp(options: AppOptions): Hono {
     if (consistency !== "linearizable") {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    // Under a lease, from this replica's state; otherwise through the protocol.
+    // Under a lease, from this replica's state; otherwise after one round
+    // trip to a majority (src/core/quorum_read.ts), or as a command.
     const result = await node.read({ op: "get", key: parsed.key });
     return result.op === "get" && result.ok
       ? answer(result.entry)

@@ -19,6 +19,7 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
   const peers = node.peers();
   const now = node.now();
   const leases = node.leaseStatus();
+  const quorumReads = node.quorumReadStatus();
   const page = new MetricsPage()
     .family(
       "epaxos_proposals_committed_total",
@@ -134,6 +135,29 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
       "counter",
       "Time writes this replica coordinated waited on lease holders beyond their quorum.",
       [`epaxos_lease_write_hold_seconds_total ${leases.writes.heldMs / 1000}`],
+    )
+    .family(
+      "epaxos_quorum_reads_total",
+      "counter",
+      "Linearizable reads no lease served, by outcome: served after one round trip to a majority, or proposed as a command (and why).",
+      [
+        `epaxos_quorum_reads_total{outcome="served"} ${quorumReads.served}`,
+        `epaxos_quorum_reads_total{outcome="command",reason="refused"} ${quorumReads.fallbacks.refused}`,
+        `epaxos_quorum_reads_total{outcome="command",reason="timed_out"} ${quorumReads.fallbacks.timedOut}`,
+        `epaxos_quorum_reads_total{outcome="command",reason="interrupted"} ${quorumReads.fallbacks.interrupted}`,
+      ],
+    )
+    .family(
+      "epaxos_quorum_read_seconds_total",
+      "counter",
+      "Time served quorum reads took, start to answer.",
+      [`epaxos_quorum_read_seconds_total ${quorumReads.servedMs / 1000}`],
+    )
+    .family(
+      "epaxos_quorum_read_answers_total",
+      "counter",
+      "Read dependency requests this replica answered for peers, as a voter.",
+      [`epaxos_quorum_read_answers_total ${quorumReads.answeredForPeers}`],
     )
     .family("epaxos_snapshots_installed_total", "counter", "Snapshots installed here.", [
       `epaxos_snapshots_installed_total ${metrics.snapshotsInstalled}`,

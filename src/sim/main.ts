@@ -121,6 +121,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let memberChanges = 0;
   let resized = 0;
   let stranded = 0;
+  let quorumReads = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -157,6 +158,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     memberChanges += result.memberChanges;
     if (new Set(result.sizes).size > 1) resized++;
     stranded += result.stranded;
+    quorumReads += result.quorumReads.served;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -170,6 +172,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `epochs=${result.epochChanges}->e${result.epoch} replaced=${result.replacements} ` +
           `members=${result.memberChanges}(${result.refusedChanges} refused) ` +
           `sizes=${result.sizes.join(">")} stranded=${result.stranded} ` +
+          `qreads=${result.quorumReads.served}/${result.quorumReads.commands} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -181,7 +184,8 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
         `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced, ` +
         `${memberChanges} membership changes proposed, ${resized} runs changed size, ` +
-        `${stranded} operations stranded at removed replicas)`,
+        `${stranded} operations stranded at removed replicas, ` +
+        `${quorumReads} reads served through a majority)`,
     );
   }
   return failures === 0 ? 0 : 1;

@@ -28,6 +28,8 @@ import { decideChange } from "../core/configuration_change.ts";
 import { defaultConfiguration } from "../driver/epoch.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
+import type { ReplicaDriver } from "../driver/driver.ts";
+import type { Answer } from "../driver/waiters.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
 import { SimHost } from "./host.ts";
@@ -91,6 +93,12 @@ export interface SimResult {
    * healing as indeterminate rather than counted as hung.
    */
   readonly stranded: number;
+  /**
+   * GETs answered through a majority of voters (`src/core/quorum_read.ts`),
+   * and those proposed as commands after all, by the processes alive at the
+   * end (a crash loses its process's counts).
+   */
+  readonly quorumReads: { readonly served: number; readonly commands: number };
 }
 
 /**
@@ -172,6 +180,32 @@ function describeChange(change: SimChange): string {
   }
 }
 
+/**
+ * Sends a client operation to its replica: a GET as a linearizable read
+ * (`ReplicaDriver.readWith`: under a lease, through a majority, or as a
+ * command), anything else as a command. Returns the request id of a command
+ * ("" for a read: nothing needs it).
+ */
+function submitOrRead(driver: ReplicaDriver, command: KvCommandInput, answer: Answer): string {
+  if (command.op !== "get") return driver.submitWith(command, answer);
+  driver.readWith(command, answer);
+  return "";
+}
+
+/** Quorum reads served and fallen back to commands, summed over the live processes. */
+function quorumReadCounts(hosts: readonly SimHost[]): { served: number; commands: number } {
+  let served = 0;
+  let commands = 0;
+  for (const host of hosts) {
+    const status = host.driver?.quorumReadStatus();
+    if (status === undefined) continue;
+    served += status.served;
+    const { refused, timedOut, interrupted } = status.fallbacks;
+    commands += refused + timedOut + interrupted;
+  }
+  return { served, commands };
+}
+
 /** Receives one line per interesting event when tracing a run. */
 export type SimTrace = (line: string) => void;
 
@@ -207,6 +241,13 @@ export interface SimulationOptions {
    * over the last configuration's members, must catch it.
    */
   readonly neverStartAdded?: boolean;
+  /**
+   * Serves quorum reads once a majority answered, without waiting for what
+   * it named to apply. For the negative test only: the simulator must catch it.
+   */
+  readonly unsafeQuorumReadsWithoutWaiting?: boolean;
+  /** Whether GETs no lease serves go through a majority before a command (default true). */
+  readonly quorumReads?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -324,6 +365,10 @@ export class Simulation {
           },
           unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
             false,
+          ...(options.quorumReads === false ? { quorumReads: false } : {}),
+          ...(options.unsafeQuorumReadsWithoutWaiting === true
+            ? { unsafeQuorumReads: { serveWithoutWaiting: true } }
+            : {}),
           ...(this.#trace === undefined ? {} : {
             log: (line: string) => this.#trace?.(`${this.#now} r${id} ${line}`),
             traceMessages: true,
@@ -407,6 +452,7 @@ export class Simulation {
       stranded: this.#stranded,
       sizes: [...this.#configurations.keys()].sort((a, b) => a - b)
         .map((epoch) => describeSize(this.#configurations.get(epoch)!)),
+      quorumReads: quorumReadCounts(this.#hosts),
     };
   }
 
@@ -1163,7 +1209,7 @@ export class Simulation {
         this.#timeout(client, request);
       }
     });
-    const assigned = driver.submitWith(command, {
+    const assigned = submitOrRead(driver, command, {
       resolve: (result) => {
         if (
           client.request === request && kind === "put" && result.op === "put" && result.ok

@@ -287,3 +287,31 @@ Deno.test("a restarted grantor names every holder for a lease length", () => {
   assert.deepEqual(cluster.executed[0], ["0.1"], "decided once holder 2 acknowledged");
   assert.ok(cluster.replicas[0]!.leaseStatus(cluster.now).writesReleased === 0);
 });
+
+Deno.test("a grant answering an earlier core's request does not count for a new core", () => {
+  const cluster = new LeaseCluster(3);
+  cluster.run(20);
+  // Replica 2 restarts (a new core) with its request numbers drawn elsewhere:
+  // a grant for request 1 of its old core arrives late and must not count.
+  const restarted = new Replica<Command>({
+    id: 2,
+    replicas: 3,
+    conflicts: model,
+    leases: leaseEveryKey({ leaseMs: 1000, renewMs: 200, drift: 0.01 }),
+    leaseRestartedAt: cluster.now,
+    leaseRequestSeqBase: 1_000_000,
+  });
+  restarted.observeTime(cluster.now);
+  restarted.tick(); // sends its first requests, numbered from 1,000,000
+  restarted.ready();
+  restarted.advance();
+  for (const from of [0, 1]) {
+    restarted.step({ type: "leasegrant", from, to: 2, seq: 1, frontier: [0, 0, 0] });
+  }
+  assert.deepEqual(restarted.localRead([read("a")], cluster.now), {
+    verdict: "refuse",
+    reason: "no-lease",
+  });
+  restarted.step({ type: "leasegrant", from: 0, to: 2, seq: 1_000_000, frontier: [0, 0, 0] });
+  assert.deepEqual(restarted.localRead([read("a")], cluster.now), { verdict: "serve" });
+});
