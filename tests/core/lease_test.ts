@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Access, ConflictModel } from "../../src/core/conflict.ts";
+import type { Access } from "../../src/core/conflict.ts";
 import {
   caughtUp,
   grantorPromiseUntil,
@@ -13,16 +13,11 @@ import {
   releaseAt,
 } from "../../src/core/lease.ts";
 import { Replica } from "../../src/core/replica.ts";
-import type { Message, Ready } from "../../src/core/types.ts";
+import { CoreCluster, type KeyCommand, keyCommandConflicts } from "./core_cluster.ts";
+import type { Message } from "../../src/core/types.ts";
 
-interface Command {
-  readonly key: string;
-  readonly write: boolean;
-}
-
-const model: ConflictModel<Command> = {
-  accesses: (command) => [{ key: command.key, write: command.write }],
-};
+type Command = KeyCommand;
+const model = keyCommandConflicts;
 
 const write = (key: string): Access => ({ key, write: true });
 const read = (key: string): Access => ({ key, write: false });
@@ -111,10 +106,7 @@ Deno.test("leaseConfigurationProblem refuses what cannot be run", () => {
 });
 
 /** A cluster of replicas with leases on every key, a shared clock, and message filters. */
-class LeaseCluster {
-  readonly replicas: Replica<Command>[];
-  readonly executed: string[][];
-  readonly sent: Message<Command>[] = [];
+class LeaseCluster extends CoreCluster {
   now = 0;
 
   constructor(
@@ -122,41 +114,18 @@ class LeaseCluster {
     options: { restartedAt?: number; unsafe?: { skipCatchUp?: boolean; ignoreRestart?: boolean } } =
       {},
   ) {
-    this.replicas = Array.from({ length: n }, (_, id) =>
-      new Replica({
-        id,
-        replicas: n,
-        conflicts: model,
-        leases: leaseEveryKey({ leaseMs: 1000, renewMs: 200, drift: 0.01 }),
-        ...(options.restartedAt === undefined ? {} : { leaseRestartedAt: options.restartedAt }),
-        ...(options.unsafe === undefined ? {} : { unsafeLeases: options.unsafe }),
-      }));
-    this.executed = this.replicas.map(() => []);
-  }
-
-  settle(drop: (message: Message<Command>) => boolean = () => false): void {
-    for (let round = 0; round < 1000; round++) {
-      let moved = false;
-      for (const replica of this.replicas) {
-        while (replica.hasReady()) {
-          moved = true;
-          const ready: Ready<Command> = replica.ready();
-          for (const execution of ready.executions) {
-            this.executed[replica.id]!.push(`${execution.owner}.${execution.number}`);
-          }
-          replica.advance();
-          for (const message of [...ready.earlyMessages, ...ready.messages]) {
-            this.sent.push(message);
-            if (drop(message)) continue;
-            const to = this.replicas[message.to]!;
-            to.observeTime(this.now);
-            to.step(message);
-          }
-        }
-      }
-      if (!moved) return;
-    }
-    throw new Error("The cluster did not settle in 1000 rounds");
+    super(
+      Array.from({ length: n }, (_, id) =>
+        new Replica({
+          id,
+          replicas: n,
+          conflicts: model,
+          leases: leaseEveryKey({ leaseMs: 1000, renewMs: 200, drift: 0.01 }),
+          ...(options.restartedAt === undefined ? {} : { leaseRestartedAt: options.restartedAt }),
+          ...(options.unsafe === undefined ? {} : { unsafeLeases: options.unsafe }),
+        })),
+      { beforeStep: (replica) => replica.observeTime(this.now) },
+    );
   }
 
   /** Advances the clock by `ms` in 5 ms ticks, settling after each. */

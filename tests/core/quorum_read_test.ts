@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Access, ConflictIndex, type ConflictModel } from "../../src/core/conflict.ts";
+import { type Access, ConflictIndex } from "../../src/core/conflict.ts";
 import { Executor } from "../../src/core/executor.ts";
 import { type Instance, instanceKey, newInstance } from "../../src/core/instance.ts";
 import {
@@ -12,17 +12,12 @@ import {
   type UnsafeQuorumReadOptions,
 } from "../../src/core/quorum_read.ts";
 import { Replica } from "../../src/core/replica.ts";
-import { type Message, NOP, Phase, type Ready } from "../../src/core/types.ts";
+import { CoreCluster, type KeyCommand, keyCommandConflicts } from "./core_cluster.ts";
+import { type Message, NOP, Phase } from "../../src/core/types.ts";
 import { validateMessage } from "../../src/core/validate.ts";
 
-interface Command {
-  readonly key: string;
-  readonly write: boolean;
-}
-
-const model: ConflictModel<Command> = {
-  accesses: (command) => [{ key: command.key, write: command.write }],
-};
+type Command = KeyCommand;
+const model = keyCommandConflicts;
 
 const read = (key: string): Access => ({ key, write: false });
 const write = (key: string): Access => ({ key, write: true });
@@ -185,44 +180,18 @@ Deno.test("Executor.readBlocker: every conflicting instance of the set must be e
 });
 
 /** A cluster of cores that delivers messages in order, with a message filter. */
-class ReadCluster {
-  readonly replicas: Replica<Command>[];
-  readonly executed: string[][];
-  readonly sent: Message<Command>[] = [];
+class ReadCluster extends CoreCluster {
   readonly served: Map<string, string[]> = new Map();
 
   constructor(n: number, options: { unsafe?: UnsafeQuorumReadOptions; seqBase?: number } = {}) {
-    this.replicas = Array.from({ length: n }, (_, id) =>
+    super(Array.from({ length: n }, (_, id) =>
       new Replica({
         id,
         replicas: n,
         conflicts: model,
         ...(options.seqBase === undefined ? {} : { quorumReadSeqBase: options.seqBase }),
         ...(options.unsafe === undefined ? {} : { unsafeQuorumReads: options.unsafe }),
-      }));
-    this.executed = this.replicas.map(() => []);
-  }
-
-  settle(drop: (message: Message<Command>) => boolean = () => false): void {
-    for (let round = 0; round < 1000; round++) {
-      let moved = false;
-      for (const replica of this.replicas) {
-        while (replica.hasReady()) {
-          moved = true;
-          const ready: Ready<Command> = replica.ready();
-          for (const execution of ready.executions) {
-            this.executed[replica.id]!.push(`${execution.owner}.${execution.number}`);
-          }
-          replica.advance();
-          for (const message of [...ready.earlyMessages, ...ready.messages]) {
-            this.sent.push(message);
-            if (!drop(message)) this.replicas[message.to]!.step(message);
-          }
-        }
-      }
-      if (!moved) return;
-    }
-    throw new Error("The cluster did not settle in 1000 rounds");
+      })));
   }
 
   run(ticks: number, drop?: (message: Message<Command>) => boolean): void {

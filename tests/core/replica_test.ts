@@ -1,53 +1,17 @@
 import assert from "node:assert/strict";
-import type { ConflictModel } from "../../src/core/conflict.ts";
 import { Replica } from "../../src/core/replica.ts";
+import { CoreCluster, type KeyCommand, keyCommandConflicts } from "./core_cluster.ts";
 import { MAX_EARLY_PREACCEPTS } from "../../src/core/replica_state.ts";
-import { type Message, NOP, Phase, type Ready } from "../../src/core/types.ts";
+import { type Message, NOP, Phase } from "../../src/core/types.ts";
+import type { ConflictModel } from "../../src/core/conflict.ts";
 
-interface Command {
-  readonly key: string;
-  readonly write: boolean;
-}
-
-const model: ConflictModel<Command> = {
-  accesses: (command) => [{ key: command.key, write: command.write }],
-};
+type Command = KeyCommand;
+const model = keyCommandConflicts;
 
 /** A tiny cluster that delivers every message at once, in order: no faults. */
-class Cluster {
-  readonly replicas: Replica<Command>[];
-  readonly executed: string[][];
-  readonly sent: Message<Command>[] = [];
-
+class Cluster extends CoreCluster {
   constructor(n: number) {
-    this.replicas = Array.from(
-      { length: n },
-      (_, id) => new Replica({ id, replicas: n, conflicts: model }),
-    );
-    this.executed = this.replicas.map(() => []);
-  }
-
-  /** Runs every replica's Ready loop until nothing moves, delivering messages unless `drop` says not. */
-  settle(drop: (message: Message<Command>) => boolean = () => false): void {
-    for (let round = 0; round < 1000; round++) {
-      let moved = false;
-      for (const replica of this.replicas) {
-        while (replica.hasReady()) {
-          moved = true;
-          const ready: Ready<Command> = replica.ready();
-          for (const execution of ready.executions) {
-            this.executed[replica.id]!.push(`${execution.owner}.${execution.number}`);
-          }
-          replica.advance();
-          for (const message of [...ready.earlyMessages, ...ready.messages]) {
-            this.sent.push(message);
-            if (!drop(message)) this.replicas[message.to]!.step(message);
-          }
-        }
-      }
-      if (!moved) return;
-    }
-    throw new Error("The cluster did not settle in 1000 rounds");
+    super(Array.from({ length: n }, (_, id) => new Replica({ id, replicas: n, conflicts: model })));
   }
 }
 
