@@ -22,7 +22,7 @@ import {
   startProcessCluster,
   waitUntil,
 } from "./process_cluster.ts";
-import type { Scenario } from "./scenarios.ts";
+import type { FinishedRun, Scenario, ScenarioFindings } from "./scenarios.ts";
 import { Workload } from "./workload.ts";
 
 /** Settings of one run. */
@@ -37,7 +37,7 @@ export interface ChaosOptions {
   readonly seed: number;
   /** Concurrent clients (default two per replica). */
   readonly clients?: number;
-  /** Keys the clients share (default 5). */
+  /** Keys the clients share (default: the scenario's, else 5). */
   readonly keys?: number;
   /** Writes the timeline as CSV here, if given. */
   readonly timelineCsv?: string;
@@ -50,6 +50,12 @@ export interface ChaosOptions {
   readonly trace?: boolean;
   /** Receives progress lines. */
   readonly log?: (line: string) => void;
+  /**
+   * Slack added to a scenario's timing bounds (such as the longest write
+   * stall under leases), for machines that stall processes by themselves
+   * (a shared CI machine); default 0: the bounds as stated.
+   */
+  readonly timingSlackMs?: number;
 }
 
 /** What one run found. */
@@ -76,6 +82,8 @@ export interface ChaosReport {
   readonly timeline: readonly number[];
   /** The fault phase, in seconds since the start. */
   readonly faultWindow: readonly [number, number];
+  /** What the scenario measured (its own verdict's figures), by name. */
+  readonly figures: Readonly<Record<string, number>>;
   /** Events of the run. */
   readonly events: readonly string[];
 }
@@ -114,6 +122,7 @@ async function converged(urls: readonly string[]): Promise<boolean> {
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const scenario = options.scenario;
   const replicas = scenario.replicas ?? options.replicas;
+  const keys = options.keys ?? scenario.keys ?? 5;
   const random = new SeededRandom(options.seed);
   const events: string[] = [];
   const failures: string[] = [];
@@ -122,13 +131,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const warmupMs = Math.max(2000, durationMs * 0.15);
   const faultMs = durationMs * 0.5;
   const recoveryMs = Math.max(3000, durationMs - warmupMs - faultMs);
+  // Wide-area emulation and the fault layer share the peer transport's hook:
+  // a scenario has one or the other.
+  const wanMatrix = scenario.wanMatrix === undefined
+    ? undefined
+    : await Deno.realPath(scenario.wanMatrix);
   const cluster = await startProcessCluster(replicas, {
     spares: scenario.spareSlots ?? 0,
     extraArgs: [
-      "--enable-fault-injection",
+      ...(wanMatrix === undefined ? ["--enable-fault-injection"] : ["--emulate-wan", wanMatrix]),
       ...(options.trace ? ["--log-messages"] : []),
       ...(scenario.replicaArgs ?? []),
     ],
+    ...(scenario.replicaArgsFor === undefined
+      ? {}
+      : { extraArgsFor: (id: number) => scenario.replicaArgsFor!(id, replicas) }),
+    ...(wanMatrix === undefined ? {} : { readFiles: [wanMatrix] }),
+    ...(scenario.leases === undefined ? {} : { leases: scenario.leases }),
   });
   // The slots a scenario ends with as members: the first `replicas`.
   const members = cluster.urls.slice(0, replicas);
@@ -136,9 +155,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // The cluster's members at the start (spare slots join later, if at all).
     urls: cluster.urls.slice(0, replicas),
     clients: options.clients ?? replicas * 2,
-    keys: options.keys ?? 5,
+    keys,
     timeoutMs: 10_000,
     random: random.fork(),
+    ...(scenario.readersPerReplica === undefined
+      ? {}
+      : { readersPerReplica: scenario.readersPerReplica }),
   });
   const note = (line: string) => {
     const stamped = `${workload.elapsedSeconds().toFixed(1)}s ${line}`;
@@ -147,6 +169,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   };
   const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
   let faultWindow: [number, number] = [0, 0];
+  let verdict: ((run: FinishedRun) => ScenarioFindings) | undefined;
+  let figures: Record<string, number> = {};
   try {
     log(`${scenario.name}: ${scenario.description} (${replicas} replicas, seed ${options.seed})`);
     workload.start();
@@ -154,7 +178,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const faultStart = workload.elapsedSeconds();
     note("fault phase begins");
     try {
-      await scenario.inject({
+      verdict = (await scenario.inject({
         cluster,
         replicas,
         random,
@@ -163,8 +187,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         sleep,
         note,
         history: workload.recorder,
-        keys: options.keys ?? 5,
-      });
+        keys,
+        elapsedMs: () => workload.elapsedSeconds() * 1000,
+      })) ?? undefined;
     } catch (error) {
       failures.push(`${scenario.name}: ${(error as Error).message}`);
     }
@@ -196,7 +221,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     workload.close();
     const locals = await Promise.all(members.map(async (url) => {
       const values: (string | null)[] = [];
-      for (let key = 0; key < (options.keys ?? 5); key++) {
+      for (let key = 0; key < keys; key++) {
         try {
           const response = await fetch(`${url}/kv/chaos-${key}?consistency=local`, {
             signal: AbortSignal.timeout(3000),
@@ -219,9 +244,30 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       const detail = failed === undefined
         ? ""
         : describeKeyFailure(workload.recorder.toHistory(), failed).slice(0, 8).join("; ");
+      const finding = `history is ${checked.verdict}${
+        failed ? ` on key ${failed.key}` : ""
+      }: ${detail}`;
+      // A negative scenario breaks a stated assumption: the checker must see it.
+      if (scenario.negative) note(`caught, as a negative check must be: ${finding}`);
+      else failures.push(finding);
+    } else if (scenario.negative) {
       failures.push(
-        `history is ${checked.verdict}${failed ? ` on key ${failed.key}` : ""}: ${detail}`,
+        "negative check not caught: the history is linearizable although the scenario breaks " +
+          "an assumption the system states",
       );
+    }
+    if (verdict !== undefined) {
+      const found = verdict({
+        events: workload.recorder.events,
+        replicaOf: (process) => workload.replicaOf(process),
+        faultWindowMs: [faultWindow[0] * 1000, faultWindow[1] * 1000],
+        timingSlackMs: options.timingSlackMs ?? 0,
+      });
+      failures.push(...found.failures);
+      figures = { ...found.figures };
+      if (Object.keys(figures).length > 0) {
+        note(`figures: ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+      }
     }
   } finally {
     if (failures.length > 0 && options.historyOnFailure !== undefined) {
@@ -281,5 +327,6 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     timeline,
     faultWindow,
     events,
+    figures,
   };
 }

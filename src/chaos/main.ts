@@ -11,10 +11,10 @@
 
 import { integerOption, option, parseArgs, UsageError } from "../cli/args.ts";
 import { type ChaosReport, runChaos } from "./chaos.ts";
-import { scenarioNamed, SCENARIOS } from "./scenarios.ts";
+import { EVERY_SCENARIO, scenarioNamed } from "./scenarios.ts";
 
 const USAGE = `usage: deno task chaos [--scenario NAME|all] [--duration S] [--replicas N] [--seed S]
-scenarios: ${SCENARIOS.map((scenario) => scenario.name).join(", ")}`;
+scenarios: ${EVERY_SCENARIO.map((scenario) => scenario.name).join(", ")}`;
 
 /** Formats reports as a Markdown table. */
 export function chaosTable(reports: readonly ChaosReport[]): string {
@@ -42,7 +42,7 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const name = option(args, "scenario", "all")!;
-  const scenarios = name === "all" ? SCENARIOS : [scenarioNamed(name)];
+  const scenarios = name === "all" ? EVERY_SCENARIO : [scenarioNamed(name)];
   if (scenarios.some((scenario) => scenario === undefined)) {
     console.error(`Unknown scenario ${name}\n${USAGE}`);
     Deno.exit(2);
@@ -82,6 +82,10 @@ if (import.meta.main) {
         } after; ` +
         `timeline ${report.timeline.join(" ")}`,
     );
+    const figures = Object.entries(report.figures);
+    if (figures.length > 0) {
+      console.log(`  figures: ${figures.map(([name, value]) => `${name}=${value}`).join(" ")}`);
+    }
     for (const failure of report.failures) console.log(`  failure: ${failure}`);
     if (!report.ok) {
       console.log(

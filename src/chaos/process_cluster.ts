@@ -138,6 +138,8 @@ export async function startProcessCluster(
   replicas = 3,
   options: {
     readonly extraArgs?: readonly string[];
+    /** Flags for replica `id` alone, after `extraArgs` (a fault one replica runs with). */
+    readonly extraArgsFor?: (id: number) => readonly string[];
     readonly env?: Record<string, string>;
     /** Files every replica may read besides its config and data (e.g. a WAN matrix). */
     readonly readFiles?: readonly string[];
@@ -195,7 +197,12 @@ export async function startProcessCluster(
       args.splice(args.indexOf("--config"), 2, "--join", via, "--url", urls[id]!);
       args[args.indexOf("--id") + 1] = String(memberId);
     }
-    args.splice(args.indexOf("--id"), 0, ...(options.extraArgs ?? []));
+    args.splice(
+      args.indexOf("--id"),
+      0,
+      ...(options.extraArgs ?? []),
+      ...(options.extraArgsFor?.(id) ?? []),
+    );
     args.splice(1, 0, ...(options.denoFlags ?? []));
     const child = new Deno.Command(Deno.execPath(), {
       args,

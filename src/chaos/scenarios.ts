@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { HistoryRecorder } from "../check/mod.ts";
+import type { HistoryRecorder, KvEvent } from "../check/mod.ts";
 import { BACKUP_RESTORE } from "./backup_scenario.ts";
 import { AWAY_PAST_RETENTION } from "./retention_scenario.ts";
 import {
@@ -18,6 +18,7 @@ import {
   SHRINK_GROW,
 } from "./membership_scenario.ts";
 import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
+import { LEASE_SCENARIOS } from "./lease_scenarios.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
@@ -42,6 +43,28 @@ export interface NemesisContext {
   readonly history: HistoryRecorder;
   /** The workload's keys are `chaos-0` to `chaos-{keys - 1}`. */
   readonly keys: number;
+  /** Milliseconds since the workload started: the history's `time` stamps. */
+  elapsedMs(): number;
+}
+
+/** What a scenario's own verdict sees once the run is over (see {@linkcode Scenario.inject}). */
+export interface FinishedRun {
+  /** The workload's history (final reads included), stamped with `elapsedMs` times. */
+  readonly events: readonly KvEvent[];
+  /** The replica a workload client talked to (undefined for other processes). */
+  replicaOf(process: number | string): number | undefined;
+  /** The fault phase, in milliseconds of `elapsedMs`. */
+  readonly faultWindowMs: readonly [number, number];
+  /** Slack on the scenario's timing bounds (`ChaosOptions.timingSlackMs`). */
+  readonly timingSlackMs: number;
+}
+
+/** A scenario's verdict: what failed, and what it measured. */
+export interface ScenarioFindings {
+  /** Failed checks (the run fails if any). */
+  readonly failures: readonly string[];
+  /** Measured figures, by name (reported, e.g. `max_write_gap_ms`). */
+  readonly figures: Readonly<Record<string, number>>;
 }
 
 /** One chaos scenario. */
@@ -62,8 +85,34 @@ export interface Scenario {
   readonly spareSlots?: number;
   /** Flags every replica of this scenario is started with (after the usual ones). */
   readonly replicaArgs?: readonly string[];
-  /** Applies the faults for the fault phase; healing is done by the runner afterwards. */
-  inject(context: NemesisContext): Promise<void>;
+  /** Flags replica `id` alone is started with (after `replicaArgs`), e.g. a clock fault. */
+  replicaArgsFor?(id: number, replicas: number): readonly string[];
+  /** Keys the workload shares, unless the run says (default 5). */
+  readonly keys?: number;
+  /** The cluster file's `leases` (`src/server/config.ts`); absent: none. */
+  readonly leases?: unknown;
+  /** Read-only workload clients per replica (see `WorkloadOptions.readersPerReplica`). */
+  readonly readersPerReplica?: number;
+  /**
+   * A round-trip matrix to emulate (`--emulate-wan`, one region per replica)
+   * instead of the fault layer: such a scenario cannot set faults, only kill
+   * and pause.
+   */
+  readonly wanMatrix?: string;
+  /**
+   * A negative check: the scenario breaks an assumption the system states
+   * (say, clock drift beyond the declared bound), and the run passes only if
+   * the history checker catches it (the history is not linearizable).
+   */
+  readonly negative?: boolean;
+  /**
+   * Applies the faults for the fault phase; healing is done by the runner
+   * afterwards. It may return its own verdict, called once the history is
+   * complete, with what it measured during the fault phase in its closure.
+   */
+  inject(
+    context: NemesisContext,
+  ): Promise<void | ((run: FinishedRun) => ScenarioFindings)>;
 }
 
 function shuffled(random: SeededRandom, count: number): number[] {
@@ -97,7 +146,7 @@ async function partition(
 
 const maxFailures = (replicas: number) => (replicas - 1) / 2;
 
-/** Every scenario, by name. */
+/** Every scenario without leases, by name (tests/chaos/chaos_test.ts runs each). */
 export const SCENARIOS: readonly Scenario[] = [
   {
     name: "kill-random",
@@ -295,7 +344,13 @@ export const SCENARIOS: readonly Scenario[] = [
   GROW_SHRINK,
 ];
 
+/**
+ * Every scenario: those above, then those with quorum leases
+ * (`lease_scenarios.ts`; tests/chaos/lease_chaos_test.ts runs them at CI size).
+ */
+export const EVERY_SCENARIO: readonly Scenario[] = [...SCENARIOS, ...LEASE_SCENARIOS];
+
 /** The scenario called `name`. */
 export function scenarioNamed(name: string): Scenario | undefined {
-  return SCENARIOS.find((scenario) => scenario.name === name);
+  return EVERY_SCENARIO.find((scenario) => scenario.name === name);
 }

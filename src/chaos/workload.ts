@@ -36,6 +36,22 @@ export interface WorkloadOptions {
   readonly random: SeededRandom;
   /** The replica each client talks to (default: client number modulo replicas). */
   readonly assign?: (client: number) => number;
+  /**
+   * Read-only clients per replica besides `clients` (default 0), numbered
+   * from `clients` on: they GET a random key, pause `readerPauseMs`, and so
+   * on, so that the reads a replica serves alone (under a lease) are seen
+   * even while its read-write clients wait on writes it cannot commit.
+   */
+  readonly readersPerReplica?: number;
+  /** The readers' pause between reads (default 20 ms: bounds the history's size). */
+  readonly readerPauseMs?: number;
+  /**
+   * The readers' per-request timeout (default 1000 ms): a read that cannot be
+   * served locally and waits on a quorum it cannot reach stops being a
+   * reader's only request soon (a timed-out read is indeterminate, which
+   * costs the checker nothing: a read changes no state).
+   */
+  readonly readerTimeoutMs?: number;
 }
 
 type Outcome = "ok" | "fail" | "info" | "cancelled";
@@ -86,13 +102,30 @@ export class Workload {
     return (performance.now() - this.#started) / 1000;
   }
 
+  /**
+   * The replica (index into `urls`) client `process` talks to, or undefined
+   * for a process that is not one of this workload's clients.
+   */
+  replicaOf(process: number | string): number | undefined {
+    const options = this.#options;
+    if (typeof process !== "number") return undefined;
+    if (process < options.clients) {
+      return options.assign?.(process) ?? process % options.urls.length;
+    }
+    const reader = process - options.clients;
+    if (reader >= (options.readersPerReplica ?? 0) * options.urls.length) return undefined;
+    return reader % options.urls.length;
+  }
+
   /** Starts every client. */
   start(): void {
     this.#running = true;
-    this.#loops = Array.from(
-      { length: this.#options.clients },
-      (_, client) => this.#client(client),
-    );
+    const options = this.#options;
+    const readers = (options.readersPerReplica ?? 0) * options.urls.length;
+    this.#loops = [
+      ...Array.from({ length: options.clients }, (_, client) => this.#client(client)),
+      ...Array.from({ length: readers }, (_, reader) => this.#reader(options.clients + reader)),
+    ];
   }
 
   /** Stops issuing new operations and waits for those in flight. */
@@ -113,21 +146,38 @@ export class Workload {
   async finalReads(url: string): Promise<void> {
     const process = `final`;
     for (let key = 0; key < this.#options.keys; key++) {
-      await this.#get(process, url, `chaos-${key}`, new Map());
+      await this.#get(process, { url, key: `chaos-${key}`, known: new Map() });
+    }
+  }
+
+  async #reader(process: number): Promise<void> {
+    const options = this.#options;
+    const url = options.urls[this.replicaOf(process)!]!;
+    const known = new Map<string, Known>();
+    while (this.#running) {
+      const key = `chaos-${options.random.int(options.keys)}`;
+      const outcome = await this.#get(process, {
+        url,
+        key,
+        known,
+        timeoutMs: options.readerTimeoutMs ?? 1000,
+      });
+      const pause = outcome === "cancelled" ? 100 : options.readerPauseMs ?? 20;
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
 
   async #client(client: number): Promise<void> {
     const known = new Map<string, Known>();
     const options = this.#options;
-    const replica = options.assign?.(client) ?? client % options.urls.length;
+    const replica = this.replicaOf(client)!;
     while (this.#running) {
       const url = options.urls[replica]!;
       const key = `chaos-${options.random.int(options.keys)}`;
       const roll = options.random.next();
       let outcome: Outcome;
       if (roll < 0.4) {
-        outcome = await this.#get(client, url, key, known);
+        outcome = await this.#get(client, { url, key, known });
       } else if (roll < 0.8) {
         outcome = await this.#put(client, url, key, known);
       } else {
@@ -161,12 +211,16 @@ export class Workload {
     this.timeline[second]!++;
   }
 
-  async #request(url: string, init: RequestInit): Promise<Response | "refused" | "unknown"> {
+  async #request(
+    url: string,
+    init: RequestInit & { readonly timeoutMs?: number },
+  ): Promise<Response | "refused" | "unknown"> {
+    const { timeoutMs, ...request } = init;
     try {
       return await fetch(url, {
-        ...init,
+        ...request,
         client: this.#http,
-        signal: AbortSignal.timeout(this.#options.timeoutMs),
+        signal: AbortSignal.timeout(timeoutMs ?? this.#options.timeoutMs),
       });
     } catch (error) {
       // Nothing was sent if the connection never opened; anything else may have arrived.
@@ -184,12 +238,19 @@ export class Workload {
 
   async #get(
     process: number | string,
-    url: string,
-    key: string,
-    known: Map<string, Known>,
+    read: {
+      readonly url: string;
+      readonly key: string;
+      readonly known: Map<string, Known>;
+      readonly timeoutMs?: number;
+    },
   ): Promise<Outcome> {
+    const { url, key, known } = read;
     this.recorder.invoke(process, { f: "get", key });
-    const response = await this.#request(`${url}/kv/${key}`, {});
+    const response = await this.#request(
+      `${url}/kv/${key}`,
+      read.timeoutMs === undefined ? {} : { timeoutMs: read.timeoutMs },
+    );
     if (response === "refused") {
       this.#complete(process, "cancelled");
       return "cancelled";

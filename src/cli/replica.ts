@@ -11,7 +11,13 @@
 
 import { isKvCommand, type KvCommand } from "../kv/commands.ts";
 import { MemoryStorage } from "../storage/memory.ts";
-import { SystemClock } from "../runtime/clock.ts";
+import {
+  type Clock,
+  MAX_CLOCK_RATE,
+  MIN_CLOCK_RATE,
+  ScaledClock,
+  SystemClock,
+} from "../runtime/clock.ts";
 import { SystemRandom } from "../runtime/random.ts";
 import { createApp } from "../server/app.ts";
 import { DEFAULT_SNAPSHOT_RATE_MBPS } from "../server/snapshot_route.ts";
@@ -51,7 +57,7 @@ import { integerOption, option, parseArgs, type ParsedArgs, UsageError } from ".
 const USAGE =
   "usage: replica (--config FILE | --join URL --url OWN_URL) --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
   " [--max-held-commands N] [--snapshot-rate MBPS]" +
-  " [--enable-fault-injection | --emulate-wan MATRIX.json]" +
+  " [--enable-fault-injection [--unsafe-clock-rate R] | --emulate-wan MATRIX.json]" +
   " [--volatile-storage] [--restore BACKUP_FILE]";
 
 /** Highest `--snapshot-rate`, in MB/s. */
@@ -70,6 +76,30 @@ export function snapshotRateOption(args: ParsedArgs): number {
     max: MAX_SNAPSHOT_RATE_MBPS,
     fallback: DEFAULT_SNAPSHOT_RATE_MBPS,
   })!;
+}
+
+/**
+ * `--unsafe-clock-rate R`, for chaos tests only: the replica's clock runs at
+ * `R` times the system's (`ScaledClock`), from {@linkcode MIN_CLOCK_RATE} to
+ * {@linkcode MAX_CLOCK_RATE}; absent, undefined (the system clock). Leases
+ * are only as safe as the declared drift, so a rate outside it breaks them on
+ * purpose: refused unless `--enable-fault-injection` says this is a test.
+ *
+ * @throws {UsageError} if it is not such a number, or fault injection is off.
+ */
+export function clockRateOption(args: ParsedArgs): number | undefined {
+  const text = option(args, "unsafe-clock-rate");
+  if (text === undefined) return undefined;
+  if (!args.flags.has("enable-fault-injection")) {
+    throw new UsageError("--unsafe-clock-rate is a test fault: it needs --enable-fault-injection");
+  }
+  const rate = Number(text);
+  if (text.trim() === "" || !(rate >= MIN_CLOCK_RATE && rate <= MAX_CLOCK_RATE)) {
+    throw new UsageError(
+      `--unsafe-clock-rate must be a number from ${MIN_CLOCK_RATE} to ${MAX_CLOCK_RATE}, got ${text}`,
+    );
+  }
+  return rate;
 }
 
 /** Settings of {@linkcode peerSnapshotFetch}. */
@@ -287,11 +317,13 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       "restore",
       "join",
       "url",
+      "unsafe-clock-rate",
     ],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   // Checked before anything is read or opened: a bad value changes nothing.
   const snapshotRateMbps = snapshotRateOption(args);
+  const clockRate = clockRateOption(args);
   const setup = await replicaSetup(args);
   const { id, self, secret, clientToken, dataDir } = setup;
   const config = setup.file;
@@ -344,7 +376,11 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   // A cluster seeded from a backup tags its versions with it (`versionTagOf`).
   const seededFrom = storage instanceof MemoryStorage ? undefined : storage.seededFrom;
   const versionTag = seededFrom === undefined ? undefined : versionTagOf(seededFrom);
-  const clock = new SystemClock();
+  // A clock off by more than the declared drift breaks leases: tests only, and said loudly.
+  const clock: Clock = clockRate === undefined
+    ? new SystemClock()
+    : new ScaledClock(new SystemClock(), clockRate);
+  if (clockRate !== undefined) log(`UNSAFE clock rate ${clockRate} (test use only)`);
   const random = new SystemRandom();
   // The fault layer exists only when asked for explicitly (chaos tests), and so
   // does wide-area emulation (benchmarks): one-way delays of RTT/2 per link.

@@ -83,8 +83,9 @@ export function noteLeaseReply<C>(
   naming: { readonly holders?: number; readonly leaseMs?: number },
 ): void {
   // A replier holds the write now (it recorded it before replying): reads
-  // of its keys there wait for it.
+  // of its keys there wait for it. And it hears this replica: grant it again.
   lead.leaseKnown |= 1 << from;
+  s.leases.heardFrom(from);
   if (naming.holders === undefined || naming.holders === 0) return;
   lead.leaseNamed |= naming.holders;
   const until = releaseAt(s.leases.now, naming.leaseMs ?? 0, s.leases.configuration);
@@ -168,6 +169,10 @@ export function leaseGateOpen<C>(s: ReplicaState<C>, lead: Lead<C>, timedOut: bo
   if (fresh !== 0) {
     noticeTo(s, lead, fresh);
   } else if (leases.now - lead.leaseNoticedAt >= NOTICE_RETRY_MS) {
+    // Noticed and still silent: renewing their promises would only keep
+    // this write waiting (a holder that is heard but hears nothing goes on
+    // asking), so they get none until they acknowledge a write.
+    leases.withholdFrom(missing);
     noticeTo(s, lead, missing);
   }
   return false;

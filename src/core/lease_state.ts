@@ -54,6 +54,8 @@ export type LeaseReadVerdict =
 export interface LeaseStats {
   /** Grants this replica handed out. */
   grantsGiven: number;
+  /** Requests this replica left unanswered: their holder keeps a write of its waiting. */
+  grantsWithheld: number;
   /** Grants received that counted (their request was remembered). */
   grantsReceived: number;
   /** Writes that waited for a holder's acknowledgement beyond their quorum. */
@@ -93,6 +95,12 @@ export class LeaseState {
   readonly #promisedUntil: number[];
   /** Grantor: until when it names every holder, having restarted. */
   readonly #restartUntil: number;
+  /**
+   * Grantor: holders (bitmask) that left a write this replica coordinates
+   * unacknowledged past a notice retry; no renewal for them until they
+   * acknowledge one (see {@linkcode LeaseState.withholdFrom}).
+   */
+  #withheld = 0;
   /** Grantor: per row, the highest instance number held (its frontier in every grant). */
   readonly #seenHighest: number[];
   /** Holder: per grantor, recent request sequence numbers and send times. */
@@ -111,6 +119,7 @@ export class LeaseState {
   readonly #spanNotices = new Set<number>();
   readonly stats: LeaseStats = {
     grantsGiven: 0,
+    grantsWithheld: 0,
     grantsReceived: 0,
     writesHeldForHolders: 0,
     writesReleased: 0,
@@ -210,8 +219,27 @@ export class LeaseState {
   }
 
   /**
+   * Stops renewing the promises to the holders in `mask`: they left a write
+   * this replica coordinates unacknowledged. A holder that can send but not
+   * receive (a one-way partition) keeps asking, and each grant would renew
+   * a promise that keeps the write waiting for as long as the partition
+   * lasts; withheld, the promise runs out within a lease and the write goes
+   * on (Paxos Quorum Leases: a holder that does not acknowledge a write is
+   * not renewed). Withholding a grant is always safe: it promises less.
+   */
+  withholdFrom(mask: number): void {
+    this.#withheld |= mask & ~(1 << this.#self);
+  }
+
+  /** `holder` acknowledged a write of this replica (it hears it): grant it again. */
+  heardFrom(holder: number): void {
+    this.#withheld &= ~(1 << holder);
+  }
+
+  /**
    * Handles a holder's request: promises it a lease and returns the frontier
-   * to send with the grant, or undefined if `holder` holds no lease here.
+   * to send with the grant, or undefined if `holder` holds no lease here (or
+   * its grants are withheld).
    */
   grant(holder: number, executedFloor: Deps): Deps | undefined {
     if (!this.enabled || (this.#memberMask & (1 << holder)) === 0) return undefined;
@@ -219,6 +247,10 @@ export class LeaseState {
       rule.holders === "all" || rule.holders.includes(holder)
     );
     if (!leased) return undefined;
+    if ((this.#withheld & (1 << holder)) !== 0) {
+      this.stats.grantsWithheld++;
+      return undefined;
+    }
     this.#promisedUntil[holder] = Math.max(
       this.#promisedUntil[holder]!,
       grantorPromiseUntil(this.now, this.configuration),

@@ -724,6 +724,7 @@ export class Replica<C> {
 
   /** A lease holder knows of the write `lead` coordinates: its decision may go on. */
   #onLeaseAck(from: number, owner: number, number: number): void {
+    this.#s.leases.heardFrom(from);
     const lead = this.#s.leads.get(instanceKey(owner, number));
     if (lead === undefined) return;
     lead.leaseKnown |= 1 << from;

@@ -84,7 +84,12 @@ export interface LeaseStatus {
   /** Per voter id, how long its grant to this replica has left (ms). */
   readonly grantRemainingMs: Record<string, number>;
   /** Grants given as a grantor and received as a holder. */
-  readonly grants: { readonly given: number; readonly received: number };
+  readonly grants: {
+    readonly given: number;
+    readonly received: number;
+    /** Requests left unanswered: their holder left a write of this replica unacknowledged. */
+    readonly withheld: number;
+  };
   /** Writes this replica coordinated that waited on holders, and those decided after promises ran out. */
   readonly writes: {
     readonly heldForHolders: number;
@@ -496,7 +501,11 @@ export class ReplicaDriver {
           .filter((member) => member.id !== this.id && member.role === "voter")
           .map((member) => [member.id, Math.round(status.remainingMs[member.id] ?? 0)]),
       ),
-      grants: { given: status.grantsGiven, received: status.grantsReceived },
+      grants: {
+        given: status.grantsGiven,
+        received: status.grantsReceived,
+        withheld: status.grantsWithheld,
+      },
       writes: {
         heldForHolders: status.writesHeldForHolders,
         released: status.writesReleased,

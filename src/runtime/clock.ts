@@ -50,6 +50,63 @@ export class SystemClock implements Clock {
   }
 }
 
+/** Bounds of {@linkcode ScaledClock}'s rate: a test fault, not a way to stop time. */
+export const MIN_CLOCK_RATE = 0.1;
+/** Upper bound of {@linkcode ScaledClock}'s rate. */
+export const MAX_CLOCK_RATE = 10;
+
+/**
+ * For tests only, never in production: a clock that runs at `rate` times
+ * another (`--unsafe-clock-rate`), readings and timers alike, so that chaos
+ * runs can give one replica a clock that drifts. Leases assume clock rates
+ * within the declared drift (`src/core/lease.ts`); a rate inside it must keep
+ * every read linearizable, and one far outside it is the fault a checker
+ * must be able to catch.
+ */
+export class ScaledClock implements Clock {
+  readonly #base: Clock;
+  readonly #rate: number;
+  /** Base reading at creation: readings start where the base's did and move at the rate. */
+  readonly #origin: number;
+
+  /**
+   * A clock over `base` at `rate` (from {@linkcode MIN_CLOCK_RATE} to
+   * {@linkcode MAX_CLOCK_RATE}).
+   *
+   * @throws {RangeError} if the rate is outside those bounds.
+   */
+  constructor(base: Clock, rate: number) {
+    if (!(rate >= MIN_CLOCK_RATE && rate <= MAX_CLOCK_RATE)) {
+      throw new RangeError(
+        `A clock rate must be from ${MIN_CLOCK_RATE} to ${MAX_CLOCK_RATE}, got ${rate}`,
+      );
+    }
+    this.#base = base;
+    this.#rate = rate;
+    this.#origin = base.now();
+  }
+
+  /** The rate against the base clock. */
+  get rate(): number {
+    return this.#rate;
+  }
+
+  /** The base's time since creation, times the rate. */
+  now(): number {
+    return this.#origin + (this.#base.now() - this.#origin) * this.#rate;
+  }
+
+  /** {@linkcode Clock.setTimer}: `delayMs` of this clock, so `delayMs / rate` of the base's. */
+  setTimer(delayMs: number, callback: () => void): Timer {
+    return this.#base.setTimer(Math.max(0, delayMs) / this.#rate, callback);
+  }
+
+  /** {@linkcode Clock.soon}: the base's (no time passes). */
+  soon(callback: () => void): void {
+    this.#base.soon(callback);
+  }
+}
+
 interface PendingTimer {
   readonly dueMs: number;
   readonly order: number;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { parseArgs, UsageError } from "../../src/cli/args.ts";
 import {
+  clockRateOption,
   joinStoreProblem,
   MAX_SNAPSHOT_RATE_MBPS,
   peerSnapshotFetch,
@@ -33,6 +34,32 @@ Deno.test("--snapshot-rate takes an integer MB/s from 1 to 1000, by default the 
   }
 });
 
+const clockRate = (...argv: string[]) =>
+  clockRateOption(
+    parseArgs(argv, { options: ["unsafe-clock-rate"], flags: ["enable-fault-injection"] }),
+  );
+
+Deno.test("--unsafe-clock-rate is a test fault: only with --enable-fault-injection", () => {
+  assert.equal(clockRate(), undefined);
+  assert.equal(clockRate("--enable-fault-injection"), undefined);
+  assert.equal(clockRate("--enable-fault-injection", "--unsafe-clock-rate", "0.5"), 0.5);
+  assert.equal(clockRate("--enable-fault-injection", "--unsafe-clock-rate=1.004"), 1.004);
+  assert.throws(
+    () => clockRate("--unsafe-clock-rate", "0.5"),
+    (error: unknown) =>
+      error instanceof UsageError && /needs --enable-fault-injection/.test(error.message),
+  );
+  for (const bad of ["0", "-1", "0.05", "11", "fast", "", "NaN"]) {
+    assert.throws(
+      () => clockRate("--enable-fault-injection", "--unsafe-clock-rate", bad),
+      (error: unknown) =>
+        error instanceof UsageError &&
+        error.message === `--unsafe-clock-rate must be a number from 0.1 to 10, got ${bad}`,
+      bad,
+    );
+  }
+});
+
 Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anything", async () => {
   const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
   try {
@@ -52,6 +79,29 @@ Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anyt
         assert.match(error.message, /^--snapshot-rate must be an integer from 1 to 1000, got 0$/);
         return true;
       },
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "no data directory was made");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a replica refuses --unsafe-clock-rate without fault injection before it opens anything", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
+  try {
+    await assert.rejects(
+      runReplica([
+        "--config",
+        `${dir}/no-such-cluster.json`,
+        "--id",
+        "0",
+        "--data",
+        `${dir}/data`,
+        "--unsafe-clock-rate",
+        "0.5",
+      ]),
+      (error: unknown) =>
+        error instanceof UsageError && /needs --enable-fault-injection/.test(error.message),
     );
     assert.deepEqual([...Deno.readDirSync(dir)], [], "no data directory was made");
   } finally {

@@ -284,3 +284,50 @@ Deno.test("a grant answering an earlier core's request does not count for a new 
   restarted.step({ type: "leasegrant", from: 0, to: 2, seq: 1_000_000, frontier: [0, 0, 0] });
   assert.deepEqual(restarted.localRead([read("a")], cluster.now), { verdict: "serve" });
 });
+
+Deno.test("a holder that is heard but hears nothing keeps writes waiting at most a lease, then not at all", () => {
+  // Regression (chaos scenario lease-deaf-holder): replica 2's messages get
+  // through, nothing reaches it. Its requests kept arriving, every grant
+  // renewed the promise that named it, and writes waited for the whole
+  // partition. A grantor now withholds renewals from a holder that leaves
+  // one of its writes unacknowledged.
+  const cluster = new LeaseCluster(3);
+  cluster.run(20);
+  const deaf = (message: Message<Command>) => message.to === 2;
+  const start = cluster.now;
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  cluster.replicas[1]!.propose([{ key: "b", write: true }]);
+  let decidedAt = -1;
+  for (let step = 0; step < 1000 && cluster.executed[1]!.length < 2; step++) {
+    cluster.run(5, deaf);
+    if (decidedAt < 0 && cluster.executed[0]!.includes("0.1")) decidedAt = cluster.now;
+  }
+  assert.ok(decidedAt > 0, "the write at 0 was decided during the partition");
+  // Replica 0's last renewal came at most a notice retry (200 ms) after the
+  // write began to wait; it lasts leaseMs · (1 + drift), stretched once more.
+  assert.ok(
+    decidedAt - start <= 200 + 1000 * 1.01 * 1.01 + 20,
+    `decided after ${decidedAt - start} ms`,
+  );
+  // Replica 1's write asked replica 2 first (its thrifty quorum), so it
+  // started waiting later; it too is decided within a lease or so.
+  assert.equal(cluster.executed[1]!.length, 2, "both writes executed at replica 1");
+  assert.ok(
+    cluster.now - start <= 2000,
+    `the write at 1 was decided after ${cluster.now - start} ms`,
+  );
+  for (const grantor of [0, 1]) {
+    assert.ok(cluster.replicas[grantor]!.leaseStatus(cluster.now).grantsWithheld > 0);
+  }
+  // Nobody renews replica 2 any more: the next write does not wait for it.
+  const next = cluster.now;
+  cluster.replicas[0]!.propose([{ key: "c", write: true }]);
+  for (let step = 0; step < 1000 && cluster.executed[0]!.length < 3; step++) cluster.run(5, deaf);
+  assert.ok(cluster.now - next <= 50, `the next write waited ${cluster.now - next} ms`);
+  // Healed: replica 2 acknowledges the next write, is granted again and reads locally.
+  cluster.replicas[1]!.propose([{ key: "d", write: true }]);
+  for (let step = 0; step < 400 && cluster.executed[2]!.length < 4; step++) cluster.run(5);
+  assert.equal(cluster.executed[2]!.length, 4);
+  cluster.run(500);
+  assert.deepEqual(cluster.replicas[2]!.localRead([read("a")], cluster.now), { verdict: "serve" });
+});

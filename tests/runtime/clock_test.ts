@@ -7,7 +7,14 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type Clock, ManualClock, SystemClock } from "../../src/runtime/clock.ts";
+import {
+  type Clock,
+  ManualClock,
+  MAX_CLOCK_RATE,
+  MIN_CLOCK_RATE,
+  ScaledClock,
+  SystemClock,
+} from "../../src/runtime/clock.ts";
 
 /** One clock under test, and a way to let time pass for it. */
 interface ClockSubject {
@@ -248,4 +255,53 @@ Deno.test("ManualClock fires a timer at its own due time, even set by another ti
   assert.deepEqual(seen, [110, 115]);
   assert.equal(clock.now(), 150);
   assert.equal(clock.pendingTimers, 0);
+});
+
+// --- ScaledClock --------------------------------------------------------------
+
+/** A ScaledClock at `rate` over a ManualClock; time passes by advancing the base. */
+function scaledSubject(rate: number): TimerSubject & { base: ManualClock } {
+  const base = new ManualClock(1000);
+  const clock = new ScaledClock(base, rate);
+  return {
+    base,
+    clock,
+    elapse(milliseconds) {
+      base.advance(milliseconds / rate);
+      return Promise.resolve();
+    },
+  };
+}
+
+for (const rate of [0.5, 0.995, 2]) {
+  runClockContract({
+    name: `ScaledClock at ${rate}`,
+    propertyRuns: 100,
+    // Division and multiplication by the rate may lose a few ulps.
+    create: () => ({ ...scaledSubject(rate), slackMs: 1e-9 }),
+  });
+  runTimerContract(`ScaledClock at ${rate}`, () => scaledSubject(rate));
+}
+
+Deno.test("ScaledClock starts at its base's reading and moves at its rate, timers too", () => {
+  const { base, clock } = scaledSubject(0.5);
+  assert.equal(clock.now(), 1000);
+  base.advance(400);
+  assert.equal(clock.now(), 1200);
+  // A 100 ms timer of a half-speed clock fires after 200 ms of the base's.
+  let firedAt: number | undefined;
+  clock.setTimer(100, () => firedAt = base.now());
+  base.advance(199);
+  assert.equal(firedAt, undefined);
+  base.advance(1);
+  assert.equal(firedAt, 1600);
+  assert.equal(clock.now(), 1300);
+});
+
+Deno.test("ScaledClock refuses a rate outside its bounds", () => {
+  for (const rate of [0, -1, MIN_CLOCK_RATE / 2, MAX_CLOCK_RATE * 2, Number.NaN]) {
+    assert.throws(() => new ScaledClock(new ManualClock(), rate), RangeError, String(rate));
+  }
+  assert.equal(new ScaledClock(new ManualClock(), MIN_CLOCK_RATE).rate, MIN_CLOCK_RATE);
+  assert.equal(new ScaledClock(new ManualClock(), MAX_CLOCK_RATE).rate, MAX_CLOCK_RATE);
 });
