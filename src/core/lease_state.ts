@@ -95,7 +95,7 @@ export class LeaseState {
   readonly #seenHighest: number[];
   /** Holder: per grantor, recent request sequence numbers and send times. */
   readonly #sent: { seq: number; at: number }[][];
-  #nextSeq = 1;
+  #nextSeq: number;
   #nextRequestAt = 0;
   /** Holder: per grantor, grants not caught up yet. */
   readonly #pending: PendingGrant[][];
@@ -131,6 +131,8 @@ export class LeaseState {
       readonly memberMask: number;
       readonly restartedAt?: number;
       readonly unsafe?: UnsafeLeaseOptions;
+      /** Where request numbers start (`ReplicaOptions.leaseRequestBase`). */
+      readonly requestBase?: number;
     },
   ) {
     this.configuration = options.configuration;
@@ -144,6 +146,7 @@ export class LeaseState {
       ? Number.NEGATIVE_INFINITY
       : grantorPromiseUntil(options.restartedAt, options.configuration);
     if (options.restartedAt !== undefined) this.now = options.restartedAt;
+    this.#nextSeq = (options.requestBase ?? 0) + 1;
     this.#seenHighest = new Array<number>(positions).fill(0);
     this.#sent = Array.from({ length: positions }, () => []);
     this.#pending = Array.from({ length: positions }, () => []);

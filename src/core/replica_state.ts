@@ -124,6 +124,13 @@ export interface ReplicaOptions<C> {
    * kept by a grantor that did not restart.
    */
   readonly leaseRestartedAt?: number;
+  /**
+   * Where this core's lease request numbers start (default 0): different in
+   * every core (the driver draws it), so that a grant answering an earlier
+   * core's request, delayed across a restart or a rebuild, matches no
+   * request of this one (it would be timed from the later send).
+   */
+  readonly leaseRequestBase?: number;
   /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
   readonly unsafeLeases?: UnsafeLeaseOptions;
 }
@@ -291,6 +298,7 @@ export class ReplicaState<C> {
       memberMask: this.memberMask,
       ...(options.leaseRestartedAt === undefined ? {} : { restartedAt: options.leaseRestartedAt }),
       ...(options.unsafeLeases === undefined ? {} : { unsafe: options.unsafeLeases }),
+      ...(options.leaseRequestBase === undefined ? {} : { requestBase: options.leaseRequestBase }),
     });
     for (let distance = 1; distance < this.n; distance++) {
       const peer = (this.id + distance) % this.n;

@@ -57,6 +57,12 @@ export function openState(
       // start, an installed snapshot): it names every holder for a lease
       // length (src/core/lease.ts, the restart rule).
       leaseRestartedAt: options.clock.now(),
+      // Request numbers of its own: a grant that answered an earlier
+      // core's request (delayed across the restart) matches none of them.
+      // Drawn only where leases run, so other runs draw as they did.
+      ...(configuration.leases === undefined || configuration.leases.rules.length === 0
+        ? {}
+        : { leaseRequestBase: options.random.int(2 ** 32) * 2 ** 20 }),
       ...(options.unsafeLeases === undefined ? {} : { unsafeLeases: options.unsafeLeases }),
     },
     {
