@@ -207,6 +207,14 @@ export class LeaseState {
   }
 
   /**
+   * Per holder, until when (own clock, ms) this grantor names it: its
+   * promise, or the restart rule's bound (for invariant checks).
+   */
+  promises(): number[] {
+    return this.#promisedUntil.map((until) => Math.max(until, this.#restartUntil));
+  }
+
+  /**
    * Handles a holder's request: promises it a lease and returns the frontier
    * to send with the grant, or undefined if `holder` holds no lease here.
    */

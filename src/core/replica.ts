@@ -410,6 +410,14 @@ export class Replica<C> {
     };
   }
 
+  /**
+   * As a grantor, per holder, until when (own clock, ms) it names the holder
+   * in its replies: the simulator checks that every holder's lease ends first.
+   */
+  leasePromises(): number[] {
+    return this.#s.leases.promises();
+  }
+
   #leaseTick(): void {
     const s = this.#s;
     if (!s.leases.enabled) return;

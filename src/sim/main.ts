@@ -2,8 +2,8 @@
  * `deno task sim`: runs the seeded simulator.
  *
  * ```
- * deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
- * deno task sim --swarm COUNT --seed S [--replicas N] [--commands K]
+ * deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none] [--leases on|off]
+ * deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--leases on|off]
  * ```
  *
  * Exits 0 when every invariant holds; otherwise 1, after printing one line that
@@ -29,6 +29,8 @@ export interface SimArguments {
   readonly faults?: "none" | "all";
   /** Conflict mode. */
   readonly conflicts?: "some" | "none";
+  /** Quorum leases: on, off, or (absent) on for a share of seeds. */
+  readonly leases?: "on" | "off";
   /** Print every run's summary, not only failures. */
   readonly verbose: boolean;
   /** Print every traced event whose line contains this text (debugging one seed). */
@@ -61,7 +63,10 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
     return value;
   };
   for (const name of values.keys()) {
-    if (!["seed", "swarm", "replicas", "commands", "faults", "conflicts", "trace"].includes(name)) {
+    if (
+      !["seed", "swarm", "replicas", "commands", "faults", "conflicts", "leases", "trace"]
+        .includes(name)
+    ) {
       throw new TypeError(`Unknown option --${name}`);
     }
   }
@@ -72,6 +77,10 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
   const conflicts = values.get("conflicts");
   if (conflicts !== undefined && conflicts !== "some" && conflicts !== "none") {
     throw new TypeError(`--conflicts must be some or none, got ${conflicts}`);
+  }
+  const leases = values.get("leases");
+  if (leases !== undefined && leases !== "on" && leases !== "off") {
+    throw new TypeError(`--leases must be on or off, got ${leases}`);
   }
   const replicas = integer("replicas", 3, 9);
   if (replicas !== undefined && replicas % 2 === 0) {
@@ -85,6 +94,7 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
     ...(commands === undefined ? {} : { commands }),
     ...(faults === undefined ? {} : { faults }),
     ...(conflicts === undefined ? {} : { conflicts }),
+    ...(leases === undefined ? {} : { leases }),
     ...(values.has("trace") ? { trace: values.get("trace")! } : {}),
     verbose,
   };
@@ -97,6 +107,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let epochChanges = 0;
   let replacements = 0;
   let backups = 0;
+  let leaseRuns = 0;
+  let localReads = 0;
+  let released = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -105,6 +118,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       ...(args.commands === undefined ? {} : { commands: args.commands }),
       ...(args.faults === undefined ? {} : { faults: args.faults }),
       ...(args.conflicts === undefined ? {} : { conflicts: args.conflicts }),
+      ...(args.leases === undefined ? {} : { leases: args.leases }),
     };
     const config = deriveConfig(request);
     const runStarted = performance.now();
@@ -129,6 +143,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     epochChanges += result.epochChanges;
     replacements += result.replacements;
     backups += result.backups;
+    if (config.leases !== undefined) leaseRuns++;
+    localReads += result.localReads;
+    released += result.leaseWritesReleased;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -140,6 +157,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `recoveries=${result.recoveries} faults=${result.faultEvents} ` +
           `backups=${result.backups} snapshots=${result.snapshotsInstalled} ` +
           `epochs=${result.epochChanges}->e${result.epoch} replaced=${result.replacements} ` +
+          `leases=${
+            config.leases === undefined ? "off" : "on"
+          } localReads=${result.localReads} released=${result.leaseWritesReleased} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -149,7 +169,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       `${args.count - failures}/${args.count} seeds passed from seed ${args.seed} in ${
         Math.round((performance.now() - started) / 1000)
       } s (${backups} backups answered, ${snapshots} snapshots installed, ` +
-        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced)`,
+        `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced, ` +
+        `${leaseRuns} runs with leases, ${localReads} local reads checked, ` +
+        `${released} writes released past silent holders)`,
     );
   }
   return failures === 0 ? 0 : 1;
@@ -161,8 +183,8 @@ if (import.meta.main) {
     args = parseSimArguments(Deno.args);
   } catch (error) {
     console.error(`${(error as Error).message}
-usage: deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
-       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K]`);
+usage: deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none] [--leases on|off]
+       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--leases on|off]`);
     Deno.exit(2);
   }
   Deno.exit(runSimulations(args, (line) => console.log(line)));

@@ -40,6 +40,11 @@ export interface SimNetworkOptions {
   readonly deliver: (to: number, batch: PeerBatch<KvCommand>) => boolean;
   /** Whether replica `id` answers right now (up and not paused). */
   readonly answers: (id: number) => boolean;
+  /**
+   * What replica `id`'s clock reads at a simulated time (its transport
+   * reports contact times on it). Absent: the simulated time.
+   */
+  readonly localTime?: (id: number, simulatedMs: number) => number;
 }
 
 /** Links between simulated replicas. */
@@ -160,7 +165,14 @@ export class SimNetwork {
     const stats: PeerStats[] = [];
     for (let peer = 0; peer < this.#options.replicas; peer++) {
       if (peer === self) continue;
-      stats.push(unmeasuredPeerStats(peer, this.#lastContact[self]![peer]));
+      const contact = this.#lastContact[self]![peer];
+      const local = this.#options.localTime;
+      stats.push(
+        unmeasuredPeerStats(
+          peer,
+          contact === undefined || local === undefined ? contact : local(self, contact),
+        ),
+      );
     }
     return stats;
   }
