@@ -59,9 +59,13 @@ export function describeMessage<C>(
       describeDeps(message.pruned)
     } highest=${message.highest}`;
   }
-  if (message.type === "leaserequest") return `${head} seq=${message.seq}`;
+  if (message.type === "leaserequest") {
+    return `${head} seq=${message.seq}${message.heard === true ? " heard" : ""}`;
+  }
   if (message.type === "leasegrant") {
-    return `${head} seq=${message.seq} frontier=${describeDeps(message.frontier)}`;
+    return `${head} seq=${message.seq} frontier=${describeDeps(message.frontier)}${
+      message.empty === true ? " empty" : ""
+    }`;
   }
   if (message.type === "readdeps") {
     return `${head} seq=${message.seq} ${message.accesses.map(describeAccess).join(" ")}`;

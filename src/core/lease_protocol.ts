@@ -27,14 +27,26 @@ const MAX_READ_WALK = 4096;
 const NOTICE_RETRY_MS = 200;
 
 /** A grantor handles a holder's request: promise, and answer with its frontier. */
-export function onLeaseRequest<C>(s: ReplicaState<C>, from: number, seq: number): void {
+export function onLeaseRequest<C>(
+  s: ReplicaState<C>,
+  message: Message<C> & { type: "leaserequest" },
+): void {
   if (!s.isVoter) return;
-  const frontier = s.leases.grant(from, s.progress.pruneFloor);
-  if (frontier === undefined) return;
+  const { from, seq } = message;
+  const granted = s.leases.grant(from, s.progress.pruneFloor, message.heard === true);
+  if (granted === undefined) return;
+  const { frontier, empty } = granted;
   // Lease traffic needs nothing durable (promises and grants live in
   // memory; a restart forgets them by the restart rule), so it leaves
   // before this Ready's records are written, not after an fsync.
-  s.out.sendEarly({ type: "leasegrant", from: s.id, to: from, seq, frontier });
+  s.out.sendEarly({
+    type: "leasegrant",
+    from: s.id,
+    to: from,
+    seq,
+    frontier,
+    ...(empty ? { empty: true } : {}),
+  });
 }
 
 /** A holder takes a grant. */
@@ -42,7 +54,11 @@ export function onLeaseGrant<C>(
   s: ReplicaState<C>,
   message: Message<C> & { type: "leasegrant" },
 ): void {
-  s.leases.onGrant(message.from, message.seq, message.frontier, s.progress.executed);
+  s.leases.onGrant(message.from, message.seq, message.frontier, {
+    executed: s.progress.executed,
+    ...(message.empty === true ? { empty: true } : {}),
+  });
+  if (message.empty === true) return;
   // The frontier names instances this replica may not know of: catching up
   // on them (asking for their commits) is what lets the grant count.
   for (let row = 0; row < s.n; row++) s.housekeeping.noteExists(row, message.frontier[row]!);

@@ -107,6 +107,8 @@ export class LeaseState {
   readonly #sent: { seq: number; at: number }[][];
   #nextSeq: number;
   #nextRequestAt = 0;
+  /** Holder: per grantor, whether a grant came from it since the last request to it. */
+  readonly #heard: boolean[];
   /** Holder: per grantor, grants not caught up yet. */
   readonly #pending: PendingGrant[][];
   /** Holder: per grantor, until when a caught-up grant lasts (own clock). */
@@ -143,11 +145,10 @@ export class LeaseState {
       readonly memberMask: number;
       readonly restartedAt?: number;
       readonly unsafe?: UnsafeLeaseOptions;
-      /** The first request number (`ReplicaOptions.leaseRequestSeqBase`). */
-      readonly requestSeqBase?: number;
+      /** Where request numbers start (`ReplicaOptions.leaseRequestBase`). */
+      readonly requestBase?: number;
     },
   ) {
-    this.#nextSeq = Math.max(1, Math.floor(options.requestSeqBase ?? 1));
     this.configuration = options.configuration;
     this.#self = self;
     this.#positions = positions;
@@ -159,9 +160,11 @@ export class LeaseState {
       ? Number.NEGATIVE_INFINITY
       : grantorPromiseUntil(options.restartedAt, options.configuration);
     if (options.restartedAt !== undefined) this.now = options.restartedAt;
+    this.#nextSeq = (options.requestBase ?? 0) + 1;
     this.#seenHighest = new Array<number>(positions).fill(0);
     this.#sent = Array.from({ length: positions }, () => []);
     this.#pending = Array.from({ length: positions }, () => []);
+    this.#heard = new Array<boolean>(positions).fill(false);
     this.#validUntil = new Array<number>(positions).fill(Number.NEGATIVE_INFINITY);
   }
 
@@ -237,30 +240,46 @@ export class LeaseState {
   }
 
   /**
+   * Per holder, until when (own clock, ms) this grantor names it: its
+   * promise, or the restart rule's bound (for invariant checks).
+   */
+  promises(): number[] {
+    return this.#promisedUntil.map((until) => Math.max(until, this.#restartUntil));
+  }
+
+  /**
    * Handles a holder's request: promises it a lease and returns the frontier
    * to send with the grant, or undefined if `holder` holds no lease here (or
    * its grants are withheld).
    */
-  grant(holder: number, executedFloor: Deps): Deps | undefined {
+  grant(
+    holder: number,
+    executedFloor: Deps,
+    heard = false,
+  ): { readonly frontier: Deps; readonly empty: boolean } | undefined {
     if (!this.enabled || (this.#memberMask & (1 << holder)) === 0) return undefined;
     const leased = this.configuration.rules.some((rule) =>
       rule.holders === "all" || rule.holders.includes(holder)
     );
     if (!leased) return undefined;
+    const frontier = new Array<number>(this.#positions);
+    for (let row = 0; row < this.#positions; row++) {
+      frontier[row] = Math.max(this.#seenHighest[row]!, executedFloor[row] ?? 0);
+    }
+    // A withheld holder that shows it hears this grantor (it received an
+    // empty grant, and this request came through) is connected both ways
+    // again: it is granted again without waiting for a write of ours.
+    if (heard) this.heardFrom(holder);
     if ((this.#withheld & (1 << holder)) !== 0) {
       this.stats.grantsWithheld++;
-      return undefined;
+      return { frontier, empty: true };
     }
     this.#promisedUntil[holder] = Math.max(
       this.#promisedUntil[holder]!,
       grantorPromiseUntil(this.now, this.configuration),
     );
     this.stats.grantsGiven++;
-    const frontier = new Array<number>(this.#positions);
-    for (let row = 0; row < this.#positions; row++) {
-      frontier[row] = Math.max(this.#seenHighest[row]!, executedFloor[row] ?? 0);
-    }
-    return frontier;
+    return { frontier, empty: false };
   }
 
   // ---------------------------------------------------------------------------
@@ -292,10 +311,18 @@ export class LeaseState {
   }
 
   /** Takes a grant answering request `seq` from `grantor`, with its frontier. */
-  onGrant(grantor: number, seq: number, frontier: Deps, executed: Deps): void {
+  onGrant(
+    grantor: number,
+    seq: number,
+    frontier: Deps,
+    options: { readonly executed: Deps; readonly empty?: boolean },
+  ): void {
+    const { executed } = options;
     if ((this.#voterMask & (1 << grantor)) === 0 || grantor === this.#self) return;
     const request = this.#sent[grantor]!.find((sent) => sent.seq === seq);
     if (request === undefined) return;
+    this.#heard[grantor] = true;
+    if (options.empty === true) return;
     this.stats.grantsReceived++;
     const until = holderLeaseUntil(request.at, this.configuration);
     if (this.#unsafe.skipCatchUp === true || caughtUp(frontier, executed)) {
@@ -305,6 +332,13 @@ export class LeaseState {
     const pending = this.#pending[grantor]!;
     pending.push({ until, frontier });
     if (pending.length > MAX_PENDING_GRANTS) pending.shift();
+  }
+
+  /** Whether a grant (or an empty one) from `grantor` came since the last request to it; resets. */
+  takeHeard(grantor: number): boolean {
+    const heard = this.#heard[grantor]!;
+    this.#heard[grantor] = false;
+    return heard;
   }
 
   /** Moves grants whose frontier this replica has executed to valid. */

@@ -463,14 +463,26 @@ export class Replica<C> {
     return { ...this.#s.quorumReads.stats, inFlight: this.#s.quorumReads.size };
   }
 
+  /**
+   * As a grantor, per holder, until when (own clock, ms) it names the holder
+   * in its replies: the simulator checks that every holder's lease ends first.
+   */
+  leasePromises(): number[] {
+    return this.#s.leases.promises();
+  }
+
   #leaseTick(): void {
     const s = this.#s;
     if (!s.leases.enabled) return;
     const seq = s.leases.dueRequest();
     if (seq !== undefined) {
-      s.sendTo(s.voterPeers, (to) => ({ type: "leaserequest", from: s.id, to, seq }), {
-        early: true,
-      });
+      s.sendTo(s.voterPeers, (to) => ({
+        type: "leaserequest",
+        from: s.id,
+        to,
+        seq,
+        ...(s.leases.takeHeard(to) ? { heard: true } : {}),
+      }), { early: true });
     }
     if (s.leaseWaiting.size === 0) return;
     for (const lead of [...s.leaseWaiting]) this.#retryLeaseGate(lead);
@@ -578,7 +590,7 @@ export class Replica<C> {
       case "frontier":
         return this.#onFrontier(message.from, message.executed, message.pruned, message.highest);
       case "leaserequest":
-        return onLeaseRequest(s, message.from, message.seq);
+        return onLeaseRequest(s, message);
       case "leasegrant":
         return onLeaseGrant(s, message);
       case "leasenotice":

@@ -125,14 +125,15 @@ export interface ReplicaOptions<C> {
    * kept by a grantor that did not restart.
    */
   readonly leaseRestartedAt?: number;
+  /**
+   * Where this core's lease request numbers start (default 0): different in
+   * every core (the driver draws it), so that a grant answering an earlier
+   * core's request, delayed across a restart or a rebuild, matches no
+   * request of this one (it would be timed from the later send).
+   */
+  readonly leaseRequestBase?: number;
   /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
   readonly unsafeLeases?: UnsafeLeaseOptions;
-  /**
-   * The first lease request number (default 1). A driver draws it at random
-   * per core, so that a grant answering an earlier core's request (before a
-   * restart or an install) never matches one of this core's.
-   */
-  readonly leaseRequestSeqBase?: number;
   /**
    * Where this core's quorum read numbers start (`quorum_read.ts`): drawn
    * by the driver for each core, so that an answer to a read of an earlier
@@ -315,9 +316,7 @@ export class ReplicaState<C> {
       memberMask: this.memberMask,
       ...(options.leaseRestartedAt === undefined ? {} : { restartedAt: options.leaseRestartedAt }),
       ...(options.unsafeLeases === undefined ? {} : { unsafe: options.unsafeLeases }),
-      ...(options.leaseRequestSeqBase === undefined
-        ? {}
-        : { requestSeqBase: options.leaseRequestSeqBase }),
+      ...(options.leaseRequestBase === undefined ? {} : { requestBase: options.leaseRequestBase }),
     });
     this.quorumReads = new QuorumReadTable(options.quorumReadSeqBase);
     this.unsafeQuorumReads = options.unsafeQuorumReads ?? {};

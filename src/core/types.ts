@@ -246,6 +246,8 @@ export interface LeaseRequestMessage extends Envelope {
   readonly type: "leaserequest";
   /** The holder's sequence number, echoed in the grant. */
   readonly seq: number;
+  /** The holder received a grant (or an empty one) from this grantor since its last request to it. */
+  readonly heard?: boolean;
 }
 
 /** A grantor's promise, answering request `seq`: it names the holder in every write it acknowledges. */
@@ -256,6 +258,12 @@ export interface LeaseGrantMessage extends Envelope {
   readonly seq: number;
   /** Per row, the highest instance the grantor held: the grant counts once the holder executed that far. */
   readonly frontier: Deps;
+  /**
+   * No promise: the grantor withholds its grants from this holder (it left
+   * a write unacknowledged) until the holder shows it hears the grantor
+   * (`heard` on its next request).
+   */
+  readonly empty?: boolean;
 }
 
 /** Tells a lease holder outside a write's quorum of the write, so it holds reads of its keys. */

@@ -61,10 +61,16 @@ export function validateMessage<C>(
     if (!natural("seq", Number.MAX_SAFE_INTEGER, 1)) {
       return fail("Lease request has a malformed seq");
     }
+    if (m.heard !== undefined && typeof m.heard !== "boolean") {
+      return fail("Lease request has a malformed heard");
+    }
     return { ok: true, message: m as unknown as Message<C> };
   }
   if (m.type === "leasegrant") {
-    if (!natural("seq", Number.MAX_SAFE_INTEGER, 1) || !rows("frontier")) {
+    if (
+      !natural("seq", Number.MAX_SAFE_INTEGER, 1) || !rows("frontier") ||
+      (m.empty !== undefined && typeof m.empty !== "boolean")
+    ) {
       return fail("Lease grant is malformed");
     }
     return { ok: true, message: m as unknown as Message<C> };

@@ -52,6 +52,11 @@ export class AppliedSet {
     this.#prefix[owner] = next;
   }
 
+  /** Whether instance `(owner, number)` was applied. */
+  has(owner: number, number: number): boolean {
+    return number <= (this.#prefix[owner] ?? 0) || this.#above[owner]?.has(number) === true;
+  }
+
   /** Per row, every instance up to here is applied. */
   get prefix(): Deps {
     return this.#prefix;

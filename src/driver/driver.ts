@@ -197,8 +197,11 @@ export class ReplicaDriver {
     this.#transport = options.transport;
     this.#clock = options.clock;
     this.#tickMs = options.tickMs ?? 5;
+    const localRead = options.observer?.localRead;
     this.#leaseReads = new LeaseReads(options.clock, {
       ...(options.leaseReadHoldMs === undefined ? {} : { holdMs: options.leaseReadHoldMs }),
+      ...(localRead === undefined ? {} : { served: (accesses) => localRead(accesses) }),
+      ...(options.leaseReadStall === undefined ? {} : { stall: options.leaseReadStall }),
     });
     this.#quorumReads = new QuorumReads(options.clock, {
       tickMs: this.#tickMs,
@@ -704,6 +707,11 @@ export class ReplicaDriver {
   /** Per row, every instance up to here is applied to the key-value state ({@linkcode AppliedSet}). */
   get appliedPrefix(): readonly number[] {
     return this.#applied.prefix;
+  }
+
+  /** Whether instance `(owner, number)` of this epoch is applied to the key-value state. */
+  hasApplied(owner: number, number: number): boolean {
+    return this.#applied.has(owner, number);
   }
 
   /**

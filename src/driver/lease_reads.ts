@@ -38,6 +38,33 @@ export interface LeaseReadMetrics {
   fallbacks: { noLease: number; notLeased: number; heldTooLong: number; expiredDuringRead: number };
 }
 
+/**
+ * For tests only: a process stall (a GC pause, a SIGSTOP) between a local
+ * read's verdict and its state read, the window riak_ensemble #41 was in.
+ */
+export interface LeaseReadStall {
+  /**
+   * Stalls this read, or not (returns false): when it does, `resume` is
+   * called once the process goes on, before anything else of it runs.
+   */
+  readonly stall: (resume: () => void) => boolean;
+  /**
+   * The broken order, for a negative test: the lease is checked with the
+   * verdict, before the stall, and not after the state read.
+   */
+  readonly unsafeCheckBeforeStall?: boolean;
+}
+
+/** Settings of {@linkcode LeaseReads}. */
+export interface LeaseReadsOptions {
+  /** Longest a read is held for a pending write (ms; default {@linkcode DEFAULT_READ_HOLD_MS}). */
+  readonly holdMs?: number;
+  /** Called as a local read is served, right after its state read and lease check (invariant checks). */
+  readonly served?: (accesses: readonly Access[]) => void;
+  /** For tests only: stalls reads between the verdict and the state read. */
+  readonly stall?: LeaseReadStall;
+}
+
 interface HeldRead {
   readonly since: number;
   readonly attempt: () => boolean;
@@ -48,6 +75,8 @@ interface HeldRead {
 export class LeaseReads {
   readonly #clock: Clock;
   readonly #holdMs: number;
+  readonly #served: ((accesses: readonly Access[]) => void) | undefined;
+  readonly #stall: LeaseReadStall | undefined;
   #held: HeldRead[] = [];
   readonly metrics: LeaseReadMetrics = {
     localReads: 0,
@@ -57,9 +86,11 @@ export class LeaseReads {
   };
 
   /** Reads on `clock`, held at most `holdMs` for a pending write. */
-  constructor(clock: Clock, options: { readonly holdMs?: number } = {}) {
+  constructor(clock: Clock, options: LeaseReadsOptions = {}) {
     this.#clock = clock;
     this.#holdMs = options.holdMs ?? DEFAULT_READ_HOLD_MS;
+    this.#served = options.served;
+    this.#stall = options.stall;
   }
 
   /** Reads held now. */
@@ -115,20 +146,29 @@ export class LeaseReads {
         wasHeld = true;
         return false;
       }
-      // The state, then the clock (riak_ensemble #41: a lease checked
-      // before the read lets a read that ran late return stale data).
-      const value = read();
-      if (!current.leaseStillValid(this.#clock.now())) {
-        this.metrics.fallbacks.expiredDuringRead++;
-        done(undefined);
-        return true;
+      const serve = (checkLease: boolean) => {
+        // The state, then the clock (riak_ensemble #41: a lease checked
+        // before the read lets a read that ran late return stale data).
+        const value = read();
+        if (checkLease && !current.leaseStillValid(this.#clock.now())) {
+          this.metrics.fallbacks.expiredDuringRead++;
+          done(undefined);
+          return;
+        }
+        this.metrics.localReads++;
+        if (wasHeld) {
+          this.metrics.heldReads++;
+          this.metrics.heldReadMs += this.#clock.now() - since;
+        }
+        this.#served?.(accesses);
+        done({ value });
+      };
+      const stall = this.#stall;
+      if (stall !== undefined) {
+        const checkLease = stall.unsafeCheckBeforeStall !== true;
+        if (stall.stall(() => serve(checkLease))) return true;
       }
-      this.metrics.localReads++;
-      if (wasHeld) {
-        this.metrics.heldReads++;
-        this.metrics.heldReadMs += this.#clock.now() - since;
-      }
-      done({ value });
+      serve(true);
       return true;
     };
     if (attempt()) return;

@@ -57,15 +57,17 @@ export function openState(
       // start, an installed snapshot): it names every holder for a lease
       // length (src/core/lease.ts, the restart rule).
       leaseRestartedAt: options.clock.now(),
+      // Request numbers of its own: a grant that answered an earlier
+      // core's request (delayed across the restart) matches none of them.
+      // Drawn only where leases run, so other runs draw as they did.
+      ...(configuration.leases === undefined || configuration.leases.rules.length === 0
+        ? {}
+        : { leaseRequestBase: options.random.int(2 ** 32) * 2 ** 20 }),
       ...(options.unsafeLeases === undefined ? {} : { unsafeLeases: options.unsafeLeases }),
       // Fresh read numbers for every core: an answer to a read of the core
       // before (a restart, with answers still in flight) must not count for
       // one of this core (src/core/quorum_read.ts).
       quorumReadSeqBase: 1 + options.random.int(2 ** 30) * 2 ** 22,
-      // The same for lease requests: a grant still in flight for an earlier
-      // core's request must not match this core's (it would be timed from
-      // the later send, past the grantor's promise).
-      leaseRequestSeqBase: 1 + options.random.int(2 ** 30) * 2 ** 22,
       ...(options.unsafeQuorumReads === undefined
         ? {}
         : { unsafeQuorumReads: options.unsafeQuorumReads }),

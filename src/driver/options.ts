@@ -5,8 +5,10 @@
  * @module
  */
 
+import type { Access } from "../core/conflict.ts";
 import type { UnsafeLeaseOptions } from "../core/lease_state.ts";
 import type { UnsafeQuorumReadOptions } from "../core/quorum_read.ts";
+import type { LeaseReadStall } from "./lease_reads.ts";
 import type { Configuration } from "../core/configuration.ts";
 import { DEFAULT_TIMING, type TimingOptions } from "../core/replica.ts";
 import type { Execution } from "../core/types.ts";
@@ -141,6 +143,8 @@ export interface ReplicaDriverOptions {
   readonly leaseReadHoldMs?: number;
   /** For tests only, never in production: breaks a lease rule (`UnsafeLeaseOptions`). */
   readonly unsafeLeases?: UnsafeLeaseOptions;
+  /** For tests only, never in production: stalls local reads (`LeaseReadStall`). */
+  readonly leaseReadStall?: LeaseReadStall;
   /**
    * Whether a linearizable read that no lease serves goes through a
    * majority of voters (`src/core/quorum_read.ts`) before it is proposed as
@@ -169,6 +173,11 @@ export interface ReplicaDriverObserver {
   proposed?(number: number, commands: readonly KvCommand[]): void;
   /** An execution was applied to the key-value state (its Ready's records are durable, its messages sent). */
   executed?(execution: Execution<KvCommand>): void;
+  /**
+   * A read of `accesses` was served from the key-value state under the
+   * quorum leases, right after its state read and lease check.
+   */
+  localRead?(accesses: readonly Access[]): void;
 }
 
 /** Core timers for a 5 ms tick on a LAN; measured round trips stretch the WAN ones. */

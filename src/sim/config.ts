@@ -6,6 +6,7 @@
  */
 
 import { SeededRandom } from "../runtime/random.ts";
+import { deriveLeases, type SimLeases } from "./lease_config.ts";
 
 /** Fault rates of one run. Rates are probabilities; durations are simulated milliseconds. */
 export interface FaultRates {
@@ -89,6 +90,11 @@ export interface SimConfig {
    * `deno task admin` changes them.
    */
   readonly memberChanges: number;
+  /**
+   * Quorum leases, with a clock rate per replica within their declared
+   * drift (`lease_config.ts`), or `undefined` for none.
+   */
+  readonly leases: SimLeases | undefined;
 }
 
 /** What a run is asked for on the command line. */
@@ -105,6 +111,8 @@ export interface SimRequest {
   readonly conflicts?: "some" | "none";
   /** `some` (membership changes), `none`, or absent (chosen from the seed). */
   readonly members?: "some" | "none";
+  /** `on`, `off`, or absent (on for a share of seeds, `lease_config.ts`). */
+  readonly leases?: "on" | "off";
 }
 
 /** Derives a run's settings from its request; the same request always gives the same run. */
@@ -157,6 +165,8 @@ export function deriveConfig(request: SimRequest): SimConfig {
     epochChanges: random.next() < 0.4 ? 1 + random.int(3) : 0,
     amnesia: faults !== undefined && random.next() < 0.3,
     memberChanges: memberChanges(request, random),
+    // From a stream of their own: every draw above is as it was without leases.
+    leases: deriveLeases(request.seed, replicas, request.leases),
   };
 }
 
@@ -177,5 +187,7 @@ export function reproduceCommand(request: SimRequest, config: SimConfig): string
   const conflicts = config.sharedKeys === 0 ? "none" : "some";
   return `deno task sim --seed ${request.seed} --replicas ${config.replicas} --commands ${config.commands} --faults ${
     config.faults === undefined ? "none" : "all"
-  } --conflicts ${conflicts} --members ${config.memberChanges > 0 ? "some" : "none"}`;
+  } --conflicts ${conflicts} --members ${config.memberChanges > 0 ? "some" : "none"} --leases ${
+    config.leases === undefined ? "off" : "on"
+  }`;
 }

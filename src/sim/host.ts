@@ -53,6 +53,12 @@ export interface SimHostOptions {
   readonly onInstalled?: (snapshot: ReplicaSnapshot<KvCommand>) => void;
   /** Called with each epoch the disk starts in place (invariant checks). */
   readonly onEpochStarted?: (configuration: Configuration) => void;
+  /**
+   * How the process's clock runs: `rate` local milliseconds per simulated
+   * one, from `offsetMs` at simulated time 0 (quorum leases' drift,
+   * `lease_config.ts`). Absent: the simulated time itself.
+   */
+  readonly clock?: { readonly rate: number; readonly offsetMs: number };
 }
 
 /** One replica process of the simulation. */
@@ -71,6 +77,8 @@ export class SimHost {
   #up = false;
   #retired = false;
   #paused = false;
+  /** Stalled in the middle of a read (`stall`): like paused, but ended only by the stall. */
+  #stalled = false;
   #deferred: (() => void)[] = [];
   /** The commit in flight: its batch, until the disk lands it. */
   #inFlight: PersistBatch<KvCommand> | undefined;
@@ -90,14 +98,14 @@ export class SimHost {
     return this.#up;
   }
 
-  /** Whether the process is paused. */
+  /** Whether the process is paused, or stalled in the middle of a read. */
   get paused(): boolean {
-    return this.#paused;
+    return this.#paused || this.#stalled;
   }
 
   /** Whether it answers now: up and not paused. */
   get answering(): boolean {
-    return this.#up && !this.#paused;
+    return this.#up && !this.#paused && !this.#stalled;
   }
 
   /**
@@ -128,6 +136,7 @@ export class SimHost {
     this.#incarnation++;
     this.#up = true;
     this.#paused = false;
+    this.#stalled = false;
     this.#deferred = [];
     const loaded: LoadedState<KvCommand> = this.disk.loadSync();
     this.#driver = ReplicaDriver.fromLoaded({
@@ -152,6 +161,7 @@ export class SimHost {
     this.#inFlight = undefined;
     this.#up = false;
     this.#paused = false;
+    this.#stalled = false;
     this.#deferred = [];
     this.#driver = undefined;
   }
@@ -177,14 +187,19 @@ export class SimHost {
     if (this.#up) this.#paused = true;
   }
 
-  /** Lets a paused process go on, running what it held back, in order. */
+  /** Lets a paused process go on, running what it held back, in order (a stall goes on). */
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
+    this.#runDeferred();
+  }
+
+  #runDeferred(): void {
+    if (this.#paused || this.#stalled) return;
     const deferred = this.#deferred;
     this.#deferred = [];
     for (let i = 0; i < deferred.length; i++) {
-      if (this.#paused) {
+      if (this.#paused || this.#stalled) {
         this.#deferred = deferred.slice(i).concat(this.#deferred);
         return;
       }
@@ -212,7 +227,7 @@ export class SimHost {
     const incarnation = this.#incarnation;
     return () => {
       if (!this.#up || this.#incarnation !== incarnation) return;
-      if (this.#paused) {
+      if (this.#paused || this.#stalled) {
         if (this.#deferred.length < MAX_DEFERRED) this.#deferred.push(run);
         return;
       }
@@ -220,13 +235,43 @@ export class SimHost {
     };
   }
 
+  /** What this process's clock reads at simulated time `simulatedMs`. */
+  localTime(simulatedMs: number): number {
+    const clock = this.#options.clock;
+    return clock === undefined ? simulatedMs : clock.offsetMs + clock.rate * simulatedMs;
+  }
+
+  /**
+   * Stalls the process for `delayMs` simulated milliseconds (a GC pause, a
+   * SIGSTOP) in the middle of what it is doing: nothing else of it runs
+   * until `then` has, which it does first when the stall ends, unless the
+   * process crashed meanwhile.
+   */
+  stall(delayMs: number, then: () => void): void {
+    if (!this.answering) return;
+    const incarnation = this.#incarnation;
+    this.#stalled = true;
+    this.#options.queue.schedule(this.#options.now() + Math.max(0, delayMs), () => {
+      if (!this.#up || this.#incarnation !== incarnation) return;
+      then();
+      this.#stalled = false;
+      this.#runDeferred();
+    });
+  }
+
   #clock(): Clock {
     const { queue, now } = this.#options;
+    const rate = this.#options.clock?.rate ?? 1;
+    // A timer fires once at least `delayMs` passed on this clock: in
+    // simulated time, `delayMs / rate` (rounded up a hair, so float error
+    // never fires it early).
+    const after = (delayMs: number) =>
+      rate === 1 ? Math.max(0, delayMs) : Math.max(0, delayMs) / rate * (1 + 1e-12) + 1e-9;
     return {
-      now,
+      now: () => this.localTime(now()),
       setTimer: (delayMs: number, callback: () => void): Timer => {
         let cancelled = false;
-        queue.schedule(now() + Math.max(0, delayMs), this.#gate(() => cancelled || callback()));
+        queue.schedule(now() + after(delayMs), this.#gate(() => cancelled || callback()));
         return { cancel: () => cancelled = true };
       },
       soon: (callback: () => void) => queue.schedule(now(), this.#gate(callback)),

@@ -96,6 +96,29 @@ export class InvariantChecker {
   }
 
   /**
+   * The non-Nop instances committed anywhere so far, in epoch `epoch` or a
+   * later one, that write what `accesses` read (quorum leases: a local read
+   * must see every one of them of its own epoch, and none can be of a later
+   * one).
+   */
+  decidedWrites(
+    accesses: readonly Access[],
+    epoch: number,
+  ): { epoch: number; owner: number; number: number }[] {
+    const found: { epoch: number; owner: number; number: number }[] = [];
+    for (const [at, ledger] of this.#ledgers) {
+      if (at < epoch) continue;
+      for (const [key, decision] of ledger.decided) {
+        if (decision.command === NOP) continue;
+        if (!decision.accesses.some((access) => access.write)) continue;
+        if (!accessesConflict(accesses, decision.accesses)) continue;
+        found.push({ epoch: at, owner: keyOwner(key), number: keyNumber(key) });
+      }
+    }
+    return found;
+  }
+
+  /**
    * Checks records as replica `replica` persists them: ballots never decrease,
    * committed records never change, and Agreement (every replica that commits
    * an instance commits the same command and dependencies).

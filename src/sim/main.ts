@@ -3,8 +3,9 @@
  *
  * ```
  * deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
- *   [--members some|none]
+ *   [--members some|none] [--leases on|off]
  * deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--members some|none]
+ *   [--leases on|off]
  * ```
  *
  * `--members some` gives every run membership changes (add, promote,
@@ -35,6 +36,8 @@ export interface SimArguments {
   readonly conflicts?: "some" | "none";
   /** Membership changes: `some` in every run, `none`, or absent (chosen from the seed). */
   readonly members?: "some" | "none";
+  /** Quorum leases: on, off, or (absent) on for a share of seeds. */
+  readonly leases?: "on" | "off";
   /** Print every run's summary, not only failures. */
   readonly verbose: boolean;
   /** Print every traced event whose line contains this text (debugging one seed). */
@@ -75,6 +78,7 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
       "faults",
       "conflicts",
       "members",
+      "leases",
       "trace",
     ];
     if (!known.includes(name)) {
@@ -93,6 +97,10 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
   if (members !== undefined && members !== "some" && members !== "none") {
     throw new TypeError(`--members must be some or none, got ${members}`);
   }
+  const leases = values.get("leases");
+  if (leases !== undefined && leases !== "on" && leases !== "off") {
+    throw new TypeError(`--leases must be on or off, got ${leases}`);
+  }
   const replicas = integer("replicas", 3, 9);
   if (replicas !== undefined && replicas % 2 === 0) {
     throw new TypeError(`--replicas must be odd, got ${replicas}`);
@@ -106,6 +114,7 @@ export function parseSimArguments(args: readonly string[]): SimArguments {
     ...(faults === undefined ? {} : { faults }),
     ...(conflicts === undefined ? {} : { conflicts }),
     ...(members === undefined ? {} : { members }),
+    ...(leases === undefined ? {} : { leases }),
     ...(values.has("trace") ? { trace: values.get("trace")! } : {}),
     verbose,
   };
@@ -122,6 +131,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
   let resized = 0;
   let stranded = 0;
   let quorumReads = 0;
+  let leaseRuns = 0;
+  let localReads = 0;
+  let released = 0;
   const started = performance.now();
   for (let offset = 0; offset < args.count; offset++) {
     const request: SimRequest = {
@@ -131,6 +143,7 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
       ...(args.faults === undefined ? {} : { faults: args.faults }),
       ...(args.conflicts === undefined ? {} : { conflicts: args.conflicts }),
       ...(args.members === undefined ? {} : { members: args.members }),
+      ...(args.leases === undefined ? {} : { leases: args.leases }),
     };
     const config = deriveConfig(request);
     const runStarted = performance.now();
@@ -159,6 +172,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
     if (new Set(result.sizes).size > 1) resized++;
     stranded += result.stranded;
     quorumReads += result.quorumReads.served;
+    if (config.leases !== undefined) leaseRuns++;
+    localReads += result.localReads;
+    released += result.leaseWritesReleased;
     if (!result.ok) {
       failures++;
       log(`FAIL seed ${request.seed}: ${result.failure}`);
@@ -173,6 +189,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
           `members=${result.memberChanges}(${result.refusedChanges} refused) ` +
           `sizes=${result.sizes.join(">")} stranded=${result.stranded} ` +
           `qreads=${result.quorumReads.served}/${result.quorumReads.commands} ` +
+          `leases=${
+            config.leases === undefined ? "off" : "on"
+          } localReads=${result.localReads} released=${result.leaseWritesReleased} ` +
           `sim=${result.simulatedMs}ms msgs=${result.messages} wall=${elapsed}ms`,
       );
     }
@@ -185,7 +204,9 @@ export function runSimulations(args: SimArguments, log: (line: string) => void):
         `${epochChanges} epoch changes proposed, ${replacements} wiped replicas replaced, ` +
         `${memberChanges} membership changes proposed, ${resized} runs changed size, ` +
         `${stranded} operations stranded at removed replicas, ` +
-        `${quorumReads} reads served through a majority)`,
+        `${quorumReads} reads served through a majority, ` +
+        `${leaseRuns} runs with leases, ${localReads} local reads checked, ` +
+        `${released} writes released past silent holders)`,
     );
   }
   return failures === 0 ? 0 : 1;
@@ -198,8 +219,9 @@ if (import.meta.main) {
   } catch (error) {
     console.error(`${(error as Error).message}
 usage: deno task sim --seed S --replicas N [--commands K] [--faults none|all] [--conflicts some|none]
-         [--members some|none]
-       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--members some|none]`);
+         [--members some|none] [--leases on|off]
+       deno task sim --swarm COUNT --seed S [--replicas N] [--commands K] [--members some|none]
+         [--leases on|off]`);
     Deno.exit(2);
   }
   Deno.exit(runSimulations(args, (line) => console.log(line)));

@@ -49,6 +49,11 @@ export interface SimNetworkOptions {
    * cluster; `undefined` if it is down.
    */
   readonly receiver: (id: number) => Receiver | undefined;
+  /**
+   * What replica `id`'s clock reads at a simulated time (its transport
+   * reports contact times on it). Absent: the simulated time.
+   */
+  readonly localTime?: (id: number, simulatedMs: number) => number;
 }
 
 /** What a replica decodes batches by ({@linkcode SimNetworkOptions.receiver}). */
@@ -209,7 +214,14 @@ export class SimNetwork {
   #stats(self: number): PeerStats[] {
     const stats: PeerStats[] = [];
     for (const peer of this.#senders[self]!.peers) {
-      stats.push(unmeasuredPeerStats(peer, this.#lastContact[self]![peer]));
+      const contact = this.#lastContact[self]![peer];
+      const local = this.#options.localTime;
+      stats.push(
+        unmeasuredPeerStats(
+          peer,
+          contact === undefined || local === undefined ? contact : local(self, contact),
+        ),
+      );
     }
     return stats;
   }

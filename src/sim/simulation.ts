@@ -6,6 +6,11 @@
  * everything and demands that every operation finish and every replica converge
  * (TigerBeetle's VOPR and FoundationDB's simulation are the models).
  *
+ * Clients' gets take the lease path (`ReplicaDriver.readWith`); in runs with
+ * quorum leases (`lease_config.ts`) each replica's clock runs at its own rate
+ * within the declared drift, and every read served locally is checked
+ * (`lease_checks.ts`).
+ *
  * Everything derives from the seed; the same config replays the same run.
  *
  * @module
@@ -29,7 +34,6 @@ import { defaultConfiguration } from "../driver/epoch.ts";
 import { SeededRandom } from "../runtime/random.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import type { Answer } from "../driver/waiters.ts";
 import type { SimConfig } from "./config.ts";
 import { EventQueue } from "./event_queue.ts";
 import { SimHost } from "./host.ts";
@@ -42,6 +46,9 @@ import {
 } from "./invariants.ts";
 import { describeSize, drawChange, observedView, type SimChange } from "./membership.ts";
 import { SimNetwork } from "./network.ts";
+import { LeaseChecks } from "./lease_checks.ts";
+import type { UnsafeLeaseOptions } from "../core/lease_state.ts";
+import type { LeaseReadStall } from "../driver/lease_reads.ts";
 
 /** The outcome of one run. */
 export interface SimResult {
@@ -99,6 +106,15 @@ export interface SimResult {
    * end (a crash loses its process's counts).
    */
   readonly quorumReads: { readonly served: number; readonly commands: number };
+  /** Reads served locally under quorum leases (each checked, `lease_checks.ts`). */
+  readonly localReads: number;
+  /** Holders' grants compared with their grantors' promises at those reads. */
+  readonly leaseGrantsCompared: number;
+  /**
+   * Writes decided without a named holder's acknowledgement once its
+   * promises ran out, summed over the replicas running at the end.
+   */
+  readonly leaseWritesReleased: number;
 }
 
 /**
@@ -180,18 +196,6 @@ function describeChange(change: SimChange): string {
   }
 }
 
-/**
- * Sends a client operation to its replica: a GET as a linearizable read
- * (`ReplicaDriver.readWith`: under a lease, through a majority, or as a
- * command), anything else as a command. Returns the request id of a command
- * ("" for a read: nothing needs it).
- */
-function submitOrRead(driver: ReplicaDriver, command: KvCommandInput, answer: Answer): string {
-  if (command.op !== "get") return driver.submitWith(command, answer);
-  driver.readWith(command, answer);
-  return "";
-}
-
 /** Quorum reads served and fallen back to commands, summed over the live processes. */
 function quorumReadCounts(hosts: readonly SimHost[]): { served: number; commands: number } {
   let served = 0;
@@ -248,6 +252,22 @@ export interface SimulationOptions {
   readonly unsafeQuorumReadsWithoutWaiting?: boolean;
   /** Whether GETs no lease serves go through a majority before a command (default true). */
   readonly quorumReads?: boolean;
+  /** For negative tests: every replica breaks a lease rule (`UnsafeLeaseOptions`). */
+  readonly unsafeLeases?: UnsafeLeaseOptions;
+  /**
+   * For negative tests: per replica, its clock rate instead of the drawn one
+   * (beyond the declared drift, the lease argument fails).
+   */
+  readonly clockRates?: readonly number[];
+  /**
+   * For tests: local reads stall between their verdict and their state read
+   * (a process stall, `LeaseReadStall`): a `share` of them in the safety
+   * phase, each for up to two and a half lease lengths; `unsafe` checks the
+   * lease before the stall only. Absent: the config's share, checked safely.
+   */
+  readonly leaseReadStalls?: { readonly share: number; readonly unsafe: boolean };
+  /** Check that holders' leases end before their grantors' promises (default true). */
+  readonly checkLeaseExpiry?: boolean;
 }
 
 /** A run of the production driver, one per replica, on virtual time. */
@@ -292,6 +312,7 @@ export class Simulation {
   readonly #unsafeSnapshotsLoseAKey: boolean;
   readonly #unsafeRejoinWithoutReplace: boolean;
   readonly #neverStartAdded: boolean;
+  readonly #leaseChecks: LeaseChecks;
   /** Replicas wiped and not yet replaced: nothing boots them but their replacement. */
   readonly #awaitingReplace = new Set<number>();
   #replacements = 0;
@@ -319,8 +340,18 @@ export class Simulation {
     this.#checker = new InvariantChecker(SLOTS);
     this.#history = new HistoryRecorder({ now: () => this.#now });
     const now = () => this.#now;
+    const leases = config.leases;
+    const clockRate = (id: number) => options.clockRates?.[id] ?? leases?.clockRates[id] ?? 1;
+    this.#leaseChecks = new LeaseChecks({
+      hosts: this.#hosts,
+      checker: this.#checker,
+      now,
+      clockRate,
+      ...(options.checkLeaseExpiry === undefined ? {} : { checkExpiry: options.checkLeaseExpiry }),
+    });
     this.#network = new SimNetwork({
       slots: SLOTS,
+      localTime: (id, simulatedMs) => this.#hosts[id]!.localTime(simulatedMs),
       queue: this.#queue,
       now,
       random: this.#faultRandom,
@@ -346,8 +377,25 @@ export class Simulation {
         random: driverRandom,
         diskMaxMs: config.diskMaxMs,
         transport: this.#network.transport(id),
+        ...(leases === undefined
+          ? {}
+          : { clock: { rate: clockRate(id), offsetMs: leases.clockOffsetsMs[id]! } }),
         driver: {
           replicas: config.replicas,
+          ...(leases === undefined ? {} : {
+            configuration: {
+              ...defaultConfiguration(config.replicas),
+              leases: leases.configuration,
+            },
+          }),
+          ...(options.unsafeLeases === undefined ? {} : { unsafeLeases: options.unsafeLeases }),
+          ...this.#leaseReadStall(
+            id,
+            options.leaseReadStalls ??
+              (leases === undefined || leases.readStallShare === 0
+                ? undefined
+                : { share: leases.readStallShare, unsafe: false }),
+          ),
           tickMs: 1,
           timing: SIM_TIMING,
           maxBatchCommands: config.batchSize,
@@ -362,6 +410,7 @@ export class Simulation {
           observer: {
             executed: (execution) =>
               this.#checker.onExecuted(id, execution.owner, execution.number, execution.command),
+            localRead: (accesses) => this.#leaseChecks.onLocalRead(id, accesses),
           },
           unsafeAnswerBlindWritesBeforeDurable: options.unsafeAnswerBlindWritesBeforeDurable ??
             false,
@@ -453,6 +502,40 @@ export class Simulation {
       sizes: [...this.#configurations.keys()].sort((a, b) => a - b)
         .map((epoch) => describeSize(this.#configurations.get(epoch)!)),
       quorumReads: quorumReadCounts(this.#hosts),
+      localReads: this.#leaseChecks.reads,
+      leaseGrantsCompared: this.#leaseChecks.grantsCompared,
+      leaseWritesReleased: this.#hosts.reduce(
+        (sum, host) => sum + (host.driver?.leaseStatus().writes.released ?? 0),
+        0,
+      ),
+    };
+  }
+
+  /**
+   * The driver option that stalls replica `id`'s local reads, drawn on a
+   * stream of their own (a run with the unsafe check stalls the same reads
+   * as one with the safe check, until their histories part).
+   */
+  #leaseReadStall(
+    id: number,
+    stalls: SimulationOptions["leaseReadStalls"],
+  ): { leaseReadStall?: LeaseReadStall } {
+    const leaseMs = this.#config.leases?.configuration.leaseMs;
+    if (stalls === undefined || leaseMs === undefined) return {};
+    const random = new SeededRandom(this.#config.seed ^ 0x57a11 ^ (id << 20));
+    return {
+      leaseReadStall: {
+        stall: (resume) => {
+          if (random.next() >= stalls.share || this.#liveness) return false;
+          const host = this.#hosts[id]!;
+          if (!host.answering) return false;
+          const delayMs = Math.ceil(leaseMs * 2.5 * random.next());
+          this.#trace?.(`${this.#now} r${id} read stalls ${delayMs} ms`);
+          host.stall(delayMs, resume);
+          return true;
+        },
+        unsafeCheckBeforeStall: stalls.unsafe,
+      },
     };
   }
 
@@ -1209,7 +1292,15 @@ export class Simulation {
         this.#timeout(client, request);
       }
     });
-    const assigned = submitOrRead(driver, command, {
+    if (command.op === "get") {
+      // Through the lease path: served here under a lease, else proposed.
+      driver.readWith(command, {
+        resolve: (result) => this.#complete(client, request, result),
+        reject: (error) => this.#rejected(client, request, error, driver),
+      });
+      return;
+    }
+    const assigned = driver.submitWith(command, {
       resolve: (result) => {
         if (
           client.request === request && kind === "put" && result.op === "put" && result.ok
@@ -1222,17 +1313,19 @@ export class Simulation {
         }
         this.#complete(client, request, result);
       },
-      reject: (error) => {
-        if (error instanceof UnavailableError) this.#notApplied(client, request);
-        else if (error instanceof SnapshotInstalledError) this.#abandoned(client, request);
-        else if (error instanceof OutcomeUnknownError && driver.removed) {
-          // Its replica left the cluster (a change removed it) and said so
-          // at once: unknown, like a snapshot installed, but no hang.
-          this.#abandoned(client, request);
-        } else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
-        else throw error;
-      },
+      reject: (error) => this.#rejected(client, request, error, driver),
     });
+  }
+
+  #rejected(client: Client, request: string, error: Error, driver: ReplicaDriver): void {
+    if (error instanceof UnavailableError) this.#notApplied(client, request);
+    else if (error instanceof SnapshotInstalledError) this.#abandoned(client, request);
+    else if (error instanceof OutcomeUnknownError && driver.removed) {
+      // Its replica left the cluster (a change removed it) and said so at
+      // once: unknown, like a snapshot installed, but no hang.
+      this.#abandoned(client, request);
+    } else if (error instanceof OutcomeUnknownError) this.#timeout(client, request);
+    else throw error;
   }
 
   /** A blind put answered: its version names the instance and position it must be decided in. */

@@ -14,7 +14,7 @@ import {
 } from "../../src/core/lease.ts";
 import { Replica } from "../../src/core/replica.ts";
 import { CoreCluster, type KeyCommand, keyCommandConflicts } from "./core_cluster.ts";
-import type { Message } from "../../src/core/types.ts";
+import { type Message, NOP } from "../../src/core/types.ts";
 
 type Command = KeyCommand;
 const model = keyCommandConflicts;
@@ -257,32 +257,109 @@ Deno.test("a restarted grantor names every holder for a lease length", () => {
   assert.ok(cluster.replicas[0]!.leaseStatus(cluster.now).writesReleased === 0);
 });
 
-Deno.test("a grant answering an earlier core's request does not count for a new core", () => {
+Deno.test("a holder holds a read for every unapplied write to its key, not only its row's latest (which may end a Nop)", () => {
+  // Simulator seed 5 (n=3, --leases on): the holder had accepted 2.1
+  // (a put of k0) without hearing of its commit; 2.2 (another put of k0,
+  // depending on 2.1) was recovered as a Nop, which depends on nothing,
+  // and executed at the holder. The row's latest write to k0 was applied,
+  // so the read was served without 2.1, decided long before.
   const cluster = new LeaseCluster(3);
   cluster.run(20);
-  // Replica 2 restarts (a new core) with its request numbers drawn elsewhere:
-  // a grant for request 1 of its old core arrives late and must not count.
-  const restarted = new Replica<Command>({
+  const holder = cluster.replicas[2]!;
+  const coordinator = cluster.replicas[0]!;
+  coordinator.propose([{ key: "a", write: true }]);
+  coordinator.propose([{ key: "a", write: true }]);
+  const ready = coordinator.ready();
+  coordinator.advance();
+  // The thrifty PreAccepts go to one peer: the holder is that peer here.
+  const preAccepts = [...ready.earlyMessages, ...ready.messages].filter((message) =>
+    message.type === "preaccept" && message.to === 1
+  );
+  assert.deepEqual(preAccepts.map((message) => message.type === "preaccept" && message.number), [
+    1,
+    2,
+  ]);
+  for (const message of preAccepts) holder.step({ ...message, to: 2 });
+  assert.equal(holder.localRead([read("a")], cluster.now).verdict, "hold");
+  // Replica 1 recovered 0.2 as a Nop; its commit reaches the holder, 0.1's does not.
+  holder.step({
+    type: "commit",
+    from: 1,
+    to: 2,
+    owner: 0,
+    number: 2,
+    ballot: 1,
+    command: NOP,
+    deps: [0, 0, 0, 0],
+  });
+  const executed: number[] = [];
+  while (holder.hasReady()) {
+    executed.push(...holder.ready().executions.map((execution) => execution.number));
+    holder.advance();
+  }
+  assert.deepEqual(executed, [2]);
+  assert.deepEqual(holder.localRead([read("a")], cluster.now), {
+    verdict: "hold",
+    pending: [[0, 1]],
+  });
+});
+
+Deno.test("a restarted holder takes no grant that answered its previous incarnation's request", () => {
+  // Found by review while running the simulator: request numbers started at
+  // 1 in every core, so a grant delayed across a restart (or a snapshot
+  // install) matched the new core's request of the same number and was
+  // timed from that later send, outliving the grantor's promise.
+  const cluster = new LeaseCluster(3);
+  const grantor = cluster.replicas[0]!;
+  cluster.now = 5;
+  const old = cluster.replicas[2]!;
+  old.observeTime(cluster.now);
+  old.tick();
+  const requestReady = old.ready();
+  // Lease traffic leaves early (it needs nothing durable).
+  const requests = [...requestReady.earlyMessages, ...requestReady.messages].filter((message) =>
+    message.type === "leaserequest"
+  );
+  old.advance();
+  const toGrantor = requests.find((message) => message.to === 0)!;
+  grantor.observeTime(cluster.now);
+  grantor.step(toGrantor);
+  const grantReady = grantor.ready();
+  const grant = [...grantReady.earlyMessages, ...grantReady.messages].find((message) =>
+    message.type === "leasegrant"
+  )!;
+  grantor.advance();
+  assert.ok(grant !== undefined, "grantor 0 granted, promising until 1015");
+  // Replica 2 restarts at 600 with another request base (the driver draws
+  // it); its first requests are lost, and the old grant arrives late.
+  cluster.now = 600;
+  const restarted = new Replica({
     id: 2,
     replicas: 3,
     conflicts: model,
     leases: leaseEveryKey({ leaseMs: 1000, renewMs: 200, drift: 0.01 }),
     leaseRestartedAt: cluster.now,
-    leaseRequestSeqBase: 1_000_000,
+    leaseRequestBase: 1 << 20,
   });
+  cluster.replicas[2] = restarted;
   restarted.observeTime(cluster.now);
-  restarted.tick(); // sends its first requests, numbered from 1,000,000
+  restarted.tick();
   restarted.ready();
   restarted.advance();
-  for (const from of [0, 1]) {
-    restarted.step({ type: "leasegrant", from, to: 2, seq: 1, frontier: [0, 0, 0] });
-  }
+  restarted.step({ ...grant, to: 2 });
+  // At 1100 grantor 0's promise has run out: its write is decided with
+  // replica 1 and without replica 2 (cut off), which must not read "a" locally.
+  cluster.now = 1100;
+  grantor.observeTime(cluster.now);
+  grantor.propose([{ key: "a", write: true }]);
+  const cutOff = (message: Message<Command>) => message.to === 2 || message.from === 2;
+  for (let step = 0; step < 40 && cluster.executed[0]!.length === 0; step++) cluster.run(5, cutOff);
+  assert.deepEqual(cluster.executed[0], ["0.1"]);
+  assert.ok(cluster.now < 1600, `decided at ${cluster.now}`);
   assert.deepEqual(restarted.localRead([read("a")], cluster.now), {
     verdict: "refuse",
     reason: "no-lease",
   });
-  restarted.step({ type: "leasegrant", from: 0, to: 2, seq: 1_000_000, frontier: [0, 0, 0] });
-  assert.deepEqual(restarted.localRead([read("a")], cluster.now), { verdict: "serve" });
 });
 
 Deno.test("a holder that is heard but hears nothing keeps writes waiting at most a lease, then not at all", () => {
@@ -330,4 +407,25 @@ Deno.test("a holder that is heard but hears nothing keeps writes waiting at most
   assert.equal(cluster.executed[2]!.length, 4);
   cluster.run(500);
   assert.deepEqual(cluster.replicas[2]!.localRead([read("a")], cluster.now), { verdict: "serve" });
+});
+
+Deno.test("a withheld holder that hears its grantors again is granted again, with no write", () => {
+  const cluster = new LeaseCluster(3);
+  cluster.run(20);
+  const deaf = (message: Message<Command>) => message.to === 2;
+  cluster.replicas[0]!.propose([{ key: "a", write: true }]);
+  for (let step = 0; step < 600 && cluster.executed[0]!.length === 0; step++) cluster.run(5, deaf);
+  assert.deepEqual(cluster.executed[0], ["0.1"]);
+  assert.ok(cluster.replicas[0]!.leaseStatus(cluster.now).grantsWithheld > 0);
+  // Healed, and nobody writes: the empty grants reach replica 2, its next
+  // requests say so, and it is granted again.
+  cluster.run(1500);
+  assert.deepEqual(cluster.executed[2], ["0.1"]);
+  assert.deepEqual(cluster.replicas[2]!.localRead([read("b")], cluster.now), { verdict: "serve" });
+  const given = cluster.replicas[0]!.leaseStatus(cluster.now).grantsGiven;
+  cluster.run(500);
+  assert.ok(
+    cluster.replicas[0]!.leaseStatus(cluster.now).grantsGiven > given,
+    "grantor 0 grants again",
+  );
 });
