@@ -296,9 +296,9 @@ export class Membership {
 
   /**
    * Peers to fetch a snapshot from, best first: those seen in a later epoch
-   * (the latest first), once behind; else `pruned()`, those that pruned past
-   * this replica; else, for a joiner, its epoch's voters. None for a retired
-   * replica: it installs nothing.
+   * (the latest first), once behind; else the voters among `pruned()`, those
+   * that pruned past this replica; else, for a joiner, its epoch's voters.
+   * None for a retired replica: it installs nothing.
    */
   snapshotSources(nowMs: number, pruned: () => readonly number[]): readonly number[] {
     if (this.#retired !== undefined) return [];
@@ -306,7 +306,14 @@ export class Membership {
     if (this.behind(nowMs)) {
       return [...this.#ahead].sort((a, b) => b[1] - a[1] || a[0] - b[0]).map(([peer]) => peer);
     }
-    const sources = pruned();
+    // Voters only: a snapshot of this replica's own epoch is taken at a
+    // barrier its source proposes, and a learner proposes nothing (it
+    // refuses at once), nor does a member removed since. Learners prune
+    // past a replica like voters, and execute furthest ahead, so they led
+    // the list: the fetcher asked them over and over, its waits doubled to
+    // 30 s, and a voter pruned past stayed behind for good (the simulator,
+    // seed 257 at n = 7 with membership changes, at 19a604c).
+    const sources = pruned().filter((peer) => this.#isVoter(peer));
     if (sources.length > 0) return sources;
     if (this.#joining) {
       return this.#configuration.members
@@ -314,6 +321,11 @@ export class Membership {
         .map((member) => member.id);
     }
     return [];
+  }
+
+  /** Whether `id` is a voter of this replica's epoch. */
+  #isVoter(id: number): boolean {
+    return memberOf(this.#configuration, id)?.role === "voter";
   }
 
   /** Keeps `snapshot`, the state this replica's new epoch starts with, for peers behind it. */
