@@ -60,7 +60,8 @@ Deno.test("--unsafe-clock-rate is a test fault: only with --enable-fault-injecti
   }
 });
 
-Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anything", async () => {
+/** Runs a replica with `flags` on a missing cluster file: it must refuse with `reason` and make nothing. */
+async function refusesBeforeOpening(flags: readonly string[], reason: RegExp): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
   try {
     await assert.rejects(
@@ -71,12 +72,11 @@ Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anyt
         "0",
         "--data",
         `${dir}/data`,
-        "--snapshot-rate",
-        "0",
+        ...flags,
       ]),
       (error: unknown) => {
         assert.ok(error instanceof UsageError, String(error));
-        assert.match(error.message, /^--snapshot-rate must be an integer from 1 to 1000, got 0$/);
+        assert.match(error.message, reason);
         return true;
       },
     );
@@ -84,29 +84,17 @@ Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anyt
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anything", async () => {
+  await refusesBeforeOpening(
+    ["--snapshot-rate", "0"],
+    /^--snapshot-rate must be an integer from 1 to 1000, got 0$/,
+  );
 });
 
 Deno.test("a replica refuses --unsafe-clock-rate without fault injection before it opens anything", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "epaxos-replica-" });
-  try {
-    await assert.rejects(
-      runReplica([
-        "--config",
-        `${dir}/no-such-cluster.json`,
-        "--id",
-        "0",
-        "--data",
-        `${dir}/data`,
-        "--unsafe-clock-rate",
-        "0.5",
-      ]),
-      (error: unknown) =>
-        error instanceof UsageError && /needs --enable-fault-injection/.test(error.message),
-    );
-    assert.deepEqual([...Deno.readDirSync(dir)], [], "no data directory was made");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await refusesBeforeOpening(["--unsafe-clock-rate", "0.5"], /needs --enable-fault-injection/);
 });
 
 Deno.test("after a restart, the first snapshot fetch goes on with the kept transfer's peer, once", async () => {
