@@ -306,7 +306,11 @@ export class ReplicaState<C> {
     this.progress = new ProgressTracker(this.id, this.n, { members });
     this.housekeeping = new Housekeeping(this.id, this.n, this.timers, this.progress);
     const leases = options.leases ?? NO_LEASES;
-    const leaseProblem = leaseConfigurationProblem(leases, this.n);
+    // Holders are member ids: a rule may name one this epoch no longer has
+    // (removed since the rule was set; the configuration keeps ids below
+    // `nextId`), and only members hold leases (`leaseHolderMask`), so the
+    // ids are checked against every position a core can have.
+    const leaseProblem = leaseConfigurationProblem(leases, MAX_REPLICAS);
     if (leaseProblem !== undefined) {
       throw new RangeError(`Invalid lease configuration: ${leaseProblem}`);
     }

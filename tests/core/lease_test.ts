@@ -429,3 +429,25 @@ Deno.test("a withheld holder that hears its grantors again is granted again, wit
     "grantor 0 grants again",
   );
 });
+
+Deno.test("a rule naming a member no longer in the epoch leases nothing to it, and nothing breaks", () => {
+  // Simulator swarms with membership changes and leases: member 4 named in
+  // a rule, then removed; the next epoch's core has 4 positions and threw.
+  const replica = new Replica<Command>({
+    id: 0,
+    replicas: 3,
+    conflicts: model,
+    leases: leaseEveryKey({ rules: [{ prefix: "", holders: [0, 4] }] }),
+  });
+  assert.equal(replica.localRead([read("a")], 0).verdict, "refuse");
+  assert.throws(
+    () =>
+      new Replica<Command>({
+        id: 0,
+        replicas: 3,
+        conflicts: model,
+        leases: leaseEveryKey({ rules: [{ prefix: "", holders: [9] }] }),
+      }),
+    /lease holder 9 is not a member position/,
+  );
+});
