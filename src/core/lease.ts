@@ -250,7 +250,6 @@ export function leasesFromSetting(
     numbers[name] = item;
   }
   if (!Array.isArray(record.rules)) return { problem: "rules must be a list" };
-  if (record.rules.length > 256) return { problem: "at most 256 lease rules" };
   const rules: LeaseRule[] = [];
   for (const [index, rule] of record.rules.entries()) {
     const entry = rule as Record<string, unknown> | null;

@@ -187,7 +187,8 @@ export function leaseGateOpen<C>(s: ReplicaState<C>, lead: Lead<C>, timedOut: bo
   } else if (leases.now - lead.leaseNoticedAt >= NOTICE_RETRY_MS) {
     // Noticed and still silent: renewing their promises would only keep
     // this write waiting (a holder that is heard but hears nothing goes on
-    // asking), so they get none until they acknowledge a write.
+    // asking), so they get none until they show they hear this replica
+    // (`LeaseState.heardFrom`).
     leases.withholdFrom(missing);
     noticeTo(s, lead, missing);
   }

@@ -197,28 +197,34 @@ export class LeaseState {
    */
   named(accesses: readonly Access[]): { holders: number; remainingMs: number } {
     if (!this.enabled) return { holders: 0, remainingMs: 0 };
-    const wanted = leaseHolderMask(accesses, this.configuration.rules, this.#memberMask) &
-      ~(1 << this.#self);
+    const wanted = this.holdersOf(accesses) & ~(1 << this.#self);
     let holders = 0;
-    let until = Number.NEGATIVE_INFINITY;
     for (let holder = 0; holder < this.#positions; holder++) {
-      if ((wanted & (1 << holder)) === 0) continue;
-      const promised = Math.max(this.#promisedUntil[holder]!, this.#restartUntil);
-      if (promised <= this.now) continue;
-      holders |= 1 << holder;
-      until = Math.max(until, promised);
+      if ((wanted & (1 << holder)) !== 0 && this.#promisedTo(holder) > this.now) {
+        holders |= 1 << holder;
+      }
     }
-    return { holders, remainingMs: holders === 0 ? 0 : until - this.now };
+    return { holders, remainingMs: this.promiseRemaining(holders) };
   }
 
   /** How long (own clock, ms) the longest of the promises to the holders in `mask` has left. */
   promiseRemaining(mask: number): number {
     let until = this.now;
     for (let holder = 0; holder < this.#positions; holder++) {
-      if ((mask & (1 << holder)) === 0) continue;
-      until = Math.max(until, this.#promisedUntil[holder]!, this.#restartUntil);
+      if ((mask & (1 << holder)) !== 0) until = Math.max(until, this.#promisedTo(holder));
     }
     return until - this.now;
+  }
+
+  /** Until when (own clock, ms) this grantor names `holder`: its promise, or the restart rule's bound. */
+  #promisedTo(holder: number): number {
+    return Math.max(this.#promisedUntil[holder]!, this.#restartUntil);
+  }
+
+  /** Whether some rule leases keys to member `id`. */
+  #leasesTo(id: number): boolean {
+    return (this.#memberMask & (1 << id)) !== 0 &&
+      this.configuration.rules.some((rule) => rule.holders === "all" || rule.holders.includes(id));
   }
 
   /**
@@ -234,7 +240,10 @@ export class LeaseState {
     this.#withheld |= mask & ~(1 << this.#self);
   }
 
-  /** `holder` acknowledged a write of this replica (it hears it): grant it again. */
+  /**
+   * `holder` hears this replica (it acknowledged a write of it, or its
+   * request says an empty grant reached it): grant it again.
+   */
   heardFrom(holder: number): void {
     this.#withheld &= ~(1 << holder);
   }
@@ -244,7 +253,7 @@ export class LeaseState {
    * promise, or the restart rule's bound (for invariant checks).
    */
   promises(): number[] {
-    return this.#promisedUntil.map((until) => Math.max(until, this.#restartUntil));
+    return this.#promisedUntil.map((_, holder) => this.#promisedTo(holder));
   }
 
   /**
@@ -257,11 +266,7 @@ export class LeaseState {
     executedFloor: Deps,
     heard = false,
   ): { readonly frontier: Deps; readonly empty: boolean } | undefined {
-    if (!this.enabled || (this.#memberMask & (1 << holder)) === 0) return undefined;
-    const leased = this.configuration.rules.some((rule) =>
-      rule.holders === "all" || rule.holders.includes(holder)
-    );
-    if (!leased) return undefined;
+    if (!this.#leasesTo(holder)) return undefined;
     const frontier = new Array<number>(this.#positions);
     for (let row = 0; row < this.#positions; row++) {
       frontier[row] = Math.max(this.#seenHighest[row]!, executedFloor[row] ?? 0);
@@ -287,9 +292,7 @@ export class LeaseState {
 
   /** Whether some rule leases keys to this replica. */
   get holds(): boolean {
-    return this.configuration.rules.some((rule) =>
-      rule.holders === "all" || rule.holders.includes(this.#self)
-    ) && (this.#memberMask & (1 << this.#self)) !== 0;
+    return this.#leasesTo(this.#self);
   }
 
   /**

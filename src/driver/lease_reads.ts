@@ -100,22 +100,11 @@ export class LeaseReads {
 
   /**
    * Serves `read` from local state if the lease allows, now or once the
-   * writes it waits on executed. Resolves to `{ value }`, or to undefined
-   * when the read must go through the protocol. `core()` is asked each time
+   * writes it waits on executed: `done` gets `{ value }`, or undefined when
+   * the read must go through the protocol. `core()` is asked at each attempt
    * (the core is rebuilt at an epoch change; leases do not survive it).
-   */
-  read<T>(
-    core: () => LeaseReadCore | undefined,
-    accesses: readonly Access[],
-    read: () => T,
-  ): Promise<{ value: T } | undefined> {
-    return new Promise((resolve) => this.readThen(core, accesses, read, resolve));
-  }
-
-  /**
-   * {@linkcode LeaseReads.read} with a callback, for edges whose completions
-   * must not go through promises (the simulator's). `done` is called once,
-   * possibly before this returns.
+   * Callbacks, not a promise: the simulator's completions must not go
+   * through microtasks. `done` is called once, possibly before this returns.
    */
   readThen<T>(
     core: () => LeaseReadCore | undefined,
@@ -204,12 +193,5 @@ export class LeaseReads {
       }
       this.#held.push(read);
     }
-  }
-
-  /** Sends every held read through the protocol (the core is being replaced). */
-  releaseAll(): void {
-    const held = this.#held;
-    this.#held = [];
-    for (const read of held) read.giveUp();
   }
 }
