@@ -472,13 +472,11 @@ export class ReplicaDriver {
 
   /** The core, when this replica may serve reads under its leases at all. */
   #leaseCore(): Replica<KvCommand> | undefined {
-    if (this.#stopped || this.#switch.installing || this.#membership.joining || this.removed) {
-      return undefined;
-    }
-    // Leaving (it executed its own removal and answers only the old epoch)
-    // or retired: it serves no client.
-    if (this.#membership.retired !== undefined || this.leaving) return undefined;
-    return this.#core;
+    // Removed (retired) or leaving (it executed its own removal and answers
+    // only the old epoch): it serves no client.
+    const serving = !this.#stopped && !this.#switch.installing && !this.#membership.joining &&
+      !this.removed && !this.leaving;
+    return serving ? this.#core : undefined;
   }
 
   /**
