@@ -75,7 +75,7 @@ export const VERSIONSTAMP_SUFFIX_BYTES = 22;
 export const MAX_STAMP_COUNTER = Number.MAX_SAFE_INTEGER;
 
 const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
-const STAMP_PATTERN = /^[0-9a-f]{16}0000$/;
+const STAMP_PATTERN = /^[0-9a-f]{20}$/;
 const DATA_TAG = "\u0000d";
 const BUCKET_TAG = "\u0000s";
 
@@ -276,9 +276,30 @@ export function suffixStampBucketOf(name: string, prefixKey: string): number {
   return bucketOfChars(prefixKey, databaseDataPrefix(name).length, prefixKey.length);
 }
 
-/** The versionstamp of counter `counter`: 20 lowercase hex digits (8-byte big-endian, then 0000). */
-export function versionstampOf(counter: number): string {
-  return `${counter.toString(16).padStart(16, "0")}0000`;
+/**
+ * The versionstamp of counter `counter`: 20 lowercase hex digits, the
+ * counter as 8 bytes big-endian, then `suffix` (2 bytes; `stampSuffixOf`).
+ */
+export function versionstampOf(counter: number, suffix = "0000"): string {
+  return `${counter.toString(16).padStart(16, "0")}${suffix}`;
+}
+
+/**
+ * The last two bytes of the versionstamps a state machine gives: `0000`, or
+ * in a cluster seeded from a backup the first four hex digits of the
+ * backup's tag (`r` and 12 hex digits of its SHA-256; `versionTagOf` in
+ * `backup.ts`). The stamp buckets come back with the backup, so counters go
+ * on from the backup's, and the old cluster may have given the same counters
+ * after the backup was taken; the suffix keeps the restored cluster's
+ * versionstamps apart from those (as the tag does for curl versions), so a
+ * client's check holding an old cluster's versionstamp cannot pass by
+ * accident. Per key, the order stays the counter's: the suffix is constant
+ * within a cluster. The epoch part of the tag (`e2`) is left out: buckets
+ * already carry counters across epochs.
+ */
+export function stampSuffixOf(versionTag: string | undefined): string {
+  const backup = versionTag === undefined ? null : /^r([0-9a-f]{4})/.exec(versionTag);
+  return backup === null ? "0000" : backup[1]!;
 }
 
 /** The counter of versionstamp `version`, or `undefined` if it is not one this store gives. */

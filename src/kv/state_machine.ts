@@ -15,7 +15,7 @@ import type { Execution } from "../core/types.ts";
 import { NOP } from "../core/types.ts";
 import type { KvCommand, VersionCondition } from "./commands.ts";
 import { curlListEnd } from "./curl_keys.ts";
-import { isStampBucketKey, versionstampCounter } from "./database_keys.ts";
+import { isStampBucketKey, stampSuffixOf, versionstampCounter } from "./database_keys.ts";
 import { entryOf, type KvEntry } from "./entry.ts";
 import { ExpiryIndex } from "./expiry_index.ts";
 import { executeAtomic, executeExpire, lowerBound, readRanges } from "./txn_apply.ts";
@@ -338,7 +338,10 @@ export class KvStateMachine {
         return { op: "delete", ok: true, existed: current !== undefined };
       }
       case "atomic": {
-        const outcome = executeAtomic(command, (key) => this.#entries.get(key), version);
+        const outcome = executeAtomic(command, (key) => this.#entries.get(key), {
+          version,
+          stampSuffix: stampSuffixOf(this.#versionTag),
+        });
         this.#applyChanges(outcome.changes, changed);
         if (outcome.stamp !== undefined && outcome.stamp > this.#highestStamp) {
           this.#highestStamp = outcome.stamp;

@@ -91,6 +91,14 @@ function combine(kind: "sum" | "min" | "max", current: bigint, operand: bigint):
   }
 }
 
+/** The versions an atomic command's writes may get ({@linkcode executeAtomic}). */
+export interface AtomicVersions {
+  /** A curl command's version: the instance's `versionOf`, as a put's. */
+  readonly version: string;
+  /** The last two bytes of a database command's versionstamp (`stampSuffixOf`). */
+  readonly stampSuffix?: string;
+}
+
 /**
  * Executes an atomic command on the state `read` gives: every check first
  * (all of them, so that a failure reports each check's current version),
@@ -105,8 +113,9 @@ function combine(kind: "sum" | "min" | "max", current: bigint, operand: bigint):
 export function executeAtomic(
   command: AtomicCommand,
   read: ReadEntry,
-  version: string,
+  options: AtomicVersions,
 ): AtomicExecution {
+  let version = options.version;
   let checksHeld = true;
   const current: (string | null)[] = [];
   for (const check of command.checks) {
@@ -128,7 +137,7 @@ export function executeAtomic(
     }
     stamp = highest + 1;
     if (stamp > MAX_STAMP_COUNTER) return invalid("Versionstamps are exhausted");
-    version = versionstampOf(stamp);
+    version = versionstampOf(stamp, options.stampSuffix);
   }
   const staged = new Map<string, KvEntry | undefined>();
   const get = (key: string) => staged.has(key) ? staged.get(key) : read(key);

@@ -18,6 +18,7 @@ import {
   STAMP_BUCKETS,
   stampBucketKey,
   stampBucketOf,
+  stampSuffixOf,
   stateKeyProblem,
   suffixStampBucketOf,
   versionstampBytes,
@@ -159,10 +160,15 @@ Deno.test("versionstamps: 8-byte big-endian counter and two zero bytes, as 20 he
   assert.equal(versionstampHex(new Uint8Array(0)), null, "an empty check: must be absent");
   assert.throws(() => versionstampHex(new Uint8Array(9)), RangeError);
   assert.throws(() => versionstampBytes("xyz"), RangeError);
-  // Not ones this store gives: trailing bytes, an unsafe counter, a curl version.
-  for (const version of ["00000000000000010001", "ffffffffffffffff0000", "1.0.0", ""]) {
+  // Not ones this store gives: not hex, an unsafe counter, a curl version.
+  for (const version of ["0000000000000001000g", "ffffffffffffffff0000", "1.0.0", ""]) {
     assert.equal(versionstampCounter(version), undefined, version);
   }
+  // A restored cluster's suffix (stampSuffixOf) leaves the counter readable.
+  assert.equal(versionstampCounter(versionstampOf(7, "abcd")), 7);
+  assert.equal(stampSuffixOf(undefined), "0000");
+  assert.equal(stampSuffixOf("e3"), "0000", "epochs are not incarnations");
+  assert.equal(stampSuffixOf("r0123456789abe2"), "0123");
   // Hex order is counter order.
   assert.ok(versionstampOf(9) < versionstampOf(10));
   assert.ok(versionstampOf(255) < versionstampOf(256));

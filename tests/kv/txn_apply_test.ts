@@ -233,6 +233,25 @@ Deno.test("an empty commit succeeds with a fresh versionstamp above the floor", 
   assert.deepEqual([...machine.entries()], []);
 });
 
+Deno.test("a cluster seeded from a backup gives versionstamps the old cluster cannot have given", () => {
+  // The buckets come back with the backup, so counters go on from it; the
+  // old cluster may have given the same counters after the backup was taken.
+  const old = new KvStateMachine();
+  const restored = new KvStateMachine(undefined, { versionTag: "rabcdef012345" });
+  const oldStamp = okStamp(run(old, atomic([])).result);
+  const newStamp = okStamp(run(restored, atomic([])).result);
+  assert.equal(oldStamp, versionstampOf(1));
+  assert.equal(newStamp, versionstampOf(1, "abcd"));
+  assert.notEqual(oldStamp, newStamp, "a check holding the old cluster's stamp must fail");
+  assert.equal(restored.highestStamp, 1, "the counter is the suffix-free part");
+  const set = (machine: KvStateMachine) =>
+    okStamp(run(machine, atomic([{ kind: "set", key: key(1), value: u64(1) }])).result);
+  const first = set(restored);
+  assert.equal(first, versionstampOf(1, "abcd"));
+  assert.equal(set(restored), versionstampOf(2, "abcd"), "per key, order is the counter's");
+  assert.ok(set(old) < first, "the suffix orders after the counter");
+});
+
 Deno.test("curl atomic commands: every written key gets the instance's version, like a put", () => {
   const machine = new KvStateMachine(undefined, { versionTag: "rabcdef012345" });
   const curl = (mutations: AtomicMutation[], checks: AtomicCommand["checks"] = []) =>
