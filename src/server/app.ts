@@ -185,6 +185,8 @@ export function createApp(options: AppOptions): Hono {
       leases: node.leaseStatus(),
       // Reads no lease served: through a majority of voters (src/core/quorum_read.ts).
       quorumReads: node.quorumReadStatus(),
+      // Replicated expiry (src/driver/expiry.ts): this replica's expire commands.
+      expiry: node.expiryStatus(),
       keys: node.state.size,
       stateDigest: node.state.digest,
     });
