@@ -3,7 +3,8 @@
  * `GET`, `HEAD`, `PUT`, `DELETE` of `/kv/<key>`. Raw bodies, the version as
  * `ETag`, compare-and-set with `If-Match`, create-only with `If-None-Match: *`,
  * `304 Not Modified` for a `GET` with the current `ETag` in `If-None-Match`
- * (src/server/http_conditions.ts has the rules, after RFC 9110 §13).
+ * (src/server/http_conditions.ts has the rules, after RFC 9110 §13), a TTL
+ * on `PUT` (`?ttl=30s`, shown as `Kv-Expires`: src/server/ttl.ts).
  *
  * @module
  */
@@ -16,6 +17,8 @@ import type { ReplicaDriver } from "../driver/driver.ts";
 import { requireBearer } from "../net/bearer.ts";
 import { etagOf, notModified, writeCondition } from "./http_conditions.ts";
 import { problem } from "./problem.ts";
+import { txnRoute } from "./txn_route.ts";
+import { EXPIRES_HEADER, expiresAtOf, formatExpiry, parseTtl } from "./ttl.ts";
 
 /** Entries in a page of `GET /kv` when the request gives no `limit`. */
 export const DEFAULT_LIST_LIMIT = 100;
@@ -44,16 +47,22 @@ function keyFromPath(c: Context): { key: string } | { error: Response } {
   return { error: problem(c, status, reason) };
 }
 
-function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
+/**
+ * A list item: the value as text when it is UTF-8, else as base64; the
+ * version; and `expiresAt` (RFC 3339) when the key has a TTL.
+ */
+export function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
   let text: string | undefined;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(entry.value);
   } catch {
     text = undefined;
   }
-  return text === undefined
+  const item: Record<string, unknown> = text === undefined
     ? { key, valueBase64: btoa(String.fromCharCode(...entry.value)), version: entry.version }
     : { key, value: text, version: entry.version };
+  if (entry.expiresAt !== undefined) item.expiresAt = formatExpiry(entry.expiresAt);
+  return item;
 }
 
 function preconditionFailed(c: Context, current: string | null): Response {
@@ -92,7 +101,10 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     });
     // Hono's `/kv/*` matches `/kv` too.
     routes.use("/kv/*", guard);
+    routes.use("/txn", guard);
   }
+  // Multi-key transactions (src/server/txn_route.ts), behind the same guard.
+  routes.route("/", txnRoute(node));
 
   routes.get("/kv", async (c) => {
     const prefix = c.req.query("prefix") ?? "";
@@ -140,6 +152,7 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       if ("problem" in unchanged) return problem(c, 400, unchanged.problem);
       c.header("ETag", etagOf(entry.version));
       c.header("Kv-Version", entry.version);
+      if (entry.expiresAt !== undefined) c.header(EXPIRES_HEADER, formatExpiry(entry.expiresAt));
       // RFC 9110 §15.4.5: a 304 has the ETag a 200 would have, and no content.
       if (unchanged.notModified) return c.body(null, 304);
       c.header("Content-Type", "application/octet-stream");
@@ -171,21 +184,34 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       if ("error" in parsed) return parsed.error;
       const condition = conditionOf(c);
       if ("problem" in condition) return problem(c, 400, condition.problem);
+      const ttlText = c.req.query("ttl");
+      const ttl = ttlText === undefined ? undefined : parseTtl(ttlText);
+      if (ttl !== undefined && "problem" in ttl) return problem(c, 400, ttl.problem);
       const value = new Uint8Array(await c.req.arrayBuffer());
       if (value.length > MAX_VALUE_BYTES) {
         return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
       }
+      // Made absolute here, by this replica's clock; still a blind write
+      // without a condition, answered at commit.
+      const expiresAt = ttl === undefined ? undefined : expiresAtOf(node.wallClockMs(), ttl.ms);
       // A KvError that stops the command reaches the app's onError.
       const result = await node.submit({
         op: "put",
         key: parsed.key,
         value,
         ...(condition.condition === undefined ? {} : { ifVersion: condition.condition }),
+        ...(expiresAt === undefined ? {} : { expiresAt }),
       });
       if (result.op !== "put") return problem(c, 500, "Unexpected result");
       if (!result.ok) return preconditionFailed(c, result.current);
       c.header("ETag", etagOf(result.version));
-      return c.json({ key: parsed.key, version: result.version });
+      if (expiresAt === undefined) return c.json({ key: parsed.key, version: result.version });
+      c.header(EXPIRES_HEADER, formatExpiry(expiresAt));
+      return c.json({
+        key: parsed.key,
+        version: result.version,
+        expiresAt: formatExpiry(expiresAt),
+      });
     },
   );
 
