@@ -25,8 +25,10 @@ import { faultRoutes } from "../server/fault_routes.ts";
 import {
   type ClusterConfig,
   ConfigError,
+  corsOriginProblem,
   defaultListenAddress,
   loadClusterConfig,
+  MAX_CORS_ORIGINS,
   resolveSecret,
 } from "../server/config.ts";
 import {
@@ -58,7 +60,7 @@ const USAGE =
   "usage: replica (--config FILE | --join URL --url OWN_URL) --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
   " [--max-held-commands N] [--snapshot-rate MBPS]" +
   " [--enable-fault-injection [--unsafe-clock-rate R] | --emulate-wan MATRIX.json]" +
-  " [--volatile-storage] [--restore BACKUP_FILE]";
+  " [--volatile-storage] [--restore BACKUP_FILE] [--cors-origin ORIGIN]...";
 
 /** Highest `--snapshot-rate`, in MB/s. */
 export const MAX_SNAPSHOT_RATE_MBPS = 1000;
@@ -100,6 +102,28 @@ export function clockRateOption(args: ParsedArgs): number | undefined {
     );
   }
   return rate;
+}
+
+/**
+ * `--cors-origin ORIGIN`, repeatable: origins whose pages may call this
+ * replica from a browser (CORS), added to the cluster file's `corsOrigins`;
+ * absent, none. Each must be an origin as browsers send it
+ * (`corsOriginProblem`), at most {@linkcode MAX_CORS_ORIGINS} of them.
+ *
+ * @throws {UsageError} if one is not such an origin, or there are too many.
+ */
+export function corsOriginsOption(args: ParsedArgs): string[] {
+  const origins = args.options.get("cors-origin") ?? [];
+  if (origins.length > MAX_CORS_ORIGINS) {
+    throw new UsageError(
+      `--cors-origin is given ${origins.length} times; at most ${MAX_CORS_ORIGINS}`,
+    );
+  }
+  for (const origin of origins) {
+    const problem = corsOriginProblem(origin);
+    if (problem !== undefined) throw new UsageError(`--cors-origin: ${problem}`);
+  }
+  return [...new Set(origins)];
 }
 
 /** Settings of {@linkcode peerSnapshotFetch}. */
@@ -318,12 +342,14 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       "join",
       "url",
       "unsafe-clock-rate",
+      "cors-origin",
     ],
     flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
   });
   // Checked before anything is read or opened: a bad value changes nothing.
   const snapshotRateMbps = snapshotRateOption(args);
   const clockRate = clockRateOption(args);
+  const corsFlags = corsOriginsOption(args);
   const setup = await replicaSetup(args);
   const { id, self, secret, clientToken, dataDir } = setup;
   const config = setup.file;
@@ -336,6 +362,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
   const { hostname, port } = endpoint;
 
   const log = (line: string) => console.log(`${new Date().toISOString()} ${self.name}: ${line}`);
+  const corsOrigins = [...new Set([...(config?.corsOrigins ?? []), ...corsFlags])];
+  if (corsOrigins.length > 0) log(`CORS allowed for ${corsOrigins.join(" ")}`);
   await Deno.mkdir(dataDir, { recursive: true });
   // Volatile storage is for latency benchmarks only: it keeps nothing across a
   // restart, so it is never a default and always announced.
@@ -483,6 +511,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     }),
     log,
     snapshotRateMbps,
+    corsOrigins,
     ...(faults === undefined || wanMatrix !== undefined
       ? {}
       : { extraOps: faultRoutes(faults, { secret, replicas: setup.rows }) }),

@@ -17,12 +17,24 @@ export const MAX_KEY_BYTES = 1024;
 export const MAX_VALUE_BYTES = 60 * 1024;
 /** Most entries one list returns. */
 export const MAX_LIST_LIMIT = 1000;
+/** Longest version a condition may name (versions are `number.owner.index[.tag]`). */
+export const MAX_CONDITION_VERSION_CHARS = 64;
+/** Most versions one condition may name (an HTTP `If-Match` list). */
+export const MAX_CONDITION_VERSIONS = 16;
 
 /**
  * A precondition on the current version of a key: a version string (HTTP
- * `If-Match`), or `null` for "the key must not exist" (`If-None-Match: *`).
+ * `If-Match: "v"`), a list of 2 to {@linkcode MAX_CONDITION_VERSIONS} distinct
+ * versions of which the current one must be one (`If-Match: "a", "b"`, RFC
+ * 9110 §13.1.1), or `null` for "the key must not exist" (`If-None-Match: *`).
+ *
+ * The list shares the field of the single version, rather than a field of its
+ * own, so that every check of "is this write conditional" (`isBlindWrite` of
+ * src/driver/answer.ts answers blind writes at commit) holds for it as is,
+ * and a replica that does not know lists refuses such a command (its
+ * validation wants a string or null) instead of applying it unconditionally.
  */
-export type VersionCondition = string | null;
+export type VersionCondition = string | null | readonly string[];
 
 /** Writes `value` under `key`, if the condition holds. */
 export interface PutCommand {
@@ -214,9 +226,20 @@ export function keyProblem(key: string): string | undefined {
   return undefined;
 }
 
+function isConditionVersion(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 &&
+    value.length <= MAX_CONDITION_VERSION_CHARS;
+}
+
+/**
+ * Whether `value` is a well-formed condition: absent, `null`, one version,
+ * or a list of 2 to {@linkcode MAX_CONDITION_VERSIONS} distinct versions (one
+ * version is always given as a string, so each condition has one form).
+ */
 function isCondition(value: unknown): value is VersionCondition | undefined {
-  return value === undefined || value === null ||
-    (typeof value === "string" && value.length > 0 && value.length <= 64);
+  if (value === undefined || value === null || isConditionVersion(value)) return true;
+  return Array.isArray(value) && value.length >= 2 && value.length <= MAX_CONDITION_VERSIONS &&
+    value.every(isConditionVersion) && new Set(value).size === value.length;
 }
 
 /**
@@ -259,19 +282,23 @@ function previewValue(value: Uint8Array): string {
   return /^[\x20-\x7e]*$/.test(text) ? JSON.stringify(text) : `${value.length}B`;
 }
 
+function describeCondition(condition: VersionCondition | undefined): string {
+  if (condition === undefined) return "";
+  if (condition === null) return " if absent";
+  return ` if ${typeof condition === "string" ? condition : condition.join("|")}`;
+}
+
 /** Renders a command as one short line, for `describe*` output. */
 export function describeKvCommand(command: KvCommand): string {
   switch (command.op) {
     case "put":
       return `put(${command.key}=${previewValue(command.value)}${
-        command.ifVersion === undefined ? "" : ` if ${command.ifVersion ?? "absent"}`
+        describeCondition(command.ifVersion)
       })`;
     case "get":
       return `get(${command.key})`;
     case "delete":
-      return `del(${command.key}${
-        command.ifVersion === undefined ? "" : ` if ${command.ifVersion ?? "absent"}`
-      })`;
+      return `del(${command.key}${describeCondition(command.ifVersion)})`;
     case "list":
       return `list(${command.prefix}*${
         command.after === undefined ? "" : ` after ${command.after}`

@@ -13,7 +13,7 @@
 
 import type { Execution } from "../core/types.ts";
 import { NOP } from "../core/types.ts";
-import type { KvCommand } from "./commands.ts";
+import type { KvCommand, VersionCondition } from "./commands.ts";
 import { prefixEnd } from "./commands.ts";
 
 /** A stored value and its version. */
@@ -310,13 +310,23 @@ export class KvStateMachine {
   }
 }
 
+/**
+ * Whether a write's condition holds for the key's current entry: none; `null`
+ * (absent); one version, or a list of which the current version is one (HTTP
+ * `If-Match` compares strongly, RFC 9110 §13.1.1: a version equals itself
+ * only). Evaluated here, at execution, so a list is checked atomically with
+ * the write it guards.
+ */
 function conditionHolds(
-  condition: string | null | undefined,
+  condition: VersionCondition | undefined,
   current: KvEntry | undefined,
 ): boolean {
   if (condition === undefined) return true;
   if (condition === null) return current === undefined;
-  return current !== undefined && current.version === condition;
+  if (current === undefined) return false;
+  return typeof condition === "string"
+    ? current.version === condition
+    : condition.includes(current.version);
 }
 
 function lowerBound(keys: readonly string[], target: string): number {

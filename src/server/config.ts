@@ -26,6 +26,9 @@
  *   or `{ "rules": [{ "prefix": "cfg/", "holders": "all" | [ids] }],
  *   "leaseMs": 2000, "renewMs": 500, "drift": 0.01 }`. Bootstraps the first
  *   epoch only, like the members.
+ * - `corsOrigins` (optional): origins whose pages may call the client API
+ *   from a browser (CORS), such as `["https://app.example"]`; none by
+ *   default. A replica's `--cors-origin` flags add to them.
  *
  * @module
  */
@@ -66,6 +69,35 @@ export interface ClusterConfig {
    * committed configuration says.
    */
   readonly leases?: LeaseConfiguration;
+  /** Origins allowed cross-origin requests (CORS); absent or empty: none. */
+  readonly corsOrigins?: readonly string[];
+}
+
+/** Most origins a replica allows cross-origin requests from. */
+export const MAX_CORS_ORIGINS = 64;
+
+/**
+ * Why `origin` cannot be an allowed CORS origin, or `undefined` if it can: it
+ * must be what a browser sends in `Origin`, a serialized origin (scheme,
+ * host and port if not the default, nothing else: `https://app.example`,
+ * `http://localhost:5173`). `*` is not taken: a page of any site could then
+ * use a replica a browser reaches, such as a local cluster without a token.
+ */
+export function corsOriginProblem(origin: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return `${JSON.stringify(origin)} is not an origin such as https://app.example`;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return `${JSON.stringify(origin)} is not an http or https origin`;
+  }
+  if (url.origin !== origin) {
+    return `${JSON.stringify(origin)} is not an origin as browsers send it: ` +
+      `scheme, host and port only, lower case, no trailing slash (${url.origin})`;
+  }
+  return undefined;
 }
 
 /** A configuration problem, with a message that names the field. */
@@ -159,12 +191,28 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
     ? undefined
     : secretReference(record.clientToken, `${source}: clientToken`);
   const leases = parseLeases(record.leases, n, `${source}: leases`);
+  const corsOrigins = parseCorsOrigins(record.corsOrigins, `${source}: corsOrigins`);
   return {
     replicas,
     secret,
     ...(clientToken === undefined ? {} : { clientToken }),
     ...(leases === undefined ? {} : { leases }),
+    ...(corsOrigins === undefined ? {} : { corsOrigins }),
   };
+}
+
+function parseCorsOrigins(value: unknown, field: string): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > MAX_CORS_ORIGINS) {
+    throw new ConfigError(`${field} must be a list of at most ${MAX_CORS_ORIGINS} origins`);
+  }
+  return value.map((origin: unknown, index) => {
+    const problem = typeof origin === "string"
+      ? corsOriginProblem(origin)
+      : "an origin must be a string";
+    if (problem !== undefined) throw new ConfigError(`${field}[${index}]: ${problem}`);
+    return origin as string;
+  });
 }
 
 function parseLeases(

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parseArgs, UsageError } from "../../src/cli/args.ts";
 import {
   clockRateOption,
+  corsOriginsOption,
   joinStoreProblem,
   MAX_SNAPSHOT_RATE_MBPS,
   peerSnapshotFetch,
@@ -95,6 +96,51 @@ Deno.test("a replica refuses a bad --snapshot-rate before it reads or opens anyt
 
 Deno.test("a replica refuses --unsafe-clock-rate without fault injection before it opens anything", async () => {
   await refusesBeforeOpening(["--unsafe-clock-rate", "0.5"], /needs --enable-fault-injection/);
+});
+
+const corsOrigins = (...argv: string[]) =>
+  corsOriginsOption(parseArgs(argv, { options: ["cors-origin"] }));
+
+Deno.test("--cors-origin is repeatable, takes origins as browsers send them, and none by default", () => {
+  assert.deepEqual(corsOrigins(), []);
+  assert.deepEqual(
+    corsOrigins(
+      "--cors-origin",
+      "https://app.example",
+      "--cors-origin=http://localhost:5173",
+      "--cors-origin",
+      "https://app.example",
+    ),
+    ["https://app.example", "http://localhost:5173"],
+  );
+  for (
+    const [bad, reason] of [
+      ["*", /is not an origin such as https:\/\/app.example/],
+      ["app.example", /is not an origin such as/],
+      ["ftp://app.example", /is not an http or https origin/],
+      ["https://app.example/", /scheme, host and port only.*\(https:\/\/app.example\)/],
+      ["https://App.example", /lower case/],
+      ["https://app.example:443", /\(https:\/\/app.example\)/],
+      ["https://app.example/path", /no trailing slash/],
+    ] as const
+  ) {
+    assert.throws(
+      () => corsOrigins("--cors-origin", bad),
+      (error: unknown) => {
+        assert.ok(error instanceof UsageError, String(error));
+        assert.match(error.message, /^--cors-origin: /);
+        assert.match(error.message, reason);
+        return true;
+      },
+      bad,
+    );
+  }
+  const many = Array.from({ length: 65 }, (_, i) => `--cors-origin=http://h${i}.example`);
+  assert.throws(() => corsOrigins(...many), /given 65 times; at most 64/);
+});
+
+Deno.test("a replica refuses a bad --cors-origin before it reads or opens anything", async () => {
+  await refusesBeforeOpening(["--cors-origin", "*"], /^--cors-origin: "\*" is not an origin/);
 });
 
 Deno.test("after a restart, the first snapshot fetch goes on with the kept transfer's peer, once", async () => {

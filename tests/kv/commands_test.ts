@@ -4,6 +4,7 @@ import {
   isKvCommand,
   keyProblem,
   type KvCommand,
+  MAX_CONDITION_VERSIONS,
   MAX_KEY_BYTES,
   MAX_LIST_LIMIT,
   MAX_VALUE_BYTES,
@@ -72,6 +73,13 @@ Deno.test("isKvCommand accepts every well-formed command", () => {
     { op: "delete", request: "r5", key: "k" },
     { op: "delete", request: "r6", key: "k", ifVersion: null },
     { op: "delete", request: "r7", key: "k", ifVersion: "x".repeat(64) },
+    { op: "put", request: "r7a", key: "k", value: bytes("v"), ifVersion: ["1.0.0", "2.0.0"] },
+    {
+      op: "delete",
+      request: "r7b",
+      key: "k",
+      ifVersion: Array.from({ length: MAX_CONDITION_VERSIONS }, (_, i) => `${i}.0.0`),
+    },
     { op: "list", request: "r8", prefix: "", limit: 1 },
     { op: "list", request: "r9", prefix: "a/", after: "a/b", limit: MAX_LIST_LIMIT },
     { op: "list", request: "", prefix: "a".repeat(MAX_KEY_BYTES), limit: 5 },
@@ -102,6 +110,20 @@ Deno.test("isKvCommand refuses malformed commands from peers", () => {
     { op: "get", request: "r" },
     { op: "get", request: "r", key: "a\uffff" },
     { op: "delete", request: "r", key: "k", ifVersion: false },
+    // Lists: 2 to MAX_CONDITION_VERSIONS distinct versions (one is a string).
+    { op: "put", request: "r", key: "k", value, ifVersion: [] },
+    { op: "put", request: "r", key: "k", value, ifVersion: ["1.0.0"] },
+    { op: "put", request: "r", key: "k", value, ifVersion: ["1.0.0", "1.0.0"] },
+    { op: "put", request: "r", key: "k", value, ifVersion: ["1.0.0", ""] },
+    { op: "put", request: "r", key: "k", value, ifVersion: ["1.0.0", "x".repeat(65)] },
+    { op: "delete", request: "r", key: "k", ifVersion: ["1.0.0", null] },
+    { op: "delete", request: "r", key: "k", ifVersion: ["1.0.0", 2] },
+    {
+      op: "delete",
+      request: "r",
+      key: "k",
+      ifVersion: Array.from({ length: MAX_CONDITION_VERSIONS + 1 }, (_, i) => `${i}.0.0`),
+    },
     { op: "delete", request: "r", key: "a".repeat(MAX_KEY_BYTES + 1) },
     { op: "list", request: "r", prefix: "", limit: 0 },
     { op: "list", request: "r", prefix: "", limit: MAX_LIST_LIMIT + 1 },
@@ -155,6 +177,10 @@ Deno.test("describeKvCommand renders each command on one short line", () => {
   assert.equal(
     describeKvCommand({ op: "delete", request: "r", key: "k", ifVersion: "1.0.0" }),
     "del(k if 1.0.0)",
+  );
+  assert.equal(
+    describeKvCommand({ op: "delete", request: "r", key: "k", ifVersion: ["1.0.0", "2.1.0"] }),
+    "del(k if 1.0.0|2.1.0)",
   );
   assert.equal(
     describeKvCommand({ op: "list", request: "r", prefix: "a/", after: "a/b", limit: 3 }),

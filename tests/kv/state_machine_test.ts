@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { accessesConflict, batchAccesses, ConflictIndex } from "../../src/core/conflict.ts";
 import { type Execution, NOP } from "../../src/core/types.ts";
-import { type KvCommand, kvConflicts, MAX_LIST_LIMIT } from "../../src/kv/commands.ts";
+import {
+  type KvCommand,
+  kvConflicts,
+  MAX_LIST_LIMIT,
+  type VersionCondition,
+} from "../../src/kv/commands.ts";
 import {
   type AppliedInstance,
   type KvEntry,
@@ -22,7 +27,7 @@ const bytes = (text: string) => encoder.encode(text);
 let requests = 0;
 const nextRequest = () => `r${requests++}`;
 
-function put(key: string, value: string, ifVersion?: string | null): KvCommand {
+function put(key: string, value: string, ifVersion?: VersionCondition): KvCommand {
   return ifVersion === undefined
     ? { op: "put", request: nextRequest(), key, value: bytes(value) }
     : { op: "put", request: nextRequest(), key, value: bytes(value), ifVersion };
@@ -32,7 +37,7 @@ function get(key: string): KvCommand {
   return { op: "get", request: nextRequest(), key };
 }
 
-function del(key: string, ifVersion?: string | null): KvCommand {
+function del(key: string, ifVersion?: VersionCondition): KvCommand {
   return ifVersion === undefined
     ? { op: "delete", request: nextRequest(), key }
     : { op: "delete", request: nextRequest(), key, ifVersion };
@@ -275,6 +280,42 @@ Deno.test("delete with ifVersion: matches the current version, or null for an ab
   assert.deepEqual(one(machine, 0, 5, del("k", "3.0.1")), { op: "delete", ok: false, current: v });
   assert.equal(machine.read("k")?.version, v);
   assert.deepEqual(one(machine, 0, 6, del("k", v)), { op: "delete", ok: true, existed: true });
+  assert.equal(machine.read("k"), undefined);
+});
+
+Deno.test("a list of versions holds when the current version is any of them (If-Match list)", () => {
+  const machine = new KvStateMachine();
+  // Absent key: no list holds, and the failure says nothing is there.
+  assert.deepEqual(one(machine, 0, 1, put("k", "a", ["1.0.0", "2.0.0"])), {
+    op: "put",
+    ok: false,
+    current: null,
+  });
+  assert.deepEqual(one(machine, 0, 2, del("k", ["1.0.0", "2.0.0"])), {
+    op: "delete",
+    ok: false,
+    current: null,
+  });
+  const v1 = okVersion(one(machine, 0, 3, put("k", "a")));
+  // The current version anywhere in the list: the write happens.
+  const v2 = okVersion(one(machine, 0, 4, put("k", "b", ["9.9.9", v1])));
+  assert.equal(decoder.decode(machine.read("k")!.value), "b");
+  // A list without the current version (v1 is stale now): nothing changes.
+  const digest = machine.digest;
+  const failed = machine.apply(execution(0, 5, [put("k", "c", [v1, "9.9.9"])]));
+  assert.deepEqual(failed.results[0]!.result, { op: "put", ok: false, current: v2 });
+  assert.deepEqual(failed.mutations, []);
+  assert.equal(machine.digest, digest);
+  assert.deepEqual(one(machine, 0, 6, del("k", [v1, "9.9.9"])), {
+    op: "delete",
+    ok: false,
+    current: v2,
+  });
+  assert.deepEqual(one(machine, 0, 7, del("k", [v2, v1])), {
+    op: "delete",
+    ok: true,
+    existed: true,
+  });
   assert.equal(machine.read("k"), undefined);
 });
 
@@ -536,7 +577,8 @@ Deno.test("kv conflicts: same key and a write, or a write inside a listed prefix
 const KEYS = ["a", "ab", "abc", "b", "ba", "é", "\u{1F600}"];
 const PREFIXES = ["", "a", "ab", "b", "c", "\ud83d"];
 
-type ConditionSpec = "none" | "absent" | "current" | "stale";
+/** `anyOf`: a list holding the current version; `staleList`: a list that may miss it. */
+type ConditionSpec = "none" | "absent" | "current" | "stale" | "anyOf" | "staleList";
 
 type CommandSpec =
   | {
@@ -556,7 +598,14 @@ type CommandSpec =
   | { readonly op: "backup" };
 
 const keyArbitrary = fc.constantFrom(...KEYS);
-const conditionArbitrary = fc.constantFrom<ConditionSpec>("none", "absent", "current", "stale");
+const conditionArbitrary = fc.constantFrom<ConditionSpec>(
+  "none",
+  "absent",
+  "current",
+  "stale",
+  "anyOf",
+  "staleList",
+);
 const commandSpecArbitrary: fc.Arbitrary<CommandSpec> = fc.oneof(
   {
     weight: 4,
@@ -605,9 +654,13 @@ const instanceSpecArbitrary: fc.Arbitrary<InstanceSpec> = fc.record({
 /** The reference: a plain Map of key to entry. */
 type Model = Map<string, KvEntry>;
 
-function modelCondition(condition: string | null | undefined, current: KvEntry | undefined) {
+function modelCondition(
+  condition: string | null | readonly string[] | undefined,
+  current: KvEntry | undefined,
+) {
   if (condition === undefined) return true;
   if (condition === null) return current === undefined;
+  if (Array.isArray(condition)) return condition.some((version) => current?.version === version);
   return current?.version === condition;
 }
 
@@ -657,7 +710,8 @@ function modelApply(model: Model, command: KvCommand, version: string): KvResult
 /** Turns a spec into a command, its condition chosen against `model`. */
 function resolve(spec: CommandSpec, model: Model, issued: readonly string[]): KvCommand {
   const request = nextRequest();
-  const condition = (cond: ConditionSpec, key: string): string | null | undefined => {
+  const condition = (cond: ConditionSpec, key: string): VersionCondition | undefined => {
+    const stale = issued.length === 0 ? "0.0.0" : issued[(key.length * 7) % issued.length]!;
     switch (cond) {
       case "none":
         return undefined;
@@ -666,7 +720,12 @@ function resolve(spec: CommandSpec, model: Model, issued: readonly string[]): Kv
       case "current":
         return model.get(key)?.version ?? "0.0.0";
       case "stale":
-        return issued.length === 0 ? "0.0.0" : issued[(key.length * 7) % issued.length]!;
+        return stale;
+      // Lists of distinct versions; "9.9.9" names no write (owners are 0 to 2).
+      case "anyOf":
+        return [...new Set([stale, model.get(key)?.version ?? "0.0.0", "9.9.9"])];
+      case "staleList":
+        return [...new Set([stale, "9.9.9"])];
     }
   };
   switch (spec.op) {

@@ -148,6 +148,8 @@ interface Hostile {
   readonly proposes?: boolean;
   /** For a 412 on a seeded key: that key. */
   readonly seeded?: string;
+  /** For a 405: the `Allow` field it must carry. */
+  readonly allow?: string;
 }
 
 function send(app: Hono, request: Hostile, extraHeaders: Record<string, string> = {}) {
@@ -189,11 +191,9 @@ const validKeyPath = fc.oneof(
 const withHeaders = (contentType: string | undefined, headers: Record<string, string> = {}) =>
   contentType === undefined ? headers : { ...headers, "content-type": contentType };
 
-/** What `entityTag` in the app makes of a header: the first tag, unquoted. */
-function firstTag(header: string): string {
-  const first = header.split(",")[0]!.trim();
-  return /^(?:W\/)?"([^"]*)"$/.exec(first)?.[1] ?? first;
-}
+/** Printable ASCII an entity tag may hold (RFC 9110 etagc), but for the list's comma. */
+const TAG_CHARS = Array.from({ length: 0x7f - 0x21 }, (_, i) => String.fromCharCode(0x21 + i))
+  .filter((char) => char !== '"' && char !== ",");
 
 const BAD_ESCAPES = [
   "%",
@@ -303,21 +303,36 @@ const badConsistencyArb: fc.Arbitrary<Hostile> = fc.record({
   statuses: [400],
 }));
 
+/**
+ * A version-shaped tag could match a real version; garbage never does. Its
+ * characters are those an entity tag may hold, and it does not start as a
+ * weak tag, so it is well-formed quoted and bare.
+ */
+const garbageTagArb = fc.string({
+  unit: fc.constantFrom(...TAG_CHARS),
+  minLength: 1,
+  maxLength: 64,
+})
+  .filter((tag) => tag !== "*" && !tag.startsWith("W/") && !/^\d+\.\d+\.\d+$/.test(tag));
+
 /** Malformed `If-Match` / `If-None-Match` / `?cas=` on a write: 400, before consensus. */
 const badConditionArb: fc.Arbitrary<Hostile> = fc.record({
   method: fc.constantFrom("PUT", "DELETE"),
   path: validKeyPath,
   condition: fc.oneof(
-    headerText(0, 40).filter((value) => firstTag(value) !== "*")
+    // A write takes If-None-Match: * only.
+    headerText(0, 40).filter((value) => value.trim() !== "*")
       .map((value) => ({ headers: { "if-none-match": value }, query: "" })),
+    // If-Match: empty or too long versions, *, malformed lists, weak tags
+    // (strong comparison, RFC 9110 §13.1.1), more tags than a condition takes.
     fc.oneof(
-      fc.constantFrom("", "*", '""', 'W/""', '"*"', ",", ' , "x"', '*, "a"', "W/*"),
+      fc.constantFrom("", "*", '""', 'W/""', ",", " , ", '*, "a"', "W/*", '"a" "b"', '"a", b'),
       fc.string({ minLength: 65, maxLength: 120 }).filter((tag) => !tag.includes('"'))
         .chain((tag) => fc.constantFrom(tag, `"${tag}"`, `W/"${tag}"`)),
-    ).filter((value) => {
-      const tag = firstTag(value);
-      return tag === "" || tag === "*" || tag.length > 64;
-    }).map((value) => ({ headers: { "if-match": value }, query: "" })),
+      garbageTagArb.chain((tag) => fc.constantFrom(`W/"${tag}"`, `"other", W/"${tag}"`)),
+      fc.uniqueArray(garbageTagArb, { minLength: 17, maxLength: 20 })
+        .map((tags) => tags.map((tag) => `"${tag}"`).join(", ")),
+    ).map((value) => ({ headers: { "if-match": value }, query: "" })),
     headerText(0, 40).map((value) => ({
       headers: { "if-match": value, "if-none-match": "*" },
       query: "",
@@ -341,20 +356,13 @@ const badConditionArb: fc.Arbitrary<Hostile> = fc.record({
   statuses: [400],
 }));
 
-/** A version-shaped tag could match a real version; garbage never does. */
-const garbageTagArb = fc.string({ minLength: 1, maxLength: 64 })
-  .filter((tag) =>
-    !tag.includes('"') && !tag.includes(",") && tag.trim() === tag && tag !== "*" &&
-    !/^\d+\.\d+\.\d+$/.test(tag)
-  );
-
 /** Writes whose condition fails: 412 with the current version, after consensus. */
 const failedConditionArb: fc.Arbitrary<Hostile> = fc.record({
   method: fc.constantFrom("PUT", "DELETE"),
   key: fc.oneof(fc.constantFrom(...SEEDED), alnum(8).map((key) => `missing/${key}`)),
   condition: fc.oneof(
     garbageTagArb.chain((tag) =>
-      fc.constantFrom(`"${tag}"`, `W/"${tag}"`, tag, `"${tag}", "other"`)
+      fc.constantFrom(`"${tag}"`, tag, `"${tag}", "other"`, ` "other" ,, "${tag}" `)
         .map((value) => ({ headers: { "if-match": value }, query: "" }))
     ),
     garbageTagArb.map((tag) => ({ headers: {}, query: `?cas=${encodeURIComponent(tag)}` })),
@@ -400,19 +408,30 @@ const otherMethodArb = (allowed: readonly string[]) =>
     fc.stringMatching(/^[A-Za-z]{1,12}$/),
   ).filter((method) => ![...allowed, ...FORBIDDEN_METHODS].includes(method.toUpperCase()));
 
-/** Other methods under /kv: 404. */
-const wrongMethodArb: fc.Arbitrary<Hostile> = fc.record({
-  method: otherMethodArb(["GET", "HEAD", "PUT", "DELETE"]),
-  path: fc.oneof(fc.constantFrom("/kv", "/kv/", "/kv?prefix=seed"), validKeyPath),
-  contentType: contentTypeArb,
-  body: bodyArb,
-}).map(({ method, path, contentType, body }) => ({
-  method,
-  path,
-  headers: withHeaders(contentType),
-  body,
-  statuses: [404],
-}));
+/** The `Allow` of a key's path and of the list's. */
+const KEY_ALLOW = "GET, HEAD, PUT, DELETE";
+const LIST_ALLOW = "GET, HEAD";
+
+/** Other methods under /kv: 405 with the methods the path has. */
+const wrongMethodArb: fc.Arbitrary<Hostile> = fc.oneof(
+  fc.record({
+    method: otherMethodArb(["GET", "HEAD", "PUT", "DELETE"]),
+    path: fc.oneof(fc.constant("/kv/"), validKeyPath),
+    allow: fc.constant(KEY_ALLOW),
+  }),
+  fc.record({
+    method: fc.oneof(fc.constantFrom("PUT", "DELETE"), otherMethodArb(["GET", "HEAD"])),
+    path: fc.constantFrom("/kv", "/kv?prefix=seed"),
+    allow: fc.constant(LIST_ALLOW),
+  }),
+).chain((target) =>
+  fc.record({ contentType: contentTypeArb, body: bodyArb }).map(({ contentType, body }) => ({
+    ...target,
+    headers: withHeaders(contentType),
+    body,
+    statuses: [405],
+  }))
+);
 
 const hostileClientArb: fc.Arbitrary<Hostile> = fc.oneof(
   badEscapeArb,
@@ -434,6 +453,10 @@ Deno.test("hostile client requests get a 4xx JSON error and change nothing", asy
         const proposed = node.metrics.commandsProposed;
         const response = await send(app, request);
         const body = await assertProblem(response, request.statuses);
+        if (request.allow !== undefined) {
+          assert.equal(response.headers.get("allow"), request.allow);
+          assert.deepEqual(body.allowed, request.allow.split(", "));
+        }
         if (request.seeded !== undefined) {
           const current = versions.get(request.seeded)!;
           assert.equal(body.current, current);
@@ -619,7 +642,7 @@ Deno.test("hostile peer requests are refused with a 4xx JSON error and reach not
       { numRuns: 200 },
     );
 
-    // Other methods on the peer path: 404.
+    // Other methods on the peer path: 405, allowing POST.
     await fc.assert(
       fc.asyncProperty(otherMethodArb(["POST"]), bodyArb, async (method, body) => {
         const response = await app.request(PEER_BATCH_PATH, {
@@ -629,10 +652,11 @@ Deno.test("hostile peer requests are refused with a 4xx JSON error and reach not
             ? {}
             : { body: body as Uint8Array<ArrayBuffer> }),
         });
+        assert.equal(response.headers.get("allow"), "POST");
         if (method.toUpperCase() === "HEAD") {
-          assert.equal(response.status, 404);
+          assert.equal(response.status, 405);
         } else {
-          await assertProblem(response, [404]);
+          await assertProblem(response, [405]);
         }
       }),
       { numRuns: 50 },
@@ -670,13 +694,9 @@ Deno.test("with a client token, requests without it get 401 on every client rout
             request,
             authorization === undefined ? {} : { authorization },
           );
-          // An unknown method is still a 404; everything under the client routes is a 401.
-          if (response.status !== 404) {
-            await assertProblem(response, [401]);
-            assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="epaxos-kv"');
-          } else {
-            await assertProblem(response, [404]);
-          }
+          // Everything under the client routes is a 401, wrong methods included.
+          await assertProblem(response, [401]);
+          assert.equal(response.headers.get("www-authenticate"), 'Bearer realm="epaxos-kv"');
           assert.equal(node.metrics.commandsProposed, proposed);
           assert.deepEqual(snapshot(cluster), before);
         },
@@ -725,7 +745,7 @@ Deno.test("operations routes and unknown paths never fail and change nothing", a
       }),
       { numRuns: 60 },
     );
-    // Other methods: 404 with a JSON error.
+    // Other methods: 405 with Allow and a JSON error.
     await fc.assert(
       fc.asyncProperty(
         opsPath,
@@ -736,7 +756,8 @@ Deno.test("operations routes and unknown paths never fail and change nothing", a
             method,
             ...(body === undefined ? {} : { body: body as Uint8Array<ArrayBuffer> }),
           });
-          await assertProblem(response, [404]);
+          await assertProblem(response, [405]);
+          assert.equal(response.headers.get("allow"), "GET, HEAD");
           assert.deepEqual(snapshot(cluster), before);
         },
       ),

@@ -13,6 +13,7 @@ import {
   isKvCommand,
   keyProblem,
   type KvCommand,
+  MAX_CONDITION_VERSIONS,
   MAX_KEY_BYTES,
   MAX_LIST_LIMIT,
 } from "../../src/kv/commands.ts";
@@ -79,7 +80,15 @@ const keyArb = fc.string({ unit: "binary", minLength: 1, maxLength: 24 })
   .filter((key) => keyProblem(key) === undefined);
 const requestArb = wellFormedString(40);
 const conditionArb = fc.option(
-  fc.oneof(fc.constant(null), fc.string({ minLength: 1, maxLength: 64 })),
+  fc.oneof(
+    fc.constant(null),
+    fc.string({ minLength: 1, maxLength: 64 }),
+    // An If-Match list: 2 to MAX_CONDITION_VERSIONS distinct versions.
+    fc.uniqueArray(fc.string({ minLength: 1, maxLength: 64 }), {
+      minLength: 2,
+      maxLength: MAX_CONDITION_VERSIONS,
+    }),
+  ),
   { nil: undefined },
 );
 const commandArb: fc.Arbitrary<KvCommand> = fc.oneof(
