@@ -439,23 +439,26 @@ export class ReplicaDriver {
    *   in time.
    */
   /**
-   * A linearizable read (get or list): served from this replica's state
+   * A linearizable read (get, list, or a Deno KV snapshot of several
+   * ranges, read at one point): served from this replica's state
    * when its quorum leases allow (`src/core/lease.ts`), held while a write
    * to its keys is pending here, otherwise proposed as a command like
    * {@linkcode ReplicaDriver.submit}.
    */
-  read(input: KvCommandInput & { op: "get" | "list" }): Promise<KvResult> {
+  read(input: KvCommandInput & { op: "get" | "list" | "snapshot" }): Promise<KvResult> {
     return new Promise((resolve, reject) => this.readWith(input, { resolve, reject }));
   }
 
   /** {@linkcode ReplicaDriver.read} with callbacks (the simulator's clients). */
-  readWith(input: KvCommandInput & { op: "get" | "list" }, answer: Answer): void {
+  readWith(input: KvCommandInput & { op: "get" | "list" | "snapshot" }, answer: Answer): void {
     const command = { ...input, request: "" } as KvCommand;
     const accesses = kvConflicts.accesses(command);
     const readState = (): KvResult =>
       input.op === "get"
         ? { op: "get", ok: true, entry: this.#kv.read(input.key) }
-        : this.#kv.list(input.prefix, input.after, input.limit);
+        : input.op === "list"
+        ? this.#kv.list(input.prefix, input.after, input.limit)
+        : this.#kv.snapshotRead(input.ranges);
     this.#leaseReads.readThen(
       () => this.#leaseCore(),
       accesses,
@@ -473,7 +476,7 @@ export class ReplicaDriver {
    * that cannot be done or takes too long, as a command.
    */
   #quorumRead(
-    input: KvCommandInput & { op: "get" | "list" },
+    input: KvCommandInput & { op: "get" | "list" | "snapshot" },
     accesses: readonly Access[],
     readState: () => KvResult,
     answer: Answer,

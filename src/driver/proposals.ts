@@ -21,6 +21,7 @@ import {
   UnavailableError,
 } from "../errors.ts";
 import type { KvCommand } from "../kv/commands.ts";
+import { atomicBatchBytes } from "../kv/txn_commands.ts";
 import type { KvResult } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import { blindWriteAnswers, type CommitAnswer } from "./answer.ts";
@@ -28,9 +29,10 @@ import type { DriverMetrics } from "./metrics.ts";
 import type { ReplicaDriverOptions } from "./options.ts";
 import { type Answer, Waiters } from "./waiters.ts";
 
-/** What a command counts toward `maxBatchBytes`. */
+/** What a command counts toward `maxBatchBytes`: its keys and values (an atomic command's all of them). */
 export function batchBytesOf(command: KvCommand): number {
-  return command.op === "put" ? command.value.length + command.key.length : 64;
+  if (command.op === "put") return command.value.length + command.key.length;
+  return command.op === "atomic" ? atomicBatchBytes(command) : 64;
 }
 
 /** What {@linkcode Proposals} needs of its driver. */

@@ -25,7 +25,11 @@
  *    whose own digest at the same backup command was equal (null if none
  *    answered);
  * 2. N lines `{"key": K, "version": V, "value": BASE64}`, each key once, in
- *    no particular order (sorting a large state would stall the replica);
+ *    no particular order (sorting a large state would stall the replica),
+ *    with `"encoding": E` and `"expiresAt": MS` when the entry has them (a
+ *    Deno KV database's entries; files without them read as before). A key
+ *    is a curl key or a database's (`src/kv/database_keys.ts`: data keys,
+ *    whose versions are versionstamps, and stamp buckets);
  * 3. `{"end": true, "keys": N, "sha256": HEX}`: the SHA-256 of every byte
  *    before this line, so that a truncated or altered file is refused.
  *
@@ -33,8 +37,10 @@
  */
 
 import { createHash } from "node:crypto";
-import { keyProblem, MAX_VALUE_BYTES } from "./commands.ts";
-import { type KvEntry, stateDigestOf } from "./state_machine.ts";
+import { MAX_VALUE_BYTES } from "./curl_keys.ts";
+import { isVersionstamp, MAX_DATABASE_VALUE_BYTES, stateKeyProblem } from "./database_keys.ts";
+import { entryOf, isEncoding, isExpiry, type KvEntry } from "./entry.ts";
+import { stateDigestOf } from "./state_machine.ts";
 
 /** The `format` of line 1. */
 export const BACKUP_FORMAT = "epaxos-kv-backup";
@@ -379,15 +385,25 @@ export async function forEachLine(
   return lineNumber;
 }
 
-/** An entry line (without its newline): `{"key": K, "version": V, "value": BASE64}`. */
+/**
+ * An entry line (without its newline): `{"key": K, "version": V, "value":
+ * BASE64}`, and `"encoding"` and `"expiresAt"` when the entry has them.
+ */
 export function entryLine(key: string, entry: KvEntry): string {
-  return JSON.stringify({ key, version: entry.version, value: entry.value.toBase64() });
+  return JSON.stringify({
+    key,
+    version: entry.version,
+    value: entry.value.toBase64(),
+    encoding: entry.encoding,
+    expiresAt: entry.expiresAt,
+  });
 }
 
 /**
  * Reads a backup file, checking everything before returning: the header, each
  * entry (a valid key, each once, a version of the form
- * `number.owner.index[.tag]`, a value within the size limit), the count, the
+ * `number.owner.index[.tag]` or a database's versionstamp, a value within the
+ * size limit, a valid encoding and expiry if any), the count, the
  * SHA-256 of the bytes, the state digest and the floor.
  *
  * @throws {BackupFormatError} saying what is wrong (with the line number).
@@ -503,28 +519,36 @@ function checkHeader(value: unknown): BackupHeader {
 
 /**
  * The entry an entry line holds ({@linkcode entryLine}, parsed) and the
- * instance number its version names, or what is wrong with it: a valid key,
- * a version of the form `number.owner.index[.tag]`, a base64 value within
- * the size limit.
+ * instance number its version names (0 for a versionstamp), or what is wrong
+ * with it: a valid key (`stateKeyProblem`), a version of the form
+ * `number.owner.index[.tag]` (a database's key: a versionstamp), a base64
+ * value within the size limit, and a valid encoding and expiry if any.
  */
 export function parseEntryLine(
   value: unknown,
 ): { readonly entry: readonly [string, KvEntry]; readonly number: number } | string {
   if (!isJsonObject(value)) return "not an entry";
-  const { key, version, value: encoded } = value;
-  if (typeof key !== "string" || keyProblem(key) !== undefined) return "invalid key";
-  const number = typeof version === "string" ? versionInstanceNumber(version) : undefined;
+  const { key, version, value: encoded, encoding, expiresAt } = value;
+  if (typeof key !== "string" || stateKeyProblem(key) !== undefined) return "invalid key";
+  const inDatabase = key.charCodeAt(0) === 0xfffe;
+  const number = typeof version !== "string"
+    ? undefined
+    : inDatabase
+    ? (isVersionstamp(version) ? 0 : undefined)
+    : versionInstanceNumber(version);
   if (number === undefined) return "invalid version";
-  if (typeof encoded !== "string" || encoded.length > Math.ceil(MAX_VALUE_BYTES / 3) * 4) {
+  const maxValue = inDatabase ? MAX_DATABASE_VALUE_BYTES : MAX_VALUE_BYTES;
+  if (typeof encoded !== "string" || encoded.length > Math.ceil(maxValue / 3) * 4) {
     return "invalid value";
   }
+  if (!isEncoding(encoding) || !isExpiry(expiresAt)) return "invalid encoding or expiry";
   let bytes: Uint8Array;
   try {
     bytes = Uint8Array.fromBase64(encoded);
   } catch {
     return "value is not base64";
   }
-  return { entry: [key, { value: bytes, version: version as string }], number };
+  return { entry: [key, entryOf(bytes, version as string, { encoding, expiresAt })], number };
 }
 
 function checkEnd(value: Record<string, unknown>, lineNumber: number) {

@@ -10,17 +10,39 @@ import {
   configurationProblem,
   describeConfiguration,
 } from "../core/configuration.ts";
+import {
+  curlListEnd,
+  keyProblem,
+  listPrefixProblem,
+  MAX_KEY_BYTES,
+  MAX_LIST_LIMIT,
+  MAX_VALUE_BYTES,
+} from "./curl_keys.ts";
+import { isExpiry } from "./entry.ts";
+import {
+  atomicAccesses,
+  type AtomicCommand,
+  atomicCommandProblem,
+  describeAtomic,
+  describeExpire,
+  describeSnapshot,
+  expireAccesses,
+  type ExpireCommand,
+  expireCommandProblem,
+  snapshotAccesses,
+  type SnapshotCommand,
+  snapshotCommandProblem,
+} from "./txn_commands.ts";
 
-/** Longest key accepted, in UTF-8 bytes (Deno KV allows 2 KiB keys; the rest is ours). */
-export const MAX_KEY_BYTES = 1024;
-/** Largest value accepted, in bytes (Deno KV's 64 KiB value limit, less room for metadata). */
-export const MAX_VALUE_BYTES = 60 * 1024;
-/** Most entries one list returns. */
-export const MAX_LIST_LIMIT = 1000;
 /** Longest version a condition may name (versions are `number.owner.index[.tag]`). */
 export const MAX_CONDITION_VERSION_CHARS = 64;
 /** Most versions one condition may name (an HTTP `If-Match` list). */
 export const MAX_CONDITION_VERSIONS = 16;
+
+// The curl key rules moved to their own module (`txn_commands.ts` uses them
+// too); every importer of this module still finds them here.
+export * from "./curl_keys.ts";
+export type { AtomicCommand, ExpireCommand, SnapshotCommand } from "./txn_commands.ts";
 
 /**
  * A precondition on the current version of a key: a version string (HTTP
@@ -48,6 +70,12 @@ export interface PutCommand {
   readonly value: Uint8Array;
   /** Compare-and-set condition; absent for a blind write. */
   readonly ifVersion?: VersionCondition;
+  /**
+   * When the key expires, in ms since the Unix epoch (the curl API's TTL,
+   * made absolute by the replica that took the request); absent: never. A
+   * put with an expiry and no condition is still a blind write.
+   */
+  readonly expiresAt?: number;
 }
 
 /** Reads `key` linearizably. */
@@ -126,7 +154,10 @@ export type KvCommand =
   | DeleteCommand
   | ListCommand
   | BackupCommand
-  | ReconfCommand;
+  | ReconfCommand
+  | AtomicCommand
+  | SnapshotCommand
+  | ExpireCommand;
 
 /** A command as a client hands it in: the replica that takes it assigns its request id. */
 export type KvCommandInput =
@@ -135,26 +166,27 @@ export type KvCommandInput =
   | Omit<DeleteCommand, "request">
   | Omit<ListCommand, "request">
   | Omit<BackupCommand, "request">
-  | Omit<ReconfCommand, "request">;
+  | Omit<ReconfCommand, "request">
+  | Omit<AtomicCommand, "request">
+  | Omit<SnapshotCommand, "request">
+  | Omit<ExpireCommand, "request">;
 
-/** The upper bound of the span of keys starting with `prefix` (keys never contain U+FFFF). */
-export function prefixEnd(prefix: string): string {
-  return `${prefix}\uffff`;
-}
-
-/** The accesses of a backup: a read of the span of every key. */
+/** The accesses of a backup: a read of the span of every key (the databases' too). */
 const EVERY_KEY_READ: readonly Access[] = Object.freeze([
-  Object.freeze({ key: "", end: prefixEnd(""), write: false }),
+  Object.freeze({ key: "", end: "\uffff", write: false }),
 ]);
 
 /** The accesses of a configuration change: a write of the span of every key. */
 const EVERY_KEY_WRITE: readonly Access[] = Object.freeze([
-  Object.freeze({ key: "", end: prefixEnd(""), write: true }),
+  Object.freeze({ key: "", end: "\uffff", write: true }),
 ]);
 
 /**
  * Conflicts between key-value commands: writes (put, delete) write their key,
- * get reads it, list reads the span of its prefix, backup reads every key,
+ * get reads it, list reads the span of its prefix (within the curl
+ * keyspace), backup reads every key, the multi-key commands touch what
+ * `txn_commands.ts` says (`atomicAccesses`, `snapshotAccesses`,
+ * `expireAccesses`),
  * and a configuration change writes every key (so reads are ordered with it
  * too: a read of the old epoch executed after it could miss a write of the
  * new epoch that completed first). Reads never conflict with reads. Only a
@@ -169,62 +201,23 @@ export const kvConflicts: ConflictModel<KvCommand> = {
       case "get":
         return [{ key: command.key, write: false }];
       case "list":
-        return [{ key: command.prefix, end: prefixEnd(command.prefix), write: false }];
+        return [{ key: command.prefix, end: curlListEnd(command.prefix), write: false }];
       case "backup":
         return EVERY_KEY_READ;
       case "reconf":
         return EVERY_KEY_WRITE;
+      case "atomic":
+        return atomicAccesses(command);
+      case "snapshot":
+        return snapshotAccesses(command);
+      case "expire":
+        return expireAccesses(command);
     }
   },
   fences(command: KvCommand): boolean {
     return command.op === "reconf";
   },
 };
-
-/**
- * The length of `text` in UTF-8 as `TextEncoder` writes it (a lone surrogate
- * becomes U+FFFD, 3 bytes), counted without encoding: every command a replica
- * validates has its key measured, and an encoding per key was an allocation
- * and an op call each (`--cpu-prof` of `bench:throughput`).
- */
-export function utf8Length(text: string): number {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit < 0x80) bytes += 1;
-    else if (unit < 0x800) bytes += 2;
-    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4;
-        i++;
-      } else {
-        bytes += 3;
-      }
-    } else {
-      bytes += 3;
-    }
-  }
-  return bytes;
-}
-
-/** Why `key` is not acceptable, or `undefined` if it is. */
-export function keyProblem(key: string): string | undefined {
-  if (key.length === 0) return "Key must not be empty";
-  // URL parsers collapse these path segments (even percent-encoded), so no
-  // HTTP client could address them.
-  if (key === "." || key === "..") return "Key must not be . or ..";
-  // A UTF-16 code unit is at most 3 bytes of UTF-8, so short keys need no count.
-  if (
-    key.length > MAX_KEY_BYTES ||
-    (key.length * 3 > MAX_KEY_BYTES && utf8Length(key) > MAX_KEY_BYTES)
-  ) {
-    return `Key is longer than ${MAX_KEY_BYTES} bytes`;
-  }
-  if (key.includes("\uffff")) return "Key must not contain U+FFFF";
-  if (!key.isWellFormed()) return "Key must be valid Unicode";
-  return undefined;
-}
 
 function isConditionVersion(value: unknown): value is string {
   return typeof value === "string" && value.length > 0 &&
@@ -254,15 +247,15 @@ export function isKvCommand(value: unknown): value is KvCommand {
     case "put":
       return typeof command.key === "string" && keyProblem(command.key) === undefined &&
         command.value instanceof Uint8Array && command.value.length <= MAX_VALUE_BYTES &&
-        isCondition(command.ifVersion);
+        isCondition(command.ifVersion) && isExpiry(command.expiresAt);
     case "get":
       return typeof command.key === "string" && keyProblem(command.key) === undefined;
     case "delete":
       return typeof command.key === "string" && keyProblem(command.key) === undefined &&
         isCondition(command.ifVersion);
     case "list":
-      return typeof command.prefix === "string" && command.prefix.length <= MAX_KEY_BYTES &&
-        !command.prefix.includes("\uffff") &&
+      return typeof command.prefix === "string" &&
+        listPrefixProblem(command.prefix) === undefined &&
         (command.after === undefined ||
           (typeof command.after === "string" && command.after.length <= MAX_KEY_BYTES)) &&
         Number.isInteger(command.limit) && (command.limit as number) >= 1 &&
@@ -271,6 +264,12 @@ export function isKvCommand(value: unknown): value is KvCommand {
       return true;
     case "reconf":
       return configurationProblem(command.configuration) === undefined;
+    case "atomic":
+      return atomicCommandProblem(command) === undefined;
+    case "snapshot":
+      return snapshotCommandProblem(command) === undefined;
+    case "expire":
+      return expireCommandProblem(command) === undefined;
     default:
       return false;
   }
@@ -294,7 +293,7 @@ export function describeKvCommand(command: KvCommand): string {
     case "put":
       return `put(${command.key}=${previewValue(command.value)}${
         describeCondition(command.ifVersion)
-      })`;
+      }${command.expiresAt === undefined ? "" : ` exp ${command.expiresAt}`})`;
     case "get":
       return `get(${command.key})`;
     case "delete":
@@ -307,5 +306,11 @@ export function describeKvCommand(command: KvCommand): string {
       return "backup(*)";
     case "reconf":
       return `reconf(${describeConfiguration(command.configuration)})`;
+    case "atomic":
+      return describeAtomic(command);
+    case "snapshot":
+      return describeSnapshot(command);
+    case "expire":
+      return describeExpire(command);
   }
 }

@@ -169,7 +169,8 @@ export function snapshotStream(
  * each record (the storage codec's checks, well-formed commands, committed
  * and executed, above the executed prefix, each instance once, ballots and
  * numbers in range); each entry as a backup's (a valid key, each once, an
- * instance's version, a value within the size limit); no more lines of a
+ * instance's version or a database's versionstamp, a value within the size
+ * limit); no more lines of a
  * kind than the header says, and exactly as many; the SHA-256 of the bytes;
  * the state digest. Lines are bounded as they arrive (a record line by
  * {@linkcode MAX_SNAPSHOT_RECORD_LINE_BYTES}, an entry line by

@@ -14,15 +14,14 @@
 import type { Execution } from "../core/types.ts";
 import { NOP } from "../core/types.ts";
 import type { KvCommand, VersionCondition } from "./commands.ts";
-import { prefixEnd } from "./commands.ts";
+import { curlListEnd } from "./curl_keys.ts";
+import { isStampBucketKey, stampSuffixOf, versionstampCounter } from "./database_keys.ts";
+import { entryOf, type KvEntry } from "./entry.ts";
+import { ExpiryIndex } from "./expiry_index.ts";
+import { executeAtomic, executeExpire, lowerBound, readRanges } from "./txn_apply.ts";
+import type { AtomicResult, ExpireResult, SnapshotRange, SnapshotResult } from "./txn_commands.ts";
 
-/** A stored value and its version. */
-export interface KvEntry {
-  /** The bytes. */
-  readonly value: Uint8Array;
-  /** Opaque version, unique per write (the HTTP ETag). */
-  readonly version: string;
-}
+export type { KvEntry } from "./entry.ts";
 
 /** The result of one command. */
 export type KvResult =
@@ -60,7 +59,10 @@ export type KvResult =
     readonly ok: false;
     /** The key's current version, `null` if absent (the 412 answer). */
     readonly current: string | null;
-  };
+  }
+  | AtomicResult
+  | SnapshotResult
+  | ExpireResult;
 
 /** One change to persist with the executed marker of its instance. */
 export type KvMutation =
@@ -117,14 +119,22 @@ export class KvStateMachine {
   /** The digest at each recent backup command, by request id (oldest first). */
   readonly #backupDigests = new Map<string, string>();
   readonly #versionTag: string | undefined;
+  readonly #expiry = new ExpiryIndex();
+  #highestStamp = 0;
 
-  /** Creates a state machine holding `entries` (what storage had). */
+  /**
+   * Creates a state machine holding `entries` (what storage had, or a
+   * snapshot brought), with its expiry index and highest versionstamp
+   * rebuilt from them.
+   */
   constructor(entries?: Iterable<readonly [string, KvEntry]>, options: KvStateMachineOptions = {}) {
     this.#versionTag = options.versionTag;
     if (entries !== undefined) {
       for (const [key, entry] of entries) {
         this.#entries.set(key, entry);
-        this.#digest = (this.#digest + versionHash(entry.version)) >>> 0;
+        this.#digest = (this.#digest + entryHash(key, entry)) >>> 0;
+        this.#expiry.note(key, entry);
+        if (key.charCodeAt(0) === 0xfffe && isStampBucketKey(key)) this.#noteStamp(entry);
       }
     }
   }
@@ -134,7 +144,26 @@ export class KvStateMachine {
     return this.#versionTag;
   }
 
-  /** Number of keys. */
+  /**
+   * The highest versionstamp counter of any Deno KV database this state
+   * executed (or holds, in its stamp buckets): the `floor` a replica proposes
+   * atomic commands with, so that writes through it get increasing
+   * versionstamps across keys (`database_keys.ts`).
+   */
+  get highestStamp(): number {
+    return this.#highestStamp;
+  }
+
+  /**
+   * Up to `limit` entries whose expiry is at or before `now` (ms since the
+   * epoch), earliest first, with the version that expired: what a replica
+   * proposes `expire` commands for. Cheap when nothing is due.
+   */
+  expiredEntries(now: number, limit: number): { key: string; version: string }[] {
+    return this.#expiry.due(now, limit).map(({ key, version }) => ({ key, version }));
+  }
+
+  /** Number of keys (stamp buckets included). */
   get size(): number {
     return this.#entries.size;
   }
@@ -164,7 +193,8 @@ export class KvStateMachine {
     // here too, so that no command can make execution throw.
     limit = Math.max(1, Math.floor(limit) || 1);
     const keys = this.#sorted();
-    const end = prefixEnd(prefix);
+    // Never into the databases' keys (`curl_keys.ts`).
+    const end = curlListEnd(prefix);
     let index = lowerBound(keys, after === undefined || after < prefix ? prefix : after);
     if (after !== undefined && keys[index] === after) index++;
     const entries: (KvEntry & { key: string })[] = [];
@@ -177,6 +207,14 @@ export class KvStateMachine {
     return more
       ? { op: "list", ok: true, entries, next: entries[entries.length - 1]!.key }
       : { op: "list", ok: true, entries };
+  }
+
+  /**
+   * Reads every range from local state at once (no consensus): one
+   * consistent snapshot, what a `snapshot` command answers.
+   */
+  snapshotRead(ranges: readonly SnapshotRange[]): SnapshotResult {
+    return readRanges(ranges, () => this.#sorted(), (key) => this.#entries.get(key));
   }
 
   /**
@@ -206,25 +244,25 @@ export class KvStateMachine {
    */
   apply(execution: Execution<KvCommand>, wantResults = true): AppliedInstance {
     if (execution.command === NOP) return NOTHING_APPLIED;
-    if (execution.command.length === 1) {
+    const first = execution.command[0]!;
+    if (execution.command.length === 1 && first.op !== "atomic" && first.op !== "expire") {
       // The unbatched common case, without the bookkeeping a batch needs.
-      const command = execution.command[0]!;
       const result = this.#applyOne(
-        command,
+        first,
         versionOf(execution.owner, execution.number, 0, this.#versionTag),
         wantResults,
       );
       let mutations: readonly KvMutation[] = NO_MUTATIONS;
-      if (result.ok && (command.op === "put" || command.op === "delete")) {
-        const entry = this.#entries.get(command.key);
+      if (result.ok && (first.op === "put" || first.op === "delete")) {
+        const entry = this.#entries.get(first.key);
         mutations = [
           entry === undefined
-            ? { kind: "delete", key: command.key }
-            : { kind: "set", key: command.key, entry },
+            ? { kind: "delete", key: first.key }
+            : { kind: "set", key: first.key, entry },
         ];
       }
       return {
-        results: wantResults ? [{ request: command.request, result }] : NO_RESULTS,
+        results: wantResults ? [{ request: first.request, result }] : NO_RESULTS,
         mutations,
       };
     }
@@ -235,6 +273,7 @@ export class KvStateMachine {
         command,
         versionOf(execution.owner, execution.number, index, this.#versionTag),
         wantResults,
+        changed,
       );
       if (result.ok && (command.op === "put" || command.op === "delete")) {
         changed.set(command.key, this.#entries.get(command.key));
@@ -248,12 +287,26 @@ export class KvStateMachine {
     return { results: wantResults ? results : NO_RESULTS, mutations };
   }
 
-  #applyOne(command: KvCommand, version: string, wantResults: boolean): KvResult {
+  /**
+   * Applies one command; the multi-key ones note every key they change in
+   * `changed` (a put or delete is noted by the caller).
+   */
+  #applyOne(
+    command: KvCommand,
+    version: string,
+    wantResults: boolean,
+    changed?: Map<string, KvEntry | undefined>,
+  ): KvResult {
     switch (command.op) {
       case "get":
         return { op: "get", ok: true, entry: this.#entries.get(command.key) };
       case "list":
         return this.list(command.prefix, command.after, command.limit);
+      case "snapshot":
+        // Only the replica a client waits at reads the entries out.
+        return wantResults
+          ? this.snapshotRead(command.ranges)
+          : { op: "snapshot", ok: true, ranges: [] };
       case "backup": {
         this.#backupDigests.set(command.request, this.digest);
         if (this.#backupDigests.size > BACKUP_DIGESTS_KEPT) {
@@ -273,7 +326,7 @@ export class KvStateMachine {
         if (!conditionHolds(command.ifVersion, current)) {
           return { op: "put", ok: false, current: current?.version ?? null };
         }
-        this.#set(command.key, { value: command.value, version });
+        this.#set(command.key, entryOf(command.value, version, { expiresAt: command.expiresAt }));
         return { op: "put", ok: true, version };
       }
       case "delete": {
@@ -284,24 +337,62 @@ export class KvStateMachine {
         if (current !== undefined) this.#remove(command.key, current);
         return { op: "delete", ok: true, existed: current !== undefined };
       }
+      case "atomic": {
+        const outcome = executeAtomic(command, (key) => this.#entries.get(key), {
+          version,
+          stampSuffix: stampSuffixOf(this.#versionTag),
+        });
+        this.#applyChanges(outcome.changes, changed);
+        if (outcome.stamp !== undefined && outcome.stamp > this.#highestStamp) {
+          this.#highestStamp = outcome.stamp;
+        }
+        return outcome.result;
+      }
+      case "expire": {
+        const outcome = executeExpire(command, (key) => this.#entries.get(key));
+        this.#applyChanges(outcome.changes, changed);
+        return outcome.result;
+      }
     }
+  }
+
+  #applyChanges(
+    changes: ReadonlyMap<string, KvEntry | undefined>,
+    changed: Map<string, KvEntry | undefined> | undefined,
+  ): void {
+    for (const [key, entry] of changes) {
+      if (entry !== undefined) {
+        this.#set(key, entry);
+      } else {
+        const current = this.#entries.get(key);
+        if (current !== undefined) this.#remove(key, current);
+      }
+      changed?.set(key, entry);
+    }
+  }
+
+  #noteStamp(entry: KvEntry): void {
+    const counter = versionstampCounter(entry.version) ?? 0;
+    if (counter > this.#highestStamp) this.#highestStamp = counter;
   }
 
   #set(key: string, entry: KvEntry): void {
     const previous = this.#entries.get(key);
     if (previous !== undefined) {
-      this.#digest = (this.#digest - versionHash(previous.version)) >>> 0;
+      this.#digest = (this.#digest - entryHash(key, previous)) >>> 0;
     } else {
       this.#sortedKeys = undefined;
     }
     this.#entries.set(key, entry);
-    this.#digest = (this.#digest + versionHash(entry.version)) >>> 0;
+    this.#digest = (this.#digest + entryHash(key, entry)) >>> 0;
+    this.#expiry.note(key, entry);
   }
 
   #remove(key: string, previous: KvEntry): void {
     this.#entries.delete(key);
     this.#sortedKeys = undefined;
-    this.#digest = (this.#digest - versionHash(previous.version)) >>> 0;
+    this.#digest = (this.#digest - entryHash(key, previous)) >>> 0;
+    this.#expiry.note(key, undefined);
   }
 
   #sorted(): string[] {
@@ -329,27 +420,13 @@ function conditionHolds(
     : condition.includes(current.version);
 }
 
-function lowerBound(keys: readonly string[], target: string): number {
-  let low = 0;
-  let high = keys.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (keys[middle]! < target) {
-      low = middle + 1;
-    } else {
-      high = middle;
-    }
-  }
-  return low;
-}
-
 /**
  * {@linkcode KvStateMachine.digest} of a state holding `entries` (each key
  * once), computed without building one.
  */
 export function stateDigestOf(entries: readonly (readonly [string, KvEntry])[]): string {
   let sum = 0;
-  for (const [, entry] of entries) sum = (sum + versionHash(entry.version)) >>> 0;
+  for (const [key, entry] of entries) sum = (sum + entryHash(key, entry)) >>> 0;
   return formatDigest(entries.length, sum);
 }
 
@@ -357,12 +434,23 @@ function formatDigest(size: number, sum: number): string {
   return `${size}:${sum.toString(16).padStart(8, "0")}`;
 }
 
-/** FNV-1a of a version: cheap, deterministic, good enough for a convergence check. */
-function versionHash(version: string): number {
+/**
+ * The hash an entry adds to the digest: FNV-1a of its version, which names
+ * the write and so its key; for a database's key (whose versionstamp one
+ * commit gives to every key it writes) of the key and the version. Curl
+ * states digest as they did before databases existed.
+ */
+function entryHash(key: string, entry: KvEntry): number {
   let hash = 0x811c9dc5;
-  for (let i = 0; i < version.length; i++) {
-    hash ^= version.charCodeAt(i);
+  if (key.charCodeAt(0) === 0xfffe) hash = fnv(hash, key);
+  return fnv(hash, entry.version) >>> 0;
+}
+
+/** FNV-1a steps over the UTF-16 code units of `text`: cheap, deterministic, good enough for a convergence check. */
+function fnv(hash: number, text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return hash >>> 0;
+  return hash;
 }

@@ -10,7 +10,7 @@
 
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { keyProblem, MAX_LIST_LIMIT, MAX_VALUE_BYTES } from "../kv/commands.ts";
+import { keyProblem, listPrefixProblem, MAX_LIST_LIMIT, MAX_VALUE_BYTES } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { requireBearer } from "../net/bearer.ts";
@@ -106,7 +106,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
         `limit must be an integer from 1 to ${MAX_LIST_LIMIT} (default ${DEFAULT_LIST_LIMIT})`,
       );
     }
-    if (prefix.length > 1024 || prefix.includes("\uffff")) return problem(c, 400, "Invalid prefix");
+    const prefixIssue = listPrefixProblem(prefix);
+    if (prefixIssue !== undefined) return problem(c, 400, `Invalid prefix: ${prefixIssue}`);
     if (cursor !== undefined && cursor.length > 1024) return problem(c, 400, "Invalid cursor");
     const page = (result: KvResult) => {
       if (result.op !== "list" || !result.ok) return problem(c, 500, "Unexpected result");

@@ -22,7 +22,8 @@ import { decode, decodeMulti, Encoder } from "@msgpack/msgpack";
 import type { Deps } from "../core/deps.ts";
 import { isInstanceKey } from "../core/instance.ts";
 import { type InstanceRecord, NOP, type Payload, type Phase } from "../core/types.ts";
-import type { KvEntry, KvMutation } from "../kv/state_machine.ts";
+import type { KvMutation } from "../kv/state_machine.ts";
+import { entryOf, isEncoding, isExpiry, type KvEntry } from "../kv/entry.ts";
 import { MsgpackWriter } from "../codec/msgpack.ts";
 
 /** What a decoder needs to know to validate a record. */
@@ -169,27 +170,56 @@ export function decodeDeps(bytes: Uint8Array, replicas?: number): Deps {
   return value;
 }
 
-/** Encodes a key-value entry as `[version, value]`. */
-export function encodeEntry(entry: KvEntry): Uint8Array {
-  return sharedEncoder.encode([entry.version, entry.value]);
+/**
+ * The optional trailing fields of an entry, `[encoding, expiresAt]` with
+ * `nil` for an absent one, or none when it has neither: what was written
+ * before entries had them stays the shape of an entry without them.
+ */
+function entryExtras(entry: KvEntry): [number | null, number | null] | [] {
+  return entry.encoding === undefined && entry.expiresAt === undefined
+    ? []
+    : [entry.encoding ?? null, entry.expiresAt ?? null];
 }
 
 /**
- * Decodes and validates a key-value entry.
+ * The entry of `data` and `version` with the trailing fields `extras`
+ * (`[encoding, expiresAt]`, each `nil` when absent, or none).
+ *
+ * @throws {Error} if a field is malformed.
+ */
+function entryWithExtras(data: unknown, version: unknown, extras: unknown[]): KvEntry {
+  if (!isVersion(version)) throw new Error("Entry has an invalid version");
+  if (!(data instanceof Uint8Array)) throw new Error("Entry value is not bytes");
+  if (extras.length === 0) return { value: data, version };
+  const encoding = extras[0] ?? undefined;
+  const expiresAt = extras[1] ?? undefined;
+  if (extras.length !== 2 || !isEncoding(encoding) || !isExpiry(expiresAt)) {
+    throw new Error("Entry has a malformed encoding or expiry");
+  }
+  return entryOf(data, version, { encoding, expiresAt });
+}
+
+/**
+ * Encodes a key-value entry as `[version, value]`, or `[version, value,
+ * encoding, expiresAt]` when it has either (`nil` for the other).
+ */
+export function encodeEntry(entry: KvEntry): Uint8Array {
+  return sharedEncoder.encode([entry.version, entry.value, ...entryExtras(entry)]);
+}
+
+/**
+ * Decodes and validates a key-value entry, of either shape
+ * {@linkcode encodeEntry} writes.
  *
  * @throws {Error} saying what is wrong.
  */
 export function decodeEntry(bytes: Uint8Array): KvEntry {
   const value = decodeMsgpack(bytes);
-  if (!Array.isArray(value) || value.length !== 2) {
+  if (!Array.isArray(value) || (value.length !== 2 && value.length !== 4)) {
     throw new Error("Entry is not a [version, value] pair");
   }
-  const [version, data] = value;
-  if (typeof version !== "string" || version.length > MAX_VERSION_LENGTH) {
-    throw new Error("Entry has an invalid version");
-  }
-  if (!(data instanceof Uint8Array)) throw new Error("Entry value is not bytes");
-  return { value: data, version };
+  const [version, data, ...extras] = value;
+  return entryWithExtras(data, version, extras);
 }
 
 /**
@@ -312,7 +342,8 @@ function isPayload<C>(
 /**
  * Encodes the state-machine changes of one instance, an entry of the effects
  * log: `[owner, number, changes]`, a change being `[key, version, value]` (a
- * set) or `[key]` (a delete). A fresh copy.
+ * set), `[key, version, value, encoding, expiresAt]` (a set of an entry with
+ * either) or `[key]` (a delete). A fresh copy.
  */
 export function encodeEffects(
   owner: number,
@@ -321,7 +352,7 @@ export function encodeEffects(
 ): Uint8Array {
   const changes = mutations.map((mutation) =>
     mutation.kind === "set"
-      ? [mutation.key, mutation.entry.version, mutation.entry.value]
+      ? [mutation.key, mutation.entry.version, mutation.entry.value, ...entryExtras(mutation.entry)]
       : [mutation.key]
   );
   return sharedEncoder.encode([owner, number, changes]);
@@ -375,11 +406,15 @@ function validateEffects(value: unknown): Effects {
       throw new Error("Effects entry has a malformed change");
     }
     if (change.length === 1) return { kind: "delete", key: change[0] };
-    const [key, version, data] = change;
-    if (change.length !== 3 || !isVersion(version) || !(data instanceof Uint8Array)) {
+    const [key, version, data, ...extras] = change;
+    if (change.length !== 3 && change.length !== 5) {
       throw new Error("Effects entry has a malformed set");
     }
-    return { kind: "set", key, entry: { value: data, version } };
+    try {
+      return { kind: "set", key, entry: entryWithExtras(data, version, extras) };
+    } catch {
+      throw new Error("Effects entry has a malformed set");
+    }
   });
   return { owner, number, mutations };
 }
@@ -389,8 +424,17 @@ function validateEffects(value: unknown): Effects {
  * units take at most 3 UTF-8 bytes, plus MessagePack headers.
  */
 export function snapshotEntryBound(key: string, entry: KvEntry): number {
-  return 3 * key.length + entry.version.length + entry.value.length + 16;
+  // Beyond a page part, a continuation repeats the key.
+  const parts = Math.max(1, Math.ceil(entry.value.length / SNAPSHOT_PART_BYTES));
+  return parts * (3 * key.length + 16) + entry.version.length + entry.value.length + 24;
 }
+
+/**
+ * Most bytes of a value one item of a snapshot page holds: a larger value
+ * (a Deno KV database's, up to 64 KiB, with a key of up to 2 KiB, does not
+ * fit one page with its key) is split into continuation items.
+ */
+export const SNAPSHOT_PART_BYTES = 32 * 1024;
 
 /** Largest encoded snapshot page: one Deno KV value. */
 export const SNAPSHOT_PAGE_BYTES = 65536;
@@ -399,8 +443,18 @@ const SNAPSHOT_PAGE_TARGET = 48 * 1024;
 
 /**
  * Encodes the whole key-value state as pages of at most
- * {@linkcode SNAPSHOT_PAGE_BYTES} bytes, each a MessagePack array
- * `[key, version, value, key, version, value, ...]`. Fresh copies.
+ * {@linkcode SNAPSHOT_PAGE_BYTES} bytes, each a MessagePack array of
+ * `key, meta, value` items:
+ *
+ * - `meta` a version string: an entry with neither encoding nor expiry (all
+ *   that was written before they existed);
+ * - `meta` `[version, encoding, expiresAt]` (`nil` for an absent one): an
+ *   entry with either;
+ * - `meta` `nil`: a continuation, whose bytes extend the value of the entry
+ *   of `key` just before it (values above {@linkcode SNAPSHOT_PART_BYTES} are
+ *   split; pages are read in order).
+ *
+ * Fresh copies.
  *
  * @throws {Error} if one entry alone can never fit in a page.
  */
@@ -434,7 +488,12 @@ export function encodeSnapshotPages(
       page = [];
       estimate = 0;
     }
-    page.push(key, entry.version, entry.value);
+    const extras = entryExtras(entry);
+    const meta = extras.length === 0 ? entry.version : [entry.version, ...extras];
+    page.push(key, meta, entry.value.subarray(0, SNAPSHOT_PART_BYTES));
+    for (let at = SNAPSHOT_PART_BYTES; at < entry.value.length; at += SNAPSHOT_PART_BYTES) {
+      page.push(key, null, entry.value.subarray(at, at + SNAPSHOT_PART_BYTES));
+    }
     estimate += size;
   }
   flush(page);
@@ -453,12 +512,30 @@ export function decodeSnapshotPage(bytes: Uint8Array, into: Map<string, KvEntry>
   }
   for (let i = 0; i < value.length; i += 3) {
     const key = value[i];
-    const version = value[i + 1];
+    const meta = value[i + 1];
     const data = value[i + 2];
-    if (typeof key !== "string" || !isVersion(version) || !(data instanceof Uint8Array)) {
-      throw new Error(`Snapshot page has a malformed entry at position ${i / 3}`);
+    const malformed = () => new Error(`Snapshot page has a malformed entry at position ${i / 3}`);
+    if (typeof key !== "string" || !(data instanceof Uint8Array)) throw malformed();
+    if (meta === null) {
+      const started = into.get(key);
+      if (started === undefined) throw malformed();
+      const joined = new Uint8Array(started.value.length + data.length);
+      joined.set(started.value);
+      joined.set(data, started.value.length);
+      into.set(key, entryOf(joined, started.version, started));
+      continue;
     }
-    into.set(key, { value: data, version });
+    if (Array.isArray(meta) && meta.length !== 3) throw malformed();
+    try {
+      into.set(
+        key,
+        Array.isArray(meta)
+          ? entryWithExtras(data, meta[0], meta.slice(1))
+          : entryWithExtras(data, meta, []),
+      );
+    } catch {
+      throw malformed();
+    }
   }
 }
 

@@ -20,6 +20,7 @@ import type { Deps } from "../core/deps.ts";
 import { describeId, instanceKey, isInstanceKey } from "../core/instance.ts";
 import type { InstanceRecord } from "../core/types.ts";
 import { type KvEntry, stateDigestOf } from "../kv/state_machine.ts";
+import { isEncoding, isExpiry } from "../kv/entry.ts";
 import { type ReplicaSnapshot, SnapshotBelowFloorError, SnapshotEpochError } from "./types.ts";
 
 /** Longest version a stored entry may have (what `codec.ts` decodes). */
@@ -63,7 +64,8 @@ export type SnapshotEpoch = "same" | "later";
  * as many as the stored configuration has positions, as many as the persisted floor has), a
  * barrier, records above the prefix that are committed (phase 3, with a
  * command and dependencies) and executed, at most one per instance, entries
- * with distinct well-formed keys, and the digest of those entries. In the
+ * with distinct well-formed keys (and a valid encoding and expiry where
+ * they have one), and the digest of those entries. In the
  * same epoch, a prefix not below the floor.
  *
  * @returns whether the snapshot is of the same epoch or a later one.
@@ -291,7 +293,8 @@ function checkEntries(entries: unknown): void {
     if (
       entry === null || typeof entry !== "object" || !(entry.value instanceof Uint8Array) ||
       typeof entry.version !== "string" || entry.version.length === 0 ||
-      entry.version.length > MAX_VERSION_LENGTH
+      entry.version.length > MAX_VERSION_LENGTH || !isEncoding(entry.encoding) ||
+      !isExpiry(entry.expiresAt)
     ) {
       throw new MalformedSnapshotError(`Snapshot entry of key ${shown} is malformed`);
     }

@@ -5,6 +5,8 @@ import {
   backupFloor,
   BackupFormatError,
   backupStream,
+  entryLine,
+  parseEntryLine,
   readBackup,
   versionInstanceNumber,
   versionTagOf,
@@ -17,6 +19,7 @@ import {
 } from "../../src/kv/state_machine.ts";
 import { NOP } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
+import { databaseKey, stampBucketKey, versionstampOf } from "../../src/kv/database_keys.ts";
 
 const encoder = new TextEncoder();
 
@@ -211,4 +214,119 @@ Deno.test("a state machine with a version tag tags every version it gives", () =
   });
   assert.equal(versionOf(2, 9, 0, tag), "9.2.0.rfeedfacecafe");
   assert.equal(machine.read("k")!.version, "9.2.0.rfeedfacecafe");
+});
+
+/** A state holding a Deno KV database's entries (made by atomic commands) beside curl keys. */
+function databaseState(): KvStateMachine {
+  const machine = new KvStateMachine([["curl", entry("c", "1.0.0")]]);
+  const key = (...bytes: number[]) => databaseKey("app", new Uint8Array(bytes));
+  machine.apply({
+    owner: 0,
+    number: 2,
+    local: true,
+    command: [{
+      op: "atomic",
+      request: "a1",
+      database: "app",
+      floor: 7,
+      checks: [],
+      mutations: [
+        {
+          kind: "set",
+          key: key(0x02, 0x61, 0x00),
+          value: new Uint8Array(65_536).fill(9),
+          encoding: 3,
+        },
+        {
+          kind: "set",
+          key: key(0xff, 0x00),
+          value: encoder.encode("x"),
+          encoding: 1,
+          expiresAt: 99,
+        },
+        { kind: "sum", key: key(0x21), value: new Uint8Array(8).fill(1), encoding: 2 },
+        {
+          kind: "setSuffixVersionstamped",
+          key: key(0x02, 0x73, 0x00),
+          value: new Uint8Array(1),
+          encoding: 3,
+        },
+      ],
+    }],
+  });
+  return machine;
+}
+
+Deno.test("a backup carries a database's keys, versionstamps, buckets, encodings and expiries", async () => {
+  const machine = databaseState();
+  const snapshot = machine.snapshot();
+  assert.ok(snapshot.entries.length >= 6, "data keys, stamp buckets and the curl key");
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, { stateDigest: snapshot.digest, createdAt: new Date() }),
+  );
+  const backup = await readBackup(streamOf(bytes, 3));
+  assert.deepEqual(backup.entries, snapshot.entries);
+  assert.equal(backup.header.floor, 1, "versionstamps name no instance");
+  const restored = new KvStateMachine(backup.entries);
+  assert.equal(restored.digest, machine.digest);
+  assert.equal(restored.highestStamp, 8);
+  assert.deepEqual(restored.expiredEntries(100, 10).length, 1);
+});
+
+Deno.test("entry lines: the new fields only when present; what a database key may hold", () => {
+  assert.equal(
+    entryLine("k", { value: new Uint8Array([1]), version: "1.0.0" }),
+    '{"key":"k","version":"1.0.0","value":"AQ=="}',
+    "an entry without them: the line of before",
+  );
+  const key = databaseKey("app", new Uint8Array([1]));
+  const table: [string, Record<string, unknown>, string | undefined][] = [
+    ["a curl entry", { key: "k", version: "1.0.0", value: "" }, undefined],
+    [
+      "a database entry",
+      { key, version: versionstampOf(3), value: "", encoding: 1, expiresAt: 5 },
+      undefined,
+    ],
+    [
+      "a stamp bucket",
+      { key: stampBucketKey("app", 1), version: versionstampOf(3), value: "" },
+      undefined,
+    ],
+    [
+      "a versionstamp on a curl key",
+      { key: "k", version: versionstampOf(3), value: "" },
+      "invalid version",
+    ],
+    ["a curl version on a database key", { key, version: "1.0.0", value: "" }, "invalid version"],
+    [
+      "a key in no database",
+      { key: "\ufffe", version: versionstampOf(3), value: "" },
+      "invalid key",
+    ],
+    [
+      "an unknown encoding",
+      { key, version: versionstampOf(3), value: "", encoding: 7 },
+      "invalid encoding or expiry",
+    ],
+    [
+      "a text expiry",
+      { key, version: versionstampOf(3), value: "", expiresAt: "soon" },
+      "invalid encoding or expiry",
+    ],
+    [
+      "a 65,536-byte database value",
+      { key, version: versionstampOf(3), value: new Uint8Array(65_536).toBase64() },
+      undefined,
+    ],
+    [
+      "a 65,536-byte curl value",
+      { key: "k", version: "1.0.0", value: new Uint8Array(65_536).toBase64() },
+      "invalid value",
+    ],
+  ];
+  for (const [what, line, problem] of table) {
+    const parsed = parseEntryLine(line);
+    if (problem === undefined) assert.notEqual(typeof parsed, "string", what);
+    else assert.equal(parsed, problem, what);
+  }
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { type InstanceRecord, Phase } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
+import { databaseKey, versionstampOf } from "../../src/kv/database_keys.ts";
 import {
   readSnapshot,
   SNAPSHOT_FORMAT,
@@ -277,4 +278,48 @@ Deno.test("a snapshot carries the configuration of its epoch, checked against it
   }));
   await tamper({ epoch: 4, members: five, nextId: 5 }, "5 positions for 3 rows");
   await tamper({ epoch: 0, members, nextId: 3 }, "malformed configuration");
+});
+
+Deno.test("a snapshot carries a database's entries and records of the multi-key commands", async () => {
+  const key = (...bytes: number[]) => databaseKey("app", new Uint8Array(bytes));
+  const atomic: KvCommand = {
+    op: "atomic",
+    request: "a1",
+    database: "app",
+    floor: 3,
+    checks: [{ key: key(1), version: null }],
+    mutations: [
+      {
+        kind: "set",
+        key: key(1),
+        value: new Uint8Array(65_536).fill(7),
+        encoding: 3,
+        expiresAt: 9,
+      },
+      { kind: "max", key: key(2), value: new Uint8Array(8).fill(255), encoding: 2 },
+      { kind: "setSuffixVersionstamped", key: key(3), value: new Uint8Array([1]), encoding: 1 },
+    ],
+  };
+  const machine = new KvStateMachine();
+  machine.apply({ owner: 0, number: 1, command: [atomic], local: true });
+  const { entries, digest } = machine.snapshot();
+  const snapshot = {
+    barrier: "b",
+    executedPrefix: [1, 0, 0],
+    records: [
+      record(1, 1, [
+        {
+          op: "snapshot",
+          request: "s1",
+          ranges: [{ start: key(0), end: key(9), limit: 5, reverse: true }],
+        },
+        { op: "expire", request: "e1", keys: [{ key: key(1), version: versionstampOf(4) }] },
+        { ...atomic, request: "a2" },
+      ]),
+    ],
+    entries,
+    digest,
+  };
+  const bytes = await bytesOf(snapshotStream(snapshot, { rateMbps: Infinity }));
+  assert.deepEqual(await readSnapshot(streamOf(bytes, 5)), snapshot);
 });

@@ -29,7 +29,12 @@ import { describeId, instanceKey } from "../../src/core/instance.ts";
 import type { Replica, ReplicaStats, TimingOptions } from "../../src/core/replica.ts";
 import type { Message, Payload } from "../../src/core/types.ts";
 import { ReplicaDriver } from "../../src/driver/driver.ts";
-import { isKvCommand, type KvCommand, type KvCommandInput } from "../../src/kv/commands.ts";
+import {
+  describeKvCommand,
+  isKvCommand,
+  type KvCommand,
+  type KvCommandInput,
+} from "../../src/kv/commands.ts";
 import type { KvStateMachine } from "../../src/kv/state_machine.ts";
 import { ManualClock } from "../../src/runtime/clock.ts";
 import { Completion } from "../../src/runtime/completion.ts";
@@ -63,6 +68,8 @@ export function describeScenarioCommand(command: KvCommandInput): string {
       return "backup(*)";
     case "reconf":
       return `reconf(e${command.configuration.epoch})`;
+    default:
+      return describeKvCommand({ ...command, request: "" } as KvCommand);
   }
 }
 

@@ -2,15 +2,21 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { isKvCommand, type KvCommand } from "../../src/kv/commands.ts";
 import {
+  decodeEffects,
   decodeEntry,
   decodeKvKey,
   decodeRecord,
+  decodeSnapshotPage,
   encodedKeyLength,
+  encodeEffects,
   encodeEntry,
   encodeKvKey,
   encodeMsgpack,
   encodeRecordShared,
+  encodeSnapshotPages,
+  SNAPSHOT_PAGE_BYTES,
 } from "../../src/storage/codec.ts";
+import type { KvEntry } from "../../src/kv/entry.ts";
 import { executed, instance, put } from "./contract.ts";
 import type { StoredInstance } from "../../src/core/types.ts";
 
@@ -116,4 +122,104 @@ Deno.test("entries round-trip", () => {
   const entry = { value: new Uint8Array([0, 255]), version: "3.1.0" };
   assert.deepStrictEqual(decodeEntry(encodeEntry(entry)), entry);
   assert.throws(() => decodeEntry(encodeMsgpack(["v", "not bytes"])), /not bytes/);
+});
+
+/** Entries with each combination of the Deno KV fields. */
+const DENO_ENTRIES: [string, KvEntry][] = [
+  ["plain", { value: new Uint8Array([1]), version: "3.1.0" }],
+  ["\ufffedb\u0000d\u0002a\u0000", {
+    value: new Uint8Array([1, 2]),
+    version: "00000000000000070000",
+    encoding: 1,
+    expiresAt: 1_800_000_000_000,
+  }],
+  ["encoded", { value: new Uint8Array(8), version: "00000000000000080000", encoding: 2 }],
+  ["expiring", { value: new Uint8Array([3]), version: "4.0.1", expiresAt: 12 }],
+];
+
+Deno.test("entries with an encoding and an expiry round-trip; the old shape reads as before", () => {
+  for (const [, entry] of DENO_ENTRIES) {
+    assert.deepStrictEqual(decodeEntry(encodeEntry(entry)), entry);
+  }
+  // An entry without the fields keeps the old two-field shape, byte for byte.
+  assert.deepStrictEqual(
+    encodeEntry(DENO_ENTRIES[0]![1]),
+    encodeMsgpack(["3.1.0", new Uint8Array([1])]),
+  );
+  // Written before the fields existed: `[version, value]`.
+  assert.deepStrictEqual(decodeEntry(encodeMsgpack(["9.0.0", new Uint8Array([7])])), {
+    value: new Uint8Array([7]),
+    version: "9.0.0",
+  });
+  // `nil` for the absent one of the two.
+  assert.deepStrictEqual(decodeEntry(encodeMsgpack(["v", new Uint8Array(), null, 5])), {
+    value: new Uint8Array(),
+    version: "v",
+    expiresAt: 5,
+  });
+  for (
+    const bad of [["v", new Uint8Array(), 9, null], ["v", new Uint8Array(), 1, -3], [
+      "v",
+      new Uint8Array(),
+      1,
+    ]]
+  ) {
+    assert.throws(() => decodeEntry(encodeMsgpack(bad)), /Entry/, JSON.stringify(bad));
+  }
+});
+
+Deno.test("effects carry the new fields, and effects written before them read as before", () => {
+  const mutations = DENO_ENTRIES.map(([key, entry]) => ({ kind: "set" as const, key, entry }));
+  const decoded = decodeEffects(
+    encodeEffects(1, 7, [...mutations, { kind: "delete", key: "gone" }]),
+  );
+  assert.deepStrictEqual(decoded, {
+    owner: 1,
+    number: 7,
+    mutations: [...mutations, { kind: "delete", key: "gone" }],
+  });
+  const old = encodeMsgpack([0, 3, [["k", "3.0.0", new Uint8Array([1])], ["d"]]]);
+  assert.deepStrictEqual(decodeEffects(old).mutations, [
+    { kind: "set", key: "k", entry: { value: new Uint8Array([1]), version: "3.0.0" } },
+    { kind: "delete", key: "d" },
+  ]);
+  assert.throws(
+    () => decodeEffects(encodeMsgpack([0, 3, [["k", "v", new Uint8Array(), 7, null]]])),
+    /malformed set/,
+  );
+});
+
+Deno.test("snapshot pages carry the new fields and split values too large for one page", () => {
+  // A Deno KV database's largest entry: a 64 KiB value under a 2070-byte key
+  // of characters that take 2 bytes of UTF-8 each.
+  const big = new Uint8Array(65_536).map((_, i) => i * 31);
+  const entries: [string, KvEntry][] = [
+    ...DENO_ENTRIES,
+    [`\ufffedb\u0000d${"\u00ff".repeat(2070)}`, {
+      value: big,
+      version: "00000000000000090000",
+      encoding: 3,
+      expiresAt: 77,
+    }],
+    ["after", { value: new Uint8Array(40_000).fill(5), version: "5.0.0" }],
+  ];
+  const pages = encodeSnapshotPages(entries);
+  assert.ok(pages.length >= 3, `${pages.length} pages`);
+  for (const page of pages) assert.ok(page.length <= SNAPSHOT_PAGE_BYTES, `${page.length} bytes`);
+  const into = new Map<string, KvEntry>();
+  for (const page of pages) decodeSnapshotPage(page, into);
+  assert.deepStrictEqual([...into], entries);
+  // A page written before the fields existed: key, version, value triples.
+  const old = new Map<string, KvEntry>();
+  decodeSnapshotPage(encodeMsgpack(["k", "3.0.0", new Uint8Array([1])]), old);
+  assert.deepStrictEqual([...old], [["k", { value: new Uint8Array([1]), version: "3.0.0" }]]);
+  // A continuation of an entry never started, and a malformed meta, are refused.
+  assert.throws(
+    () => decodeSnapshotPage(encodeMsgpack(["k", null, new Uint8Array(1)]), new Map()),
+    /malformed entry at position 0/,
+  );
+  assert.throws(
+    () => decodeSnapshotPage(encodeMsgpack(["k", ["v", 1], new Uint8Array(1)]), new Map()),
+    /malformed entry at position 0/,
+  );
 });

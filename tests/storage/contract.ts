@@ -21,6 +21,7 @@ import {
 } from "../../src/core/types.ts";
 import type { KvCommand } from "../../src/kv/commands.ts";
 import type { KvEntry, KvMutation } from "../../src/kv/state_machine.ts";
+import { entryOf } from "../../src/kv/entry.ts";
 import { MemoryStorage } from "../../src/storage/memory.ts";
 import type { LoadedState, PersistBatch, ReplicaStorage } from "../../src/storage/types.ts";
 
@@ -143,7 +144,7 @@ export function normalize(state: LoadedState<KvCommand>): unknown {
     return rest;
   }).sort((a, b) => a.owner - b.owner || a.number - b.number);
   const entries = [...state.entries].map(([key, entry]) =>
-    [key, { value: new Uint8Array(entry.value), version: entry.version }] as const
+    [key, entryOf(new Uint8Array(entry.value), entry.version, entry)] as const
   ).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const normal = { records, pruneFloor: state.pruneFloor, entries };
   return state.configuration === undefined
@@ -355,9 +356,14 @@ const entryArb: fc.Arbitrary<KvEntry> = fc.record({
   value: fc.oneof(
     { weight: 9, arbitrary: fc.uint8Array({ maxLength: 16 }) },
     { weight: 1, arbitrary: fc.integer({ min: 1, max: 300 }).map((n) => bytes(n * 200, n)) },
+    // A Deno KV database's largest value: split across snapshot pages.
+    { weight: 1, arbitrary: fc.constant(bytes(65_536, 7)) },
   ),
-  version: fc.constantFrom("1.0.0", "2.1.3", "9.2.0"),
-});
+  version: fc.constantFrom("1.0.0", "2.1.3", "9.2.0", "00000000000000070000"),
+  // A Deno KV entry's fields, absent from most entries.
+  encoding: fc.constantFrom(1, 2, 3),
+  expiresAt: fc.integer({ min: 1, max: 2 ** 45 }),
+}, { requiredKeys: ["value", "version"] });
 const mutationArb: fc.Arbitrary<KvMutation> = fc.oneof(
   fc.record({ kind: fc.constant("set" as const), key: fc.constantFrom(...KEYS), entry: entryArb }),
   fc.record({ kind: fc.constant("delete" as const), key: fc.constantFrom(...KEYS) }),

@@ -468,8 +468,8 @@ Deno.test("DenoKvStorage: install refuses what it could not read back, writing n
         "Snapshot record 0.10 is not storable: Record has malformed deps",
       ],
       [
-        snapshotOf({ prefix: PREFIX, entries: [entry("k", bytes(65_536))] }),
-        'Snapshot entries are not storable: Entry of key "k" encodes to',
+        snapshotOf({ prefix: PREFIX, entries: [entry("\u20ac".repeat(30_000), bytes(1))] }),
+        `Snapshot entries are not storable: Entry of key "${"\u20ac".repeat(32)}" encodes to`,
       ],
     ];
     await withStorage(path, async (storage) => {

@@ -329,17 +329,27 @@ Deno.test("DenoKvStorage: a write that can never fit is refused before anything 
   await withFile(async (path) => {
     const storage = await openDenoKvStorage(path, OPTIONS);
     try {
-      const tooLarge = batch([instance([0, 1])], [[0, 1, [set("k", bytes(65_536))]]]);
+      // Values are split across pages; a key alone cannot be.
+      const hugeKey = "\u20ac".repeat(30_000);
+      const tooLarge = batch([instance([0, 1])], [[0, 1, [set(hugeKey, bytes(1))]]]);
       await rejectsWith(
         storage.commit(withSnapshot([], tooLarge)),
         Error,
-        'Entry of key "k" encodes to 65550 bytes, more than a snapshot page holds',
+        `Entry of key "${
+          "\u20ac".repeat(32)
+        }" encodes to 90015 bytes, more than a snapshot page holds`,
       );
       assert.deepStrictEqual(normalize(await storage.load()), reference([]));
-      // The largest key and value the key-value layer accepts do fit.
+      // The largest key and value the key-value layer accepts do fit: a
+      // curl key's, and a Deno KV database's (a 64 KiB value, a 2 KiB key
+      // plus a versionstamp suffix, every byte 2 bytes of UTF-8).
       const b = batch([instance([0, 1])], [[0, 1, [set("\u0000".repeat(1024), bytes(60 * 1024))]]]);
       await storage.commit(withSnapshot([], b));
       assert.deepStrictEqual(normalize(await storage.load()), reference(whole(b)));
+      const databaseKey = `\ufffeapp\u0000d${"\u00ff".repeat(2048 + 22)}`;
+      const c = batch([instance([0, 2])], [[0, 2, [set(databaseKey, bytes(65_536))]]]);
+      await storage.commit(withSnapshot(whole(b), c));
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole(b, c)));
     } finally {
       storage.close();
     }
