@@ -10,6 +10,18 @@
 
 import { ClientRequestError } from "../errors.ts";
 import {
+  MAX_DATABASE_KEY_BYTES,
+  MAX_DATABASE_READ_KEY_BYTES,
+  MAX_DATABASE_VALUE_BYTES,
+} from "../kv/database_keys.ts";
+import {
+  MAX_ATOMIC_CHECKS,
+  MAX_ATOMIC_MUTATIONS,
+  MAX_ATOMIC_PAYLOAD_BYTES,
+  MAX_SNAPSHOT_RANGES,
+} from "../kv/txn_commands.ts";
+import { MAX_WATCHED_KEYS } from "../kv/watch_hub.ts";
+import {
   type AtomicWrite,
   MutationType,
   type SnapshotRead,
@@ -17,24 +29,8 @@ import {
   type Watch,
 } from "./codec.ts";
 
-/** Longest key a write names, in bytes. */
-export const MAX_WRITE_KEY_BYTES = 2048;
-/** Longest range bound or checked key, in bytes (a selector may end in 0x00 or 0xff). */
-export const MAX_READ_KEY_BYTES = MAX_WRITE_KEY_BYTES + 1;
-/** Largest value, in bytes. */
-export const MAX_VALUE_BYTES = 65_536;
-/** Most ranges in one snapshot read. */
-export const MAX_READ_RANGES = 10;
-/** Most entries one snapshot read asks for, over all its ranges. */
+/** Most entries one snapshot read asks for, over all its ranges (Deno's `MAX_READ_ENTRIES`). */
 export const MAX_READ_ENTRIES = 1000;
-/** Most checks in one atomic write (Deno's client; denokv's server allows 10). */
-export const MAX_CHECKS = 100;
-/** Most mutations in one atomic write. */
-export const MAX_MUTATIONS = 1000;
-/** Most bytes of keys and values in one atomic write. */
-export const MAX_TOTAL_MUTATION_BYTES = 800 * 1024;
-/** Most keys in one watch. */
-export const MAX_WATCHED_KEYS = 10;
 
 /** A range of a snapshot read: keys in `[start, end)`, at most `limit`, forwards or backwards. */
 export interface ReadRangeRequest {
@@ -90,7 +86,7 @@ const KEY_TOO_LONG = "A key exceeds the key size limit.";
  *   a limit below 1, or a bound longer than 2049 bytes.
  */
 export function readRangesOf(read: SnapshotRead): ReadRangeRequest[] {
-  if (read.ranges.length > MAX_READ_RANGES) {
+  if (read.ranges.length > MAX_SNAPSHOT_RANGES) {
     refuse("Too many read ranges requested in one read request.");
   }
   let total = 0;
@@ -98,7 +94,10 @@ export function readRangesOf(read: SnapshotRead): ReadRangeRequest[] {
     if (!Number.isInteger(range.limit) || range.limit < 1) {
       refuse("The read range limit of the snapshot read request is invalid.");
     }
-    if (range.start.length > MAX_READ_KEY_BYTES || range.end.length > MAX_READ_KEY_BYTES) {
+    if (
+      range.start.length > MAX_DATABASE_READ_KEY_BYTES ||
+      range.end.length > MAX_DATABASE_READ_KEY_BYTES
+    ) {
       refuse(KEY_TOO_LONG);
     }
     total += range.limit;
@@ -139,13 +138,13 @@ function hex(bytes: Uint8Array): string {
  */
 export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
   if (write.enqueues.length > 0) refuse("Enqueue operations are not supported in KV Connect");
-  if (write.checks.length > MAX_CHECKS) refuse("Too many checks included in atomic write.");
-  if (write.mutations.length > MAX_MUTATIONS) {
+  if (write.checks.length > MAX_ATOMIC_CHECKS) refuse("Too many checks included in atomic write.");
+  if (write.mutations.length > MAX_ATOMIC_MUTATIONS) {
     refuse("Too many mutations / enqueues included in atomic write.");
   }
   let total = 0;
   const checks = write.checks.map((check): CheckRequest => {
-    if (check.key.length > MAX_READ_KEY_BYTES) refuse(KEY_TOO_LONG);
+    if (check.key.length > MAX_DATABASE_READ_KEY_BYTES) refuse(KEY_TOO_LONG);
     if (check.versionstamp.length !== 0 && check.versionstamp.length !== 10) {
       refuse("Invalid versionstamp.");
     }
@@ -156,7 +155,7 @@ export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
     };
   });
   const mutations = write.mutations.map((mutation): MutationRequest => {
-    if (mutation.key.length > MAX_WRITE_KEY_BYTES) refuse(KEY_TOO_LONG);
+    if (mutation.key.length > MAX_DATABASE_KEY_BYTES) refuse(KEY_TOO_LONG);
     total += mutation.key.length;
     if (mutation.mutationType === MutationType.M_DELETE) {
       return { kind: "delete", key: mutation.key };
@@ -164,7 +163,9 @@ export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
     const kind = OPERAND_KINDS.get(mutation.mutationType);
     const value = mutation.value;
     if (kind === undefined || value === undefined) refuse("Invalid mutation kind or arguments.");
-    if (value.data.length > MAX_VALUE_BYTES) refuse("A value exceeds the value size limit.");
+    if (value.data.length > MAX_DATABASE_VALUE_BYTES) {
+      refuse("A value exceeds the value size limit.");
+    }
     total += value.data.length;
     if (
       value.encoding !== ValueEncoding.VE_V8 && value.encoding !== ValueEncoding.VE_LE64 &&
@@ -194,7 +195,7 @@ export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
       ...(expireAt > 0n ? { expiresAt: Number(expireAt) } : {}),
     };
   });
-  if (total > MAX_TOTAL_MUTATION_BYTES) refuse("The total size of the atomic write is too large.");
+  if (total > MAX_ATOMIC_PAYLOAD_BYTES) refuse("The total size of the atomic write is too large.");
   return { checks, mutations };
 }
 
@@ -209,7 +210,7 @@ export function watchKeysOf(watch: Watch): Uint8Array[] {
     refuse("Too many keys watched in a single watch request.");
   }
   return watch.keys.map(({ key }) => {
-    if (key.length > MAX_WRITE_KEY_BYTES) refuse(KEY_TOO_LONG);
+    if (key.length > MAX_DATABASE_KEY_BYTES) refuse(KEY_TOO_LONG);
     return key;
   });
 }

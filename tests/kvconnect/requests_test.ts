@@ -9,16 +9,16 @@ import {
   ValueEncoding,
   WatchSchema,
 } from "../../src/kvconnect/gen/datapath_pb.ts";
+import { atomicWriteOf, readRangesOf, watchKeysOf } from "../../src/kvconnect/requests.ts";
 import {
-  atomicWriteOf,
-  MAX_CHECKS,
-  MAX_MUTATIONS,
-  MAX_READ_KEY_BYTES,
-  MAX_VALUE_BYTES,
-  MAX_WRITE_KEY_BYTES,
-  readRangesOf,
-  watchKeysOf,
-} from "../../src/kvconnect/requests.ts";
+  MAX_DATABASE_KEY_BYTES as MAX_WRITE_KEY_BYTES,
+  MAX_DATABASE_READ_KEY_BYTES as MAX_READ_KEY_BYTES,
+  MAX_DATABASE_VALUE_BYTES as MAX_VALUE_BYTES,
+} from "../../src/kv/database_keys.ts";
+import {
+  MAX_ATOMIC_CHECKS as MAX_CHECKS,
+  MAX_ATOMIC_MUTATIONS as MAX_MUTATIONS,
+} from "../../src/kv/txn_commands.ts";
 import { ClientRequestError } from "../../src/errors.ts";
 
 const key = (length: number) => new Uint8Array(length).fill(0x61);
