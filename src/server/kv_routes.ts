@@ -19,6 +19,10 @@ import { etagOf, notModified, writeCondition } from "./http_conditions.ts";
 import { problem } from "./problem.ts";
 import { txnRoute } from "./txn_route.ts";
 import { EXPIRES_HEADER, expiresAtOf, formatExpiry, parseTtl } from "./ttl.ts";
+import { entryJson } from "./entry_json.ts";
+import { blockingRead, indexProblem, MAX_WAIT_MS, parseWait } from "./blocking_read.ts";
+import { watchRoute } from "./watch_route.ts";
+import type { WatchHub } from "../kv/watch_hub.ts";
 
 /** Entries in a page of `GET /kv` when the request gives no `limit`. */
 export const DEFAULT_LIST_LIMIT = 100;
@@ -32,6 +36,10 @@ export interface KvRoutesOptions {
   readonly node: ReplicaDriver;
   /** If set, the routes require `Authorization: Bearer <token>`. */
   readonly clientToken?: string;
+  /** The replica's watch hub (blocking reads, `GET /watch`), shared with KV Connect's watches. */
+  readonly watchHub: WatchHub;
+  /** Time without an event before a watch stream's keep-alive comment, ms (default `SSE_KEEP_ALIVE_MS`). */
+  readonly watchKeepAliveMs?: number;
 }
 
 function keyFromPath(c: Context): { key: string } | { error: Response } {
@@ -45,24 +53,6 @@ function keyFromPath(c: Context): { key: string } | { error: Response } {
   if (reason === undefined) return { key };
   const status = reason.startsWith("Key is longer") ? 414 : 400;
   return { error: problem(c, status, reason) };
-}
-
-/**
- * A list item: the value as text when it is UTF-8, else as base64; the
- * version; and `expiresAt` (RFC 3339) when the key has a TTL.
- */
-export function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
-  let text: string | undefined;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(entry.value);
-  } catch {
-    text = undefined;
-  }
-  const item: Record<string, unknown> = text === undefined
-    ? { key, valueBase64: btoa(String.fromCharCode(...entry.value)), version: entry.version }
-    : { key, value: text, version: entry.version };
-  if (entry.expiresAt !== undefined) item.expiresAt = formatExpiry(entry.expiresAt);
-  return item;
 }
 
 function preconditionFailed(c: Context, current: string | null): Response {
@@ -102,9 +92,14 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     // Hono's `/kv/*` matches `/kv` too.
     routes.use("/kv/*", guard);
     routes.use("/txn", guard);
+    routes.use("/watch", guard);
   }
-  // Multi-key transactions (src/server/txn_route.ts), behind the same guard.
+  // Multi-key transactions and watches, behind the same guard.
   routes.route("/", txnRoute(node));
+  routes.route(
+    "/",
+    watchRoute({ node, hub: options.watchHub, keepAliveMs: options.watchKeepAliveMs }),
+  );
 
   routes.get("/kv", async (c) => {
     const prefix = c.req.query("prefix") ?? "";
@@ -163,13 +158,35 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     if (consistency === undefined) {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    if (consistency === "local") return answer(node.state.read(parsed.key));
     // Under a lease, from this replica's state; otherwise after one round
     // trip to a majority (src/core/quorum_read.ts), or as a command.
-    const result = await node.read({ op: "get", key: parsed.key });
-    return result.op === "get" && result.ok
-      ? answer(result.entry)
-      : problem(c, 500, "Unexpected result");
+    const read = async (): Promise<KvEntry | undefined> => {
+      if (consistency === "local") return node.state.read(parsed.key);
+      const result = await node.read({ op: "get", key: parsed.key });
+      if (result.op !== "get") throw new Error(`A get answered ${result.op}`);
+      return result.entry;
+    };
+    const index = c.req.query("index");
+    const waitText = c.req.query("wait");
+    if (index === undefined) {
+      if (waitText !== undefined) return problem(c, 400, "wait needs index= (a blocking read)");
+      return answer(await read());
+    }
+    // A blocking read (src/server/blocking_read.ts).
+    const indexIssue = indexProblem(index);
+    if (indexIssue !== undefined) return problem(c, 400, indexIssue);
+    const wait = waitText === undefined ? { ms: MAX_WAIT_MS } : parseWait(waitText);
+    if ("problem" in wait) return problem(c, 400, wait.problem);
+    return answer(
+      await blockingRead({
+        hub: options.watchHub,
+        key: parsed.key,
+        index,
+        waitMs: wait.ms,
+        read,
+        signal: c.req.raw.signal,
+      }),
+    );
   });
 
   routes.on(
