@@ -258,6 +258,28 @@ export class Watcher {
   }
 }
 
+/**
+ * Resolves `true` once `watcher` is dirty or closed (its `next()`), or
+ * `false` when `ms` passed first (at once for `ms <= 0`); the timer is
+ * cleared either way. What a stream waits on between keep-alives, and a
+ * blocking read until its deadline.
+ */
+export async function changedWithin(
+  watcher: { next(): Promise<void> },
+  ms: number,
+): Promise<boolean> {
+  if (ms <= 0) return false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      watcher.next().then(() => true),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** What a range watcher's take gives: the range anew, or the keys that changed. */
 export type RangeChanges =
   | { readonly reset: true }

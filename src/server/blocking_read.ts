@@ -19,7 +19,7 @@
 
 import { MAX_CONDITION_VERSION_CHARS } from "../kv/commands.ts";
 import type { KvEntry } from "../kv/state_machine.ts";
-import type { WatchHub } from "../kv/watch_hub.ts";
+import { changedWithin, type WatchHub } from "../kv/watch_hub.ts";
 import { UnavailableError } from "../errors.ts";
 
 /** Longest and default wait of a blocking read, ms (Consul's default). */
@@ -95,20 +95,13 @@ export async function blockingRead(options: BlockingReadOptions): Promise<KvEntr
       retryAfterSeconds: 5,
     });
   }
-  let timer: ReturnType<typeof setTimeout> | undefined;
   const onAbort = () => watcher.close();
   signal?.addEventListener("abort", onAbort);
   try {
     const deadline = Date.now() + Math.min(options.waitMs, MAX_WAIT_MS);
     let entry = await read();
     while (indexOf(entry) === index && !watcher.closed) {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
-      const woke = await Promise.race([
-        watcher.next().then(() => true),
-        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), remaining)),
-      ]);
-      clearTimeout(timer);
+      const woke = await changedWithin(watcher, deadline - Date.now());
       if (!woke || watcher.closed) break;
       const taken = watcher.take();
       // Unchanged here since the last look, or changed to the version the
@@ -118,7 +111,6 @@ export async function blockingRead(options: BlockingReadOptions): Promise<KvEntr
     }
     return entry;
   } finally {
-    clearTimeout(timer);
     signal?.removeEventListener("abort", onAbort);
     watcher.close();
   }

@@ -31,7 +31,12 @@
 import { type Context, Hono } from "hono";
 import { curlListEnd, keyProblem, listPrefixProblem } from "../kv/curl_keys.ts";
 import type { KvEntry } from "../kv/state_machine.ts";
-import { DEFAULT_MAX_PENDING_KEYS, type RangeWatcher, type WatchHub } from "../kv/watch_hub.ts";
+import {
+  changedWithin,
+  DEFAULT_MAX_PENDING_KEYS,
+  type RangeWatcher,
+  type WatchHub,
+} from "../kv/watch_hub.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { entryJson } from "./entry_json.ts";
 import { problem } from "./problem.ts";
@@ -120,7 +125,6 @@ function eventStream(
     readonly keepAliveMs: number;
   },
 ): ReadableStream<Uint8Array> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
   return new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(encoder.encode(first));
@@ -128,13 +132,7 @@ function eventStream(
     async pull(controller) {
       const deadline = Date.now() + options.keepAliveMs;
       for (;;) {
-        const remaining = deadline - Date.now();
-        const woke = remaining > 0 &&
-          await Promise.race([
-            watcher.next().then(() => true),
-            new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), remaining)),
-          ]);
-        clearTimeout(timer);
+        const woke = await changedWithin(watcher, deadline - Date.now());
         if (watcher.closed) {
           try {
             controller.close();
@@ -158,7 +156,7 @@ function eventStream(
       }
     },
     cancel() {
-      clearTimeout(timer);
+      // Wakes a pull waiting on it, which then ends the stream.
       watcher.close();
     },
   }, { highWaterMark: 0 });

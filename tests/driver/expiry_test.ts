@@ -122,6 +122,29 @@ function keyOwnedBy(owner: number, replicas: number, prefix: string): string {
   }
 }
 
+/**
+ * Puts `key` through replica `via`, expiring a second from now, and runs
+ * until replica `seenAt` executed it; returns its expiry.
+ */
+async function putExpiring(
+  cluster: ManualCluster,
+  put: { via: number; key: string; value: string; seenAt: number },
+): Promise<number> {
+  const expiresAt = cluster.clock.now() + 1000;
+  await cluster.submit(put.via, {
+    op: "put",
+    key: put.key,
+    value: encoder.encode(put.value),
+    expiresAt,
+  });
+  await cluster.runUntil(
+    () => cluster.nodes[put.seenAt]!.state.read(put.key) !== undefined,
+    5000,
+    `the put at ${put.seenAt}`,
+  );
+  return expiresAt;
+}
+
 function valueAt(node: ReplicaDriver, key: string): string | undefined {
   const entry = node.state.read(key);
   return entry === undefined ? undefined : decoder.decode(entry.value);
@@ -187,15 +210,8 @@ Deno.test("a down replica's keys still expire, one grace later, through the next
   try {
     const { clock, network, nodes } = cluster;
     const key = keyOwnedBy(2, 3, "owned-by-2/");
-    await cluster.submit(0, {
-      op: "put",
-      key,
-      value: encoder.encode("v"),
-      expiresAt: clock.now() + 1000,
-    });
-    await cluster.runUntil(() => nodes[2]!.state.read(key) !== undefined, 5000, "the put at 2");
+    const expiredAt = await putExpiring(cluster, { via: 0, key, value: "v", seenAt: 2 });
     network.setDown(2, true);
-    const expiredAt = clock.now() + 1000 - 0;
     await cluster.runUntil(
       () => nodes[0]!.state.read(key) === undefined && nodes[1]!.state.read(key) === undefined,
       20_000,
@@ -226,15 +242,9 @@ Deno.test("a down replica's keys still expire, one grace later, through the next
 Deno.test("a key rewritten after its expiry was found is kept: the delete names the version that expired", async () => {
   const cluster = await startManualCluster(3);
   try {
-    const { clock, network, nodes } = cluster;
+    const { network, nodes } = cluster;
     const key = keyOwnedBy(0, 3, "rewritten/");
-    await cluster.submit(1, {
-      op: "put",
-      key,
-      value: encoder.encode("old"),
-      expiresAt: clock.now() + 1000,
-    });
-    await cluster.runUntil(() => nodes[0]!.state.read(key) !== undefined, 5000, "the put at 0");
+    await putExpiring(cluster, { via: 1, key, value: "old", seenAt: 0 });
     const expired = nodes[0]!.state.read(key)!.version;
     // Replica 0 finds the key expired and proposes its delete, but its
     // messages are lost (it is cut off); meanwhile replicas 1 and 2 rewrite

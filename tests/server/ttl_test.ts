@@ -7,9 +7,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/server/app.ts";
 import { formatExpiry, MAX_TTL_MS, MIN_TTL_MS, parseTtl } from "../../src/server/ttl.ts";
-import { startTestCluster, waitFor } from "./cluster_helpers.ts";
-
-const SECRET = "test-secret-0123456789";
+import { waitFor } from "./cluster_helpers.ts";
+import { TEST_SECRET, withClusterApp } from "./app_helpers.ts";
 
 Deno.test("parseTtl: seconds, minutes, hours, plain seconds; 1 s to 365 days; a message otherwise", () => {
   const table: [string, number | RegExp][] = [
@@ -45,10 +44,7 @@ Deno.test("parseTtl: seconds, minutes, hours, plain seconds; 1 s to 365 days; a 
 });
 
 Deno.test("PUT ?ttl= sets the expiry: Kv-Expires on PUT, GET, HEAD and 304, expiresAt in lists; answered at commit", async () => {
-  const cluster = await startTestCluster(3);
-  try {
-    const node = cluster.nodes[0]!;
-    const app = createApp({ node, replicas: 3, secret: SECRET });
+  await withClusterApp(async ({ app, node }) => {
     const before = node.wallClockMs();
     const atCommit = node.metrics.commandsAnsweredAtCommit;
     const put = await app.request("/kv/session?ttl=1h", { method: "PUT", body: "token" });
@@ -101,16 +97,11 @@ Deno.test("PUT ?ttl= sets the expiry: Kv-Expires on PUT, GET, HEAD and 304, expi
       formatExpiry(node.state.read("fresh")!.expiresAt!),
       created.headers.get("kv-expires"),
     );
-  } finally {
-    await cluster.stop();
-  }
+  });
 });
 
 Deno.test("a bad ttl is a 400 with the rule, and writes nothing", async () => {
-  const cluster = await startTestCluster(3);
-  try {
-    const node = cluster.nodes[0]!;
-    const app = createApp({ node, replicas: 3, secret: SECRET });
+  await withClusterApp(async ({ app, node }) => {
     for (const ttl of ["0", "1.5s", "400d", "9000h", "soon", ""]) {
       const refused = await app.request(`/kv/k?ttl=${encodeURIComponent(ttl)}`, {
         method: "PUT",
@@ -121,15 +112,11 @@ Deno.test("a bad ttl is a 400 with the rule, and writes nothing", async () => {
     }
     assert.equal(node.metrics.commandsProposed, 0);
     assert.equal((await app.request("/kv/k")).status, 404);
-  } finally {
-    await cluster.stop();
-  }
+  });
 });
 
 Deno.test("a key put with ttl=1s is gone from every replica soon after; /status and /metrics count it", async () => {
-  const cluster = await startTestCluster(3);
-  try {
-    const app = createApp({ node: cluster.nodes[0]!, replicas: 3, secret: SECRET });
+  await withClusterApp(async ({ app, cluster }) => {
     const put = await app.request("/kv/brief?ttl=1s", { method: "PUT", body: "v" });
     assert.equal(put.status, 200);
     const expiresAt = Date.parse(put.headers.get("kv-expires")!);
@@ -146,7 +133,7 @@ Deno.test("a key put with ttl=1s is gone from every replica soon after; /status 
     const deleted = cluster.nodes.reduce((sum, node) => sum + node.expiryStatus().keysDeleted, 0);
     assert.equal(deleted, 1);
     const owner = cluster.nodes.findIndex((node) => node.expiryStatus().keysDeleted === 1);
-    const ownerApp = createApp({ node: cluster.nodes[owner]!, replicas: 3, secret: SECRET });
+    const ownerApp = createApp({ node: cluster.nodes[owner]!, replicas: 3, secret: TEST_SECRET });
     const status = await (await ownerApp.request("/status")).json();
     assert.deepEqual(status.expiry, {
       commandsProposed: 1,
@@ -158,7 +145,5 @@ Deno.test("a key put with ttl=1s is gone from every replica soon after; /status 
     const metrics = await (await ownerApp.request("/metrics")).text();
     assert.match(metrics, /^epaxos_expire_commands_total\{outcome="proposed"\} 1$/m);
     assert.match(metrics, /^epaxos_expired_keys_total\{outcome="deleted"\} 1$/m);
-  } finally {
-    await cluster.stop();
-  }
+  });
 });

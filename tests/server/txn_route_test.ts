@@ -7,11 +7,10 @@
 
 import assert from "node:assert/strict";
 import { MAX_VALUE_BYTES } from "../../src/kv/curl_keys.ts";
-import { createApp } from "../../src/server/app.ts";
 import { failedChecks, MAX_TXN_BODY_BYTES, txnCommandOf } from "../../src/server/txn_body.ts";
-import { startTestCluster, waitFor } from "./cluster_helpers.ts";
+import { waitFor } from "./cluster_helpers.ts";
+import { withClusterApp } from "./app_helpers.ts";
 
-const SECRET = "test-secret-0123456789";
 const TOKEN = "client-token-0123456";
 
 function txn(body: unknown, headers: Record<string, string> = {}): RequestInit {
@@ -117,10 +116,7 @@ Deno.test("failedChecks names each failed check with the version it wanted and t
 });
 
 Deno.test("POST /txn: checks then ops, all or nothing; 412 names each failed check and applies nothing", async () => {
-  const cluster = await startTestCluster(3);
-  try {
-    const node = cluster.nodes[0]!;
-    const app = createApp({ node, replicas: 3, secret: SECRET });
+  await withClusterApp(async ({ app, cluster }) => {
     const a = await (await app.request("/kv/a", { method: "PUT", body: "1" })).json();
     await app.request("/kv/b", { method: "PUT", body: "2" });
     const done = await app.request(
@@ -182,16 +178,11 @@ Deno.test("POST /txn: checks then ops, all or nothing; 412 names each failed che
     );
     assert.equal(ordered.status, 200);
     assert.equal((await app.request("/kv/e")).status, 404);
-  } finally {
-    await cluster.stop();
-  }
+  });
 });
 
 Deno.test("POST /txn: bad input is a 400 (or 413) with a message and proposes nothing", async () => {
-  const cluster = await startTestCluster(3);
-  try {
-    const node = cluster.nodes[0]!;
-    const app = createApp({ node, replicas: 3, secret: SECRET });
+  await withClusterApp(async ({ app, node }) => {
     const bad = [
       ["{not json", /not JSON/],
       [JSON.stringify({ ops: [{ op: "put", key: "x" }] }), /exactly one of "value"/],
@@ -209,20 +200,11 @@ Deno.test("POST /txn: bad input is a 400 (or 413) with a message and proposes no
     const wrong = await app.request("/txn");
     assert.equal(wrong.status, 405);
     assert.equal(wrong.headers.get("allow"), "POST");
-  } finally {
-    await cluster.stop();
-  }
+  });
 });
 
 Deno.test("POST /txn: an unknown outcome is the curl API's 504; with a client token it needs the token", async () => {
-  const cluster = await startTestCluster(3, { requestTimeoutMs: 200 });
-  try {
-    const app = createApp({
-      node: cluster.nodes[0]!,
-      replicas: 3,
-      secret: SECRET,
-      clientToken: TOKEN,
-    });
+  await withClusterApp(async ({ app, cluster }) => {
     const body = { ops: [{ op: "put", key: "t", value: "v" }] };
     const refused = await app.request("/txn", txn(body));
     assert.equal(refused.status, 401);
@@ -234,7 +216,5 @@ Deno.test("POST /txn: an unknown outcome is the curl API's 504; with a client to
     const unknown = await app.request("/txn", txn(body, auth));
     assert.equal(unknown.status, 504);
     assert.match((await unknown.json()).error, /did not execute in time; read the key/);
-  } finally {
-    await cluster.stop();
-  }
+  }, { nodes: { requestTimeoutMs: 200 }, app: { clientToken: TOKEN } });
 });
