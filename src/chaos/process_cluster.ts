@@ -67,10 +67,21 @@ export async function captureOutput(
   collect(child.stderr);
 }
 
-/** Finds `count` consecutive free TCP ports on 127.0.0.1. */
+/**
+ * The ports tests may listen on: `EPAXOS_TEST_PORT_RANGE` (`FIRST-LAST`,
+ * for a machine shared with other work), else 20000-59999.
+ */
+export function testPortRange(): { readonly first: number; readonly last: number } {
+  const match = /^(\d+)-(\d+)$/.exec(Deno.env.get("EPAXOS_TEST_PORT_RANGE") ?? "");
+  if (match === null) return { first: 20_000, last: 59_999 };
+  return { first: Number(match[1]), last: Number(match[2]) };
+}
+
+/** Finds `count` consecutive free TCP ports on 127.0.0.1, in {@linkcode testPortRange}. */
 export function freePorts(count: number): number[] {
+  const { first, last } = testPortRange();
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const base = first + Math.floor(Math.random() * Math.max(1, last - first + 2 - count));
     const listeners: Deno.Listener[] = [];
     try {
       for (let i = 0; i < count; i++) {

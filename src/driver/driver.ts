@@ -40,7 +40,7 @@ import {
   kvConflicts,
   type ReconfCommand,
 } from "../kv/commands.ts";
-import type { KvResult, KvStateMachine } from "../kv/state_machine.ts";
+import type { AppliedInstance, KvResult, KvStateMachine } from "../kv/state_machine.ts";
 import type { Clock, Timer } from "../runtime/clock.ts";
 import type { LoadedState, ReplicaSnapshot, ReplicaStorage } from "../storage/types.ts";
 import type { PeerBatch } from "../transport/codec.ts";
@@ -69,6 +69,16 @@ export interface QuorumReadStatus extends QuorumReadMetrics {
   /** Read requests sent again (to further or silent voters). */
   readonly retransmissions: number;
 }
+
+/**
+ * What a listener of {@linkcode ReplicaDriver.onApplied} hears: one instance
+ * applied to the key-value state (its net mutations, and its results when
+ * this replica proposed it), or the whole state replaced (a snapshot
+ * installed, an epoch started): any key may have changed.
+ */
+export type AppliedChange =
+  | { readonly kind: "instance"; readonly applied: AppliedInstance }
+  | { readonly kind: "replaced" };
 
 /** What {@linkcode ReplicaDriver.leaseStatus} reports. */
 export interface LeaseStatus {
@@ -171,6 +181,8 @@ export class ReplicaDriver {
   readonly #leaseReads: LeaseReads;
   /** Linearizable reads through a majority of voters, when no lease serves them. */
   readonly #quorumReads: QuorumReads;
+  /** Listeners of {@linkcode ReplicaDriver.onApplied} (a handful: the app's, the tests'). */
+  readonly #appliedListeners = new Set<(change: AppliedChange) => void>();
   #tickTimer: Timer | undefined;
   #started = false;
   #stopped = false;
@@ -342,6 +354,28 @@ export class ReplicaDriver {
   /** Whether this replica joined (`joining`) and has not installed its first snapshot yet. */
   get joining(): boolean {
     return this.#membership.joining;
+  }
+
+  /**
+   * Calls `listener` with every change to the executed key-value state, in
+   * execution order: each applied instance, and once after the state was
+   * replaced (watch streams follow the state through it, `src/kv/watch_hub.ts`).
+   * It runs inside the Ready loop: it must be quick and must not throw (an
+   * error is logged and ignored). Returns the function that removes it.
+   */
+  onApplied(listener: (change: AppliedChange) => void): () => void {
+    this.#appliedListeners.add(listener);
+    return () => this.#appliedListeners.delete(listener);
+  }
+
+  #notifyApplied(change: AppliedChange): void {
+    for (const listener of this.#appliedListeners) {
+      try {
+        listener(change);
+      } catch (error) {
+        this.#options.log?.(`replica ${this.id}: an applied-state listener failed: ${error}`);
+      }
+    }
   }
 
   /** The executed key-value state (for local reads). */
@@ -755,6 +789,7 @@ export class ReplicaDriver {
     this.#applied = opened.applied;
     this.#lastTickMs = this.#clock.now();
     this.#updatePeerOrder();
+    this.#notifyApplied({ kind: "replaced" });
     // Own proposals of the old epoch first, in their order, then what waited.
     if (carried === undefined) return;
     this.#proposals.requeue(carried, unproposed);
@@ -921,6 +956,7 @@ export class ReplicaDriver {
         () => this.#kv.digest,
       );
       for (const { request, result } of applied.results) this.#proposals.answer(request, result);
+      if (this.#appliedListeners.size > 0) this.#notifyApplied({ kind: "instance", applied });
       // Where a snapshot would be read: the end of the change's component.
       // The rest of this Ready belongs to the old epoch (the install may
       // even have completed already, on a disk that calls back at once).

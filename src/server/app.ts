@@ -21,6 +21,7 @@ import { corsMiddleware } from "./cors.ts";
 import { headerLimit } from "./header_limit.ts";
 import { kvRoutes } from "./kv_routes.ts";
 import { methodNotAllowed } from "./method_not_allowed.ts";
+import { kvConnectRoute } from "../kvconnect/routes.ts";
 import { kvProblem, problem } from "./problem.ts";
 import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
@@ -228,6 +229,7 @@ export function createApp(options: AppOptions): Hono {
     }),
   );
 
+  app.route("/databases", kvConnectRoute(options)); // Deno KV's protocol, before the curl API's bearer check
   // --- Client routes -----------------------------------------------------
   app.route(
     "/",
