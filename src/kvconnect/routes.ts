@@ -292,15 +292,17 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     }
     const stream = watchStream(
       watcher,
+      // Every key marked changed, with its entry, in every frame (a frame is
+      // sent only when some key changed), as denokv's own server does: Deno
+      // 2.9's client reads a `changed: false` key as deleted (its
+      // `WatchEntry::Unchanged` is an untagged serde variant, which reaches
+      // JavaScript as null, not the "unchanged" its `watch` looks for), and
+      // it skips a key whose versionstamp it already delivered.
       (taken) =>
-        encodeWatchFrame(taken.map((key, index) =>
-          key.changed
-            ? {
-              changed: true,
-              entry: key.entry === undefined ? null : wireEntry(keys[index]!, key.entry),
-            }
-            : { changed: false }
-        )),
+        encodeWatchFrame(taken.map((key, index) => ({
+          changed: true,
+          entry: key.entry === undefined ? null : wireEntry(keys[index]!, key.entry),
+        }))),
       options.watchKeepAliveMs === undefined ? {} : { keepAliveMs: options.watchKeepAliveMs },
     );
     return new Response(stream, { headers: { "content-type": "application/octet-stream" } });
