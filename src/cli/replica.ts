@@ -466,6 +466,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     storage,
     transport,
     clock,
+    // The system clock reads `performance.now()`: wall-clock time for expiry.
+    wallClockOriginMs: performance.timeOrigin,
     random,
     log,
     traceMessages: args.flags.has("log-messages"),

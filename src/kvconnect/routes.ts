@@ -82,6 +82,12 @@ export interface KvConnectOptions {
   readonly clientToken?: string;
   /** Most watch streams on this replica (default `DEFAULT_MAX_WATCHERS`). */
   readonly maxWatchers?: number;
+  /**
+   * The replica's watch hub, fed from its executed state and shared with the
+   * curl API's watches, so that one bound counts them all (the app's). Absent:
+   * a hub of its own, of `maxWatchers`.
+   */
+  readonly watchHub?: WatchHub;
   /** Milliseconds between keep-alive frames of a quiet watch (default 5000). */
   readonly watchKeepAliveMs?: number;
   /** How long an atomic write of unknown outcome is held for its result (default `DEFAULT_HOLD_MS`). */
@@ -102,6 +108,16 @@ function protobuf(body: Uint8Array): Response {
   });
 }
 
+/** A watch hub of `maxWatchers` (or the default) fed from `node`'s executed state. */
+export function fedWatchHub(node: ReplicaDriver, maxWatchers?: number): WatchHub {
+  const hub = new WatchHub({
+    read: (key) => node.state.read(key),
+    ...(maxWatchers === undefined ? {} : { maxWatchers }),
+  });
+  node.onApplied((change) => hub.noteApplied(change));
+  return hub;
+}
+
 /** The KV Connect routes of one replica, to mount at `/databases`. */
 export function kvConnectRoute(options: KvConnectOptions): Hono {
   const { node } = options;
@@ -112,15 +128,7 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
   const hold = new OutcomeHold(node, {
     ...(options.outcomeHoldMs === undefined ? {} : { holdMs: options.outcomeHoldMs }),
   });
-  const hub = new WatchHub({
-    read: (key) => node.state.read(key),
-    ...(options.maxWatchers === undefined ? {} : { maxWatchers: options.maxWatchers }),
-  });
-  node.onApplied((change) => {
-    if (hub.size === 0) return;
-    if (change.kind === "replaced") return hub.changedAll();
-    for (const mutation of change.applied.mutations) hub.changed(mutation.key);
-  });
+  const hub = options.watchHub ?? fedWatchHub(node, options.maxWatchers);
   const ids = new DatabaseIds();
   const app = new Hono();
 

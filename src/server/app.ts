@@ -21,7 +21,7 @@ import { corsMiddleware } from "./cors.ts";
 import { headerLimit } from "./header_limit.ts";
 import { kvRoutes } from "./kv_routes.ts";
 import { methodNotAllowed } from "./method_not_allowed.ts";
-import { kvConnectRoute } from "../kvconnect/routes.ts";
+import { fedWatchHub, kvConnectRoute } from "../kvconnect/routes.ts";
 import { kvProblem, problem } from "./problem.ts";
 import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
@@ -57,6 +57,14 @@ export interface AppOptions {
    * carries an `Access-Control-*` field.
    */
   readonly corsOrigins?: readonly string[];
+  /**
+   * Most watchers on this replica (default `DEFAULT_MAX_WATCHERS`): KV
+   * Connect's watches, the curl API's `GET /watch` streams and blocking
+   * reads, together.
+   */
+  readonly maxWatchers?: number;
+  /** Time without a change before a keep-alive of a KV Connect watch or a `GET /watch` stream, ms (defaults 5 s and 15 s; tests shorten it). */
+  readonly watchKeepAliveMs?: number;
 }
 
 function recentQuantiles(window: RecentWindow): Record<string, number | null> {
@@ -69,6 +77,8 @@ function recentQuantiles(window: RecentWindow): Record<string, number | null> {
 export function createApp(options: AppOptions): Hono {
   const { node } = options;
   const app = new Hono();
+  // One watch hub for Deno KV's watches and the curl API's: one bound on watchers.
+  const watchHub = fedWatchHub(node, options.maxWatchers);
 
   app.onError((error, c) => {
     if (error instanceof KvError) return kvProblem(c, error);
@@ -186,6 +196,10 @@ export function createApp(options: AppOptions): Hono {
       leases: node.leaseStatus(),
       // Reads no lease served: through a majority of voters (src/core/quorum_read.ts).
       quorumReads: node.quorumReadStatus(),
+      // Replicated expiry (src/driver/expiry.ts): this replica's expire commands.
+      expiry: node.expiryStatus(),
+      // Watches open here (KV Connect's, GET /watch streams, blocking reads) and their bound.
+      watchers: { open: watchHub.size, max: watchHub.maxWatchers },
       keys: node.state.size,
       stateDigest: node.state.digest,
     });
@@ -229,13 +243,17 @@ export function createApp(options: AppOptions): Hono {
     }),
   );
 
-  app.route("/databases", kvConnectRoute(options)); // Deno KV's protocol, before the curl API's bearer check
+  app.route("/databases", kvConnectRoute({ ...options, watchHub })); // Deno KV's protocol, before the curl API's bearer check
   // --- Client routes -----------------------------------------------------
   app.route(
     "/",
     kvRoutes({
       node,
       ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+      watchHub,
+      ...(options.watchKeepAliveMs === undefined
+        ? {}
+        : { watchKeepAliveMs: options.watchKeepAliveMs }),
     }),
   );
   return app;
