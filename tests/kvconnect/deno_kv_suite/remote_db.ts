@@ -15,26 +15,6 @@ import { type ProcessCluster, startProcessCluster } from "../../../src/chaos/pro
 export const SUITE_REPLICAS = 3;
 
 /**
- * Environment variable that switches on the tests waiting for replicated
- * expiry ({@linkcode EXPIRY_TESTS}): `EPAXOS_KV_SUITE_EXPIRY=1`.
- */
-export const EXPIRY_SWITCH = "EPAXOS_KV_SUITE_EXPIRY";
-
-/**
- * Deno's tests of expiry: they wait for an expired key to disappear, which
- * needs the replicated expiry deletes (issue 17, item 3). Off until that
- * lands; on with `EPAXOS_KV_SUITE_EXPIRY=1`, and to be removed from the skip
- * list when it lands.
- */
-export const EXPIRY_TESTS: ReadonlyMap<string, string> = new Map([
-  ["kv expiration", "waits for expired keys to disappear: replicated expiry is not on main yet"],
-  [
-    "kv expiration with atomic",
-    "waits for expired keys to disappear: replicated expiry is not on main yet",
-  ],
-]);
-
-/**
  * Deno's tests that cannot apply to a remote backend, with the reason
  * (`README.md` beside this file lists them too; `readme_test.ts` keeps the
  * two in step).
@@ -189,9 +169,7 @@ export const SKIPPED_TESTS: ReadonlyMap<string, string> = new Map([
 /** Why test `name` is skipped, or `undefined` if it runs. */
 export function skipReason(name: string): string | undefined {
   const skip = SKIPPED_TESTS.get(name);
-  if (skip !== undefined) return skip;
-  if (Deno.env.get(EXPIRY_SWITCH) === "1") return undefined;
-  return EXPIRY_TESTS.get(name);
+  return skip;
 }
 
 /** Whether test `name` is skipped (for `Deno.test`'s `ignore`). */
