@@ -111,7 +111,7 @@ Deno.test("serveTls: a reload serves the new certificate, with no gap in listeni
   }
 });
 
-Deno.test("serveTls: a port another listener holds is refused, not shared", async () => {
+Deno.test("serveTls: a port another listener holds is refused, not shared", () => {
   const [port] = freePorts(1) as [number];
   const holder = Deno.listen({ hostname: "127.0.0.1", port });
   try {
