@@ -36,12 +36,12 @@ export interface ClusterCertificates {
   readonly made: readonly string[];
 }
 
-async function exists(path: string): Promise<boolean> {
+/** The text of the file at `path`, or `undefined` if there is none. */
+async function readIfPresent(path: string): Promise<string | undefined> {
   try {
-    await Deno.stat(path);
-    return true;
+    return await Deno.readTextFile(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
+    if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
 }
@@ -75,12 +75,10 @@ export async function ensureClusterCertificates(
   const caPath = `${dir}/ca.pem`;
   const caKeyPath = `${dir}/ca-key.pem`;
   let authority: PemPair;
-  if (await exists(caPath)) {
+  const caCert = await readIfPresent(caPath);
+  if (caCert !== undefined) {
     try {
-      authority = {
-        cert: await Deno.readTextFile(caPath),
-        key: await Deno.readTextFile(caKeyPath),
-      };
+      authority = { cert: caCert, key: await Deno.readTextFile(caKeyPath) };
     } catch (error) {
       throw new ConfigError(
         `${caPath} exists but its key ${caKeyPath} cannot be read (${(error as Error).message}); ` +
@@ -97,7 +95,9 @@ export async function ensureClusterCertificates(
     const cert = `${dir}/${replica.name}.cert.pem`;
     const key = `${dir}/${replica.name}.key.pem`;
     files.set(replica.name, { cert, key });
-    if (!options.renew && await exists(cert) && await exists(key)) continue;
+    const kept = !options.renew && (await readIfPresent(cert)) !== undefined &&
+      (await readIfPresent(key)) !== undefined;
+    if (kept) continue;
     let pair: PemPair;
     try {
       pair = await issueCertificate(authority, replica.name, {
