@@ -354,3 +354,8 @@ button.link {
 }
 button.danger { color: var(--bad); }
 `;
+
+/** The page's icon (`/ui/favicon.svg`): without one, browsers ask for `/favicon.ico` and log its 404. */
+export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">` +
+  `<circle cx="8" cy="8" r="7" fill="#1e8449"/></svg>
+`;

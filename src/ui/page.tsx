@@ -147,7 +147,9 @@ export const RoundTripTable: FC<{ view: DashboardView }> = ({ view }) => {
 function latencyText(figures: LatencyFigures): string {
   return figures.samples === 0
     ? "no samples yet"
-    : `p50 ${formatMs(figures.p50)}, p99 ${formatMs(figures.p99)} (${figures.samples} samples)`;
+    : `p50 ${formatMs(figures.p50)}, p99 ${formatMs(figures.p99)} (${figures.samples} sample${
+      figures.samples === 1 ? "" : "s"
+    })`;
 }
 
 /** Commit paths and latencies. */
@@ -178,8 +180,10 @@ export const Commits: FC<{ view: DashboardView }> = ({ view }) => (
 export const LeasesAndRetention: FC<{ view: DashboardView }> = ({ view }) => {
   const { leases, retention } = view;
   const names = new Map(view.members.map((member) => [String(member.id), member.name]));
-  const grants = Object.entries(leases.grantRemainingMs)
-    .map(([id, ms]) => `${names.get(id) ?? id}: ${ms} ms`).join(", ");
+  const grants = leases.configured
+    ? Object.entries(leases.grantRemainingMs)
+      .map(([id, ms]) => `${names.get(id) ?? id}: ${ms} ms`).join(", ")
+    : "";
   const ids = (list: readonly number[]) =>
     list.length === 0 ? "none" : list.map((id) => names.get(String(id)) ?? id).join(", ");
   return (
@@ -197,7 +201,7 @@ export const LeasesAndRetention: FC<{ view: DashboardView }> = ({ view }) => {
       <Figure
         name="local-reads"
         label="Reads served locally"
-        value={formatRatio(leases.localReadRatio)}
+        value={leases.configured ? formatRatio(leases.localReadRatio) : "—"}
       />
       <Figure
         name="held-commands"
@@ -335,6 +339,7 @@ export function renderPage(
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>{title}</title>
+        <link rel="icon" href="/ui/favicon.svg" />
         <link rel="stylesheet" href="/ui/app.css" />
         <script src="/ui/app.js" defer></script>
       </head>

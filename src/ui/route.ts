@@ -8,8 +8,8 @@
  * - `GET /ui/events`: the live sections as server-sent events, one a second
  *   (`event_stream.ts`), at most {@linkcode MAX_UI_STREAMS} at once (503 with
  *   `Retry-After` beyond).
- * - `GET /ui/app.js`, `GET /ui/app.css`: the page's script and style
- *   (`assets.ts`).
+ * - `GET /ui/app.js`, `GET /ui/app.css`, `GET /ui/favicon.svg`: the page's
+ *   script, style and icon (`assets.ts`).
  * - `POST /ui/session` with `Authorization: Bearer <token>`: sets the
  *   session cookie that lets the page's `EventSource` in (`session.ts`);
  *   `DELETE /ui/session` clears it.
@@ -34,7 +34,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { bearerToken, sameSecret } from "../net/bearer.ts";
 import { problem } from "../server/problem.ts";
 import { StreamSlots } from "../server/stream_slots.ts";
-import { APP_CSS, APP_JS } from "./assets.ts";
+import { APP_CSS, APP_JS, FAVICON_SVG } from "./assets.ts";
 import { ConfigurationLog } from "./configuration_log.ts";
 import { UI_STREAM_LIFETIME_MS, uiEventStream } from "./event_stream.ts";
 import { formatTime, renderPage, renderSections } from "./page.tsx";
@@ -146,6 +146,11 @@ export function uiRoute(options: UiRouteOptions): Hono {
     c.header("Content-Type", "text/css; charset=utf-8");
     c.header("Cache-Control", "no-cache");
     return c.body(APP_CSS);
+  });
+  route.get("/favicon.svg", (c) => {
+    c.header("Content-Type", "image/svg+xml");
+    c.header("Cache-Control", "max-age=86400");
+    return c.body(FAVICON_SVG);
   });
   route.get("/events", async (c) => {
     const allowed = await access(c);
