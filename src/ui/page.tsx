@@ -40,6 +40,15 @@ export function formatTime(ms: number): string {
   return new Date(ms).toISOString().slice(0, 19).replace("T", " ");
 }
 
+/** A table's head row: one `th` per column name. */
+const Head: FC<{ columns: readonly string[] }> = (props) => (
+  <thead>
+    <tr>
+      {props.columns.map((column) => <th>{column}</th>)}
+    </tr>
+  </thead>
+);
+
 const Figure: FC<{ name: string; label: string; value: string }> = (props) => (
   <div class="figure">
     <dt>{props.label}</dt>
@@ -79,19 +88,19 @@ export const Summary: FC<{ view: DashboardView }> = ({ view }) => {
 /** The members table, as `GET /admin/members` describes them. */
 export const Members: FC<{ view: DashboardView }> = ({ view }) => (
   <table>
-    <thead>
-      <tr>
-        <th>Id</th>
-        <th>Name</th>
-        <th>URL</th>
-        <th>Role</th>
-        <th>State</th>
-        <th>Alive</th>
-        <th>Behind</th>
-        <th>Last heard</th>
-        <th>Round trip</th>
-      </tr>
-    </thead>
+    <Head
+      columns={[
+        "Id",
+        "Name",
+        "URL",
+        "Role",
+        "State",
+        "Alive",
+        "Behind",
+        "Last heard",
+        "Round trip",
+      ]}
+    />
     <tbody>
       {view.members.map((member) => (
         <tr
@@ -225,14 +234,7 @@ export const LeasesAndRetention: FC<{ view: DashboardView }> = ({ view }) => {
 /** Recent configuration changes, newest first. */
 export const Changes: FC<{ view: DashboardView }> = ({ view }) => (
   <table>
-    <thead>
-      <tr>
-        <th>Epoch</th>
-        <th>Seen</th>
-        <th>Configuration</th>
-        <th>Change</th>
-      </tr>
-    </thead>
+    <Head columns={["Epoch", "Seen", "Configuration", "Change"]} />
     <tbody>
       {view.changes.map((change) => (
         <tr data-epoch={String(change.epoch)}>
@@ -290,14 +292,7 @@ const KeyBrowser: FC = () => (
       <span id="kv-page" class="muted"></span>
     </form>
     <table id="kv-table">
-      <thead>
-        <tr>
-          <th>Key</th>
-          <th>Value</th>
-          <th>Version</th>
-          <th>Expires</th>
-        </tr>
-      </thead>
+      <Head columns={["Key", "Value", "Version", "Expires"]} />
       <tbody id="kv-rows"></tbody>
     </table>
     <div id="kv-view" hidden>
