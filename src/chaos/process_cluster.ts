@@ -165,6 +165,8 @@ export async function startProcessCluster(
     readonly spares?: number;
     /** The cluster file's `leases` (see `src/server/config.ts`); absent: none. */
     readonly leases?: unknown;
+    /** A client token the client routes require (the cluster file's `clientToken`, by environment). */
+    readonly clientToken?: string;
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -188,6 +190,7 @@ export async function startProcessCluster(
       replicas: urls.slice(0, replicas).map((url, id) => ({ id, name: `r${id}`, url })),
       secret: { env: "EPAXOS_CLUSTER_SECRET" },
       ...(options.leases === undefined ? {} : { leases: options.leases }),
+      ...(options.clientToken === undefined ? {} : { clientToken: { env: "EPAXOS_CLIENT_TOKEN" } }),
     }),
   );
   const processes: (Deno.ChildProcess | undefined)[] = new Array(slots);
@@ -200,7 +203,10 @@ export async function startProcessCluster(
       id,
       dataDir,
       listen: `127.0.0.1:${ports[id]}`,
-      secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+      secrets: [
+        { env: "EPAXOS_CLUSTER_SECRET" },
+        ...(options.clientToken === undefined ? [] : [{ env: "EPAXOS_CLIENT_TOKEN" }]),
+      ],
       ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
     });
     if (via !== undefined) {
@@ -217,7 +223,11 @@ export async function startProcessCluster(
     args.splice(1, 0, ...(options.denoFlags ?? []));
     const child = new Deno.Command(Deno.execPath(), {
       args,
-      env: { EPAXOS_CLUSTER_SECRET: secret, ...options.env },
+      env: {
+        EPAXOS_CLUSTER_SECRET: secret,
+        ...(options.clientToken === undefined ? {} : { EPAXOS_CLIENT_TOKEN: options.clientToken }),
+        ...options.env,
+      },
       stdout: "piped",
       stderr: "piped",
       stdin: "null",
