@@ -177,6 +177,8 @@ export async function startProcessCluster(
      * `<root>/tls` (`certs.ts`), replicas trusting that CA alone.
      */
     readonly tls?: boolean;
+    /** A client token the client routes require (the cluster file's `clientToken`, by environment). */
+    readonly clientToken?: string;
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -207,6 +209,7 @@ export async function startProcessCluster(
       secret: { env: "EPAXOS_CLUSTER_SECRET" },
       ...(options.leases === undefined ? {} : { leases: options.leases }),
       ...(tls === undefined ? {} : { tls: { ca: tls.ca } }),
+      ...(options.clientToken === undefined ? {} : { clientToken: { env: "EPAXOS_CLIENT_TOKEN" } }),
     }),
   );
   const fetcher = tls === undefined ? fetch : tls.fetch;
@@ -220,7 +223,10 @@ export async function startProcessCluster(
       id,
       dataDir,
       listen: `127.0.0.1:${ports[id]}`,
-      secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+      secrets: [
+        { env: "EPAXOS_CLUSTER_SECRET" },
+        ...(options.clientToken === undefined ? [] : [{ env: "EPAXOS_CLIENT_TOKEN" }]),
+      ],
       ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
       ...(tls === undefined ? {} : { tls: { ...tls.files[id]!, ca: tls.ca } }),
     });
@@ -236,7 +242,11 @@ export async function startProcessCluster(
       ...(options.extraArgsFor?.(id) ?? []),
     );
     args.splice(1, 0, ...(options.denoFlags ?? []));
-    const env = { EPAXOS_CLUSTER_SECRET: secret, ...options.env };
+    const env = {
+      EPAXOS_CLUSTER_SECRET: secret,
+      ...(options.clientToken === undefined ? {} : { EPAXOS_CLIENT_TOKEN: options.clientToken }),
+      ...options.env,
+    };
     const child = new Deno.Command(Deno.execPath(), {
       args,
       // With TLS, as `deno task start` runs them: the cluster CA the only root.

@@ -26,6 +26,7 @@ import { kvProblem, problem } from "./problem.ts";
 import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
 import type { RecentWindow } from "../runtime/metrics.ts";
+import { uiRoute } from "../ui/route.ts";
 
 /** Settings of the app. */
 export interface AppOptions {
@@ -208,6 +209,7 @@ export function createApp(options: AppOptions): Hono {
     c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     return c.body(renderMetrics(node, options.names));
   });
+  app.route("/ui", uiRoute(options)); // The dashboard (src/ui/route.ts).
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
   app.route("/admin", adminRoute(options));
 
