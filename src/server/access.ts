@@ -24,8 +24,9 @@
  *   the token, the method, the key (or prefix, database, path) and the
  *   permission needed.
  *
- * `/status`, `/metrics` (and `/ui`) follow the same credentials through
- * {@linkcode requireOps}; `/livez` and `/readyz` are never guarded (probes
+ * `/status` and `/metrics` follow the same credentials through
+ * {@linkcode requireOps}, and `/ui` through `src/ui/dashboard_access.ts`
+ * (which adds its session cookie); `/livez` and `/readyz` are never guarded (probes
  * carry no credentials), nor are the peer and admin routes, which take the
  * cluster secret.
  *

@@ -222,7 +222,7 @@ export function createApp(options: AppOptions): Hono {
     c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     return c.body(renderMetrics(node, options.names));
   });
-  app.route("/ui", uiRoute(options)); // The dashboard (src/ui/route.ts).
+  app.route("/ui", uiRoute({ ...options, access })); // The dashboard (src/ui/route.ts), behind the same credentials.
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
   app.route("/admin", adminRoute(options));
 

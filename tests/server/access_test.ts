@@ -477,3 +477,43 @@ Deno.test("tokens survive a restart: the index is rebuilt from storage", async (
     assert.equal(await status(await request(restarted, "GET", "/kv?prefix=", reader)), 200);
   });
 });
+
+Deno.test("the dashboard follows named tokens: by bearer or session; 403 without ops; removal ends a session", async () => {
+  await withApps(async ({ cluster, apps }) => {
+    const app = apps[0]!;
+    assert.equal(
+      await status(await request(app, "GET", "/ui")),
+      200,
+      "open while nothing is enforced",
+    );
+    const ops = await addToken(app, { name: "ops", ops: true });
+    const data = await addToken(app, { name: "data", prefixes: [{ prefix: "", access: "read" }] });
+    await executedEverywhere(cluster, "data");
+    const locked = await request(app, "GET", "/ui");
+    assert.equal(locked.status, 401);
+    assert.match(await locked.text(), /needs a token with the operations grant/);
+    assert.equal(await status(await request(app, "GET", "/ui", ops)), 200);
+    const refused = await request(app, "GET", "/ui", data);
+    assert.equal(refused.status, 403);
+    assert.match(await refused.text(), /Token &quot;data&quot; may not GET \/ui: it needs ops/);
+    assert.equal(await status(await request(app, "GET", "/ui/events", data)), 403);
+    // Sessions: only for a token that may see it.
+    assert.equal(await status(await request(app, "POST", "/ui/session", data)), 403);
+    assert.equal(await status(await request(app, "POST", "/ui/session", "ekv_unknown")), 401);
+    const made = await request(app, "POST", "/ui/session", ops);
+    assert.equal(made.status, 204);
+    const cookie = made.headers.get("set-cookie")!.split(";")[0]!;
+    const withCookie = (headers: Record<string, string> = {}) =>
+      app.request("/ui", { headers: { cookie, ...headers } });
+    assert.equal(await status(await withCookie()), 200);
+    // The session is valid on every replica (one cluster secret), and names its token.
+    assert.equal(await status(await apps[2]!.request("/ui", { headers: { cookie } })), 200);
+    const [name, value] = cookie.split("=") as [string, string];
+    const dataHash = cluster.nodes[0]!.state.tokens.byName("data")!.hash;
+    const swapped = `${name}=${dataHash}${value.slice(64)}`;
+    assert.equal(await status(await app.request("/ui", { headers: { cookie: swapped } })), 401);
+    // Removed: its session ends at once.
+    assert.equal((await admin(app, "DELETE", "/tokens/ops")).status, 200);
+    assert.equal(await status(await withCookie()), 401);
+  });
+});
