@@ -16,6 +16,7 @@ import { isKvCommand } from "../kv/commands.ts";
 import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError } from "../errors.ts";
+import { ClientAccess, requireOps } from "./access.ts";
 import { adminRoute, checkDigestElsewhere } from "./admin_route.ts";
 import { corsMiddleware } from "./cors.ts";
 import { headerLimit } from "./header_limit.ts";
@@ -36,7 +37,10 @@ export interface AppOptions {
   readonly replicas: number;
   /** The cluster credential peers must present. */
   readonly secret: string;
-  /** If set, client routes require `Authorization: Bearer <token>`. */
+  /**
+   * If set, client routes require `Authorization: Bearer <token>`: this
+   * token (all-powerful) or a named token (`src/server/access.ts`).
+   */
   readonly clientToken?: string;
   /** This replica's region, for `/status`. */
   readonly region?: string;
@@ -80,6 +84,12 @@ export function createApp(options: AppOptions): Hono {
   const app = new Hono();
   // One watch hub for Deno KV's watches and the curl API's: one bound on watchers.
   const watchHub = fedWatchHub(node, options.maxWatchers);
+  // The client credentials of every client route and operations page: the
+  // client token and the named tokens of the executed state (`access.ts`).
+  const access = new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
 
   app.onError((error, c) => {
     if (error instanceof KvError) return kvProblem(c, error);
@@ -95,6 +105,9 @@ export function createApp(options: AppOptions): Hono {
   app.use("*", headerLimit());
 
   // --- Operations --------------------------------------------------------
+  // Probes carry no credentials: /livez and /readyz are never guarded; the
+  // pages that tell about the cluster follow the client credentials.
+  const opsGuard = requireOps(access);
   app.get("/livez", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
     if (node.retired !== undefined) {
@@ -121,7 +134,7 @@ export function createApp(options: AppOptions): Hono {
       needed: node.core.quorum.fastQuorumSize - 1,
     });
   });
-  app.get("/status", (c) => {
+  app.get("/status", opsGuard, (c) => {
     const core = node.core;
     const stats = core.stats;
     const now = node.now();
@@ -205,11 +218,11 @@ export function createApp(options: AppOptions): Hono {
       stateDigest: node.state.digest,
     });
   });
-  app.get("/metrics", (c) => {
+  app.get("/metrics", opsGuard, (c) => {
     c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     return c.body(renderMetrics(node, options.names));
   });
-  app.route("/ui", uiRoute(options)); // The dashboard (src/ui/route.ts).
+  app.route("/ui", uiRoute({ ...options, access })); // The dashboard (src/ui/route.ts), behind the same credentials.
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
   app.route("/admin", adminRoute(options));
 
@@ -245,13 +258,13 @@ export function createApp(options: AppOptions): Hono {
     }),
   );
 
-  app.route("/databases", kvConnectRoute({ ...options, watchHub })); // Deno KV's protocol, before the curl API's bearer check
+  app.route("/databases", kvConnectRoute({ ...options, watchHub, access })); // Deno KV's protocol, before the curl API's bearer check
   // --- Client routes -----------------------------------------------------
   app.route(
     "/",
     kvRoutes({
       node,
-      ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+      access,
       watchHub,
       ...(options.watchKeepAliveMs === undefined
         ? {}

@@ -14,7 +14,7 @@ import { bodyLimit } from "hono/body-limit";
 import { keyProblem, listPrefixProblem, MAX_LIST_LIMIT, MAX_VALUE_BYTES } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import { requireBearer } from "../net/bearer.ts";
+import { ClientAccess } from "./access.ts";
 import { etagOf, notModified, writeCondition } from "./http_conditions.ts";
 import { problem } from "./problem.ts";
 import { txnRoute } from "./txn_route.ts";
@@ -34,7 +34,12 @@ const KEY_PATHS = ["/kv/", "/kv/:key{.+}"];
 export interface KvRoutesOptions {
   /** The replica the routes serve. */
   readonly node: ReplicaDriver;
-  /** If set, the routes require `Authorization: Bearer <token>`. */
+  /**
+   * The replica's client credentials (`access.ts`): the client token and
+   * the named tokens. Absent: made of `clientToken` and `node`'s tokens.
+   */
+  readonly access?: ClientAccess;
+  /** If set (and no `access` is given), the routes require `Authorization: Bearer <token>`. */
   readonly clientToken?: string;
   /** The replica's watch hub (blocking reads, `GET /watch`), shared with KV Connect's watches. */
   readonly watchHub: WatchHub;
@@ -83,22 +88,23 @@ function consistencyOf(c: Context): "linearizable" | "local" | undefined {
  */
 export function kvRoutes(options: KvRoutesOptions): Hono {
   const { node } = options;
+  const access = options.access ?? new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
   const routes = new Hono();
-  if (options.clientToken !== undefined) {
-    const guard = requireBearer(new TextEncoder().encode(options.clientToken), {
-      realm: "epaxos-kv",
-      refusal: () => "This route needs the client token",
-    });
-    // Hono's `/kv/*` matches `/kv` too.
-    routes.use("/kv/*", guard);
-    routes.use("/txn", guard);
-    routes.use("/watch", guard);
-  }
+  // Always: a named token added later turns enforcement on (`access.ts`).
+  // 401 before anything else; each handler then asks for what it touches (403).
+  const guard = access.authenticate();
+  // Hono's `/kv/*` matches `/kv` too.
+  routes.use("/kv/*", guard);
+  routes.use("/txn", guard);
+  routes.use("/watch", guard);
   // Multi-key transactions and watches, behind the same guard.
-  routes.route("/", txnRoute(node));
+  routes.route("/", txnRoute(node, access));
   routes.route(
     "/",
-    watchRoute({ node, hub: options.watchHub, keepAliveMs: options.watchKeepAliveMs }),
+    watchRoute({ node, hub: options.watchHub, keepAliveMs: options.watchKeepAliveMs, access }),
   );
 
   routes.get("/kv", async (c) => {
@@ -116,6 +122,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     const prefixIssue = listPrefixProblem(prefix);
     if (prefixIssue !== undefined) return problem(c, 400, `Invalid prefix: ${prefixIssue}`);
     if (cursor !== undefined && cursor.length > 1024) return problem(c, 400, "Invalid cursor");
+    const refused = access.authorize(c, { kind: "prefix", prefix });
+    if (refused !== undefined) return refused;
     const page = (result: KvResult) => {
       if (result.op !== "list" || !result.ok) return problem(c, 500, "Unexpected result");
       return c.json({
@@ -141,6 +149,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
   routes.on("GET", KEY_PATHS, async (c) => {
     const parsed = keyFromPath(c);
     if ("error" in parsed) return parsed.error;
+    const refused = access.authorize(c, { kind: "key", key: parsed.key, write: false });
+    if (refused !== undefined) return refused;
     const answer = (entry: KvEntry | undefined) => {
       if (entry === undefined) return problem(c, 404, "Key not found", { key: parsed.key });
       const unchanged = notModified(c.req.header("if-none-match"), entry.version);
@@ -199,6 +209,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     async (c) => {
       const parsed = keyFromPath(c);
       if ("error" in parsed) return parsed.error;
+      const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
+      if (refused !== undefined) return refused;
       const condition = conditionOf(c);
       if ("problem" in condition) return problem(c, 400, condition.problem);
       const ttlText = c.req.query("ttl");
@@ -235,6 +247,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
   routes.on("DELETE", KEY_PATHS, async (c) => {
     const parsed = keyFromPath(c);
     if ("error" in parsed) return parsed.error;
+    const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
+    if (refused !== undefined) return refused;
     const condition = conditionOf(c);
     if ("problem" in condition) return problem(c, 400, condition.problem);
     const result = await node.submit({

@@ -15,8 +15,10 @@
  * - 503 when nothing was proposed, 504 when the outcome is unknown (the
  *   app's answer to a `KvError`): read the keys to learn whether it applied.
  *
- * The client token, when one is configured, is checked by `kvRoutes`, which
- * mounts this route.
+ * Credentials are checked by `kvRoutes`, which mounts this route (401), and
+ * here, once the body names the keys (403): a named token needs read on
+ * every key a check reads and read-write on every key an op writes
+ * (`src/server/access.ts`).
  *
  * @module
  */
@@ -24,11 +26,12 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ReplicaDriver } from "../driver/driver.ts";
+import type { ClientAccess } from "./access.ts";
 import { problem } from "./problem.ts";
 import { failedChecks, MAX_TXN_BODY_BYTES, txnCommandOf } from "./txn_body.ts";
 
-/** The `POST /txn` route of `node`, as a Hono sub-app to mount at the root. */
-export function txnRoute(node: ReplicaDriver): Hono {
+/** The `POST /txn` route of `node`, checked by `access`, as a Hono sub-app to mount at the root. */
+export function txnRoute(node: ReplicaDriver, access: ClientAccess): Hono {
   const routes = new Hono();
   routes.post(
     "/txn",
@@ -45,6 +48,20 @@ export function txnRoute(node: ReplicaDriver): Hono {
       }
       const parsed = txnCommandOf(body, node.wallClockMs());
       if ("problem" in parsed) return problem(c, 400, parsed.problem);
+      const refused = access.authorize(
+        c,
+        ...parsed.command.checks.map((check) => ({
+          kind: "key" as const,
+          key: check.key,
+          write: false,
+        })),
+        ...parsed.command.mutations.map((mutation) => ({
+          kind: "key" as const,
+          key: mutation.key,
+          write: true,
+        })),
+      );
+      if (refused !== undefined) return refused;
       // A KvError that stops the command (503, 504) reaches the app's onError.
       const result = await node.submit(parsed.command);
       if (result.op !== "atomic") return problem(c, 500, "Unexpected result");

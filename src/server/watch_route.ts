@@ -39,6 +39,7 @@ import {
 } from "../kv/watch_hub.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { entryJson } from "./entry_json.ts";
+import type { ClientAccess } from "./access.ts";
 import { problem } from "./problem.ts";
 
 /** Time without an event before a keep-alive comment, ms. */
@@ -58,6 +59,8 @@ export interface WatchRouteOptions {
   readonly hub: WatchHub;
   /** Time without an event before a keep-alive comment, ms (default {@linkcode SSE_KEEP_ALIVE_MS}). */
   readonly keepAliveMs?: number;
+  /** The replica's client credentials: a watch needs read on its key or inside its prefix. */
+  readonly access: ClientAccess;
 }
 
 const encoder = new TextEncoder();
@@ -162,7 +165,7 @@ function eventStream(
   }, { highWaterMark: 0 });
 }
 
-/** The `GET /watch` route, as a Hono sub-app to mount at the root (behind the client token's guard). */
+/** The `GET /watch` route, as a Hono sub-app to mount at the root (behind the credentials' guard). */
 export function watchRoute(options: WatchRouteOptions): Hono {
   const { node, hub } = options;
   const keepAliveMs = options.keepAliveMs ?? SSE_KEEP_ALIVE_MS;
@@ -170,6 +173,13 @@ export function watchRoute(options: WatchRouteOptions): Hono {
   routes.get("/watch", (c) => {
     const watched = watchedOf(c);
     if ("problem" in watched) return problem(c, 400, watched.problem);
+    const refused = options.access.authorize(
+      c,
+      "key" in watched
+        ? { kind: "key", key: watched.key, write: false }
+        : { kind: "prefix", prefix: watched.prefix },
+    );
+    if (refused !== undefined) return refused;
     const [start, end] = "key" in watched
       ? [watched.key, `${watched.key}\u0000`]
       : [watched.prefix, curlListEnd(watched.prefix)];

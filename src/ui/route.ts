@@ -14,12 +14,14 @@
  *   session cookie that lets the page's `EventSource` in (`session.ts`);
  *   `DELETE /ui/session` clears it.
  *
- * Access: with a client token configured, the page's figures and the event
- * stream need it, as a bearer token or through the session cookie; without
- * it `GET /ui` answers 401 with the page's token field and no figure (the
- * issue's item 3: `/ui` follows the client credentials). Without a client
- * token the dashboard is open, as `/status` is. The key browser's requests
- * go to `/kv` with the token, and `/kv` judges them.
+ * Access (`dashboard_access.ts`): with client credentials enforced (a client
+ * token configured, or a named token), the page's figures and the event
+ * stream need the client token or a named token with the operations grant,
+ * as a bearer token or through the session cookie; without it `GET /ui`
+ * answers 401 with the page's token field and no figure (403 for a token
+ * without the grant) (the issue's item 3: `/ui` follows the client
+ * credentials). Without any, the dashboard is open, as `/status` is. The
+ * key browser's requests go to `/kv` with the token, and `/kv` judges them.
  *
  * Every answer carries a strict Content-Security-Policy (`default-src
  * 'self'`, no inline script or style), `Referrer-Policy: no-referrer` and
@@ -30,22 +32,18 @@
  */
 
 import { type Context, Hono, type MiddlewareHandler } from "hono";
-import { deleteCookie, getCookie, setCookie } from "hono/cookie";
-import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { deleteCookie, setCookie } from "hono/cookie";
+import { bearerToken } from "../net/bearer.ts";
+import { ClientAccess } from "../server/access.ts";
 import { problem } from "../server/problem.ts";
 import { StreamSlots } from "../server/stream_slots.ts";
 import { APP_CSS, APP_JS, FAVICON_SVG } from "./assets.ts";
 import { ConfigurationLog } from "./configuration_log.ts";
+import { DashboardAccess } from "./dashboard_access.ts";
 import { UI_STREAM_LIFETIME_MS, uiEventStream } from "./event_stream.ts";
 import { formatTime, renderPage, renderSections } from "./page.tsx";
 import { RoundTrips } from "./round_trips.ts";
-import {
-  SESSION_COOKIE,
-  SESSION_TTL_MS,
-  sessionExpiry,
-  sessionKey,
-  signSession,
-} from "./session.ts";
+import { SESSION_COOKIE, SESSION_TTL_MS } from "./session.ts";
 import { dashboardView, type DashboardViewOptions } from "./view.ts";
 
 /** Most event streams of the dashboard one replica serves at once. */
@@ -69,16 +67,16 @@ export const UI_CONTENT_SECURITY_POLICY = [
 export interface UiRouteOptions extends DashboardViewOptions {
   /** If set, the dashboard needs this client token (as a bearer token, or by session cookie). */
   readonly clientToken?: string;
+  /**
+   * The replica's client credentials (the app's): the client token and the
+   * named tokens. Absent: made of `clientToken` and `node`'s tokens.
+   */
+  readonly access?: ClientAccess;
   /** Most event streams at once (default {@linkcode MAX_UI_STREAMS}). */
   readonly maxUiStreams?: number;
   /** Least time between two events of a stream, ms (default one second; tests shorten it). */
   readonly uiEventIntervalMs?: number;
 }
-
-/** Whether a request may see the dashboard, and until when if by session. */
-type Access =
-  | { readonly ok: true; readonly untilMs?: number }
-  | { readonly ok: false; readonly reason: string };
 
 function securityHeaders(): MiddlewareHandler {
   return async (c, next) => {
@@ -94,9 +92,11 @@ function securityHeaders(): MiddlewareHandler {
 /** The dashboard as a Hono sub-app, to mount at `/ui`. */
 export function uiRoute(options: UiRouteOptions): Hono {
   const { node } = options;
-  const clientToken = options.clientToken;
-  const tokenBytes = clientToken === undefined ? undefined : new TextEncoder().encode(clientToken);
-  const key = clientToken === undefined ? undefined : sessionKey(options.secret, clientToken);
+  const clientAccess = options.access ?? new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
+  const dashboard = new DashboardAccess(clientAccess, options.secret, options.clientToken);
   const slots = new StreamSlots(options.maxUiStreams ?? MAX_UI_STREAMS);
   const roundTrips = new RoundTrips(options);
   const changes = new ConfigurationLog();
@@ -109,22 +109,7 @@ export function uiRoute(options: UiRouteOptions): Hono {
     roundTrips.refresh();
     return dashboardView(options, { roundTrips: roundTrips.matrix(), changes: changes.entries() });
   };
-  const access = async (c: Context): Promise<Access> => {
-    if (tokenBytes === undefined || key === undefined) return { ok: true };
-    const presented = bearerToken(c.req.header("authorization"));
-    if (presented !== undefined) {
-      return sameSecret(presented, tokenBytes)
-        ? { ok: true }
-        : { ok: false, reason: "The dashboard refused this token" };
-    }
-    const untilMs = await sessionExpiry(await key, getCookie(c, SESSION_COOKIE), Date.now());
-    if (untilMs !== undefined) return { ok: true, untilMs };
-    return {
-      ok: false,
-      reason: "This replica's dashboard needs the client token: enter it above " +
-        "(it is kept in this tab only, and sent to this replica alone)",
-    };
-  };
+  const access = (c: Context) => dashboard.judge(c);
   const title = `${options.names?.[node.id] ?? `replica-${node.id}`} · epaxos-kv`;
 
   const route = new Hono();
@@ -132,8 +117,8 @@ export function uiRoute(options: UiRouteOptions): Hono {
   route.get("/", async (c) => {
     const allowed = await access(c);
     if (!allowed.ok) {
-      c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
-      return c.html(renderPage({ locked: allowed.reason }, title), 401);
+      if (allowed.status === 401) c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
+      return c.html(renderPage({ locked: allowed.reason }, title), allowed.status);
     }
     return c.html(renderPage({ view: view() }, title));
   });
@@ -154,7 +139,7 @@ export function uiRoute(options: UiRouteOptions): Hono {
   });
   route.get("/events", async (c) => {
     const allowed = await access(c);
-    if (!allowed.ok) return problem(c, 401, allowed.reason);
+    if (!allowed.ok) return problem(c, allowed.status, allowed.reason);
     const release = slots.take();
     if (release === undefined) {
       c.header("Retry-After", "5");
@@ -186,20 +171,25 @@ export function uiRoute(options: UiRouteOptions): Hono {
     return c.body(stream);
   });
   route.post("/session", async (c) => {
-    if (tokenBytes === undefined || key === undefined) return c.body(null, 204); // Open: nothing to hold.
+    if (!clientAccess.enforcing) return c.body(null, 204); // Open: nothing to hold.
     const presented = bearerToken(c.req.header("authorization"));
-    if (presented === undefined || !sameSecret(presented, tokenBytes)) {
+    const principal = presented === undefined ? undefined : dashboard.bearer(presented);
+    if (principal === undefined || "ok" in principal) {
       c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
       return problem(
         c,
         401,
-        presented === undefined
+        principal !== undefined
+          ? "The dashboard refused this token"
+          : clientAccess.hasClientToken
           ? "A session needs the client token (Authorization: Bearer <token>)"
-          : "The dashboard refused this token",
+          : "A session needs a token with the operations grant (Authorization: Bearer <token>)",
       );
     }
     const untilMs = Date.now() + SESSION_TTL_MS;
-    setCookie(c, SESSION_COOKIE, await signSession(await key, untilMs), {
+    const value = await dashboard.session(principal, untilMs);
+    if (typeof value !== "string") return problem(c, 403, value.refused);
+    setCookie(c, SESSION_COOKIE, value, {
       path: "/ui",
       httpOnly: true,
       sameSite: "Strict",

@@ -66,7 +66,8 @@ async function withServer(
         assert.equal(answer.status, 204);
       },
       async watchers() {
-        return (await (await app.request("/status")).json()).watchers.open;
+        // `/status` follows the client credentials (src/server/access.ts).
+        return (await (await app.request("/status", { headers: auth })).json()).watchers.open;
       },
       async events(path, init) {
         const response = await fetch(`http://127.0.0.1:${port}${path}`, init);

@@ -14,6 +14,8 @@ import { startProcessCluster } from "../../src/chaos/process_cluster.ts";
 import { findChromium, launchBrowser, saveScreenshot, screenshotOnFailure } from "./browser.ts";
 
 const TOKEN = "dashboard-browser-test-token";
+/** `/status` follows the client credentials (src/server/access.ts). */
+const BEARER = { authorization: `Bearer ${TOKEN}` };
 const auth = { authorization: `Bearer ${TOKEN}` };
 /** Longest a step waits for the page, ms. */
 const PAGE_TIMEOUT_MS = 15_000;
@@ -102,7 +104,7 @@ Deno.test({
 
       await t.step("the member table matches /status", async () => {
         await screenshotOnFailure(page, "members", async () => {
-          const status = await (await fetch(`${url0}/status`)).json();
+          const status = await (await fetch(`${url0}/status`, { headers: BEARER })).json();
           const expected = [
             { id: status.id, name: `${status.name} (this replica)` },
             ...status.peers.map((peer: { id: number; name: string }) => ({
@@ -154,7 +156,8 @@ Deno.test({
             // No reload may happen: the marker would be gone.
             await page.evaluate(() => (globalThis as Record<string, unknown>).marker = "same page");
             // The figure as the replica has it now (the browser's put is counted).
-            const keysBefore = (await (await fetch(`${url0}/status`)).json()).keys as number;
+            const keysBefore = (await (await fetch(`${url0}/status`, { headers: BEARER })).json())
+              .keys as number;
             await waitForText(page, '[data-figure="keys"]', new RegExp(`^${keysBefore}$`));
             await putWithFetch(url2, "ui/from-fetch", "put by fetch");
             await page.waitForSelector('#kv-rows tr[data-key="ui/from-fetch"]');
