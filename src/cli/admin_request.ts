@@ -7,6 +7,7 @@
  */
 
 import { KvError } from "../errors.ts";
+import { PEER_PROTOCOL_HEADERS } from "../transport/peer_protocol.ts";
 
 /** The replica could not be reached, or did not answer in time. */
 export class AdminUnreachableError extends Error {
@@ -50,6 +51,7 @@ export async function adminRequest(
       ...(options.method === undefined ? {} : { method: options.method }),
       headers: {
         authorization: `Bearer ${options.secret}`,
+        ...PEER_PROTOCOL_HEADERS,
         ...(options.json === undefined ? {} : { "content-type": "application/json" }),
       },
       signal: AbortSignal.timeout(options.timeoutMs),

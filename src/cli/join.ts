@@ -16,6 +16,7 @@ import {
   normalizedUrl,
 } from "../core/configuration.ts";
 import { ConfigError } from "../server/config.ts";
+import { PEER_PROTOCOL_HEADERS } from "../transport/peer_protocol.ts";
 
 /** Longest the configuration fetch may take. */
 export const JOIN_FETCH_TIMEOUT_MS = 10_000;
@@ -54,7 +55,7 @@ export async function fetchConfiguration(
   let response: Response;
   try {
     response = await fetcher(url, {
-      headers: { authorization: `Bearer ${secret}` },
+      headers: { authorization: `Bearer ${secret}`, ...PEER_PROTOCOL_HEADERS },
       signal: options.signal === undefined
         ? AbortSignal.timeout(JOIN_FETCH_TIMEOUT_MS)
         : AbortSignal.any([options.signal, AbortSignal.timeout(JOIN_FETCH_TIMEOUT_MS)]),

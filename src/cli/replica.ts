@@ -3,8 +3,11 @@
  * FILE --id ID --data DIR [--listen HOST:PORT]`. Normally started by
  * `deno task start`, which grants exactly the permissions this needs.
  *
- * Environment: `EPAXOS_CONFIG`, `EPAXOS_ID`, `EPAXOS_DATA`, `EPAXOS_LISTEN` stand
- * in for the flags; the secrets come from where the cluster file points.
+ * Environment ({@linkcode REPLICA_ENV}): `EPAXOS_CONFIG`, `EPAXOS_ID`,
+ * `EPAXOS_DATA`, `EPAXOS_LISTEN` stand in for the flags (a flag wins; with
+ * `--join`, `EPAXOS_CONFIG` is not read); the secrets come from where the
+ * cluster file points, or, joining, from `EPAXOS_CLUSTER_SECRET` and
+ * `EPAXOS_CLIENT_TOKEN`.
  *
  * @module
  */
@@ -47,7 +50,7 @@ import {
 import { memberOf } from "../driver/epoch.ts";
 import { fetchSnapshot, keptTransferPeer } from "../net/snapshot_fetch.ts";
 import type { LoadedState, ReplicaSnapshot } from "../storage/types.ts";
-import { openDenoKvStorage } from "../storage/deno_kv/mod.ts";
+import { openDenoKvStorage, StorageFormatError } from "../storage/deno_kv/mod.ts";
 import { versionTagOf } from "../kv/backup.ts";
 import { restoreFromBackup } from "./restore.ts";
 import { FaultInjector } from "../transport/faults.ts";
@@ -71,6 +74,45 @@ const USAGE =
   " [--max-held-commands N] [--snapshot-rate MBPS]" +
   " [--enable-fault-injection [--unsafe-clock-rate R] | --emulate-wan MATRIX.json]" +
   " [--volatile-storage] [--restore BACKUP_FILE] [--cors-origin ORIGIN]..." + TLS_USAGE;
+
+/**
+ * The environment variables a replica reads, by what they hold: the first
+ * four stand in for `--config`, `--id`, `--data` and `--listen`; the secrets
+ * are read where the cluster file points (these names, in every example
+ * and deployment in `deploy/`) or, with `--join`, from these. Deployment
+ * files are checked against this list (`tests/deploy/`).
+ */
+export const REPLICA_ENV = {
+  config: "EPAXOS_CONFIG",
+  id: "EPAXOS_ID",
+  data: "EPAXOS_DATA",
+  listen: "EPAXOS_LISTEN",
+  clusterSecret: "EPAXOS_CLUSTER_SECRET",
+  clientToken: "EPAXOS_CLIENT_TOKEN",
+} as const;
+
+/** The options a replica takes (each with a value), as `parseArgs` reads them. */
+export const REPLICA_OPTIONS: readonly string[] = [
+  "config",
+  "id",
+  "data",
+  "listen",
+  "emulate-wan",
+  "max-held-commands",
+  "snapshot-rate",
+  "restore",
+  "join",
+  "url",
+  "unsafe-clock-rate",
+  "cors-origin",
+];
+
+/** The flags a replica takes (without a value). */
+export const REPLICA_FLAGS: readonly string[] = [
+  "log-messages",
+  "enable-fault-injection",
+  "volatile-storage",
+];
 
 /** Highest `--snapshot-rate`, in MB/s. */
 export const MAX_SNAPSHOT_RATE_MBPS = 1000;
@@ -260,10 +302,16 @@ export function joinStoreProblem(
  * set).
  */
 async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
-  const configPath = option(args, "config", Deno.env.get("EPAXOS_CONFIG"));
   const joinUrl = option(args, "join");
-  const idText = option(args, "id", Deno.env.get("EPAXOS_ID"));
-  const dataDir = option(args, "data", Deno.env.get("EPAXOS_DATA"));
+  // `--join` wins over `EPAXOS_CONFIG`, so that an image or unit that sets
+  // it can start a replacement member by adding the flags.
+  const configPath = option(
+    args,
+    "config",
+    joinUrl === undefined ? Deno.env.get(REPLICA_ENV.config) : undefined,
+  );
+  const idText = option(args, "id", Deno.env.get(REPLICA_ENV.id));
+  const dataDir = option(args, "data", Deno.env.get(REPLICA_ENV.data));
   if (idText === undefined || dataDir === undefined) throw new UsageError(USAGE);
   if ((configPath === undefined) === (joinUrl === undefined)) {
     throw new UsageError(`give one of --config and --join\n${USAGE}`);
@@ -277,7 +325,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
       min: 0,
       max: MAX_MEMBER_ID,
     })!;
-    const secret = Deno.env.get("EPAXOS_CLUSTER_SECRET");
+    const secret = Deno.env.get(REPLICA_ENV.clusterSecret);
     if (secret === undefined || secret.length < 16) {
       throw new ConfigError(
         "--join needs the cluster secret in EPAXOS_CLUSTER_SECRET (16 characters or more)",
@@ -304,7 +352,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
       id,
       self: { name: `replica-${id}`, url: normalizedUrl(ownUrl) },
       secret,
-      clientToken: envIfAllowed("EPAXOS_CLIENT_TOKEN"),
+      clientToken: envIfAllowed(REPLICA_ENV.clientToken),
       dataDir,
       file: undefined,
       configuration,
@@ -344,22 +392,8 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
 /** Starts a replica and serves until SIGINT or SIGTERM. */
 export async function runReplica(argv: readonly string[]): Promise<void> {
   const args = parseArgs(argv, {
-    options: [
-      "config",
-      "id",
-      "data",
-      "listen",
-      "emulate-wan",
-      "max-held-commands",
-      "snapshot-rate",
-      "restore",
-      "join",
-      "url",
-      "unsafe-clock-rate",
-      "cors-origin",
-      ...TLS_OPTIONS,
-    ],
-    flags: ["log-messages", "enable-fault-injection", "volatile-storage", ...TLS_FLAGS],
+    options: [...REPLICA_OPTIONS, ...TLS_OPTIONS],
+    flags: [...REPLICA_FLAGS, ...TLS_FLAGS],
   });
   // Checked before anything is read or opened: a bad value changes nothing.
   const snapshotRateMbps = snapshotRateOption(args);
@@ -375,7 +409,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     })),
     allowMixedTls(args, config),
   );
-  const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
+  const listen = option(args, "listen", Deno.env.get(REPLICA_ENV.listen)) ??
     defaultListenAddress(self.url);
   const endpoint = parseHostPort(listen);
   if (endpoint === undefined) {
@@ -580,7 +614,12 @@ if (import.meta.main) {
   try {
     await runReplica(Deno.args);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
+    // A store of another format is refused before anything is served or
+    // written (`checkFormat`): said in one line, as a usage error is.
+    if (
+      error instanceof UsageError || error instanceof ConfigError ||
+      error instanceof StorageFormatError
+    ) {
       console.error(error.message);
       Deno.exit(2);
     }

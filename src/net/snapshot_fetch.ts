@@ -28,6 +28,7 @@ import { KvError } from "../errors.ts";
 import type { KvCommand } from "../kv/commands.ts";
 import { MAX_BARRIER_LENGTH, readSnapshot, SnapshotFormatError } from "../kv/snapshot_file.ts";
 import type { ReplicaSnapshot } from "../storage/types.ts";
+import { PEER_PROTOCOL_HEADERS, PEER_PROTOCOL_RANGE_HEADER } from "../transport/peer_protocol.ts";
 
 /** Path of the snapshot route on a peer. */
 export const SNAPSHOT_PATH = "/peer/v1/snapshot";
@@ -209,7 +210,7 @@ async function transfer(
     let response: Response;
     try {
       response = await (options.fetch ?? fetch)(url, {
-        headers: { authorization: `Bearer ${options.secret}` },
+        headers: { authorization: `Bearer ${options.secret}`, ...PEER_PROTOCOL_HEADERS },
         signal: signal === undefined ? idle.signal : AbortSignal.any([signal, idle.signal]),
       });
     } catch (error) {
@@ -223,7 +224,12 @@ async function transfer(
     quiet();
     if (!response.ok) {
       const message = await errorMessage(response);
-      if (resume !== undefined && (response.status === 410 || response.status === 400)) {
+      // A refusal of our peer protocol version is no reason to start afresh.
+      const versionRefused = response.headers.has(PEER_PROTOCOL_RANGE_HEADER);
+      if (
+        resume !== undefined && !versionRefused &&
+        (response.status === 410 || response.status === 400)
+      ) {
         throw new StartAfresh(message);
       }
       throw new SnapshotRefusedError(

@@ -41,6 +41,7 @@ import { Hono } from "hono";
 import type { MemberRole } from "../core/configuration.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { requireBearer } from "../net/bearer.ts";
+import { PEER_PROTOCOL_HEADERS } from "../transport/peer_protocol.ts";
 import { type BackupCheck, backupRoute } from "./backup_route.ts";
 import { membershipRoutes } from "./membership_route.ts";
 import { tokenRoutes } from "./token_route.ts";
@@ -211,7 +212,7 @@ export async function checkDigestElsewhere(
       let response: Response;
       try {
         response = await fetcher(url, {
-          headers: { authorization: `Bearer ${options.secret}` },
+          headers: { authorization: `Bearer ${options.secret}`, ...PEER_PROTOCOL_HEADERS },
           signal: AbortSignal.timeout(Math.max(1, deadline - node.now())),
         });
       } catch {

@@ -14,6 +14,7 @@ import { Hono } from "hono";
 import { describeConfiguration } from "../core/configuration.ts";
 import { isKvCommand } from "../kv/commands.ts";
 import { peerRoute } from "../transport/http_route.ts";
+import { peerProtocolGate, ProtocolRefusals } from "../transport/peer_protocol.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError } from "../errors.ts";
 import { ClientAccess, requireOps } from "./access.ts";
@@ -90,6 +91,8 @@ export function createApp(options: AppOptions): Hono {
     tokens: () => node.state.tokens,
     ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
   });
+  // Peer protocol version refusals of peers' requests here, for `/status`.
+  const protocolRefusals = new ProtocolRefusals();
 
   app.onError((error, c) => {
     if (error instanceof KvError) return kvProblem(c, error);
@@ -167,6 +170,8 @@ export function createApp(options: AppOptions): Hono {
         sentBatches: peer.sentBatches,
         failedBatches: peer.failedBatches,
         droppedMessages: peer.droppedMessages,
+        // A peer protocol version refusal either way, naming both versions.
+        protocolRefusal: peer.protocolRefusal ?? protocolRefusals.of(peer.peer) ?? null,
       })),
       frontiers: {
         executed: core.executedFrontier,
@@ -224,6 +229,8 @@ export function createApp(options: AppOptions): Hono {
   });
   app.route("/ui", uiRoute({ ...options, access })); // The dashboard (src/ui/route.ts), behind the same credentials.
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
+  // Replicas call each other's admin routes too: the same version check.
+  app.use("/admin/*", peerProtocolGate(options.log === undefined ? {} : { log: options.log }));
   app.route("/admin", adminRoute(options));
 
   // --- Peer routes -------------------------------------------------------
@@ -237,6 +244,7 @@ export function createApp(options: AppOptions): Hono {
         checkDigestElsewhere(options, barrier, forPeer, "component"),
       ...(options.snapshotRateMbps === undefined ? {} : { rateMbps: options.snapshotRateMbps }),
       ...(options.log === undefined ? {} : { log: options.log }),
+      protocolRefusals,
     }),
   );
   app.route(
@@ -255,6 +263,7 @@ export function createApp(options: AppOptions): Hono {
       isCommand: isKvCommand,
       receive: (batch) => node.receive(batch),
       ...(options.log === undefined ? {} : { log: options.log }),
+      protocolRefusals,
     }),
   );
 

@@ -20,7 +20,8 @@
  *
  * Every answer carries the barrier (`epaxos-snapshot-barrier`) and the
  * offset it starts at (`epaxos-snapshot-offset`). Refusals are JSON
- * `{"error": ...}`: 400 for bad parameters (or an offset past the end), 401
+ * `{"error": ...}`: 400 for bad parameters (or an offset past the end, or a
+ * peer protocol version this replica does not take: `peer_protocol.ts`), 401
  * without the cluster secret, 410 for a snapshot no longer held, 429 when
  * {@linkcode MAX_SNAPSHOT_STREAMS} are streaming already, 500 for divergence.
  *
@@ -38,6 +39,7 @@ import { KvError, UnavailableError } from "../errors.ts";
 import type { KvCommand } from "../kv/commands.ts";
 import { MAX_BARRIER_LENGTH, snapshotStream } from "../kv/snapshot_file.ts";
 import { requireBearer } from "../net/bearer.ts";
+import { peerProtocolGate, type ProtocolRefusals } from "../transport/peer_protocol.ts";
 import {
   SNAPSHOT_BARRIER_HEADER,
   SNAPSHOT_OFFSET_HEADER,
@@ -102,6 +104,8 @@ export interface SnapshotRouteOptions {
    * divergence, or streamed again from a byte past 0 (a receiver resuming).
    */
   readonly log?: (line: string) => void;
+  /** Where peer protocol refusals are kept for `/status` (`peer_protocol.ts`). */
+  readonly protocolRefusals?: ProtocolRefusals;
   /** Time for dropping held snapshots (default the system's, timers that keep no process alive). */
   readonly clock?: Pick<Clock, "now" | "setTimer">;
 }
@@ -212,6 +216,14 @@ export function snapshotRoute(options: SnapshotRouteOptions): Hono {
         presented
           ? "The snapshot route refused this cluster secret"
           : "The snapshot route needs the cluster credential (Authorization: Bearer <secret>)",
+    }),
+    peerProtocolGate({
+      sender: (c) => {
+        const forText = c.req.query("for");
+        return forText !== undefined && /^\d{1,3}$/.test(forText) ? Number(forText) : undefined;
+      },
+      ...(options.log === undefined ? {} : { log: options.log }),
+      ...(options.protocolRefusals === undefined ? {} : { refusals: options.protocolRefusals }),
     }),
     async (c) => {
       const barrier = c.req.query("barrier");

@@ -15,7 +15,10 @@
  * once, not per request; once it accepts a batch again, that is logged too, and
  * a later refusal is logged anew. A peer that refuses a batch as from an
  * earlier epoch than its own (409, with its epoch) is told to the replica
- * ({@linkcode HttpTransport.onEpochRefusal}).
+ * ({@linkcode HttpTransport.onEpochRefusal}). Every batch carries this
+ * build's peer protocol version (`peer_protocol.ts`); a peer that refuses it
+ * (400 naming the versions it takes) is logged once likewise, and its stats
+ * say why (`protocolRefusal`) until it accepts a batch.
  *
  * @module
  */
@@ -26,6 +29,12 @@ import type { Random } from "../runtime/random.ts";
 import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
 import { PEER_EPOCH_HEADER, PeerRequestError, PipelinedClient } from "./pipelined_client.ts";
 import type { PeerTls } from "../net/tls.ts";
+import {
+  PEER_PROTOCOL_HEADER,
+  PEER_PROTOCOL_VERSION,
+  peerRefusalMessage,
+  type ProtocolRange,
+} from "./peer_protocol.ts";
 import type { PeerMembership, PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
@@ -69,6 +78,8 @@ export interface HttpTransportOptions {
   readonly maxBackoffMs?: number;
   /** Receives one line per notable event: a peer refusing us, or accepting us again. */
   readonly log?: (line: string) => void;
+  /** The peer protocol version batches carry (default this build's; tests change it). */
+  readonly protocolVersion?: number;
   /**
    * With TLS on: the CA https peers' certificates must chain to, the
    * certificate this replica presents, and the refusal of http peers
@@ -102,8 +113,10 @@ interface Link {
   sentMessages: number;
   failedBatches: number;
   droppedMessages: number;
-  /** The peer refused our last requests (401 or 403), and that was logged. */
+  /** The peer refused our last requests (401 or 403, or our version), and that was logged. */
   refused: boolean;
+  /** Why the peer refuses our peer protocol version, until it accepts a batch. */
+  protocolRefusal: string | undefined;
 }
 
 /** Width of the slots whose peer requests share one timeout timer. */
@@ -133,6 +146,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       "authorization": `Bearer ${options.secret}`,
       "content-type": "application/x-msgpack",
       [PEER_SENDER_HEADER]: String(options.self),
+      [PEER_PROTOCOL_HEADER]: String(options.protocolVersion ?? PEER_PROTOCOL_VERSION),
     };
     for (const peer of options.peers) {
       if (peer.id !== options.self) this.#links.set(peer.id, this.#newLink(peer.id, peer.url));
@@ -172,6 +186,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       failedBatches: 0,
       droppedMessages: 0,
       refused: false,
+      protocolRefusal: undefined,
     };
   }
 
@@ -269,6 +284,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       sentMessages: link.sentMessages,
       failedBatches: link.failedBatches,
       droppedMessages: link.droppedMessages,
+      ...(link.protocolRefusal === undefined ? {} : { protocolRefusal: link.protocolRefusal }),
     }));
   }
 
@@ -340,9 +356,10 @@ export class HttpTransport<C> implements PeerTransport<C> {
   }
 
   async #post(link: Link, body: Uint8Array): Promise<boolean> {
-    const { status, epoch } = await link.client.post(body, this.#timeoutSignal());
+    const { status, epoch, protocols } = await link.client.post(body, this.#timeoutSignal());
     const delivered = status >= 200 && status < 300;
     if (status === 401 || status === 403) this.#noteRefused(link, status);
+    else if (status === 400 && protocols !== undefined) this.#noteVersionRefused(link, protocols);
     // 503: the peer takes no batches for now (it is joining): it is not a
     // contact, so the driver counts it unreachable and leaves it out of the
     // quorums it asks first, instead of waiting for replies it will not send.
@@ -355,6 +372,7 @@ export class HttpTransport<C> implements PeerTransport<C> {
       }
     } else if (delivered && link.refused) {
       link.refused = false;
+      link.protocolRefusal = undefined;
       this.#options.log?.(
         `peer ${link.peer} (${new URL(link.url).origin}) accepts our requests again`,
       );
@@ -374,6 +392,22 @@ export class HttpTransport<C> implements PeerTransport<C> {
         : `${peer} refused us as a sender (403): it does not count replica ${this.#options.self} ` +
           "as a member of its cluster (logged once until it accepts us again)",
     );
+  }
+
+  /** Notes, and logs once until the peer accepts a batch again, that it refuses our version. */
+  #noteVersionRefused(link: Link, theirs: ProtocolRange): void {
+    // Not a contact: the driver counts the peer unreachable, as it is.
+    link.lastContactMs = undefined;
+    const peer = `peer ${link.peer} (${new URL(link.url).origin})`;
+    const message = peerRefusalMessage(
+      peer,
+      this.#options.protocolVersion ?? PEER_PROTOCOL_VERSION,
+      theirs,
+    );
+    if (link.refused && link.protocolRefusal === message) return;
+    link.refused = true;
+    link.protocolRefusal = message;
+    this.#options.log?.(`${message} (logged once until it accepts us again)`);
   }
 
   /**

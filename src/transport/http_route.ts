@@ -19,6 +19,7 @@ import { bearerToken, sameSecret } from "../net/bearer.ts";
 import { formatHostPort } from "../net/endpoint.ts";
 import { BatchError, decodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
 import { PEER_BATCH_PATH, PEER_EPOCH_HEADER, PEER_SENDER_HEADER } from "./http.ts";
+import { peerProtocolGate, type ProtocolRange, type ProtocolRefusals } from "./peer_protocol.ts";
 import type { BatchHandler } from "./types.ts";
 
 /** Settings of {@linkcode peerRoute}. */
@@ -49,8 +50,12 @@ export interface PeerRouteOptions<C> {
    * receiver's epoch in {@linkcode PEER_EPOCH_HEADER}.
    */
   readonly receive: BatchHandler<C>;
-  /** Receives one line per notable event: a sender whose credential is refused. */
+  /** Receives one line per notable event: a sender whose credential or version is refused. */
   readonly log?: (line: string) => void;
+  /** Where peer protocol refusals are kept for `/status` (`peer_protocol.ts`). */
+  readonly protocolRefusals?: ProtocolRefusals;
+  /** Peer protocol versions taken (default this build's; tests change it). */
+  readonly protocols?: ProtocolRange;
 }
 
 const encoder = new TextEncoder();
@@ -71,8 +76,9 @@ function refuse(c: Context, status: 400 | 401 | 403 | 413, message: string): Res
  * The peer route as a Hono sub-app, to mount at the root (`app.route("/", …)`).
  * Answers 204 to an accepted batch; 409 with the receiver's epoch to a batch
  * of an earlier epoch (`BatchRefusal`); 401 without the cluster credential,
- * 413 to a body over {@linkcode MAX_BATCH_BYTES}, 403 to a sender that is
- * not a replica, 400 to anything else malformed. Other errors reach the
+ * 400 with the versions taken to a peer protocol version outside them
+ * (`peer_protocol.ts`), 413 to a body over {@linkcode MAX_BATCH_BYTES}, 403
+ * to a sender that is not a replica, 400 to anything else malformed. Other errors reach the
  * parent app's `onError`.
  */
 export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
@@ -80,13 +86,17 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
   // Claimed senders whose refusal was logged: replica ids, and -1 for a
   // request that claims none (so at most `replicas + 1` entries).
   const refusedSenders = new Set<number>();
-  const noteRefused = (c: Context, presented: boolean) => {
-    if (options.log === undefined) return;
+  /** The replica id the request claims in its sender header, or -1. */
+  const claimedSender = (c: Context) => {
     const claimed = c.req.header(PEER_SENDER_HEADER);
-    const id = claimed !== undefined && /^\d{1,3}$/.test(claimed) &&
+    return claimed !== undefined && /^\d{1,3}$/.test(claimed) &&
         Number(claimed) < options.replicas
       ? Number(claimed)
       : -1;
+  };
+  const noteRefused = (c: Context, presented: boolean) => {
+    if (options.log === undefined) return;
+    const id = claimedSender(c);
     if (refusedSenders.has(id)) return;
     refusedSenders.add(id);
     const how = presented ? "with a wrong cluster secret" : "without a credential";
@@ -110,6 +120,16 @@ export function peerRoute<C>(options: PeerRouteOptions<C>): Hono {
       await next();
       return undefined;
     },
+    // The version before the body too: a batch of another version is not read.
+    peerProtocolGate({
+      ...(options.protocols === undefined ? {} : { range: options.protocols }),
+      sender: (c) => {
+        const id = claimedSender(c);
+        return id < 0 ? undefined : id;
+      },
+      ...(options.log === undefined ? {} : { log: options.log }),
+      ...(options.protocolRefusals === undefined ? {} : { refusals: options.protocolRefusals }),
+    }),
     bodyLimit({
       maxSize: MAX_BATCH_BYTES,
       onError: (c) => refuse(c, 413, `Batch is larger than ${MAX_BATCH_BYTES} bytes`),

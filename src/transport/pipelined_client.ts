@@ -10,7 +10,8 @@
  *
  * It understands exactly what the peer route answers: a status line, headers
  * (of which it reads {@linkcode PEER_EPOCH_HEADER}, the epoch of a peer that
- * refuses a batch of an earlier one) and a body framed by `Content-Length`
+ * refuses a batch of an earlier one, and `PEER_PROTOCOL_RANGE_HEADER`, the
+ * versions of a peer that refuses this one's) and a body framed by `Content-Length`
  * (or none, for 204 and 304). Anything
  * else (chunked or close-delimited bodies, oversized heads, an answer nobody
  * asked for) fails every request on the connection and drops it; the next
@@ -23,6 +24,11 @@
 
 import { urlEndpoint } from "../net/endpoint.ts";
 import type { PeerConnectSettings } from "../net/tls.ts";
+import {
+  parseProtocolRange,
+  PEER_PROTOCOL_RANGE_HEADER,
+  type ProtocolRange,
+} from "./peer_protocol.ts";
 
 /** Settings of a {@linkcode PipelinedClient}. */
 export interface PipelinedClientOptions {
@@ -67,6 +73,8 @@ export interface PeerAnswer {
   readonly status: number;
   /** The peer's epoch, when it said ({@linkcode PEER_EPOCH_HEADER}). */
   readonly epoch?: number;
+  /** The peer protocol versions the peer takes, when it refused ours (`peer_protocol.ts`). */
+  readonly protocols?: ProtocolRange;
 }
 
 /** Largest response head accepted, in bytes. */
@@ -240,9 +248,13 @@ export class PipelinedClient {
           const request = connection.pending.shift();
           if (request === undefined) throw new PeerRequestError("Peer answered an unsent request");
           request.resolve(
-            answer.epoch === undefined
+            answer.epoch === undefined && answer.protocols === undefined
               ? { status: answer.status }
-              : { status: answer.status, epoch: answer.epoch },
+              : {
+                status: answer.status,
+                ...(answer.epoch === undefined ? {} : { epoch: answer.epoch }),
+                ...(answer.protocols === undefined ? {} : { protocols: answer.protocols }),
+              },
           );
           if (answer.close) throw new PeerRequestError("Peer closed the connection");
         }
@@ -354,13 +366,15 @@ function append(head: Uint8Array, tail: Uint8Array): Uint8Array {
 
 /**
  * One parsed answer: its status, how many input bytes it took, whether the
- * peer closes after it, and the epoch it names, if any.
+ * peer closes after it, and the epoch and peer protocol versions it names,
+ * if any.
  */
 interface ParsedResponse {
   readonly status: number;
   readonly consumed: number;
   readonly close: boolean;
   readonly epoch?: number;
+  readonly protocols?: ProtocolRange;
 }
 
 /**
@@ -385,6 +399,7 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
   const status = Number(statusLine[1]);
   let contentLength: number | undefined;
   let epoch: number | undefined;
+  let protocols: ProtocolRange | undefined;
   let close = lines[0]!.startsWith("HTTP/1.0");
   for (let index = 1; index < lines.length; index++) {
     const line = lines[index]!;
@@ -403,6 +418,8 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
     } else if (name === PEER_EPOCH_HEADER) {
       // Not trusted for framing: a malformed value is ignored, not fatal.
       if (/^[1-9]\d{0,14}$/.test(value)) epoch = Number(value);
+    } else if (name === PEER_PROTOCOL_RANGE_HEADER) {
+      protocols = parseProtocolRange(value); // Likewise: malformed, ignored.
     } else if (name === "transfer-encoding") {
       throw new PeerRequestError(`Unsupported transfer-encoding ${JSON.stringify(value)}`);
     } else if (name === "connection") {
@@ -420,7 +437,13 @@ export function parseResponse(input: Uint8Array): ParsedResponse | undefined {
   if (bodyBytes > MAX_BODY_BYTES) throw new PeerRequestError("Response body is too large");
   const consumed = end + 4 + bodyBytes;
   if (input.length < consumed) return undefined;
-  return epoch === undefined ? { status, consumed, close } : { status, consumed, close, epoch };
+  return epoch === undefined && protocols === undefined ? { status, consumed, close } : {
+    status,
+    consumed,
+    close,
+    ...(epoch === undefined ? {} : { epoch }),
+    ...(protocols === undefined ? {} : { protocols }),
+  };
 }
 
 /** Index of the `\r\n\r\n` that ends the head, or -1. */

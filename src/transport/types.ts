@@ -30,6 +30,11 @@ export interface PeerStats {
   readonly failedBatches: number;
   /** Messages given up on (queue full, or retries exhausted). */
   readonly droppedMessages: number;
+  /**
+   * Why the peer refuses this replica's peer protocol version (naming both),
+   * while it does (`peer_protocol.ts`); absent otherwise.
+   */
+  readonly protocolRefusal?: string;
 }
 
 /**

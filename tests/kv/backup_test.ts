@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { bytesOf, streamOf } from "./stream_helpers.ts";
 import {
   BACKUP_FORMAT,
+  BACKUP_VERSION,
   backupFloor,
   BackupFormatError,
   backupStream,
@@ -329,4 +330,31 @@ Deno.test("entry lines: the new fields only when present; what a database key ma
     if (problem === undefined) assert.notEqual(typeof parsed, "string", what);
     else assert.equal(parsed, problem, what);
   }
+});
+
+Deno.test("a backup of another format version is refused naming both versions; its own reads", async () => {
+  const snapshot = sampleSnapshot();
+  const bytes = await bytesOf(
+    backupStream(snapshot.entries, { stateDigest: snapshot.digest, createdAt: new Date() }),
+  );
+  const [header, ...rest] = new TextDecoder().decode(bytes).split("\n");
+  const versioned = (version: number) =>
+    encoder.encode(
+      [header!.replace(`"version":${BACKUP_VERSION}`, `"version":${version}`), ...rest].join("\n"),
+    );
+  // A backup written by an earlier build, and by a later one (the file is
+  // otherwise whole: the version is what is refused, before the checksum).
+  for (const version of [BACKUP_VERSION - 1, BACKUP_VERSION + 1]) {
+    await assert.rejects(
+      readBackup(streamOf(versioned(version))),
+      (error: unknown) =>
+        error instanceof BackupFormatError &&
+        error.message ===
+          `Line 1: backup format version ${version}, but this build reads only version ${BACKUP_VERSION}`,
+    );
+  }
+  assert.deepEqual(
+    (await readBackup(streamOf(versioned(BACKUP_VERSION)))).entries,
+    snapshot.entries,
+  );
 });

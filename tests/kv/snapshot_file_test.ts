@@ -6,6 +6,7 @@ import { databaseKey, versionstampOf } from "../../src/kv/database_keys.ts";
 import {
   readSnapshot,
   SNAPSHOT_FORMAT,
+  SNAPSHOT_VERSION,
   SnapshotFormatError,
   snapshotStream,
 } from "../../src/kv/snapshot_file.ts";
@@ -322,4 +323,27 @@ Deno.test("a snapshot carries a database's entries and records of the multi-key 
   };
   const bytes = await bytesOf(snapshotStream(snapshot, { rateMbps: Infinity }));
   assert.deepEqual(await readSnapshot(streamOf(bytes, 5)), snapshot);
+});
+
+Deno.test("a snapshot file of another format version is refused naming both versions; its own reads", async () => {
+  const snapshot = sampleSnapshot(20);
+  const bytes = await bytesOf(snapshotStream(snapshot, { rateMbps: Infinity }));
+  const [header, ...rest] = new TextDecoder().decode(bytes).split("\n");
+  const versioned = (version: number) =>
+    encoder.encode(
+      [header!.replace(`"version":${SNAPSHOT_VERSION}`, `"version":${version}`), ...rest].join(
+        "\n",
+      ),
+    );
+  // From a peer of an earlier build, and of a later one: refused before the checksum.
+  for (const version of [SNAPSHOT_VERSION - 1, SNAPSHOT_VERSION + 1]) {
+    await rejectsWith(
+      versioned(version),
+      `^Line 1: snapshot format version ${version}, but this build reads only version ${SNAPSHOT_VERSION}$`,
+    );
+  }
+  assert.deepEqual(
+    (await readSnapshot(streamOf(versioned(SNAPSHOT_VERSION)))).entries,
+    snapshot.entries,
+  );
 });

@@ -168,17 +168,53 @@ Deno.test("DenoKvStorage: a fresh file gets the current format version", async (
   });
 });
 
-Deno.test("DenoKvStorage: a file with another format version is refused", async () => {
+/** Every key and value of the file at `path`, for comparing before and after. */
+async function everything(path: string): Promise<[Deno.KvKey, unknown][]> {
+  const entries: [Deno.KvKey, unknown][] = [];
+  await rawKv(path, async (kv) => {
+    for await (const entry of kv.list({ prefix: [] })) entries.push([entry.key, entry.value]);
+  });
+  return entries;
+}
+
+for (
+  const [found, hint] of [
+    [FORMAT_VERSION - 1, "an earlier build wrote it"],
+    [FORMAT_VERSION + 1, "a later build wrote it"],
+  ] as const
+) {
+  Deno.test(`DenoKvStorage: a file of format ${found} is refused, naming both, and left as it is`, async () => {
+    await withFile(async (path) => {
+      // A store written by another build: its format key and some of its data.
+      await rawKv(path, async (kv) => {
+        await kv.set(["meta", "format"], found);
+        await kv.set(["i", 0, 1, 0], new Uint8Array([1, 2, 3]));
+      });
+      const before = await everything(path);
+      await assert.rejects(
+        openDenoKvStorage(path, OPTIONS),
+        (error: Error) =>
+          error instanceof StorageFormatError &&
+          error.message.startsWith(
+            `File has storage format ${found}, but this build reads only format ${FORMAT_VERSION}: ${hint}`,
+          ),
+      );
+      assert.deepStrictEqual(await everything(path), before, "nothing written");
+    });
+  });
+}
+
+Deno.test("DenoKvStorage: a file of this build's format opens (the refusals' positive case)", async () => {
   await withFile(async (path) => {
     await rawKv(path, async (kv) => {
-      await kv.set(["meta", "format"], 1);
+      await kv.set(["meta", "format"], FORMAT_VERSION);
     });
-    await assert.rejects(
-      openDenoKvStorage(path, OPTIONS),
-      (error: Error) =>
-        error instanceof StorageFormatError &&
-        error.message === "File has storage format 1, but this build reads only format 2",
-    );
+    const storage = await openDenoKvStorage(path, OPTIONS);
+    try {
+      assert.deepStrictEqual(normalize(await storage.load()), reference(whole()));
+    } finally {
+      storage.close();
+    }
   });
 });
 

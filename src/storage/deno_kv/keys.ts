@@ -56,7 +56,9 @@ export class StorageFormatError extends Error {
 }
 
 /**
- * Checks the format version of the file, setting it on a fresh one.
+ * Checks the format version of the file, setting it on a fresh one. A file
+ * of another version is refused before anything is read or written, with a
+ * message naming both versions.
  *
  * @throws {StorageFormatError} if the file has another format version, or
  *   holds data without one.
@@ -75,9 +77,22 @@ export async function checkFormat(kv: Deno.Kv): Promise<void> {
   } else if (format.value !== FORMAT_VERSION) {
     throw new StorageFormatError(
       `File has storage format ${JSON.stringify(format.value)}, but this build reads only ` +
-        `format ${FORMAT_VERSION}`,
+        `format ${FORMAT_VERSION}${formatHint(format.value)}`,
     );
   }
+}
+
+/**
+ * What an operator can do about a store of format `found`: a later build
+ * wrote it (a rolling upgrade rolled back past a format change), or an
+ * earlier one that this build cannot read. Nothing was changed either way.
+ */
+function formatHint(found: unknown): string {
+  if (typeof found !== "number") return "";
+  return found > FORMAT_VERSION
+    ? ": a later build wrote it; run that build (or a later one) on this data directory"
+    : ": an earlier build wrote it; run that build, or replace this replica " +
+      "(deno task admin replace) and start it on an empty data directory with --join";
 }
 
 /** What `["meta", "restore"]` holds: the backup a store was seeded from. */
