@@ -19,9 +19,11 @@ import {
 } from "./membership_scenario.ts";
 import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
 import { LEASE_SCENARIOS } from "./lease_scenarios.ts";
+import { KV_SCENARIOS } from "./kv_scenarios.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
+import type { ChaosWorkload, WorkloadOptions } from "./workload.ts";
 
 /** What a nemesis can act on. */
 export interface NemesisContext {
@@ -67,6 +69,12 @@ export interface ScenarioFindings {
   readonly figures: Readonly<Record<string, number>>;
 }
 
+/** What a scenario's own workload is built from: the runner's settings and the cluster. */
+export interface ScenarioWorkloadOptions extends WorkloadOptions {
+  /** The replica processes (to tell how often a client's replica was restarted). */
+  readonly cluster: ProcessCluster;
+}
+
 /** One chaos scenario. */
 export interface Scenario {
   /** Name used on the command line. */
@@ -105,6 +113,11 @@ export interface Scenario {
    * the history checker catches it (the history is not linearizable).
    */
   readonly negative?: boolean;
+  /**
+   * The scenario's own workload (Deno KV clients, `kv_workload.ts`); absent:
+   * the curl clients of `workload.ts`.
+   */
+  workload?(options: ScenarioWorkloadOptions): ChaosWorkload;
   /**
    * Applies the faults for the fault phase; healing is done by the runner
    * afterwards. It may return its own verdict, called once the history is
@@ -346,9 +359,15 @@ export const SCENARIOS: readonly Scenario[] = [
 
 /**
  * Every scenario: those above, then those with quorum leases
- * (`lease_scenarios.ts`; tests/chaos/lease_chaos_test.ts runs them at CI size).
+ * (`lease_scenarios.ts`; tests/chaos/lease_chaos_test.ts runs them at CI
+ * size), then those with Deno KV clients (`kv_scenarios.ts`;
+ * tests/chaos/kv_chaos_test.ts).
  */
-export const EVERY_SCENARIO: readonly Scenario[] = [...SCENARIOS, ...LEASE_SCENARIOS];
+export const EVERY_SCENARIO: readonly Scenario[] = [
+  ...SCENARIOS,
+  ...LEASE_SCENARIOS,
+  ...KV_SCENARIOS,
+];
 
 /** The scenario called `name`. */
 export function scenarioNamed(name: string): Scenario | undefined {
