@@ -240,27 +240,34 @@ export interface WatchRun {
   readonly load_1m: number | null;
 }
 
-/** Medians of one mode over its runs. */
-export interface ModeSummary {
-  readonly mode: ThroughputMode;
-  readonly ops_per_s: number | null;
-  readonly ops_per_s_runs: readonly number[];
-  readonly p50_ms: number | null;
-  readonly p99_ms: number | null;
-  readonly errors: number;
-  readonly client_cpu_pct: number | null;
-  readonly client_us_per_op: number | null;
-  readonly server_cpu_pct: number | null;
-  readonly server_us_per_op: number | null;
-  readonly server_request_p50_ms: number | null;
-  readonly server_request_p99_ms: number | null;
-  readonly commit_p50_ms: number | null;
-  readonly commit_p99_ms: number | null;
-  readonly fast_ratio: number | null;
-  readonly commands_per_batch: number | null;
-  readonly storage_commits_per_s: number | null;
-  readonly storage_commit_ms: number | null;
-}
+/** The fields of a mode's runs a summary gives the median of. */
+const MEDIAN_FIELDS = [
+  "p50_ms",
+  "p99_ms",
+  "client_cpu_pct",
+  "client_us_per_op",
+  "server_cpu_pct",
+  "server_us_per_op",
+  "server_request_p50_ms",
+  "server_request_p99_ms",
+  "commit_p50_ms",
+  "commit_p99_ms",
+  "fast_ratio",
+  "commands_per_batch",
+  "storage_commits_per_s",
+  "storage_commit_ms",
+] as const;
+
+/** Medians of one mode over its runs (each field of {@linkcode ModeRun} of that name). */
+export type ModeSummary =
+  & {
+    readonly mode: ThroughputMode;
+    readonly ops_per_s: number | null;
+    readonly ops_per_s_runs: readonly number[];
+    /** Errors of every run together. */
+    readonly errors: number;
+  }
+  & { readonly [Field in typeof MEDIAN_FIELDS[number]]: number | null };
 
 /** The JSON report. */
 export interface KvConnectReport {
@@ -302,27 +309,18 @@ export function summarizeModes(runs: readonly ModeRun[]): ModeSummary[] {
   return THROUGHPUT_MODES.flatMap((mode) => {
     const own = runs.filter((run) => run.mode === mode);
     if (own.length === 0) return [];
-    const of = (field: keyof ModeRun) =>
-      round(median(own.map((run) => run[field] as number | null)));
+    const medians = Object.fromEntries(
+      MEDIAN_FIELDS.map((field) => [
+        field,
+        round(median(own.map((run) => run[field])), field === "fast_ratio" ? 3 : 2),
+      ]),
+    ) as Record<typeof MEDIAN_FIELDS[number], number | null>;
     return [{
       mode,
-      ops_per_s: of("ops_per_s"),
+      ops_per_s: round(median(own.map((run) => run.ops_per_s))),
       ops_per_s_runs: own.map((run) => run.ops_per_s),
-      p50_ms: round(median(own.map((run) => run.p50_ms)), 2),
-      p99_ms: round(median(own.map((run) => run.p99_ms)), 2),
       errors: own.reduce((sum, run) => sum + run.errors, 0),
-      client_cpu_pct: of("client_cpu_pct"),
-      client_us_per_op: of("client_us_per_op"),
-      server_cpu_pct: of("server_cpu_pct"),
-      server_us_per_op: of("server_us_per_op"),
-      server_request_p50_ms: round(median(own.map((run) => run.server_request_p50_ms)), 2),
-      server_request_p99_ms: round(median(own.map((run) => run.server_request_p99_ms)), 2),
-      commit_p50_ms: round(median(own.map((run) => run.commit_p50_ms)), 2),
-      commit_p99_ms: round(median(own.map((run) => run.commit_p99_ms)), 2),
-      fast_ratio: round(median(own.map((run) => run.fast_ratio)), 3),
-      commands_per_batch: round(median(own.map((run) => run.commands_per_batch)), 2),
-      storage_commits_per_s: of("storage_commits_per_s"),
-      storage_commit_ms: round(median(own.map((run) => run.storage_commit_ms)), 2),
+      ...medians,
     }];
   });
 }

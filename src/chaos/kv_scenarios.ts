@@ -17,7 +17,8 @@
  */
 
 import { KvWorkload } from "./kv_workload.ts";
-import type { NemesisContext, Scenario, ScenarioWorkloadOptions } from "./scenarios.ts";
+import { blockLinks, killRandomReplicas } from "./nemeses.ts";
+import type { Scenario, ScenarioWorkloadOptions } from "./scenarios.ts";
 
 /** Register keys of the Deno KV scenarios. */
 const KV_KEYS = 4;
@@ -36,19 +37,6 @@ function kvWorkload(duplicateSumEvery?: number) {
     });
 }
 
-/** Blocks every link to and from `isolated` (`undefined`: clears every link's faults). */
-async function isolate(context: NemesisContext, isolated: number | undefined): Promise<void> {
-  for (let from = 0; from < context.replicas; from++) {
-    const links: Record<string, { blocked: boolean }> = {};
-    for (let to = 0; to < context.replicas; to++) {
-      if (from !== to && (from === isolated || to === isolated)) {
-        links[String(to)] = { blocked: true };
-      }
-    }
-    await context.setFaults(from, { links });
-  }
-}
-
 /** Every Deno KV chaos scenario (`deno task chaos --scenario NAME`). */
 export const KV_SCENARIOS: readonly Scenario[] = [
   {
@@ -58,17 +46,7 @@ export const KV_SCENARIOS: readonly Scenario[] = [
     availableDuringFault: true,
     keys: KV_KEYS,
     workload: kvWorkload(),
-    async inject(context) {
-      for (let round = 0; round < 2; round++) {
-        const victim = context.random.int(context.replicas);
-        context.note(`SIGKILL replica ${victim}`);
-        await context.cluster.kill(victim, "SIGKILL");
-        await context.sleep(context.faultMs / 4);
-        context.note(`restart replica ${victim}`);
-        await context.cluster.start(victim);
-        await context.sleep(context.faultMs / 4);
-      }
-    },
+    inject: (context) => killRandomReplicas(context, 2),
   },
   {
     name: "kv-sum-partition",
@@ -81,10 +59,10 @@ export const KV_SCENARIOS: readonly Scenario[] = [
       const first = context.random.int(context.replicas);
       for (const isolated of [first, (first + 1) % context.replicas]) {
         context.note(`isolate replica ${isolated}`);
-        await isolate(context, isolated);
+        await blockLinks(context, (from, to) => from === isolated || to === isolated);
         await context.sleep(context.faultMs * 0.35);
         context.note(`heal replica ${isolated}`);
-        await isolate(context, undefined);
+        await blockLinks(context, () => false);
         await context.sleep(context.faultMs * 0.15);
       }
     },

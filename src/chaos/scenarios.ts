@@ -23,6 +23,7 @@ import { KV_SCENARIOS } from "./kv_scenarios.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
+import { blockLinks, killRandomReplicas } from "./nemeses.ts";
 import type { ChaosWorkload, WorkloadOptions } from "./workload.ts";
 
 /** What a nemesis can act on. */
@@ -142,18 +143,12 @@ async function everyLink(context: NemesisContext, faults: FaultConfig["default"]
   await context.sleep(context.faultMs);
 }
 
-/** Blocks the directed links `from -> to` for which `blocked(from, to)` holds. */
+/** Blocks the directed links for which `blocked(from, to)` holds for the fault phase. */
 async function partition(
   context: NemesisContext,
   blocked: (from: number, to: number) => boolean,
 ): Promise<void> {
-  for (let from = 0; from < context.replicas; from++) {
-    const links: Record<string, { blocked: boolean }> = {};
-    for (let to = 0; to < context.replicas; to++) {
-      if (from !== to && blocked(from, to)) links[String(to)] = { blocked: true };
-    }
-    await context.setFaults(from, { links });
-  }
+  await blockLinks(context, blocked);
   await context.sleep(context.faultMs);
 }
 
@@ -165,17 +160,7 @@ export const SCENARIOS: readonly Scenario[] = [
     name: "kill-random",
     description: "SIGKILL a random replica, restart it; twice",
     availableDuringFault: true,
-    async inject(context) {
-      for (let round = 0; round < 2; round++) {
-        const victim = context.random.int(context.replicas);
-        context.note(`SIGKILL replica ${victim}`);
-        await context.cluster.kill(victim, "SIGKILL");
-        await context.sleep(context.faultMs / 4);
-        context.note(`restart replica ${victim}`);
-        await context.cluster.start(victim);
-        await context.sleep(context.faultMs / 4);
-      }
-    },
+    inject: (context) => killRandomReplicas(context, 2),
   },
   {
     name: "kill-f",
