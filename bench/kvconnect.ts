@@ -46,11 +46,13 @@ import {
 } from "../src/chaos/process_cluster.ts";
 import type { LoadSpec } from "./kvconnect/load.ts";
 import {
+  cpuRatioOf,
   type KvConnectBenchOptions,
   type KvConnectReport,
   LatencyHistogram,
   median,
   type ModeRun,
+  pairedRatios,
   parseKvConnectArgs,
   quantileOf,
   ratioOf,
@@ -531,6 +533,9 @@ export async function runKvConnectBench(
     keys: options.keys,
     rate: options.rate ?? null,
     ratio_atomic_to_put: ratioOf(modes, "kv-atomic", "put"),
+    ratio_atomic_to_put_runs: pairedRatios(modeRuns, "kv-atomic", "put"),
+    ratio_atomic_to_put_paired: median(pairedRatios(modeRuns, "kv-atomic", "put")),
+    server_cpu_atomic_to_put: cpuRatioOf(modes, "kv-atomic", "put"),
     ratio_check_set_to_put_if_match: ratioOf(modes, "kv-check-set", "put-if-match"),
     modes,
     watch: {

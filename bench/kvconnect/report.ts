@@ -282,6 +282,15 @@ export interface KvConnectReport {
   readonly rate: number | null;
   /** Median atomic commits per second over median blind PUTs per second (goal ≥ 0.8). */
   readonly ratio_atomic_to_put: number | null;
+  /**
+   * Each round's atomic commits per second over its blind PUTs per second
+   * (measured back to back, so a slow phase of a shared machine falls on
+   * both), and their median.
+   */
+  readonly ratio_atomic_to_put_runs: readonly number[];
+  readonly ratio_atomic_to_put_paired: number | null;
+  /** Median server CPU per atomic commit over median server CPU per blind PUT. */
+  readonly server_cpu_atomic_to_put: number | null;
   /** Median check-guarded atomic sets over median conditional PUTs. */
   readonly ratio_check_set_to_put_if_match: number | null;
   readonly modes: readonly ModeSummary[];
@@ -336,6 +345,34 @@ export function ratioOf(
   return top === null || bottom === null || bottom === 0 ? null : round(top / bottom, 3);
 }
 
+/** Per round that measured both, ops/s of `a` over that of `b`. */
+export function pairedRatios(
+  runs: readonly ModeRun[],
+  a: ThroughputMode,
+  b: ThroughputMode,
+): number[] {
+  const ratios: number[] = [];
+  for (const top of runs) {
+    if (top.mode !== a) continue;
+    const bottom = runs.find((run) => run.mode === b && run.run === top.run);
+    if (bottom !== undefined && bottom.ops_per_s > 0) {
+      ratios.push(round(top.ops_per_s / bottom.ops_per_s, 3)!);
+    }
+  }
+  return ratios;
+}
+
+/** Median server µs per operation of `a` over that of `b`, or null. */
+export function cpuRatioOf(
+  modes: readonly ModeSummary[],
+  a: ThroughputMode,
+  b: ThroughputMode,
+): number | null {
+  const top = modes.find((mode) => mode.mode === a)?.server_us_per_op ?? null;
+  const bottom = modes.find((mode) => mode.mode === b)?.server_us_per_op ?? null;
+  return top === null || bottom === null || bottom === 0 ? null : round(top / bottom, 3);
+}
+
 const show = (value: number | null | undefined) =>
   value === null || value === undefined ? "–" : String(value);
 
@@ -364,7 +401,11 @@ export function reportTable(report: KvConnectReport): string {
     "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ...rows,
     "",
-    `atomic / PUT: ${show(report.ratio_atomic_to_put)}x (goal ≥ 0.8x); ` +
+    `atomic / PUT: ${show(report.ratio_atomic_to_put)}x (goal ≥ 0.8x; each round: ${
+      report.ratio_atomic_to_put_runs.join(" / ")
+    }, median ${show(report.ratio_atomic_to_put_paired)}x); server CPU per op atomic / PUT: ${
+      show(report.server_cpu_atomic_to_put)
+    }x; ` +
     `check-set / If-Match PUT: ${show(report.ratio_check_set_to_put_if_match)}x`,
     "",
     "| mode | replica submit→answer p50 ms | p99 ms | propose→decide p50 ms | p99 ms | fast path | commands/instance | storage commits/s | ms each |",

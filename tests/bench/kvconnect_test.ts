@@ -10,8 +10,10 @@ import assert from "node:assert/strict";
 import { UsageError } from "../../src/cli/args.ts";
 import { runKvConnectBench } from "../../bench/kvconnect.ts";
 import {
+  cpuRatioOf,
   LatencyHistogram,
   type ModeRun,
+  pairedRatios,
   parseKvConnectArgs,
   quantileOf,
   ratioOf,
@@ -118,6 +120,9 @@ Deno.test("summary: medians per mode, errors summed, ratio of medians, a table",
   assert.equal(modes[0]!.p50_ms, 20);
   assert.equal(ratioOf(modes, "kv-atomic", "put"), 0.727);
   assert.equal(ratioOf(modes, "kv-check-set", "put-if-match"), null);
+  // Each round on its own: 800/1000, 900/1200, 100/1100.
+  assert.deepEqual(pairedRatios(runs, "kv-atomic", "put"), [0.8, 0.75, 0.091]);
+  assert.equal(cpuRatioOf(modes, "kv-atomic", "put"), 1);
   const table = reportTable({
     replicas: 3,
     clients: 64,
@@ -128,6 +133,9 @@ Deno.test("summary: medians per mode, errors summed, ratio of medians, a table",
     keys: 100,
     rate: null,
     ratio_atomic_to_put: 0.727,
+    ratio_atomic_to_put_runs: pairedRatios(runs, "kv-atomic", "put"),
+    ratio_atomic_to_put_paired: 0.8,
+    server_cpu_atomic_to_put: cpuRatioOf(modes, "kv-atomic", "put"),
     ratio_check_set_to_put_if_match: null,
     modes,
     watch: {
@@ -144,7 +152,7 @@ Deno.test("summary: medians per mode, errors summed, ratio of medians, a table",
     cpus: 2,
   });
   assert.match(table, /\| kv-atomic \| 800 \| 800 \/ 900 \/ 100 \|/);
-  assert.match(table, /atomic \/ PUT: 0\.727x/);
+  assert.match(table, /atomic \/ PUT: 0\.727x \(goal ≥ 0\.8x; each round: 0\.8 \/ 0\.75 \/ 0\.091/);
 });
 
 Deno.test({
