@@ -1,6 +1,6 @@
 /**
  * `deno task bench:throughput [--replicas N] [--duration S] [--connections C]
- * [--workloads a,b] [--runs N] [--skip-etcd] [--out FILE]`: closed-loop
+ * [--workloads a,b] [--runs N] [--skip-etcd] [--tls] [--out FILE]`: closed-loop
  * throughput of epaxos-kv against etcd, side by side in one run (issue 6).
  *
  * The replicas run as separate processes with real Deno KV files (the command
@@ -31,6 +31,12 @@
  * values must be ones the benchmark wrote and some must come from that run,
  * and the replicas must converge at the end, so that a broken store fails the
  * benchmark (exit 1) instead of reporting fast numbers.
+ *
+ * `--tls` starts a second epaxos-kv cluster whose replicas speak TLS to
+ * clients and to each other (`startProcessCluster`'s `tls`: https URLs, a
+ * development CA, each replica trusting it alone), measured interleaved with
+ * the plain one by the same wrk over https (HTTP/1.1, as wrk speaks), and
+ * adds a table of TLS ops/s over plain ops/s (`tls_ratio` in the JSON).
  *
  * Prints a Markdown table (ops/s, their ratios, p50/p99/p999 latency, errors)
  * and a detail table (errors by kind, the load generator's and the machine's
@@ -179,7 +185,9 @@ async function checkConvergence(cluster: ProcessCluster): Promise<string | null>
   for (let attempt = 0; attempt < 60; attempt++) {
     try {
       const statuses = await Promise.all(cluster.urls.map(async (url) => {
-        const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(5000) });
+        const response = await cluster.fetch(`${url}/status`, {
+          signal: AbortSignal.timeout(5000),
+        });
         return await response.json();
       }));
       const digests = statuses.map((status) => `${status.keys}:${status.stateDigest}`);
@@ -324,13 +332,18 @@ export async function runThroughput(
   // What is running, for the cleanup; each stop takes its clusters off first,
   // so stopping twice (signal, then finally) stops each cluster once, and the
   // second waits for the first to finish.
-  let running: { epaxos?: ProcessCluster; etcd?: EtcdCluster } = {};
+  let running: { epaxos?: ProcessCluster; epaxosTls?: ProcessCluster; etcd?: EtcdCluster } = {};
   let stopped: Promise<unknown> = Promise.resolve();
   const stopAll = () => {
     killTracked();
     const clusters = running;
     running = {};
-    stopped = Promise.all([stopped, clusters.epaxos?.stop(), clusters.etcd?.stop()]);
+    stopped = Promise.all([
+      stopped,
+      clusters.epaxos?.stop(),
+      clusters.epaxosTls?.stop(),
+      clusters.etcd?.stop(),
+    ]);
     return stopped;
   };
   let interrupted = false;
@@ -360,6 +373,18 @@ export async function runThroughput(
     running.epaxos = cluster;
     throwIfInterrupted();
     const systems: SystemUnderTest[] = [epaxosSystem(cluster)];
+    if (options.tls) {
+      // The same replicas over TLS, measured interleaved with the plain ones.
+      log(`starting ${options.replicas} epaxos-kv replicas over TLS`);
+      const tlsCluster = await startProcessCluster(options.replicas, {
+        leases: options.leases,
+        tls: true,
+        ...(options.dataRoot === undefined ? {} : { parentDir: options.dataRoot }),
+      });
+      running.epaxosTls = tlsCluster;
+      throwIfInterrupted();
+      systems.push(epaxosSystem(tlsCluster));
+    }
     let etcdCluster: EtcdCluster | undefined;
     if (!("skipped" in etcdInstall)) {
       log(`starting 3 etcd ${etcdInstall.version} members`);
@@ -447,6 +472,7 @@ export async function runThroughput(
         connections: options.connections,
         durationS,
         timeoutS: options.timeoutS,
+        ...(system.https ? { https: true } : {}),
       });
     };
     if (preloaded) await settle("after the preload");
@@ -454,7 +480,12 @@ export async function runThroughput(
     const failures: string[] = [];
     const workloads: WorkloadReport[] = [];
     for (const spec of specs) {
-      const runs: Record<Side, SystemRun[]> = { epaxos: [], etcd: [], etcd_gateway: [] };
+      const runs: Record<Side, SystemRun[]> = {
+        epaxos: [],
+        etcd: [],
+        etcd_gateway: [],
+        epaxos_tls: [],
+      };
       // Interleaved (epaxos, etcd-grpc, etcd-gateway, epaxos, ...), so that a
       // slow phase of the machine falls on every system alike.
       for (const { system, run } of interleave(systems, options.runs)) {
@@ -478,7 +509,8 @@ export async function runThroughput(
       }
       workloads.push(mergeRuns(spec.name, runs));
     }
-    const divergence = await checkConvergence(cluster);
+    const divergence = await checkConvergence(cluster) ??
+      (running.epaxosTls === undefined ? null : await checkConvergence(running.epaxosTls));
     if (divergence === null) {
       log("epaxos replicas converged to the same state");
     } else {

@@ -67,6 +67,11 @@ export interface ThroughputOptions {
   readonly keys: number;
   /** Whether to leave etcd out. */
   readonly skipEtcd: boolean;
+  /**
+   * Whether to run a second epaxos-kv cluster over TLS beside the plain one,
+   * interleaved with it, and report TLS ops/s over plain ops/s.
+   */
+  readonly tls: boolean;
   /** Whether to skip writing every key before the first workload. */
   readonly skipPreload: boolean;
   /** Where to write the JSON report, if anywhere. */
@@ -102,7 +107,7 @@ export function defaultGrpcConnections(clients: number): number {
 /** The usage line. */
 export const USAGE =
   `usage: deno task bench:throughput [--replicas 3|5|7] [--duration S] [--warmup S] [--connections C]
-       [--workloads ${WORKLOAD_NAMES.join(",")}] [--keys N] [--skip-etcd] [--skip-preload]
+       [--workloads ${WORKLOAD_NAMES.join(",")}] [--keys N] [--skip-etcd] [--skip-preload] [--tls]
        [--out FILE] [--data-root DIR] [--seed N] [--timeout S] [--cpu-prof DIR] [--runs N]
        [--grpc-connections N] [--leases all|none]`;
 
@@ -125,7 +130,7 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
       "grpc-connections",
       "leases",
     ],
-    flags: ["skip-etcd", "skip-preload"],
+    flags: ["skip-etcd", "skip-preload", "tls"],
   });
   if (args.positional.length > 0) throw new UsageError(`Unexpected argument ${args.positional[0]}`);
   const replicas = integerOption(args, "replicas", { min: 3, max: 7, fallback: 3 })!;
@@ -167,6 +172,7 @@ export function parseThroughputArgs(argv: readonly string[]): ThroughputOptions 
     workloads,
     keys: integerOption(args, "keys", { min: 1, max: MAX_KEYS, fallback: 100_000 })!,
     skipEtcd: args.flags.has("skip-etcd"),
+    tls: args.flags.has("tls"),
     leases,
     skipPreload: args.flags.has("skip-preload"),
     seed: integerOption(args, "seed", { min: 0, max: 2 ** 31, fallback: 1 })!,

@@ -94,9 +94,11 @@ export interface WorkloadRuns {
   readonly etcd: readonly SystemRun[];
   /** etcd through its JSON gateway (wrk). */
   readonly etcd_gateway: readonly SystemRun[];
+  /** epaxos-kv over TLS (`--tls`), a second cluster beside the plain one. */
+  readonly epaxos_tls?: readonly SystemRun[];
 }
 
-/** A column of the report: epaxos-kv, etcd through gRPC, etcd through its gateway. */
+/** A column of the report: epaxos-kv, etcd through gRPC, etcd through its gateway, epaxos-kv over TLS. */
 export type Side = keyof WorkloadRuns;
 
 /**
@@ -136,6 +138,12 @@ export interface WorkloadReport {
   readonly etcd_gateway: SystemRun | null;
   /** Every run's full numbers (present when merged from runs). */
   readonly runs?: WorkloadRuns;
+  /** With `--tls`: epaxos-kv over TLS, its median run and each run's ops/s. */
+  readonly epaxos_tls?: SystemRun;
+  readonly epaxos_tls_ops_per_s?: number;
+  readonly epaxos_tls_ops_per_s_runs?: readonly number[];
+  /** Ops/s over TLS divided by ops/s without (medians). */
+  readonly tls_ratio?: number | null;
 }
 
 function ratioOf(numerator: number, denominator: SystemRun | null): number | null {
@@ -276,7 +284,26 @@ export function resultTable(report: ThroughputReport): string {
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ...rows,
     ...perRun,
+    ...tlsTable(report),
   ].join("\n");
+}
+
+/** With `--tls`: epaxos-kv over TLS against without, in the same run. */
+function tlsTable(report: ThroughputReport): string[] {
+  const measured = report.workloads.filter((w) => w.epaxos_tls !== undefined);
+  if (measured.length === 0) return [];
+  return [
+    "",
+    "| workload | epaxos ops/s | epaxos over TLS ops/s | TLS / plain | plain p50/p99/p999 ms | TLS p50/p99/p999 ms | TLS ops/s of each run |",
+    "|---|---:|---:|---:|---:|---:|---|",
+    ...measured.map((w) =>
+      `| ${w.name} | ${num(w.epaxos_ops_per_s)} | ${num(w.epaxos_tls_ops_per_s ?? null)} | ${
+        w.tls_ratio === null || w.tls_ratio === undefined ? "-" : w.tls_ratio.toFixed(2)
+      } | ${latencies(w.epaxos)} | ${latencies(w.epaxos_tls!)} | ${
+        (w.epaxos_tls_ops_per_s_runs ?? []).map((value) => value.toFixed(0)).join(", ")
+      } |`
+    ),
+  ];
 }
 
 function errorDetail(errors: WrkErrors): string {
@@ -306,6 +333,7 @@ export function detailTable(report: ThroughputReport): string {
       ["epaxos", w.epaxos],
       ["etcd", w.etcd],
       ["etcd gateway", w.etcd_gateway ?? null],
+      ["epaxos tls", w.epaxos_tls ?? null],
     ] as const;
     for (const [system, run] of systems) {
       if (run === null) continue;

@@ -90,8 +90,19 @@ export function mergeRuns(name: string, runs: WorkloadRuns): WorkloadReport {
     side(runs.etcd_gateway),
   );
   const { epaxos, etcd, etcd_gateway, ...figures } = merged;
+  const tls = runs.epaxos_tls === undefined || runs.epaxos_tls.length === 0
+    ? undefined
+    : medianRun(runs.epaxos_tls);
   return {
     ...figures,
+    ...(tls === undefined ? {} : {
+      epaxos_tls: tls,
+      epaxos_tls_ops_per_s: tls.ops_per_s,
+      epaxos_tls_ops_per_s_runs: opsOf(runs.epaxos_tls!),
+      tls_ratio: epaxos.ops_per_s === 0
+        ? null
+        : Number((tls.ops_per_s / epaxos.ops_per_s).toFixed(3)),
+    }),
     epaxos_ops_per_s_runs: opsOf(runs.epaxos),
     etcd_ops_per_s_runs: opsOf(runs.etcd),
     etcd_gateway_ops_per_s_runs: opsOf(runs.etcd_gateway),

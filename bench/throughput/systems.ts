@@ -33,6 +33,8 @@ export interface SystemUnderTest {
   readonly targets: readonly Target[];
   /** etcd's gateway prefix. */
   readonly apiPrefix?: string;
+  /** Whether its API is https. */
+  readonly https?: boolean;
   /** Writes `value` at `key` through target `via`; throws on failure. */
   put(via: number, key: string, value: string): Promise<void>;
   /** Reads `key` through target `via`: its value, or null when absent; throws on failure. */
@@ -93,12 +95,18 @@ export function describeCounters(
   ].join(", ");
 }
 
-/** epaxos-kv's replicas, through their HTTP API. */
+/**
+ * epaxos-kv's replicas, through their HTTP API (its https API for a cluster
+ * with TLS, as `epaxos-tls` in the `epaxos_tls` column).
+ */
 export function epaxosSystem(cluster: ProcessCluster): SystemUnderTest {
   const { urls } = cluster;
+  const fetch = cluster.fetch;
+  const tls = cluster.ca !== undefined;
   return {
-    label: "epaxos",
-    side: "epaxos",
+    label: tls ? "epaxos-tls" : "epaxos",
+    side: tls ? "epaxos_tls" : "epaxos",
+    ...(tls ? { https: true } : {}),
     driver: "wrk",
     system: "epaxos",
     preloads: true,

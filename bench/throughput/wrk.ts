@@ -55,6 +55,8 @@ export interface WrkRun {
   readonly durationS: number;
   /** Per-request timeout in seconds. */
   readonly timeoutS: number;
+  /** Whether the targets speak https (wrk then opens every connection with TLS). */
+  readonly https?: boolean;
 }
 
 /** A wrk run's result with the machine's CPU use during it. */
@@ -82,7 +84,7 @@ export async function runWrk(run: WrkRun): Promise<WrkRunResult> {
     `${run.timeoutS}s`,
     "-s",
     scriptPath,
-    `http://${first.host}:${first.port}/`,
+    `${run.https ? "https" : "http"}://${first.host}:${first.port}/`,
   ];
   const { stdout, machineCpuPct } = await runLoadGenerator("wrk", run.wrk, args, run);
   return {

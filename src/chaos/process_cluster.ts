@@ -8,6 +8,8 @@
  */
 
 import { replicaCommand } from "../cli/start.ts";
+import { cacheReplicaModules } from "../cli/start_tls.ts";
+import { clusterCaOnlyEnvironment } from "../net/tls.ts";
 
 /** A running cluster of replica processes. */
 export interface ProcessCluster {
@@ -17,6 +19,10 @@ export interface ProcessCluster {
   readonly secret: string;
   /** The temporary directory holding config and data. */
   readonly root: string;
+  /** With TLS: the cluster CA's certificate file (and each slot's files are `<root>/tls/r<id>.*.pem`). */
+  readonly ca?: string;
+  /** `fetch` for this cluster's URLs: trusting its CA when it runs TLS. */
+  readonly fetch: typeof fetch;
   /** Whether replica `id` is running. */
   running(id: number): boolean;
   /** The process id of replica `id`, while it runs. */
@@ -119,9 +125,9 @@ export async function waitUntil(
 }
 
 /** GETs `url` and reports whether it answered 200 (false on any failure). */
-export async function answers(url: string): Promise<boolean> {
+export async function answers(url: string, fetcher: typeof fetch = fetch): Promise<boolean> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    const response = await fetcher(url, { signal: AbortSignal.timeout(1000) });
     await response.body?.cancel();
     return response.ok;
   } catch {
@@ -137,9 +143,10 @@ export async function answers(url: string): Promise<boolean> {
 export async function replicaStatus<T = Record<string, unknown>>(
   url: string,
   timeoutMs = 3000,
+  fetcher: typeof fetch = fetch,
 ): Promise<T | undefined> {
   try {
-    const response = await fetch(`${url}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    const response = await fetcher(`${url}/status`, { signal: AbortSignal.timeout(timeoutMs) });
     if (!response.ok) {
       await response.body?.cancel();
       return undefined;
@@ -171,6 +178,13 @@ export async function startProcessCluster(
     readonly spares?: number;
     /** The cluster file's `leases` (see `src/server/config.ts`); absent: none. */
     readonly leases?: unknown;
+    /**
+     * TLS: https URLs, a development CA and a certificate per slot under
+     * `<root>/tls` (`certs.ts`), replicas trusting that CA alone.
+     */
+    readonly tls?: boolean;
+    /** A client token the client routes require (the cluster file's `clientToken`, by environment). */
+    readonly clientToken?: string;
   } = {},
 ): Promise<ProcessCluster> {
   // Under a given parent, build the name ourselves: makeTempDir returns the
@@ -185,17 +199,26 @@ export async function startProcessCluster(
   }
   const slots = replicas + (options.spares ?? 0);
   const ports = freePorts(slots);
-  const urls = ports.map((port) => `http://127.0.0.1:${port}`);
+  const urls = ports.map((port) => `${options.tls ? "https" : "http"}://127.0.0.1:${port}`);
   const secret = crypto.randomUUID();
   const configPath = `${root}/cluster.json`;
+  const tls = options.tls ? await clusterTls(`${root}/tls`, urls) : undefined;
   await Deno.writeTextFile(
     configPath,
     JSON.stringify({
-      replicas: urls.slice(0, replicas).map((url, id) => ({ id, name: `r${id}`, url })),
+      replicas: urls.slice(0, replicas).map((url, id) => ({
+        id,
+        name: `r${id}`,
+        url,
+        ...(tls === undefined ? {} : { tls: tls.files[id] }),
+      })),
       secret: { env: "EPAXOS_CLUSTER_SECRET" },
       ...(options.leases === undefined ? {} : { leases: options.leases }),
+      ...(tls === undefined ? {} : { tls: { ca: tls.ca } }),
+      ...(options.clientToken === undefined ? {} : { clientToken: { env: "EPAXOS_CLIENT_TOKEN" } }),
     }),
   );
+  const fetcher = tls === undefined ? fetch : tls.fetch;
   const processes: (Deno.ChildProcess | undefined)[] = new Array(slots);
   const logs: string[][] = Array.from({ length: slots }, () => []);
   const starts: number[] = new Array(slots).fill(0);
@@ -207,8 +230,12 @@ export async function startProcessCluster(
       id,
       dataDir,
       listen: `127.0.0.1:${ports[id]}`,
-      secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+      secrets: [
+        { env: "EPAXOS_CLUSTER_SECRET" },
+        ...(options.clientToken === undefined ? [] : [{ env: "EPAXOS_CLIENT_TOKEN" }]),
+      ],
       ...(options.readFiles === undefined ? {} : { readFiles: options.readFiles }),
+      ...(tls === undefined ? {} : { tls: { ...tls.files[id]!, ca: tls.ca } }),
     });
     if (via !== undefined) {
       // A joiner: the configuration comes from `via`, not the cluster file.
@@ -222,9 +249,17 @@ export async function startProcessCluster(
       ...(options.extraArgsFor?.(id) ?? []),
     );
     args.splice(1, 0, ...(options.denoFlags ?? []));
+    const env = {
+      EPAXOS_CLUSTER_SECRET: secret,
+      ...(options.clientToken === undefined ? {} : { EPAXOS_CLIENT_TOKEN: options.clientToken }),
+      ...options.env,
+    };
     const child = new Deno.Command(Deno.execPath(), {
       args,
-      env: { EPAXOS_CLUSTER_SECRET: secret, ...options.env },
+      // With TLS, as `deno task start` runs them: the cluster CA the only root.
+      ...(tls === undefined
+        ? { env }
+        : { env: clusterCaOnlyEnvironment({ ...Deno.env.toObject(), ...env }), clearEnv: true }),
       stdout: "piped",
       stderr: "piped",
       stdin: "null",
@@ -235,11 +270,19 @@ export async function startProcessCluster(
     // reports); the tail stays in memory.
     await captureOutput(child, `${root}/replica-${id}.log`, logs[id]!, 200);
   };
+  if (tls !== undefined) {
+    await cacheReplicaModules(
+      new URL("../cli/replica.ts", import.meta.url).pathname,
+      new URL("../../deno.json", import.meta.url).pathname,
+    );
+  }
   for (let id = 0; id < replicas; id++) await spawn(id);
   const cluster: ProcessCluster = {
     urls,
     secret,
     root,
+    ...(tls === undefined ? {} : { ca: tls.ca }),
+    fetch: fetcher,
     running: (id) => processes[id] !== undefined,
     pid: (id) => processes[id]?.pid,
     starts: (id) => starts[id] ?? 0,
@@ -267,7 +310,7 @@ export async function startProcessCluster(
     async restart(id) {
       await cluster.kill(id);
       await spawn(id);
-      await waitUntil(() => answers(`${urls[id]}/livez`), {
+      await waitUntil(() => answers(`${urls[id]}/livez`, fetcher), {
         deadlineMs: 30_000,
         what: `replica ${id} to restart`,
       });
@@ -275,13 +318,16 @@ export async function startProcessCluster(
     output: (id) => logs[id]!.join(""),
     async stop() {
       await Promise.all(processes.map((_, id) => cluster.kill(id)));
+      tls?.client.close();
       await Deno.remove(root, { recursive: true }).catch(() => {});
     },
   };
   try {
     await waitUntil(
       async () =>
-        (await Promise.all(urls.slice(0, replicas).map((url) => answers(`${url}/readyz`))))
+        (await Promise.all(
+          urls.slice(0, replicas).map((url) => answers(`${url}/readyz`, fetcher)),
+        ))
           .every(Boolean),
       { deadlineMs: 60_000, what: "every replica to be ready" },
     );
@@ -291,4 +337,22 @@ export async function startProcessCluster(
     throw new Error(`${(error as Error).message}\n${outputs}`);
   }
   return cluster;
+}
+
+/**
+ * A test cluster's TLS: a development CA and a certificate per slot (`r<id>`)
+ * in `dir`, and a `fetch` that trusts the CA.
+ */
+async function clusterTls(dir: string, urls: readonly string[]) {
+  const { ensureClusterCertificates } = await import("../cli/certs.ts");
+  const names = urls.map((url, id) => ({ name: `r${id}`, url }));
+  const made = await ensureClusterCertificates(dir, names);
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(made.ca)] });
+  const tlsFetch: typeof fetch = (input, init) => fetch(input, { ...init, client });
+  return {
+    ca: made.ca,
+    files: names.map(({ name }) => made.replicas.get(name)!),
+    client,
+    fetch: tlsFetch,
+  };
 }

@@ -10,6 +10,7 @@
  * deno task admin --server http://127.0.0.1:8001 remove 4
  * deno task admin --server http://127.0.0.1:8001 replace 2
  * deno task admin --server http://127.0.0.1:8001 leases all
+ * deno task admin --server http://127.0.0.1:8001 token add ci --prefix app/
  * ```
  *
  * The secret comes from `EPAXOS_CLUSTER_SECRET`; when that is unset and the
@@ -24,6 +25,13 @@ import type { ConfigurationChange } from "../core/configuration_change.ts";
 import { isLoopbackUrl } from "../net/endpoint.ts";
 import { fetchBackup } from "./admin_backup.ts";
 import { adminRequest } from "./admin_request.ts";
+import {
+  runTokenAction,
+  TOKEN_FLAGS,
+  TOKEN_OPTIONS,
+  TOKEN_USAGE,
+  tokenActionOf,
+} from "./admin_tokens.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 
 /** The usage text `--help` prints. */
@@ -67,6 +75,7 @@ Commands:
                    deno task start --restore FILE --config FILE --id ID.
                    --rate: MB/s the replica streams at (default 4, at most 1000;
                    faster costs the replica more of its CPU meanwhile).
+${TOKEN_USAGE}
 
 Options:
   --server URL     The replica to ask (default http://127.0.0.1:8001)
@@ -100,7 +109,7 @@ export interface AdminIo {
   readonly err?: (line: string) => void;
 }
 
-const COMMANDS = ["members", "backup", "add", "promote", "remove", "replace", "leases"];
+const COMMANDS = ["members", "backup", "add", "promote", "remove", "replace", "leases", "token"];
 
 /** Member ids given as arguments. */
 function memberIdsOf(command: string, args: readonly string[]): number[] {
@@ -229,8 +238,8 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
   const err = io.err ?? ((line: string) => console.error(line));
   try {
     const args = parseArgs(argv, {
-      options: ["server", "timeout", "out", "rate", "url"],
-      flags: ["help"],
+      options: ["server", "timeout", "out", "rate", "url", ...TOKEN_OPTIONS],
+      flags: ["help", ...TOKEN_FLAGS],
     });
     if (args.flags.has("help")) {
       out(USAGE);
@@ -239,7 +248,21 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
     const [command, ...rest] = args.positional;
     if (command === undefined) throw new UsageError("No command given");
     if (!COMMANDS.includes(command)) throw new UsageError(`Unknown command ${command}`);
-    const change = changeOf(command, rest, option(args, "url"));
+    // Named client tokens (`admin_tokens.ts`) take their own arguments.
+    const tokenAction = command === "token" ? tokenActionOf(rest, args) : undefined;
+    if (
+      tokenAction === undefined &&
+      (TOKEN_OPTIONS.some((name) => args.options.has(name)) ||
+        TOKEN_FLAGS.some((name) => args.flags.has(name)))
+    ) {
+      throw new UsageError(`--prefix, --database, --ops and --read-only are for token add`);
+    }
+    if (tokenAction !== undefined && option(args, "url") !== undefined) {
+      throw new UsageError("--url is for add and replace, not token");
+    }
+    const change = tokenAction === undefined
+      ? changeOf(command, rest, option(args, "url"))
+      : undefined;
     const server = serverUrl(option(args, "server", "http://127.0.0.1:8001")!);
     const outFile = option(args, "out");
     if (command === "backup" && outFile === undefined) {
@@ -256,6 +279,12 @@ export async function runAdmin(argv: readonly string[], io: AdminIo = {}): Promi
       fallback: command === "backup" ? 3_600_000 : change !== undefined ? 20_000 : 10_000,
     })!;
     const secret = await clusterSecret(io, server);
+    if (tokenAction !== undefined) {
+      out(
+        JSON.stringify(await runTokenAction(server, tokenAction, { secret, timeoutMs }), null, 2),
+      );
+      return 0;
+    }
     if (command === "backup") {
       const summary = await fetchBackup(server, outFile!, {
         secret,

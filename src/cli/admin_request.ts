@@ -25,10 +25,12 @@ export interface AdminRequestOptions {
   readonly timeoutMs: number;
   /** A JSON body to POST instead of a GET. */
   readonly json?: unknown;
+  /** The method, when neither GET nor a POST of `json` (a DELETE). */
+  readonly method?: "DELETE";
 }
 
 /**
- * GETs (or, with `json`, POSTs) `path` of `server`'s admin route (`/admin${path}`) and resolves with
+ * GETs (or, with `json`, POSTs; or DELETEs) `path` of `server`'s admin route (`/admin${path}`) and resolves with
  * the response once the replica accepted the request (2xx).
  *
  * @throws {AdminUnreachableError} if the replica could not be reached in time.
@@ -45,6 +47,7 @@ export async function adminRequest(
   try {
     response = await fetch(`${base}/admin${path}`, {
       ...(options.json === undefined ? {} : { method: "POST", body: JSON.stringify(options.json) }),
+      ...(options.method === undefined ? {} : { method: options.method }),
       headers: {
         authorization: `Bearer ${options.secret}`,
         ...(options.json === undefined ? {} : { "content-type": "application/json" }),

@@ -55,12 +55,22 @@ import { HttpTransport } from "../transport/http.ts";
 import { loadRttMatrix } from "../wan/matrix.ts";
 import { parseHostPort } from "../net/endpoint.ts";
 import { integerOption, option, parseArgs, type ParsedArgs, UsageError } from "./args.ts";
+import {
+  allowMixedTls,
+  checkMixedMembers,
+  type ReplicaTls,
+  replicaTlsSetup,
+  serveReplica,
+  TLS_FLAGS,
+  TLS_OPTIONS,
+  TLS_USAGE,
+} from "./replica_tls.ts";
 
 const USAGE =
   "usage: replica (--config FILE | --join URL --url OWN_URL) --id ID --data DIR [--listen HOST:PORT] [--log-messages]" +
   " [--max-held-commands N] [--snapshot-rate MBPS]" +
   " [--enable-fault-injection [--unsafe-clock-rate R] | --emulate-wan MATRIX.json]" +
-  " [--volatile-storage] [--restore BACKUP_FILE] [--cors-origin ORIGIN]...";
+  " [--volatile-storage] [--restore BACKUP_FILE] [--cors-origin ORIGIN]..." + TLS_USAGE;
 
 /** Highest `--snapshot-rate`, in MB/s. */
 export const MAX_SNAPSHOT_RATE_MBPS = 1000;
@@ -207,6 +217,8 @@ interface ReplicaSetup {
   readonly hasStore: boolean;
   /** Positions of that configuration: the rows storage starts with. */
   readonly rows: number;
+  /** Its TLS, for an https URL. */
+  readonly tls: ReplicaTls | undefined;
 }
 
 /** An environment variable, or `undefined` when unset or not allowed to this process. */
@@ -281,11 +293,11 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
-    const configuration = await fetchConfiguration(
-      joinUrl,
-      secret,
-      fresh ? { freshMember: id } : {},
-    );
+    const tls = await replicaTlsSetup(args, { ownUrl });
+    const configuration = await fetchConfiguration(joinUrl, secret, {
+      ...(fresh ? { freshMember: id } : {}),
+      ...(tls === undefined ? {} : { fetch: tls.peer.fetch }),
+    });
     const problem = joinProblem(configuration, id, ownUrl);
     if (problem !== undefined) throw new ConfigError(`--join: ${problem}`);
     return {
@@ -299,6 +311,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
       joining: true,
       hasStore: !fresh,
       rows: positionCount(configuration),
+      tls,
     };
   }
   const file = await loadClusterConfig(configPath!);
@@ -324,6 +337,7 @@ async function replicaSetup(args: ParsedArgs): Promise<ReplicaSetup> {
     joining: false,
     hasStore: false,
     rows: file.replicas.length,
+    tls: await replicaTlsSetup(args, { ownUrl: file.replicas[id]!.url, file, id }),
   };
 }
 
@@ -343,16 +357,24 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       "url",
       "unsafe-clock-rate",
       "cors-origin",
+      ...TLS_OPTIONS,
     ],
-    flags: ["log-messages", "enable-fault-injection", "volatile-storage"],
+    flags: ["log-messages", "enable-fault-injection", "volatile-storage", ...TLS_FLAGS],
   });
   // Checked before anything is read or opened: a bad value changes nothing.
   const snapshotRateMbps = snapshotRateOption(args);
   const clockRate = clockRateOption(args);
   const corsFlags = corsOriginsOption(args);
   const setup = await replicaSetup(args);
-  const { id, self, secret, clientToken, dataDir } = setup;
+  const { id, self, secret, clientToken, dataDir, tls } = setup;
   const config = setup.file;
+  checkMixedMembers(
+    setup.configuration.members.map((member) => ({
+      name: config?.replicas[member.id]?.name ?? `replica-${member.id}`,
+      url: member.url,
+    })),
+    allowMixedTls(args, config),
+  );
   const listen = option(args, "listen", Deno.env.get("EPAXOS_LISTEN")) ??
     defaultListenAddress(self.url);
   const endpoint = parseHostPort(listen);
@@ -450,6 +472,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     clock,
     random,
     log,
+    ...(tls === undefined ? {} : { peerTls: tls.peer }),
     ...(faults === undefined
       ? {}
       : { interpose: (peer, deliver) => faults.interpose(peer, deliver) }),
@@ -466,6 +489,8 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
     storage,
     transport,
     clock,
+    // The system clock reads `performance.now()`: wall-clock time for expiry.
+    wallClockOriginMs: performance.timeOrigin,
     random,
     log,
     traceMessages: args.flags.has("log-messages"),
@@ -478,6 +503,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       secret,
       partialPath: `${dataDir}/snapshot.partial`,
       log,
+      ...(tls === undefined ? {} : { fetch: tls.peer.fetch }),
     }),
     // A peer seen in a later epoch: whether that epoch still has this
     // replica as a member; and, leaving, whether the new voters run it.
@@ -486,7 +512,11 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       if (target === undefined) {
         return Promise.reject(new Error(`No member ${peer} in this replica's configuration`));
       }
-      return fetchConfiguration(target.url, secret, { signal, purpose: "configuration check" });
+      return fetchConfiguration(target.url, secret, {
+        signal,
+        purpose: "configuration check",
+        ...(tls === undefined ? {} : { fetch: tls.peer.fetch }),
+      });
     },
     maxHeldCommands: integerOption(args, "max-held-commands", {
       min: 1000,
@@ -510,6 +540,7 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       urls: config.replicas.map((replica) => replica.url),
     }),
     log,
+    ...(tls === undefined ? {} : { fetch: tls.peer.fetch }),
     snapshotRateMbps,
     corsOrigins,
     ...(faults === undefined || wanMatrix !== undefined
@@ -517,13 +548,17 @@ export async function runReplica(argv: readonly string[]): Promise<void> {
       : { extraOps: faultRoutes(faults, { secret, replicas: setup.rows }) }),
   });
   node.start();
-  const server = Deno.serve({
+  const server = serveReplica({
     hostname,
     port,
+    tls,
+    log,
     onListen: () =>
       log(
         `replica ${id} (epoch ${node.configuration.epoch}, ${node.configuration.members.length} members) ` +
-          `listening on ${hostname}:${port}, data in ${dataDir}`,
+          `listening on ${
+            tls === undefined ? "" : "https://"
+          }${hostname}:${port}, data in ${dataDir}`,
       ),
   }, app.fetch);
 

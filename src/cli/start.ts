@@ -6,6 +6,7 @@
  *
  * ```
  * deno task start                                  # local cluster: 3 replicas on 127.0.0.1:8001-8003, data under ./data/
+ * deno task start --tls                            # the same on https, certificates made once under data/tls/ (CA: data/tls/ca.pem)
  * deno task start --replicas 5 --base-port 9001    # a local cluster of another size
  * deno task start --config cluster.json --id 2     # one replica of a real cluster, as each region runs it
  *                 [--data DIR] [--listen HOST:PORT]
@@ -15,6 +16,13 @@
  * deno task start --join http://127.0.0.1:8001 --id 3 --url http://127.0.0.1:8004 --data data/replica-3
  *                                                  # a member added (admin add) or replaced (admin replace)
  * ```
+ *
+ * TLS: a replica whose URL is https serves TLS with the certificate its
+ * cluster file entry names (or `--tls-cert FILE --tls-key FILE`), and
+ * verifies its peers against the cluster CA (`tls.ca`, or `--tls-ca FILE`);
+ * `--allow-mixed-tls` lets http and https members mix (`src/net/tls.ts`).
+ * Replicas with TLS are started trusting the cluster CA alone
+ * (`clusterCaOnlyEnvironment`).
  *
  * `--restore FILE` seeds the replica's empty store from a backup (`deno task
  * admin backup`) before it starts; every replica of the new cluster is started
@@ -41,7 +49,10 @@ import {
   type SecretReference,
 } from "../server/config.ts";
 import { isLoopbackUrl } from "../net/endpoint.ts";
+import { clusterCaOnlyEnvironment, type TlsPaths } from "../net/tls.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
+import { TLS_FLAGS, TLS_OPTIONS } from "./replica_tls.ts";
+import { cacheReplicaModules, localClusterTls, startTlsPaths, tlsArgs } from "./start_tls.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const REPLICA_SCRIPT = new URL("src/cli/replica.ts", ROOT).pathname;
@@ -58,6 +69,8 @@ interface ChildSpec {
   readonly env: Record<string, string>;
   /** The command that starts this child again on its own, for the exit report. */
   readonly restartHint?: string;
+  /** A replica with TLS: started with the cluster CA as its only trusted root. */
+  readonly tls?: boolean;
 }
 
 function hex(bytes: Uint8Array): string {
@@ -110,21 +123,33 @@ export async function localClusterSecret(path: string): Promise<string> {
 /**
  * Writes the local cluster's file, `<dataRoot>/local-cluster.json`: replicas
  * `local-<id>` at `urls`, the secret read from the file `secretPath` (an
- * absolute path), and quorum leases on every key to every replica. Returns
- * the file's path.
+ * absolute path), and quorum leases on every key to every replica; with
+ * `tls`, the cluster CA and each replica's certificate files. Returns the
+ * file's path.
  */
 export async function writeLocalClusterConfig(
   dataRoot: string,
   urls: readonly string[],
   secretPath: string,
+  tls?: {
+    readonly ca: string;
+    readonly replicas: readonly { readonly cert: string; readonly key: string }[];
+  },
 ): Promise<string> {
   const configPath = `${dataRoot}/${LOCAL_CONFIG_FILE}`;
   await Deno.writeTextFile(
     configPath,
     JSON.stringify(
       {
-        replicas: urls.map((url, id) => ({ id, name: `local-${id}`, region: "local", url })),
+        replicas: urls.map((url, id) => ({
+          id,
+          name: `local-${id}`,
+          region: "local",
+          url,
+          ...(tls === undefined ? {} : { tls: tls.replicas[id] }),
+        })),
         secret: { file: secretPath },
+        ...(tls === undefined ? {} : { tls: { ca: tls.ca } }),
         // Linearizable reads at local latency: every key leased to every replica.
         leases: "all",
       },
@@ -174,14 +199,22 @@ export function replicaCommand(options: {
   readonly restore?: string;
   /** More files the replica must read (a wide-area matrix). */
   readonly readFiles?: readonly string[];
+  /** Its TLS files, read at start and again for reloads. */
+  readonly tls?: TlsPaths;
 }): string[] {
+  const { tls } = options;
   const read = new Set([
     options.configPath,
     options.dataDir,
     ...(options.readFiles ?? []),
     ...(options.restore === undefined ? [] : [options.restore]),
+    ...(tls === undefined ? [] : [tls.cert, tls.key, ...(tls.ca === undefined ? [] : [tls.ca])]),
   ]);
   const env = new Set(["EPAXOS_CONFIG", "EPAXOS_ID", "EPAXOS_DATA", "EPAXOS_LISTEN"]);
+  // Read to say which roots it trusts besides the cluster CA (`describeExtraRoots`).
+  if (tls !== undefined) {
+    ["DENO_TLS_CA_STORE", "DENO_CERT", "NODE_EXTRA_CA_CERTS"].forEach(env.add, env);
+  }
   for (const secret of options.secrets) {
     if ("env" in secret) env.add(secret.env);
     if ("file" in secret) read.add(secret.file);
@@ -235,7 +268,12 @@ async function supervise(
   const processes = children.map((child) => {
     const process = new Deno.Command(Deno.execPath(), {
       args: child.args,
-      env: child.env,
+      ...(child.tls
+        ? {
+          env: clusterCaOnlyEnvironment({ ...Deno.env.toObject(), ...child.env }),
+          clearEnv: true,
+        }
+        : { env: child.env }),
       stdout: "piped",
       stderr: "piped",
       stdin: "null",
@@ -284,12 +322,19 @@ async function supervise(
   return statuses.every((status) => status.success || stopping) ? 0 : 1;
 }
 
-async function waitReady(urls: readonly string[], deadlineMs: number): Promise<boolean> {
+async function waitReady(
+  urls: readonly string[],
+  deadlineMs: number,
+  client?: Deno.HttpClient,
+): Promise<boolean> {
   const deadline = Date.now() + deadlineMs;
   while (Date.now() < deadline) {
     const ready = await Promise.all(urls.map(async (url) => {
       try {
-        const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1000) });
+        const response = await fetch(`${url}/readyz`, {
+          signal: AbortSignal.timeout(1000),
+          ...(client === undefined ? {} : { client }),
+        });
         await response.body?.cancel();
         return response.ok;
       } catch {
@@ -309,8 +354,13 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
   const dataRoot = await Deno.realPath(await ensureDir(option(args, "data", "data")!));
   const secretPath = `${dataRoot}/${LOCAL_SECRET_FILE}`;
   await localClusterSecret(secretPath);
-  const urls = Array.from({ length: replicas }, (_, id) => `http://127.0.0.1:${basePort + id}`);
-  const configPath = await writeLocalClusterConfig(dataRoot, urls, secretPath);
+  const tlsOn = args.flags.has("tls");
+  const urls = Array.from(
+    { length: replicas },
+    (_, id) => `${tlsOn ? "https" : "http"}://127.0.0.1:${basePort + id}`,
+  );
+  const tls = tlsOn ? await localClusterTls(`${dataRoot}/tls`, urls) : undefined;
+  const configPath = await writeLocalClusterConfig(dataRoot, urls, secretPath, tls);
   const secret: SecretReference = { file: secretPath };
   const restoreFile = option(args, "restore");
   const restore = restoreFile === undefined
@@ -329,9 +379,11 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
         secrets: [secret],
         logMessages: args.flags.has("log-messages"),
         ...(restore === undefined ? {} : { restore }),
+        ...(tls === undefined ? {} : { tls: { ...tls.replicas[id]!, ca: tls.ca } }),
       }),
       env: {},
       restartHint: `deno task start --config ${configPath} --id ${id}`,
+      tls: tls !== undefined,
     });
   }
   console.log(
@@ -339,30 +391,40 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
       urls.join(", ")
     }; data under ${dataRoot}; Ctrl-C stops them.`,
   );
+  if (tls !== undefined) await cacheReplicaModules(REPLICA_SCRIPT, DENO_CONFIG);
+  const client = tls === undefined
+    ? undefined
+    : Deno.createHttpClient({ caCerts: [await Deno.readTextFile(tls.ca)] });
+  const curl = tls === undefined ? "curl" : `curl --cacert ${tls.ca}`;
   return await supervise(children, async () => {
-    if (!(await waitReady(urls, 30_000))) {
+    if (!(await waitReady(urls, 30_000, client))) {
       console.error("The replicas did not all become ready within 30 s; see their logs above.");
       return;
     }
     const [first, , third] = [urls[0]!, urls[1]!, urls[2]!];
     // `deno task admin` reads data/cluster-secret of the project by itself.
-    const admin = option(args, "data") === undefined
-      ? "deno task admin"
-      : `EPAXOS_CLUSTER_SECRET=$(cat ${secretPath}) deno task admin`;
+    const admin = (tls === undefined ? "" : `DENO_CERT=${tls.ca} `) +
+      (option(args, "data") === undefined
+        ? "deno task admin"
+        : `EPAXOS_CLUSTER_SECRET=$(cat ${secretPath}) deno task admin`);
     console.log(`
 All ${replicas} replicas are ready. Try:
 
-  curl -X PUT ${first}/kv/greeting --data-binary hello
-  curl ${third}/kv/greeting
-  curl -i -X PUT ${first}/kv/greeting -H 'If-Match: "<version from the ETag>"' --data-binary hi
-  curl -X PUT ${first}/kv/fresh -H 'If-None-Match: *' --data-binary new
-  curl '${first}/kv?prefix=gr'
-  curl -X DELETE ${first}/kv/greeting
-  curl ${first}/status
-  curl ${first}/metrics
+  ${curl} -X PUT ${first}/kv/greeting --data-binary hello
+  ${curl} ${third}/kv/greeting
+  ${curl} -i -X PUT ${first}/kv/greeting -H 'If-Match: "<version from the ETag>"' --data-binary hi
+  ${curl} -X PUT ${first}/kv/fresh -H 'If-None-Match: *' --data-binary new
+  ${curl} '${first}/kv?prefix=gr'
+  ${curl} -X DELETE ${first}/kv/greeting
+  ${curl} ${first}/status
+  ${curl} ${first}/metrics
   ${admin} --server ${first} members
 
-The cluster secret is in ${secretPath}.
+The cluster secret is in ${secretPath}.${
+      tls === undefined
+        ? ""
+        : `\nThe cluster CA is ${tls.ca}: Deno programs trust it with DENO_CERT=${tls.ca}.`
+    }
 To restart one replica while the others serve, stop it (kill its pid, printed
 above) and start it alone:
   deno task start --config ${configPath} --id 1
@@ -393,6 +455,7 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
     config.secret,
     ...(config.clientToken === undefined ? [] : [config.clientToken]),
   ];
+  const tls = startTlsPaths(args, config, id);
   const env: Record<string, string> = {};
   for (const secret of secrets) {
     if ("env" in secret) {
@@ -413,8 +476,10 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
       secrets,
       logMessages: args.flags.has("log-messages"),
       ...(restore === undefined ? {} : { restore }),
-    }),
+      ...(tls === undefined ? {} : { tls }),
+    }).concat(tlsArgs(args)),
     env,
+    tls: tls !== undefined,
   }]);
 }
 
@@ -464,15 +529,21 @@ async function startJoin(args: ReturnType<typeof parseArgs>): Promise<number> {
   const dataDir = await Deno.realPath(await ensureDir(dataOption));
   const secret = await joinSecret(joinUrl);
   const clientToken = Deno.env.get("EPAXOS_CLIENT_TOKEN");
+  const tls = startTlsPaths(args, undefined, undefined);
+  const tlsRead = tls === undefined
+    ? []
+    : [tls.cert, tls.key, ...(tls.ca === undefined ? [] : [tls.ca])];
+  if (tls !== undefined) await cacheReplicaModules(REPLICA_SCRIPT, DENO_CONFIG);
   return await supervise([{
     name: `replica-${idText}`,
     args: [
       "run",
       `--config=${DENO_CONFIG}`,
       "--allow-net",
-      `--allow-read=${dataDir}`,
+      `--allow-read=${[dataDir, ...tlsRead].join(",")}`,
       `--allow-write=${dataDir}`,
-      "--allow-env=EPAXOS_CONFIG,EPAXOS_ID,EPAXOS_DATA,EPAXOS_LISTEN,EPAXOS_CLUSTER_SECRET,EPAXOS_CLIENT_TOKEN",
+      "--allow-env=EPAXOS_CONFIG,EPAXOS_ID,EPAXOS_DATA,EPAXOS_LISTEN,EPAXOS_CLUSTER_SECRET,EPAXOS_CLIENT_TOKEN" +
+      (tls === undefined ? "" : ",DENO_TLS_CA_STORE,DENO_CERT,NODE_EXTRA_CA_CERTS"),
       REPLICA_SCRIPT,
       "--join",
       joinUrl,
@@ -485,11 +556,13 @@ async function startJoin(args: ReturnType<typeof parseArgs>): Promise<number> {
       "--listen",
       listen,
       ...(args.flags.has("log-messages") ? ["--log-messages"] : []),
+      ...tlsArgs(args),
     ],
     env: {
       EPAXOS_CLUSTER_SECRET: secret,
       ...(clientToken === undefined ? {} : { EPAXOS_CLIENT_TOKEN: clientToken }),
     },
+    tls: tls !== undefined,
   }]);
 }
 
@@ -518,11 +591,18 @@ if (import.meta.main) {
         "restore",
         "join",
         "url",
+        ...TLS_OPTIONS,
       ],
-      flags: ["log-messages"],
+      flags: ["log-messages", "tls", ...TLS_FLAGS],
     });
     if (option(args, "join") !== undefined && option(args, "config") !== undefined) {
       throw new UsageError("give --config or --join, not both");
+    }
+    if (args.flags.has("tls") && (option(args, "join") ?? option(args, "config")) !== undefined) {
+      throw new UsageError(
+        "--tls starts the local cluster on https; a cluster file says https in its URLs " +
+          "(and --tls-cert, --tls-key, --tls-ca name the files)",
+      );
     }
     const code = option(args, "join") !== undefined
       ? await startJoin(args)

@@ -52,6 +52,7 @@ import { SnapshotCaptures } from "./snapshot_captures.ts";
 import { nextEpochSnapshot, reconfToNext } from "./epoch.ts";
 import { EpochWatch } from "./epoch_watch.ts";
 import { SnapshotFetcher } from "./snapshot_fetcher.ts";
+import { type ExpiryMetrics, ExpiryProposer } from "./expiry.ts";
 import { type DriverMetrics, newDriverMetrics } from "./metrics.ts";
 import { openState } from "./open_state.ts";
 import { type LeaseReadMetrics, LeaseReads } from "./lease_reads.ts";
@@ -181,6 +182,8 @@ export class ReplicaDriver {
   readonly #leaseReads: LeaseReads;
   /** Linearizable reads through a majority of voters, when no lease serves them. */
   readonly #quorumReads: QuorumReads;
+  /** Proposes the deletes of expired keys (./expiry.ts). */
+  readonly #expiry: ExpiryProposer;
   /** Listeners of {@linkcode ReplicaDriver.onApplied} (a handful: the app's, the tests'). */
   readonly #appliedListeners = new Set<(change: AppliedChange) => void>();
   #tickTimer: Timer | undefined;
@@ -255,6 +258,15 @@ export class ReplicaDriver {
       persisting: () => this.#loop.persisting,
       kick: () => this.#loop.kick(),
     });
+    this.#expiry = new ExpiryProposer({
+      id: options.id,
+      wallClockMs: () => this.wallClockMs(),
+      active: () => this.#leaseCore()?.isVoter === true,
+      voters: () => this.#core.voters,
+      expiredEntries: (now, limit) => this.#kv.expiredEntries(now, limit),
+      read: (key) => this.#kv.read(key),
+      submit: (command, answer) => this.submitWith(command, answer),
+    }, { scanIntervalMs: options.expiryScanIntervalMs, graceMs: options.expiryGraceMs });
     this.#switch = new StateSwitch({
       ...edges,
       loop: this.#loop,
@@ -386,6 +398,16 @@ export class ReplicaDriver {
   /** The driver's clock reading (the clock of `lastContactMs` in peer stats). */
   now(): number {
     return this.#clock.now();
+  }
+
+  /** Wall-clock time by this driver's clock, ms since the Unix epoch (what `expiresAt` is judged by). */
+  wallClockMs(): number {
+    return this.#clock.now() + (this.#options.wallClockOriginMs ?? 0);
+  }
+
+  /** Expiry's counters, and whether an expire command of this replica's is in flight (./expiry.ts). */
+  expiryStatus(): ExpiryMetrics & { readonly inFlight: boolean } {
+    return { ...this.#expiry.metrics, inFlight: this.#expiry.inFlight };
   }
 
   /** Milliseconds since this driver started. */
@@ -905,6 +927,7 @@ export class ReplicaDriver {
     this.#snapshotFetcher.maybeStart(now, this.#snapshotSources());
     this.#membership.expireBase(now);
     this.#epochWatch.tick(now);
+    this.#expiry.tick(now);
     this.#loop.kick();
   }
 

@@ -264,9 +264,15 @@ export class Membership {
 
   /** Notes that `peer` is in `epoch`, later than this replica's (its batch or its refusal of ours said so). */
   noteAhead(peer: number, epoch: number, nowMs: number): void {
+    this.#leaving?.noteRunning(peer, epoch);
+    // A refusal of a batch sent before this replica started the peer's
+    // epoch arrives after it did: the peer is not ahead any more. Taken as
+    // ahead, it made the replica "behind" for good after the grace (every
+    // command refused, waiting for a snapshot of its own epoch: the epoch
+    // test under a load average of 16).
+    if (epoch <= this.#configuration.epoch) return;
     this.#ahead.set(peer, epoch);
     this.#aheadSinceMs ??= nowMs;
-    this.#leaving?.noteRunning(peer, epoch);
   }
 
   /**

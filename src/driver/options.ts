@@ -48,6 +48,18 @@ export interface ReplicaDriverOptions {
   readonly clock: Clock;
   /** Randomness (the boot id in request ids). */
   readonly random: Random;
+  /**
+   * The Unix time, in ms, at which `clock` reads 0: `clock.now()` plus this is
+   * the wall-clock time expiry is judged by (`ReplicaDriver.wallClockMs`,
+   * ./expiry.ts). The process passes `performance.timeOrigin` (its clock
+   * reads `performance.now()`). Default 0: the clock reads Unix time itself
+   * (a manual or simulated clock).
+   */
+  readonly wallClockOriginMs?: number;
+  /** Least ms between scans for expired keys (default `EXPIRY_SCAN_INTERVAL_MS`, ./expiry.ts). */
+  readonly expiryScanIntervalMs?: number;
+  /** Grace per rank before a further voter deletes an expired key, ms (default `EXPIRY_GRACE_MS`). */
+  readonly expiryGraceMs?: number;
   /** Milliseconds per core tick (default 5). */
   readonly tickMs?: number;
   /** Core timers in ticks (defaults suit a 5 ms tick on a LAN; round trips scale them up). */

@@ -28,8 +28,10 @@
  *    no particular order (sorting a large state would stall the replica),
  *    with `"encoding": E` and `"expiresAt": MS` when the entry has them (a
  *    Deno KV database's entries; files without them read as before). A key
- *    is a curl key or a database's (`src/kv/database_keys.ts`: data keys,
- *    whose versions are versionstamps, and stamp buckets);
+ *    is a curl key, a database's (`src/kv/database_keys.ts`: data keys,
+ *    whose versions are versionstamps, and stamp buckets) or a named
+ *    token's (`src/kv/tokens.ts`: its record, whose secret is not in it,
+ *    only its SHA-256; a restored cluster takes the same tokens);
  * 3. `{"end": true, "keys": N, "sha256": HEX}`: the SHA-256 of every byte
  *    before this line, so that a truncated or altered file is refused.
  *
@@ -41,6 +43,8 @@ import { MAX_VALUE_BYTES } from "./curl_keys.ts";
 import { isVersionstamp, MAX_DATABASE_VALUE_BYTES, stateKeyProblem } from "./database_keys.ts";
 import { entryOf, isEncoding, isExpiry, type KvEntry } from "./entry.ts";
 import { stateDigestOf } from "./state_machine.ts";
+import { isTokenKey } from "./token_keys.ts";
+import { tokenEntryProblem } from "./tokens.ts";
 
 /** The `format` of line 1. */
 export const BACKUP_FORMAT = "epaxos-kv-backup";
@@ -522,7 +526,8 @@ function checkHeader(value: unknown): BackupHeader {
  * instance number its version names (0 for a versionstamp), or what is wrong
  * with it: a valid key (`stateKeyProblem`), a version of the form
  * `number.owner.index[.tag]` (a database's key: a versionstamp), a base64
- * value within the size limit, and a valid encoding and expiry if any.
+ * value within the size limit, and a valid encoding and expiry if any; a
+ * token's entry a valid record of its name (`tokenEntryProblem`).
  */
 export function parseEntryLine(
   value: unknown,
@@ -530,7 +535,8 @@ export function parseEntryLine(
   if (!isJsonObject(value)) return "not an entry";
   const { key, version, value: encoded, encoding, expiresAt } = value;
   if (typeof key !== "string" || stateKeyProblem(key) !== undefined) return "invalid key";
-  const inDatabase = key.charCodeAt(0) === 0xfffe;
+  // Token records are versioned as curl writes are (`versionOf`).
+  const inDatabase = key.charCodeAt(0) === 0xfffe && !isTokenKey(key);
   const number = typeof version !== "string"
     ? undefined
     : inDatabase
@@ -548,7 +554,9 @@ export function parseEntryLine(
   } catch {
     return "value is not base64";
   }
-  return { entry: [key, entryOf(bytes, version as string, { encoding, expiresAt })], number };
+  const entry = entryOf(bytes, version as string, { encoding, expiresAt });
+  if (isTokenKey(key) && tokenEntryProblem(key, entry) !== undefined) return "invalid token record";
+  return { entry: [key, entry], number };
 }
 
 function checkEnd(value: Record<string, unknown>, lineNumber: number) {

@@ -33,6 +33,7 @@ import {
   type SnapshotCommand,
   snapshotCommandProblem,
 } from "./txn_commands.ts";
+import { describeToken, tokenAccesses, type TokenCommand, tokenCommandProblem } from "./tokens.ts";
 
 /** Longest version a condition may name (versions are `number.owner.index[.tag]`). */
 export const MAX_CONDITION_VERSION_CHARS = 64;
@@ -43,6 +44,7 @@ export const MAX_CONDITION_VERSIONS = 16;
 // too); every importer of this module still finds them here.
 export * from "./curl_keys.ts";
 export type { AtomicCommand, ExpireCommand, SnapshotCommand } from "./txn_commands.ts";
+export type { TokenCommand } from "./tokens.ts";
 
 /**
  * A precondition on the current version of a key: a version string (HTTP
@@ -157,7 +159,8 @@ export type KvCommand =
   | ReconfCommand
   | AtomicCommand
   | SnapshotCommand
-  | ExpireCommand;
+  | ExpireCommand
+  | TokenCommand;
 
 /** A command as a client hands it in: the replica that takes it assigns its request id. */
 export type KvCommandInput =
@@ -169,7 +172,8 @@ export type KvCommandInput =
   | Omit<ReconfCommand, "request">
   | Omit<AtomicCommand, "request">
   | Omit<SnapshotCommand, "request">
-  | Omit<ExpireCommand, "request">;
+  | Omit<ExpireCommand, "request">
+  | Omit<TokenCommand, "request">;
 
 /** The accesses of a backup: a read of the span of every key (the databases' too). */
 const EVERY_KEY_READ: readonly Access[] = Object.freeze([
@@ -186,7 +190,8 @@ const EVERY_KEY_WRITE: readonly Access[] = Object.freeze([
  * get reads it, list reads the span of its prefix (within the curl
  * keyspace), backup reads every key, the multi-key commands touch what
  * `txn_commands.ts` says (`atomicAccesses`, `snapshotAccesses`,
- * `expireAccesses`),
+ * `expireAccesses`), a token command writes its token's key and the
+ * tokens' shared key (`tokenAccesses`),
  * and a configuration change writes every key (so reads are ordered with it
  * too: a read of the old epoch executed after it could miss a write of the
  * new epoch that completed first). Reads never conflict with reads. Only a
@@ -212,6 +217,8 @@ export const kvConflicts: ConflictModel<KvCommand> = {
         return snapshotAccesses(command);
       case "expire":
         return expireAccesses(command);
+      case "token":
+        return tokenAccesses(command);
     }
   },
   fences(command: KvCommand): boolean {
@@ -270,6 +277,8 @@ export function isKvCommand(value: unknown): value is KvCommand {
       return snapshotCommandProblem(command) === undefined;
     case "expire":
       return expireCommandProblem(command) === undefined;
+    case "token":
+      return tokenCommandProblem(command) === undefined;
     default:
       return false;
   }
@@ -312,5 +321,7 @@ export function describeKvCommand(command: KvCommand): string {
       return describeSnapshot(command);
     case "expire":
       return describeExpire(command);
+    case "token":
+      return describeToken(command);
   }
 }

@@ -58,6 +58,7 @@
  */
 
 import { CURL_SPACE_END, keyProblem } from "./curl_keys.ts";
+import { isTokenKey, tokenNameOf } from "./token_keys.ts";
 
 /** Longest database name. */
 export const MAX_DATABASE_NAME_LENGTH = 64;
@@ -213,11 +214,16 @@ export function databaseKeyProblem(
 /**
  * Why `key` cannot be a key of the state at all, or `undefined`: a curl key
  * (`keyProblem`), a database's data key (at most a key of the largest size
- * plus a versionstamp suffix) or one of its stamp buckets. What a backup or a
- * snapshot file may hold.
+ * plus a versionstamp suffix) or one of its stamp buckets, or a named token's
+ * key (`token_keys.ts`). What a backup or a snapshot file may hold.
  */
 export function stateKeyProblem(key: string): string | undefined {
   if (key.charCodeAt(0) !== 0xfffe) return keyProblem(key);
+  if (isTokenKey(key)) {
+    return tokenNameOf(key) === undefined
+      ? "Key is in the tokens' space but names no token"
+      : undefined;
+  }
   const name = databaseNameOf(key);
   if (name === undefined) return "Key is in the database space but names no database";
   if (isStampBucketKey(key)) {

@@ -20,6 +20,14 @@ import { entryOf, type KvEntry } from "./entry.ts";
 import { ExpiryIndex } from "./expiry_index.ts";
 import { executeAtomic, executeExpire, lowerBound, readRanges } from "./txn_apply.ts";
 import type { AtomicResult, ExpireResult, SnapshotRange, SnapshotResult } from "./txn_commands.ts";
+import { isTokenKey, tokenKey } from "./token_keys.ts";
+import {
+  encodeTokenRecord,
+  MAX_TOKENS,
+  type TokenCommand,
+  TokenIndex,
+  type TokenResult,
+} from "./tokens.ts";
 
 export type { KvEntry } from "./entry.ts";
 
@@ -62,7 +70,8 @@ export type KvResult =
   }
   | AtomicResult
   | SnapshotResult
-  | ExpireResult;
+  | ExpireResult
+  | TokenResult;
 
 /** One change to persist with the executed marker of its instance. */
 export type KvMutation =
@@ -120,12 +129,13 @@ export class KvStateMachine {
   readonly #backupDigests = new Map<string, string>();
   readonly #versionTag: string | undefined;
   readonly #expiry = new ExpiryIndex();
+  readonly #tokens = new TokenIndex();
   #highestStamp = 0;
 
   /**
    * Creates a state machine holding `entries` (what storage had, or a
-   * snapshot brought), with its expiry index and highest versionstamp
-   * rebuilt from them.
+   * snapshot brought), with its expiry index, token index and highest
+   * versionstamp rebuilt from them.
    */
   constructor(entries?: Iterable<readonly [string, KvEntry]>, options: KvStateMachineOptions = {}) {
     this.#versionTag = options.versionTag;
@@ -134,7 +144,10 @@ export class KvStateMachine {
         this.#entries.set(key, entry);
         this.#digest = (this.#digest + entryHash(key, entry)) >>> 0;
         this.#expiry.note(key, entry);
-        if (key.charCodeAt(0) === 0xfffe && isStampBucketKey(key)) this.#noteStamp(entry);
+        if (key.charCodeAt(0) === 0xfffe) {
+          if (isStampBucketKey(key)) this.#noteStamp(entry);
+          else if (isTokenKey(key)) this.#tokens.note(key, entry);
+        }
       }
     }
   }
@@ -163,7 +176,17 @@ export class KvStateMachine {
     return this.#expiry.due(now, limit).map(({ key, version }) => ({ key, version }));
   }
 
-  /** Number of keys (stamp buckets included). */
+  /**
+   * The named client tokens of this state (`tokens.ts`): what a request's
+   * credential is checked against. Always this state's: it changes with
+   * every token command applied, and a new state (loaded, or a snapshot
+   * installed) builds its own.
+   */
+  get tokens(): TokenIndex {
+    return this.#tokens;
+  }
+
+  /** Number of keys (stamp buckets and tokens included). */
   get size(): number {
     return this.#entries.size;
   }
@@ -245,7 +268,10 @@ export class KvStateMachine {
   apply(execution: Execution<KvCommand>, wantResults = true): AppliedInstance {
     if (execution.command === NOP) return NOTHING_APPLIED;
     const first = execution.command[0]!;
-    if (execution.command.length === 1 && first.op !== "atomic" && first.op !== "expire") {
+    if (
+      execution.command.length === 1 && first.op !== "atomic" && first.op !== "expire" &&
+      first.op !== "token"
+    ) {
       // The unbatched common case, without the bookkeeping a batch needs.
       const result = this.#applyOne(
         first,
@@ -353,7 +379,35 @@ export class KvStateMachine {
         this.#applyChanges(outcome.changes, changed);
         return outcome.result;
       }
+      case "token":
+        return this.#applyToken(command, version, changed);
     }
+  }
+
+  /**
+   * Adds or removes a named token (`tokens.ts`): an add fails if the name is
+   * taken or {@linkcode MAX_TOKENS} exist (token commands all conflict, so
+   * every replica counts the same tokens); a removal of a missing token
+   * succeeds, saying it did not exist.
+   */
+  #applyToken(
+    command: TokenCommand,
+    version: string,
+    changed: Map<string, KvEntry | undefined> | undefined,
+  ): TokenResult {
+    const key = tokenKey(command.name);
+    const existed = this.#entries.has(key);
+    if (command.record === null) {
+      if (existed) this.#applyChanges(new Map([[key, undefined]]), changed);
+      return { op: "token", ok: true, existed };
+    }
+    if (existed) return { op: "token", ok: false, failure: "exists" };
+    if (this.#tokens.size >= MAX_TOKENS) return { op: "token", ok: false, failure: "limit" };
+    this.#applyChanges(
+      new Map([[key, entryOf(encodeTokenRecord(command.record), version)]]),
+      changed,
+    );
+    return { op: "token", ok: true, existed: false };
   }
 
   #applyChanges(
@@ -386,6 +440,7 @@ export class KvStateMachine {
     this.#entries.set(key, entry);
     this.#digest = (this.#digest + entryHash(key, entry)) >>> 0;
     this.#expiry.note(key, entry);
+    if (key.charCodeAt(0) === 0xfffe && isTokenKey(key)) this.#tokens.note(key, entry);
   }
 
   #remove(key: string, previous: KvEntry): void {
@@ -393,6 +448,7 @@ export class KvStateMachine {
     this.#sortedKeys = undefined;
     this.#digest = (this.#digest - entryHash(key, previous)) >>> 0;
     this.#expiry.note(key, undefined);
+    if (key.charCodeAt(0) === 0xfffe && isTokenKey(key)) this.#tokens.note(key, undefined);
   }
 
   #sorted(): string[] {

@@ -11,6 +11,12 @@
  * "Watch Request": "The server MAY collapse multiple changes into a single
  * notification"). The number of watchers is bounded.
  *
+ * A range watcher (the curl API's watch of a prefix, `GET /watch`) holds the
+ * set of keys of its range that changed since its last take, each once
+ * (coalesced), up to a bound; past it, or when the whole state was replaced,
+ * it holds a "reset" flag instead, and its reader sends the range's current
+ * state anew. Both kinds count toward one bound on watchers.
+ *
  * @module
  */
 
@@ -21,6 +27,21 @@ export const DEFAULT_MAX_WATCHERS = 1024;
 
 /** Most keys one watcher watches (Deno KV's limit). */
 export const MAX_WATCHED_KEYS = 10;
+
+/** Default most changed keys a range watcher holds before it is reset. */
+export const DEFAULT_MAX_PENDING_KEYS = 1000;
+
+/**
+ * One change of the executed state, as the driver's `onApplied` reports it
+ * (`AppliedChange`): the keys an instance wrote or deleted, or the whole
+ * state replaced.
+ */
+export type StateChange =
+  | {
+    readonly kind: "instance";
+    readonly applied: { readonly mutations: readonly { readonly key: string }[] };
+  }
+  | { readonly kind: "replaced" };
 
 /** One watched key's state as a watcher takes it. */
 export interface WatchedKey {
@@ -44,6 +65,12 @@ export class WatchHub {
   readonly #maxWatchers: number;
   readonly #byKey = new Map<string, Set<Watcher>>();
   readonly #watchers = new Set<Watcher>();
+  /** Range watchers, grouped by their range (`[start, end)` as JSON). */
+  readonly #ranges = new Map<
+    string,
+    { readonly start: string; readonly end: string; readonly watchers: Set<RangeWatcher> }
+  >();
+  #rangeWatchers = 0;
 
   /** An empty hub. */
   constructor(options: WatchHubOptions) {
@@ -51,9 +78,9 @@ export class WatchHub {
     this.#maxWatchers = options.maxWatchers ?? DEFAULT_MAX_WATCHERS;
   }
 
-  /** Watchers open now. */
+  /** Watchers open now, of both kinds. */
   get size(): number {
-    return this.#watchers.size;
+    return this.#watchers.size + this.#rangeWatchers;
   }
 
   /** The bound on watchers. */
@@ -72,7 +99,7 @@ export class WatchHub {
     if (keys.length === 0 || keys.length > MAX_WATCHED_KEYS) {
       throw new RangeError(`A watch has 1 to ${MAX_WATCHED_KEYS} keys, not ${keys.length}`);
     }
-    if (this.#watchers.size >= this.#maxWatchers) return undefined;
+    if (this.size >= this.#maxWatchers) return undefined;
     const watcher = new Watcher(keys, this.#read, () => this.#remove(watcher));
     this.#watchers.add(watcher);
     for (const key of new Set(keys)) {
@@ -83,16 +110,62 @@ export class WatchHub {
     return watcher;
   }
 
-  /** `key` was written or deleted: its watchers become dirty. */
-  changed(key: string): void {
-    const watchers = this.#byKey.get(key);
-    if (watchers === undefined) return;
-    for (const watcher of watchers) watcher.markDirty();
+  /**
+   * Opens a watcher of the keys in `[start, end)` that holds up to
+   * `maxPending` changed keys ({@linkcode DEFAULT_MAX_PENDING_KEYS}) before
+   * it is reset; `undefined` if {@linkcode WatchHub.maxWatchers} are open
+   * already. It starts with nothing pending: its reader reads the range's
+   * state when it opens it, in the same turn.
+   */
+  watchRange(start: string, end: string, maxPending?: number): RangeWatcher | undefined {
+    if (this.size >= this.#maxWatchers) return undefined;
+    const id = JSON.stringify([start, end]);
+    let group = this.#ranges.get(id);
+    if (group === undefined) this.#ranges.set(id, group = { start, end, watchers: new Set() });
+    const watchers = group.watchers;
+    const watcher = new RangeWatcher(start, end, {
+      maxPending: maxPending ?? DEFAULT_MAX_PENDING_KEYS,
+      onClose: () => {
+        if (!watchers.delete(watcher)) return;
+        this.#rangeWatchers--;
+        if (watchers.size === 0) this.#ranges.delete(id);
+      },
+    });
+    watchers.add(watcher);
+    this.#rangeWatchers++;
+    return watcher;
   }
 
-  /** The whole state was replaced (a snapshot installed): every watcher becomes dirty. */
+  /**
+   * `key` was written or deleted: its watchers become dirty, and the range
+   * watchers whose range holds it note it (a check per distinct range open,
+   * of which there are at most {@linkcode WatchHub.maxWatchers}).
+   */
+  changed(key: string): void {
+    const watchers = this.#byKey.get(key);
+    if (watchers !== undefined) {
+      for (const watcher of watchers) watcher.markDirty();
+    }
+    if (this.#rangeWatchers === 0) return;
+    for (const group of this.#ranges.values()) {
+      if (key < group.start || key >= group.end) continue;
+      for (const watcher of group.watchers) watcher.noteChanged(key);
+    }
+  }
+
+  /** The whole state was replaced (a snapshot installed): every watcher becomes dirty, every range watcher reset. */
   changedAll(): void {
     for (const watcher of this.#watchers) watcher.markDirty();
+    for (const group of this.#ranges.values()) {
+      for (const watcher of group.watchers) watcher.markReset();
+    }
+  }
+
+  /** Notes one change of the executed state (what the driver's `onApplied` reports). */
+  noteApplied(change: StateChange): void {
+    if (this.size === 0) return;
+    if (change.kind === "replaced") return this.changedAll();
+    for (const mutation of change.applied.mutations) this.changed(mutation.key);
   }
 
   #remove(watcher: Watcher): void {
@@ -182,5 +255,142 @@ export class Watcher {
     this.#closed = true;
     this.#onClose();
     this.markDirty();
+  }
+}
+
+/**
+ * Resolves `true` once `watcher` is dirty or closed (its `next()`), or
+ * `false` when `ms` passed first (at once for `ms <= 0`); the timer is
+ * cleared either way. What a stream waits on between keep-alives, and a
+ * blocking read until its deadline.
+ */
+export async function changedWithin(
+  watcher: { next(): Promise<void> },
+  ms: number,
+): Promise<boolean> {
+  if (ms <= 0) return false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      watcher.next().then(() => true),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What a range watcher's take gives: the range anew, or the keys that changed. */
+export type RangeChanges =
+  | { readonly reset: true }
+  | { readonly reset: false; readonly keys: readonly string[] };
+
+/**
+ * A watch of the keys in `[start, end)`: the keys that changed since the
+ * last take, each once, at most `maxPending` of them; past that (or when
+ * the whole state was replaced) a reset flag instead, so it never holds
+ * more than `maxPending` keys however far its reader falls behind.
+ */
+export class RangeWatcher {
+  /** Inclusive start of the range. */
+  readonly start: string;
+  /** Exclusive end of the range. */
+  readonly end: string;
+  readonly #maxPending: number;
+  readonly #onClose: () => void;
+  #pending = new Set<string>();
+  #reset = false;
+  #closed = false;
+  #wake: (() => void) | undefined;
+
+  /** Use {@linkcode WatchHub.watchRange}. */
+  constructor(
+    start: string,
+    end: string,
+    options: { readonly maxPending: number; readonly onClose: () => void },
+  ) {
+    this.start = start;
+    this.end = end;
+    this.#maxPending = options.maxPending;
+    this.#onClose = options.onClose;
+  }
+
+  /** Whether something changed since the last take. */
+  get dirty(): boolean {
+    return this.#reset || this.#pending.size > 0;
+  }
+
+  /** Whether it was closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Keys held, changed and not yet taken (at most the bound). */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  /** `key`, in the range, was written or deleted. */
+  noteChanged(key: string): void {
+    if (!this.#reset) {
+      if (this.#pending.size < this.#maxPending || this.#pending.has(key)) {
+        this.#pending.add(key);
+      } else {
+        this.markReset();
+        return;
+      }
+    }
+    this.#wakeUp();
+  }
+
+  /** Too much changed to tell key by key: the reader sends the range anew. */
+  markReset(): void {
+    this.#reset = true;
+    this.#pending.clear();
+    this.#wakeUp();
+  }
+
+  /** Resolves once it is dirty or closed (at once if it is already); one waiter at a time. */
+  next(): Promise<void> {
+    if (this.dirty || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#wake = resolve);
+  }
+
+  /**
+   * Takes what changed: a reset (which clears everything held), or up to
+   * `limit` changed keys in the order they first changed (the rest stay
+   * held for the next take).
+   */
+  take(limit: number): RangeChanges {
+    if (this.#reset) {
+      this.#reset = false;
+      this.#pending.clear();
+      return { reset: true };
+    }
+    const keys: string[] = [];
+    for (const key of this.#pending) {
+      if (keys.length >= limit) break;
+      keys.push(key);
+    }
+    if (keys.length === this.#pending.size) {
+      this.#pending = new Set();
+    } else {
+      for (const key of keys) this.#pending.delete(key);
+    }
+    return { reset: false, keys };
+  }
+
+  /** Stops watching (idempotent): the hub forgets it and a pending {@linkcode RangeWatcher.next} resolves. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose();
+    this.#wakeUp();
+  }
+
+  #wakeUp(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
   }
 }

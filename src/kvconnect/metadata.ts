@@ -5,14 +5,22 @@
  *
  * Nothing here needs consensus: Deno's client repeats the exchange at least
  * once a minute per open database, so it must stay cheap. The database id is
- * derived from the name and the token is a stateless HMAC of the database
- * and its expiry under the cluster secret, so every replica gives the same id
- * and accepts a token any replica issued.
+ * derived from the name and the token is a stateless HMAC of the database,
+ * its expiry and its holder under the cluster secret, so every replica gives
+ * the same id and accepts a token any replica issued.
+ *
+ * The holder is whom the exchange's bearer token named (`src/server/access.ts`):
+ * `open` (no credentials enforced), `client` (the client token) or a named
+ * token's SHA-256. Each data-path request looks the holder up again in the
+ * replica's current tokens and checks its grant on the database
+ * ({@linkcode dataPathRefusal}): a token removed, or enforcement turned on,
+ * stops the data path at once, not at the data-path token's expiry.
  *
  * @module
  */
 
 import { bearerToken, sameSecret } from "../net/bearer.ts";
+import { type ClientAccess, type Principal, refusalMessage } from "../server/access.ts";
 
 const encoder = new TextEncoder();
 
@@ -75,14 +83,23 @@ export async function databaseIdOf(name: string): Promise<string> {
 /** Most verified tokens remembered (a bounded cache: cleared when full). */
 export const VERIFIED_TOKENS_KEPT = 4096;
 
+/**
+ * Whom a data-path token was issued to: `open`, `client`, a named token's
+ * SHA-256 (64 hex digits), or `v1` for a token of the format before holders
+ * (issued to whoever the exchange took then).
+ */
+export type TokenHolder = string;
+
+const HOLDER_PATTERN = /^(open|client|[0-9a-f]{64})$/;
+
 /** Issues and checks data-path tokens under the cluster secret. */
 export class TokenIssuer {
   readonly #key: Promise<CryptoKey>;
   /**
-   * Tokens whose MAC was checked, by database and token, with their expiry:
-   * every data-path request carries one, and an HMAC costs ~60 µs.
+   * Tokens whose MAC was checked, by database and token, with their expiry
+   * and holder: every data-path request carries one, and an HMAC costs ~60 µs.
    */
-  readonly #verified = new Map<string, number>();
+  readonly #verified = new Map<string, { expiresAtMs: number; holder: TokenHolder }>();
 
   /** Tokens signed with `secret` (the cluster secret, the same on every replica). */
   constructor(secret: string) {
@@ -95,39 +112,54 @@ export class TokenIssuer {
     );
   }
 
-  async #mac(database: string, expiresAtMs: number): Promise<string> {
+  async #mac(database: string, expiresAtMs: number, holder?: TokenHolder): Promise<string> {
     const mac = await crypto.subtle.sign(
       "HMAC",
       await this.#key,
-      encoder.encode(`epaxos-kv kvconnect token\0${database}\0${expiresAtMs}`),
+      encoder.encode(
+        holder === undefined
+          ? `epaxos-kv kvconnect token\0${database}\0${expiresAtMs}`
+          : `epaxos-kv kvconnect token v2\0${database}\0${expiresAtMs}\0${holder}`,
+      ),
     );
     return btoa(String.fromCharCode(...new Uint8Array(mac)))
       .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
   }
 
-  /** A token for `database` that expires at `expiresAtMs`: `v1.<expiry>.<mac>`. */
-  async issue(database: string, expiresAtMs: number): Promise<string> {
-    return `v1.${expiresAtMs}.${await this.#mac(database, expiresAtMs)}`;
+  /**
+   * A token for `holder` (`open`, `client` or a named token's SHA-256) on
+   * `database` that expires at `expiresAtMs`: `v2.<expiry>.<holder>.<mac>`.
+   */
+  async issue(database: string, expiresAtMs: number, holder: TokenHolder): Promise<string> {
+    if (!HOLDER_PATTERN.test(holder)) throw new RangeError(`Not a token holder: ${holder}`);
+    return `v2.${expiresAtMs}.${holder}.${await this.#mac(database, expiresAtMs, holder)}`;
   }
 
   /**
-   * Whether `token` was issued for `database` and has not expired at
-   * `nowMs` (with {@linkcode TOKEN_GRACE_MS}).
+   * The holder of `token` if it was issued for `database` and has not
+   * expired at `nowMs` (with {@linkcode TOKEN_GRACE_MS}), else `undefined`.
+   * A token of the format before holders (`v1.<expiry>.<mac>`, which a
+   * replica of the previous version issued) answers `v1`.
    */
-  async verify(token: string, database: string, nowMs: number): Promise<boolean> {
+  async verify(token: string, database: string, nowMs: number): Promise<TokenHolder | undefined> {
     const cacheKey = `${database}\0${token}`;
     const known = this.#verified.get(cacheKey);
-    if (known !== undefined) return known + TOKEN_GRACE_MS >= nowMs;
-    const match = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(token);
-    if (match === null) return false;
+    if (known !== undefined) {
+      return known.expiresAtMs + TOKEN_GRACE_MS >= nowMs ? known.holder : undefined;
+    }
+    const match = /^v1\.(\d{1,16})\.([A-Za-z0-9_-]{43})$/.exec(token) ??
+      /^v2\.(\d{1,16})\.(open|client|[0-9a-f]{64})\.([A-Za-z0-9_-]{43})$/.exec(token);
+    if (match === null) return undefined;
     const expiresAtMs = Number(match[1]);
-    if (expiresAtMs + TOKEN_GRACE_MS < nowMs) return false;
-    if (!sameSecret(match[2]!, encoder.encode(await this.#mac(database, expiresAtMs)))) {
-      return false;
+    if (expiresAtMs + TOKEN_GRACE_MS < nowMs) return undefined;
+    const holder = match.length === 4 ? match[2]! : undefined;
+    const mac = match.length === 4 ? match[3]! : match[2]!;
+    if (!sameSecret(mac, encoder.encode(await this.#mac(database, expiresAtMs, holder)))) {
+      return undefined;
     }
     if (this.#verified.size >= VERIFIED_TOKENS_KEPT) this.#verified.clear();
-    this.#verified.set(cacheKey, expiresAtMs);
-    return true;
+    this.#verified.set(cacheKey, { expiresAtMs, holder: holder ?? "v1" });
+    return holder ?? "v1";
   }
 }
 
@@ -145,17 +177,77 @@ export interface DatabaseMetadata {
   readonly expiresAt: string;
 }
 
+/** A refusal of KV Connect: its status and its plain-text message. */
+export interface KvConnectRefusal {
+  /** 401 (no valid credentials) or 403 (not allowed). */
+  readonly status: 401 | 403;
+  /** The message, plain text as the protocol has it. */
+  readonly message: string;
+}
+
 /**
- * Why the exchange's `Authorization` header is refused, or `undefined`.
- * Without a client token any bearer token is taken (a local cluster: the
- * client insists on sending one); with one, it must be that token.
+ * The holder a data-path token for `database` is issued to after an exchange
+ * with `Authorization` header `header`, or why the exchange is refused: the
+ * client always sends a bearer token (any will do while no credentials are
+ * enforced), and with credentials enforced it must be the client token or
+ * a named token with a grant on the database (read is enough to connect:
+ * each data-path request is checked again, `dataPathRefusal`).
  */
-export function exchangeAuthProblem(
+export function exchangeHolder(
   header: string | undefined,
-  clientToken: Uint8Array | undefined,
-): string | undefined {
+  access: ClientAccess,
+  database: string,
+): { readonly holder: TokenHolder } | KvConnectRefusal {
   const token = bearerToken(header);
-  if (token === undefined) return "Malformed authorization header.";
-  if (clientToken !== undefined && !sameSecret(token, clientToken)) return "Invalid access token.";
-  return undefined;
+  if (token === undefined) return { status: 401, message: "Malformed authorization header." };
+  const principal = access.principalOf(token);
+  if (principal === undefined) return { status: 401, message: "Invalid access token." };
+  const refusal = kvConnectRefusal(access, principal, "connect", database, false);
+  if (refusal !== undefined) return refusal;
+  return {
+    holder: principal.kind === "token" ? principal.record.hash : principal.kind,
+  };
+}
+
+function kvConnectRefusal(
+  access: ClientAccess,
+  principal: Principal,
+  operation: string,
+  database: string,
+  write: boolean,
+): KvConnectRefusal | undefined {
+  const refusal = access.refusal(principal, operation, [{ kind: "database", database, write }]);
+  return refusal === undefined
+    ? undefined
+    : { status: 403, message: `${refusalMessage(refusal, "")}.` };
+}
+
+/**
+ * Why a data-path request (`operation`: `snapshot_read`, `watch`, or
+ * `atomic_write` with `write`) of `database` with a token issued to `holder`
+ * is refused now, or `undefined`: the holder must still be what it was (no
+ * enforcement for `open`, the client token configured for `client`, the
+ * named token still there) and allowed the operation.
+ */
+export function dataPathRefusal(
+  holder: TokenHolder,
+  access: ClientAccess,
+  operation: string,
+  database: string,
+  write: boolean,
+): KvConnectRefusal | undefined {
+  const invalid: KvConnectRefusal = { status: 401, message: "Invalid access token." };
+  let principal: Principal;
+  if (holder === "open" || (holder === "v1" && !access.hasClientToken)) {
+    if (access.enforcing) return invalid;
+    principal = { kind: "open" };
+  } else if (holder === "client" || holder === "v1") {
+    if (!access.hasClientToken) return invalid;
+    principal = { kind: "client" };
+  } else {
+    const record = access.tokenByHash(holder);
+    if (record === undefined) return invalid;
+    principal = { kind: "token", record };
+  }
+  return kvConnectRefusal(access, principal, operation, database, write);
 }

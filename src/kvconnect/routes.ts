@@ -16,6 +16,11 @@
  * Errors are plain text, as the protocol asks: Deno's client shows a 4xx's
  * body to the caller and retries a 5xx forever.
  *
+ * Credentials (`src/server/access.ts`): when enforced, the exchange needs the
+ * client token or a named token with a grant on the database, and every
+ * data-path request is checked against the holder its token was issued to
+ * (read for reads and watches, read-write for atomic writes): 401 or 403.
+ *
  * @module
  */
 
@@ -54,11 +59,14 @@ import {
 import {
   databaseIdOf,
   type DatabaseMetadata,
-  exchangeAuthProblem,
+  dataPathRefusal,
+  exchangeHolder,
   negotiateVersion,
   TOKEN_LIFETIME_MS,
+  type TokenHolder,
   TokenIssuer,
 } from "./metadata.ts";
+import { ClientAccess } from "../server/access.ts";
 import { OutcomeHold } from "./outcome_hold.ts";
 import { atomicWriteOf, type MutationRequest, readRangesOf, watchKeysOf } from "./requests.ts";
 import { watchStream } from "./watch_stream.ts";
@@ -80,15 +88,24 @@ export interface KvConnectOptions {
   readonly secret: string;
   /** If set, the metadata exchange requires it as the bearer token (`DENO_KV_ACCESS_TOKEN`). */
   readonly clientToken?: string;
+  /**
+   * The replica's client credentials (the app's, shared with the curl API).
+   * Absent: made of `clientToken` and `node`'s tokens.
+   */
+  readonly access?: ClientAccess;
   /** Most watch streams on this replica (default `DEFAULT_MAX_WATCHERS`). */
   readonly maxWatchers?: number;
+  /**
+   * The replica's watch hub, fed from its executed state and shared with the
+   * curl API's watches, so that one bound counts them all (the app's). Absent:
+   * a hub of its own, of `maxWatchers`.
+   */
+  readonly watchHub?: WatchHub;
   /** Milliseconds between keep-alive frames of a quiet watch (default 5000). */
   readonly watchKeepAliveMs?: number;
   /** How long an atomic write of unknown outcome is held for its result (default `DEFAULT_HOLD_MS`). */
   readonly outcomeHoldMs?: number;
 }
-
-const encoder = new TextEncoder();
 
 /** A plain-text refusal (`Retry-After` on a 503). */
 function refuse(c: Context, status: number, message: string, retryAfter?: number): Response {
@@ -102,25 +119,28 @@ function protobuf(body: Uint8Array): Response {
   });
 }
 
+/** A watch hub of `maxWatchers` (or the default) fed from `node`'s executed state. */
+export function fedWatchHub(node: ReplicaDriver, maxWatchers?: number): WatchHub {
+  const hub = new WatchHub({
+    read: (key) => node.state.read(key),
+    ...(maxWatchers === undefined ? {} : { maxWatchers }),
+  });
+  node.onApplied((change) => hub.noteApplied(change));
+  return hub;
+}
+
 /** The KV Connect routes of one replica, to mount at `/databases`. */
 export function kvConnectRoute(options: KvConnectOptions): Hono {
   const { node } = options;
-  const clientToken = options.clientToken === undefined
-    ? undefined
-    : encoder.encode(options.clientToken);
+  const access = options.access ?? new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
   const tokens = new TokenIssuer(options.secret);
   const hold = new OutcomeHold(node, {
     ...(options.outcomeHoldMs === undefined ? {} : { holdMs: options.outcomeHoldMs }),
   });
-  const hub = new WatchHub({
-    read: (key) => node.state.read(key),
-    ...(options.maxWatchers === undefined ? {} : { maxWatchers: options.maxWatchers }),
-  });
-  node.onApplied((change) => {
-    if (hub.size === 0) return;
-    if (change.kind === "replaced") return hub.changedAll();
-    for (const mutation of change.applied.mutations) hub.changed(mutation.key);
-  });
+  const hub = options.watchHub ?? fedWatchHub(node, options.maxWatchers);
   const ids = new DatabaseIds();
   const app = new Hono();
 
@@ -148,10 +168,10 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     }),
     async (c) => {
       const name = c.req.param("name");
-      const authProblem = exchangeAuthProblem(c.req.header("authorization"), clientToken);
-      if (authProblem !== undefined) {
-        c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
-        return refuse(c, 401, authProblem);
+      const auth = exchangeHolder(c.req.header("authorization"), access, name);
+      if ("status" in auth) {
+        if (auth.status === 401) c.header("WWW-Authenticate", 'Bearer realm="epaxos-kv"');
+        return refuse(c, auth.status, auth.message);
       }
       const text = await c.req.text();
       let body: unknown = undefined;
@@ -170,15 +190,16 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
         databaseId: await ids.of(name),
         // Relative to this URL, so the data path is this replica's.
         endpoints: [{ url: c.req.path.slice(0, -"/connect".length), consistency: "strong" }],
-        token: await tokens.issue(name, expiresAtMs),
+        token: await tokens.issue(name, expiresAtMs, auth.holder),
         expiresAt: new Date(expiresAtMs).toISOString(),
       };
       return c.json(metadata);
     },
   );
 
-  // Every data-path request: the protocol version, the token, the database id.
-  const checked: MiddlewareHandler = async (c, next) => {
+  // Every data-path request: the protocol version, the token and what its
+  // holder may do now, the database id.
+  const checkedAs = (operation: string, write: boolean): MiddlewareHandler => async (c, next) => {
     const name = c.req.param("name")!;
     const version = c.req.header("x-denokv-version");
     if (version !== "2" && version !== "3") {
@@ -186,9 +207,10 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     }
     const token = bearerToken(c.req.header("authorization"));
     if (token === undefined) return refuse(c, 401, "Malformed authorization header.");
-    if (!await tokens.verify(token, name, Date.now())) {
-      return refuse(c, 401, "Invalid access token.");
-    }
+    const holder: TokenHolder | undefined = await tokens.verify(token, name, Date.now());
+    if (holder === undefined) return refuse(c, 401, "Invalid access token.");
+    const refusal = dataPathRefusal(holder, access, operation, name, write);
+    if (refusal !== undefined) return refuse(c, refusal.status, refusal.message);
     if (c.req.header("x-denokv-database-id") !== await ids.of(name)) {
       return refuse(c, 400, "Invalid database id.");
     }
@@ -196,7 +218,11 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     return undefined;
   };
 
-  app.post("/:name/snapshot_read", checked, limit(MAX_READ_BODY_BYTES), async (c) => {
+  const checkedRead = checkedAs("snapshot_read", false);
+  const checkedWrite = checkedAs("atomic_write", true);
+  const checkedWatch = checkedAs("watch", false);
+
+  app.post("/:name/snapshot_read", checkedRead, limit(MAX_READ_BODY_BYTES), async (c) => {
     const name = c.req.param("name")!;
     const ranges = readRangesOf(decodeSnapshotRead(await body(c)));
     // An empty range reads nothing at any point: only the others are read.
@@ -232,7 +258,7 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     return protobuf(encodeSnapshotReadOutput(output));
   });
 
-  app.post("/:name/atomic_write", checked, limit(MAX_WRITE_BODY_BYTES), async (c) => {
+  app.post("/:name/atomic_write", checkedWrite, limit(MAX_WRITE_BODY_BYTES), async (c) => {
     const name = c.req.param("name")!;
     const write = atomicWriteOf(decodeAtomicWrite(await body(c)));
     const command: Omit<AtomicCommand, "request"> = {
@@ -272,7 +298,7 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     return refuse(c, 400, result.message);
   });
 
-  app.post("/:name/watch", checked, limit(MAX_WATCH_BODY_BYTES), async (c) => {
+  app.post("/:name/watch", checkedWatch, limit(MAX_WATCH_BODY_BYTES), async (c) => {
     const name = c.req.param("name")!;
     const keys = watchKeysOf(decodeWatch(await body(c)));
     if (node.retired !== undefined || node.joining) {
@@ -284,15 +310,17 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     }
     const stream = watchStream(
       watcher,
+      // Every key marked changed, with its entry, in every frame (a frame is
+      // sent only when some key changed), as denokv's own server does: Deno
+      // 2.9's client reads a `changed: false` key as deleted (its
+      // `WatchEntry::Unchanged` is an untagged serde variant, which reaches
+      // JavaScript as null, not the "unchanged" its `watch` looks for), and
+      // it skips a key whose versionstamp it already delivered.
       (taken) =>
-        encodeWatchFrame(taken.map((key, index) =>
-          key.changed
-            ? {
-              changed: true,
-              entry: key.entry === undefined ? null : wireEntry(keys[index]!, key.entry),
-            }
-            : { changed: false }
-        )),
+        encodeWatchFrame(taken.map((key, index) => ({
+          changed: true,
+          entry: key.entry === undefined ? null : wireEntry(keys[index]!, key.entry),
+        }))),
       options.watchKeepAliveMs === undefined ? {} : { keepAliveMs: options.watchKeepAliveMs },
     );
     return new Response(stream, { headers: { "content-type": "application/octet-stream" } });

@@ -17,6 +17,8 @@
  * - `GET /admin/configuration` and `POST /admin/members/change`: the
  *   configuration of this replica's epoch, and configuration changes
  *   (`membership_route.ts`).
+ * - `GET`, `POST /admin/tokens` and `DELETE /admin/tokens/{name}`: the named
+ *   client tokens (`token_route.ts`).
  *
  * The members are those of this replica's epoch (`ReplicaDriver.configuration`:
  * the cluster file's in epoch 1). A member's `state` is `"caught-up"` when it has
@@ -41,6 +43,7 @@ import type { ReplicaDriver } from "../driver/driver.ts";
 import { requireBearer } from "../net/bearer.ts";
 import { type BackupCheck, backupRoute } from "./backup_route.ts";
 import { membershipRoutes } from "./membership_route.ts";
+import { tokenRoutes } from "./token_route.ts";
 
 /** Settings of {@linkcode adminRoute}. */
 export interface AdminRouteOptions {
@@ -250,6 +253,7 @@ export function adminRoute(options: AdminRouteOptions): Hono {
   );
   route.get("/members", (c) => c.json(describeMembers(options)));
   membershipRoutes(route, options);
+  tokenRoutes(route, options);
   route.get("/backup/digest", (c) => {
     const request = c.req.query("request");
     if (request === undefined || request.length === 0 || request.length > 128) {

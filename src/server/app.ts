@@ -16,16 +16,18 @@ import { isKvCommand } from "../kv/commands.ts";
 import { peerRoute } from "../transport/http_route.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { KvError } from "../errors.ts";
+import { ClientAccess, requireOps } from "./access.ts";
 import { adminRoute, checkDigestElsewhere } from "./admin_route.ts";
 import { corsMiddleware } from "./cors.ts";
 import { headerLimit } from "./header_limit.ts";
 import { kvRoutes } from "./kv_routes.ts";
 import { methodNotAllowed } from "./method_not_allowed.ts";
-import { kvConnectRoute } from "../kvconnect/routes.ts";
+import { fedWatchHub, kvConnectRoute } from "../kvconnect/routes.ts";
 import { kvProblem, problem } from "./problem.ts";
 import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
 import type { RecentWindow } from "../runtime/metrics.ts";
+import { uiRoute } from "../ui/route.ts";
 
 /** Settings of the app. */
 export interface AppOptions {
@@ -35,7 +37,10 @@ export interface AppOptions {
   readonly replicas: number;
   /** The cluster credential peers must present. */
   readonly secret: string;
-  /** If set, client routes require `Authorization: Bearer <token>`. */
+  /**
+   * If set, client routes require `Authorization: Bearer <token>`: this
+   * token (all-powerful) or a named token (`src/server/access.ts`).
+   */
   readonly clientToken?: string;
   /** This replica's region, for `/status`. */
   readonly region?: string;
@@ -57,6 +62,14 @@ export interface AppOptions {
    * carries an `Access-Control-*` field.
    */
   readonly corsOrigins?: readonly string[];
+  /**
+   * Most watchers on this replica (default `DEFAULT_MAX_WATCHERS`): KV
+   * Connect's watches, the curl API's `GET /watch` streams and blocking
+   * reads, together.
+   */
+  readonly maxWatchers?: number;
+  /** Time without a change before a keep-alive of a KV Connect watch or a `GET /watch` stream, ms (defaults 5 s and 15 s; tests shorten it). */
+  readonly watchKeepAliveMs?: number;
 }
 
 function recentQuantiles(window: RecentWindow): Record<string, number | null> {
@@ -69,6 +82,14 @@ function recentQuantiles(window: RecentWindow): Record<string, number | null> {
 export function createApp(options: AppOptions): Hono {
   const { node } = options;
   const app = new Hono();
+  // One watch hub for Deno KV's watches and the curl API's: one bound on watchers.
+  const watchHub = fedWatchHub(node, options.maxWatchers);
+  // The client credentials of every client route and operations page: the
+  // client token and the named tokens of the executed state (`access.ts`).
+  const access = new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
 
   app.onError((error, c) => {
     if (error instanceof KvError) return kvProblem(c, error);
@@ -84,6 +105,9 @@ export function createApp(options: AppOptions): Hono {
   app.use("*", headerLimit());
 
   // --- Operations --------------------------------------------------------
+  // Probes carry no credentials: /livez and /readyz are never guarded; the
+  // pages that tell about the cluster follow the client credentials.
+  const opsGuard = requireOps(access);
   app.get("/livez", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
     if (node.retired !== undefined) {
@@ -110,7 +134,7 @@ export function createApp(options: AppOptions): Hono {
       needed: node.core.quorum.fastQuorumSize - 1,
     });
   });
-  app.get("/status", (c) => {
+  app.get("/status", opsGuard, (c) => {
     const core = node.core;
     const stats = core.stats;
     const now = node.now();
@@ -186,14 +210,19 @@ export function createApp(options: AppOptions): Hono {
       leases: node.leaseStatus(),
       // Reads no lease served: through a majority of voters (src/core/quorum_read.ts).
       quorumReads: node.quorumReadStatus(),
+      // Replicated expiry (src/driver/expiry.ts): this replica's expire commands.
+      expiry: node.expiryStatus(),
+      // Watches open here (KV Connect's, GET /watch streams, blocking reads) and their bound.
+      watchers: { open: watchHub.size, max: watchHub.maxWatchers },
       keys: node.state.size,
       stateDigest: node.state.digest,
     });
   });
-  app.get("/metrics", (c) => {
+  app.get("/metrics", opsGuard, (c) => {
     c.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     return c.body(renderMetrics(node, options.names));
   });
+  app.route("/ui", uiRoute({ ...options, access })); // The dashboard (src/ui/route.ts), behind the same credentials.
   if (options.extraOps !== undefined) app.route("/ops", options.extraOps);
   app.route("/admin", adminRoute(options));
 
@@ -229,13 +258,17 @@ export function createApp(options: AppOptions): Hono {
     }),
   );
 
-  app.route("/databases", kvConnectRoute(options)); // Deno KV's protocol, before the curl API's bearer check
+  app.route("/databases", kvConnectRoute({ ...options, watchHub, access })); // Deno KV's protocol, before the curl API's bearer check
   // --- Client routes -----------------------------------------------------
   app.route(
     "/",
     kvRoutes({
       node,
-      ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+      access,
+      watchHub,
+      ...(options.watchKeepAliveMs === undefined
+        ? {}
+        : { watchKeepAliveMs: options.watchKeepAliveMs }),
     }),
   );
   return app;

@@ -29,6 +29,11 @@
  * - `corsOrigins` (optional): origins whose pages may call the client API
  *   from a browser (CORS), such as `["https://app.example"]`; none by
  *   default. A replica's `--cors-origin` flags add to them.
+ * - `tls` (optional): `{"ca": PATH, "allowMixed": false}`, the cluster CA
+ *   peers' certificates are verified against, and whether http and https
+ *   replicas may be mixed; each https replica's entry names its
+ *   `"tls": {"cert": PATH, "key": PATH}` (`src/net/tls.ts`). Flags
+ *   `--tls-ca`, `--tls-cert`, `--tls-key` stand in for them.
  *
  * @module
  */
@@ -36,6 +41,12 @@
 import { type LeaseConfiguration, leasesFromSetting } from "../core/lease.ts";
 import { MAX_REPLICAS } from "../core/quorum.ts";
 import { formatHostPort, urlEndpoint } from "../net/endpoint.ts";
+import {
+  type ClusterTlsSettings,
+  parseClusterTls,
+  parseTlsFiles,
+  type TlsFiles,
+} from "../net/tls.ts";
 
 /** One replica as the cluster file describes it. */
 export interface ReplicaEntry {
@@ -47,6 +58,8 @@ export interface ReplicaEntry {
   readonly region?: string;
   /** Base URL (`http://host:port`) peers and clients use. */
   readonly url: string;
+  /** Its certificate and key files, for an https URL. */
+  readonly tls?: TlsFiles;
 }
 
 /** Where a secret comes from. */
@@ -71,6 +84,8 @@ export interface ClusterConfig {
   readonly leases?: LeaseConfiguration;
   /** Origins allowed cross-origin requests (CORS); absent or empty: none. */
   readonly corsOrigins?: readonly string[];
+  /** The cluster CA and whether http and https replicas may be mixed. */
+  readonly tls?: ClusterTlsSettings;
 }
 
 /** Most origins a replica allows cross-origin requests from. */
@@ -178,11 +193,14 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
     if (replica.region !== undefined && typeof replica.region !== "string") {
       throw new ConfigError(`${field}.region must be a string`);
     }
+    const tls = parseTlsFiles(replica.tls);
+    if ("problem" in tls) throw new ConfigError(`${field}.tls ${tls.problem}`);
     replicas.push({
       id: index,
       name: (replica.name as string | undefined) ?? `replica-${index}`,
       ...(replica.region === undefined ? {} : { region: replica.region as string }),
       url: base,
+      ...(tls.files === undefined ? {} : { tls: tls.files }),
     });
   });
   if (record.secret === undefined) throw new ConfigError(`${source}: secret is required`);
@@ -192,12 +210,15 @@ export function parseClusterConfig(text: string, source = "cluster file"): Clust
     : secretReference(record.clientToken, `${source}: clientToken`);
   const leases = parseLeases(record.leases, n, `${source}: leases`);
   const corsOrigins = parseCorsOrigins(record.corsOrigins, `${source}: corsOrigins`);
+  const tls = parseClusterTls(record.tls);
+  if ("problem" in tls) throw new ConfigError(`${source}: tls ${tls.problem}`);
   return {
     replicas,
     secret,
     ...(clientToken === undefined ? {} : { clientToken }),
     ...(leases === undefined ? {} : { leases }),
     ...(corsOrigins === undefined ? {} : { corsOrigins }),
+    ...(tls.settings === undefined ? {} : { tls: tls.settings }),
   };
 }
 

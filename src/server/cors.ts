@@ -21,7 +21,12 @@ export const CORS_REQUEST_HEADERS: readonly string[] = [
   "If-None-Match",
 ];
 /** Answer fields a page may read besides the safelisted ones. */
-export const CORS_EXPOSED_HEADERS: readonly string[] = ["ETag", "Kv-Version", "Retry-After"];
+export const CORS_EXPOSED_HEADERS: readonly string[] = [
+  "ETag",
+  "Kv-Version",
+  "Kv-Expires",
+  "Retry-After",
+];
 /** How long a browser may keep a preflight's answer, in seconds. */
 export const CORS_MAX_AGE_SECONDS = 600;
 

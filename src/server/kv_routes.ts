@@ -3,7 +3,8 @@
  * `GET`, `HEAD`, `PUT`, `DELETE` of `/kv/<key>`. Raw bodies, the version as
  * `ETag`, compare-and-set with `If-Match`, create-only with `If-None-Match: *`,
  * `304 Not Modified` for a `GET` with the current `ETag` in `If-None-Match`
- * (src/server/http_conditions.ts has the rules, after RFC 9110 §13).
+ * (src/server/http_conditions.ts has the rules, after RFC 9110 §13), a TTL
+ * on `PUT` (`?ttl=30s`, shown as `Kv-Expires`: src/server/ttl.ts).
  *
  * @module
  */
@@ -13,9 +14,15 @@ import { bodyLimit } from "hono/body-limit";
 import { keyProblem, listPrefixProblem, MAX_LIST_LIMIT, MAX_VALUE_BYTES } from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
-import { requireBearer } from "../net/bearer.ts";
+import { ClientAccess } from "./access.ts";
 import { etagOf, notModified, writeCondition } from "./http_conditions.ts";
 import { problem } from "./problem.ts";
+import { txnRoute } from "./txn_route.ts";
+import { EXPIRES_HEADER, expiresAtOf, formatExpiry, parseTtl } from "./ttl.ts";
+import { entryJson } from "./entry_json.ts";
+import { blockingRead, indexProblem, MAX_WAIT_MS, parseWait } from "./blocking_read.ts";
+import { watchRoute } from "./watch_route.ts";
+import type { WatchHub } from "../kv/watch_hub.ts";
 
 /** Entries in a page of `GET /kv` when the request gives no `limit`. */
 export const DEFAULT_LIST_LIMIT = 100;
@@ -27,8 +34,17 @@ const KEY_PATHS = ["/kv/", "/kv/:key{.+}"];
 export interface KvRoutesOptions {
   /** The replica the routes serve. */
   readonly node: ReplicaDriver;
-  /** If set, the routes require `Authorization: Bearer <token>`. */
+  /**
+   * The replica's client credentials (`access.ts`): the client token and
+   * the named tokens. Absent: made of `clientToken` and `node`'s tokens.
+   */
+  readonly access?: ClientAccess;
+  /** If set (and no `access` is given), the routes require `Authorization: Bearer <token>`. */
   readonly clientToken?: string;
+  /** The replica's watch hub (blocking reads, `GET /watch`), shared with KV Connect's watches. */
+  readonly watchHub: WatchHub;
+  /** Time without an event before a watch stream's keep-alive comment, ms (default `SSE_KEEP_ALIVE_MS`). */
+  readonly watchKeepAliveMs?: number;
 }
 
 function keyFromPath(c: Context): { key: string } | { error: Response } {
@@ -42,18 +58,6 @@ function keyFromPath(c: Context): { key: string } | { error: Response } {
   if (reason === undefined) return { key };
   const status = reason.startsWith("Key is longer") ? 414 : 400;
   return { error: problem(c, status, reason) };
-}
-
-function entryJson(key: string, entry: KvEntry): Record<string, unknown> {
-  let text: string | undefined;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(entry.value);
-  } catch {
-    text = undefined;
-  }
-  return text === undefined
-    ? { key, valueBase64: btoa(String.fromCharCode(...entry.value)), version: entry.version }
-    : { key, value: text, version: entry.version };
 }
 
 function preconditionFailed(c: Context, current: string | null): Response {
@@ -84,15 +88,24 @@ function consistencyOf(c: Context): "linearizable" | "local" | undefined {
  */
 export function kvRoutes(options: KvRoutesOptions): Hono {
   const { node } = options;
+  const access = options.access ?? new ClientAccess({
+    tokens: () => node.state.tokens,
+    ...(options.clientToken === undefined ? {} : { clientToken: options.clientToken }),
+  });
   const routes = new Hono();
-  if (options.clientToken !== undefined) {
-    const guard = requireBearer(new TextEncoder().encode(options.clientToken), {
-      realm: "epaxos-kv",
-      refusal: () => "This route needs the client token",
-    });
-    // Hono's `/kv/*` matches `/kv` too.
-    routes.use("/kv/*", guard);
-  }
+  // Always: a named token added later turns enforcement on (`access.ts`).
+  // 401 before anything else; each handler then asks for what it touches (403).
+  const guard = access.authenticate();
+  // Hono's `/kv/*` matches `/kv` too.
+  routes.use("/kv/*", guard);
+  routes.use("/txn", guard);
+  routes.use("/watch", guard);
+  // Multi-key transactions and watches, behind the same guard.
+  routes.route("/", txnRoute(node, access));
+  routes.route(
+    "/",
+    watchRoute({ node, hub: options.watchHub, keepAliveMs: options.watchKeepAliveMs, access }),
+  );
 
   routes.get("/kv", async (c) => {
     const prefix = c.req.query("prefix") ?? "";
@@ -109,6 +122,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     const prefixIssue = listPrefixProblem(prefix);
     if (prefixIssue !== undefined) return problem(c, 400, `Invalid prefix: ${prefixIssue}`);
     if (cursor !== undefined && cursor.length > 1024) return problem(c, 400, "Invalid cursor");
+    const refused = access.authorize(c, { kind: "prefix", prefix });
+    if (refused !== undefined) return refused;
     const page = (result: KvResult) => {
       if (result.op !== "list" || !result.ok) return problem(c, 500, "Unexpected result");
       return c.json({
@@ -134,12 +149,15 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
   routes.on("GET", KEY_PATHS, async (c) => {
     const parsed = keyFromPath(c);
     if ("error" in parsed) return parsed.error;
+    const refused = access.authorize(c, { kind: "key", key: parsed.key, write: false });
+    if (refused !== undefined) return refused;
     const answer = (entry: KvEntry | undefined) => {
       if (entry === undefined) return problem(c, 404, "Key not found", { key: parsed.key });
       const unchanged = notModified(c.req.header("if-none-match"), entry.version);
       if ("problem" in unchanged) return problem(c, 400, unchanged.problem);
       c.header("ETag", etagOf(entry.version));
       c.header("Kv-Version", entry.version);
+      if (entry.expiresAt !== undefined) c.header(EXPIRES_HEADER, formatExpiry(entry.expiresAt));
       // RFC 9110 §15.4.5: a 304 has the ETag a 200 would have, and no content.
       if (unchanged.notModified) return c.body(null, 304);
       c.header("Content-Type", "application/octet-stream");
@@ -150,13 +168,35 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     if (consistency === undefined) {
       return problem(c, 400, "consistency must be linearizable or local");
     }
-    if (consistency === "local") return answer(node.state.read(parsed.key));
     // Under a lease, from this replica's state; otherwise after one round
     // trip to a majority (src/core/quorum_read.ts), or as a command.
-    const result = await node.read({ op: "get", key: parsed.key });
-    return result.op === "get" && result.ok
-      ? answer(result.entry)
-      : problem(c, 500, "Unexpected result");
+    const read = async (): Promise<KvEntry | undefined> => {
+      if (consistency === "local") return node.state.read(parsed.key);
+      const result = await node.read({ op: "get", key: parsed.key });
+      if (result.op !== "get") throw new Error(`A get answered ${result.op}`);
+      return result.entry;
+    };
+    const index = c.req.query("index");
+    const waitText = c.req.query("wait");
+    if (index === undefined) {
+      if (waitText !== undefined) return problem(c, 400, "wait needs index= (a blocking read)");
+      return answer(await read());
+    }
+    // A blocking read (src/server/blocking_read.ts).
+    const indexIssue = indexProblem(index);
+    if (indexIssue !== undefined) return problem(c, 400, indexIssue);
+    const wait = waitText === undefined ? { ms: MAX_WAIT_MS } : parseWait(waitText);
+    if ("problem" in wait) return problem(c, 400, wait.problem);
+    return answer(
+      await blockingRead({
+        hub: options.watchHub,
+        key: parsed.key,
+        index,
+        waitMs: wait.ms,
+        read,
+        signal: c.req.raw.signal,
+      }),
+    );
   });
 
   routes.on(
@@ -169,29 +209,46 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
     async (c) => {
       const parsed = keyFromPath(c);
       if ("error" in parsed) return parsed.error;
+      const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
+      if (refused !== undefined) return refused;
       const condition = conditionOf(c);
       if ("problem" in condition) return problem(c, 400, condition.problem);
+      const ttlText = c.req.query("ttl");
+      const ttl = ttlText === undefined ? undefined : parseTtl(ttlText);
+      if (ttl !== undefined && "problem" in ttl) return problem(c, 400, ttl.problem);
       const value = new Uint8Array(await c.req.arrayBuffer());
       if (value.length > MAX_VALUE_BYTES) {
         return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
       }
+      // Made absolute here, by this replica's clock; still a blind write
+      // without a condition, answered at commit.
+      const expiresAt = ttl === undefined ? undefined : expiresAtOf(node.wallClockMs(), ttl.ms);
       // A KvError that stops the command reaches the app's onError.
       const result = await node.submit({
         op: "put",
         key: parsed.key,
         value,
         ...(condition.condition === undefined ? {} : { ifVersion: condition.condition }),
+        ...(expiresAt === undefined ? {} : { expiresAt }),
       });
       if (result.op !== "put") return problem(c, 500, "Unexpected result");
       if (!result.ok) return preconditionFailed(c, result.current);
       c.header("ETag", etagOf(result.version));
-      return c.json({ key: parsed.key, version: result.version });
+      if (expiresAt === undefined) return c.json({ key: parsed.key, version: result.version });
+      c.header(EXPIRES_HEADER, formatExpiry(expiresAt));
+      return c.json({
+        key: parsed.key,
+        version: result.version,
+        expiresAt: formatExpiry(expiresAt),
+      });
     },
   );
 
   routes.on("DELETE", KEY_PATHS, async (c) => {
     const parsed = keyFromPath(c);
     if ("error" in parsed) return parsed.error;
+    const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
+    if (refused !== undefined) return refused;
     const condition = conditionOf(c);
     if ("problem" in condition) return problem(c, 400, condition.problem);
     const result = await node.submit({

@@ -30,6 +30,7 @@ import type { ReplicaDriver } from "../driver/driver.ts";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { KvError, OutcomeUnknownError } from "../errors.ts";
 import { type AdminRouteOptions, describeMembers } from "./admin_route.ts";
+import { jsonBody } from "./json_body.ts";
 
 /** Longest a change waits to execute here before the answer says its outcome is unknown. */
 export const CHANGE_DEADLINE_MS = 15_000;
@@ -112,16 +113,9 @@ export function membershipRoutes(route: Hono, options: AdminRouteOptions): void 
     return c.json(node.configuration);
   });
   route.post("/members/change", async (c) => {
-    const text = await c.req.text();
-    if (text.length > MAX_CHANGE_BYTES) {
-      return c.json({ error: `The change is larger than ${MAX_CHANGE_BYTES} bytes` }, 413);
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return c.json({ error: "The change is not JSON" }, 400);
-    }
+    const read = await jsonBody(c, MAX_CHANGE_BYTES, "The change");
+    if ("refused" in read) return read.refused;
+    const body = read.value;
     const problem = changeProblem(body);
     if (problem !== undefined) return c.json({ error: problem }, 400);
     const change = body as ConfigurationChange;

@@ -20,6 +20,7 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
   const now = node.now();
   const leases = node.leaseStatus();
   const quorumReads = node.quorumReadStatus();
+  const expiry = node.expiryStatus();
   const page = new MetricsPage()
     .family(
       "epaxos_proposals_committed_total",
@@ -232,6 +233,24 @@ export function renderMetrics(node: ReplicaDriver, names?: readonly string[]): s
         `epaxos_peer_messages_dropped_total{peer="${peerName(peer.peer)}"} ${peer.droppedMessages}`
       ),
     ])
+    .family(
+      "epaxos_expire_commands_total",
+      "counter",
+      "Expire commands this replica proposed for expired keys, and those refused or of unknown outcome.",
+      [
+        `epaxos_expire_commands_total{outcome="proposed"} ${expiry.commandsProposed}`,
+        `epaxos_expire_commands_total{outcome="failed"} ${expiry.commandsFailed}`,
+      ],
+    )
+    .family(
+      "epaxos_expired_keys_total",
+      "counter",
+      "Expired keys named by this replica's expire commands, and those they deleted (the rest were rewritten or deleted already).",
+      [
+        `epaxos_expired_keys_total{outcome="proposed"} ${expiry.keysProposed}`,
+        `epaxos_expired_keys_total{outcome="deleted"} ${expiry.keysDeleted}`,
+      ],
+    )
     .family("epaxos_keys", "gauge", "Keys in the executed state.", [
       `epaxos_keys ${node.state.size}`,
     ]);

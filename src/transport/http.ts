@@ -24,7 +24,8 @@ import type { Message } from "../core/types.ts";
 import type { Clock } from "../runtime/clock.ts";
 import type { Random } from "../runtime/random.ts";
 import { encodeBatch, MAX_BATCH_BYTES } from "./codec.ts";
-import { PEER_EPOCH_HEADER, PipelinedClient } from "./pipelined_client.ts";
+import { PEER_EPOCH_HEADER, PeerRequestError, PipelinedClient } from "./pipelined_client.ts";
+import type { PeerTls } from "../net/tls.ts";
 import type { PeerMembership, PeerStats, PeerTransport } from "./types.ts";
 
 /** The path of the peer route. */
@@ -68,6 +69,12 @@ export interface HttpTransportOptions {
   readonly maxBackoffMs?: number;
   /** Receives one line per notable event: a peer refusing us, or accepting us again. */
   readonly log?: (line: string) => void;
+  /**
+   * With TLS on: the CA https peers' certificates must chain to, the
+   * certificate this replica presents, and the refusal of http peers
+   * (nothing is sent to one, and that is logged once per link).
+   */
+  readonly peerTls?: Pick<PeerTls, "connectSettings" | "cleartextProblem">;
   /**
    * A hook between encoding and sending, for the test-only fault layer: it may
    * delay, drop or duplicate a batch by calling `deliver` zero or more times.
@@ -134,6 +141,9 @@ export class HttpTransport<C> implements PeerTransport<C> {
 
   #newLink(peer: number, baseUrl: string): Link {
     const url = new URL(PEER_BATCH_PATH, baseUrl).href;
+    const peerTls = this.#options.peerTls;
+    const cleartext = peerTls?.cleartextProblem(url);
+    if (cleartext !== undefined) this.#options.log?.(`peer ${peer}: ${cleartext}`);
     return {
       peer,
       url,
@@ -144,6 +154,11 @@ export class HttpTransport<C> implements PeerTransport<C> {
         // layer may deliver a batch twice.
         maxPending: 2 * (this.#options.maxInFlight ?? 32),
         connectTimeoutMs: this.#options.timeoutMs ?? 5000,
+        ...(peerTls === undefined ? {} : { tls: () => peerTls.connectSettings() }),
+        // An http peer while TLS is on: no connection, so no secret in cleartext.
+        ...(cleartext === undefined
+          ? {}
+          : { connect: () => Promise.reject(new PeerRequestError(cleartext)) }),
       }),
       queue: [],
       inFlight: 0,

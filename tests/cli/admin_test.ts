@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { runAdmin, USAGE } from "../../src/cli/admin.ts";
+import { waitUntil } from "../../src/chaos/process_cluster.ts";
 import { deadServerUrl, SECRET, startServedCluster } from "../client/helpers.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -207,5 +208,115 @@ Deno.test("admin add, promote, remove and replace: changes print JSON, refusals 
     assert.match(addWhileDead.stderr, /voter 2 does not answer; remove or replace/);
   } finally {
     await cluster.stop();
+  }
+});
+
+Deno.test("deno task admin token add, list, remove: the token once, enforced everywhere, never listed", async () => {
+  const cluster = await startServedCluster();
+  try {
+    const [server, other] = [cluster.urls[0]!, cluster.urls[2]!];
+    const added = await admin(
+      ["--server", server, "token", "add", "ci", "--prefix", "app/", "--read-only"],
+      SECRET,
+    );
+    assert.equal(added.code, 0, added.stderr);
+    const body = JSON.parse(added.stdout);
+    assert.equal(body.name, "ci");
+    assert.match(body.token, /^ekv_[A-Za-z0-9_-]{43}$/);
+    assert.deepEqual(body.prefixes, [{ prefix: "app/", access: "read" }]);
+    assert.deepEqual(body.databases, []);
+    assert.equal(body.ops, false);
+    assert.ok(!Number.isNaN(Date.parse(body.created)));
+    // Enforced on another replica once it executed the addition (before
+    // that, it is open: probe with a read, which changes nothing).
+    const headers = { authorization: `Bearer ${body.token}` };
+    await waitUntil(async () => {
+      const response = await fetch(`${other}/kv/app%2Fx`);
+      await response.body?.cancel();
+      return response.status === 401;
+    }, { deadlineMs: 5000, what: "credentials to be enforced on another replica" });
+    const put = await fetch(`${other}/kv/app%2Fx`, { method: "PUT", body: "v", headers });
+    assert.equal(put.status, 403);
+    assert.equal((await put.json()).needed, "read-write");
+    const read = await fetch(`${other}/kv/app%2Fx`, { headers });
+    assert.equal(read.status, 404, "read, and the key was not written");
+    await read.body?.cancel();
+
+    const more = await adminInProcess(
+      [
+        "--server",
+        other,
+        "token",
+        "add",
+        "deploy",
+        "--prefix",
+        "app/",
+        "--prefix",
+        "cfg/",
+        "--database",
+        "main",
+        "--ops",
+      ],
+      { env: { EPAXOS_CLUSTER_SECRET: SECRET } },
+    );
+    assert.equal(more.code, 0, more.stderr);
+    assert.deepEqual(JSON.parse(more.stdout).prefixes, [
+      { prefix: "app/", access: "read-write" },
+      { prefix: "cfg/", access: "read-write" },
+    ]);
+    const twice = await adminInProcess(["--server", other, "token", "add", "deploy", "--ops"], {
+      env: { EPAXOS_CLUSTER_SECRET: SECRET },
+    });
+    assert.equal(twice.code, 1);
+    assert.match(twice.stderr, /^admin: .* refused \(409\): A token named deploy exists/);
+
+    const listed = await admin(["--server", other, "token", "list"], SECRET);
+    assert.equal(listed.code, 0, listed.stderr);
+    const tokens = JSON.parse(listed.stdout).tokens;
+    assert.deepEqual(tokens.map((token: { name: string }) => token.name), ["ci", "deploy"]);
+    assert.ok(!listed.stdout.includes(body.token));
+    assert.ok(!/[0-9a-f]{64}/.test(listed.stdout), "no hash is listed");
+
+    const removed = await admin(["--server", server, "token", "remove", "ci"], SECRET);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual(JSON.parse(removed.stdout), { name: "ci", removed: true });
+    const again = await admin(["--server", server, "token", "remove", "ci"], SECRET);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /refused \(404\): No token named ci/);
+    await waitUntil(async () => {
+      const response = await fetch(`${other}/kv/app%2Fx`, { headers });
+      await response.body?.cancel();
+      return response.status === 401;
+    }, { deadlineMs: 5000, what: "the removed token to be refused" });
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("admin token: usage errors exit 2 and ask nothing", async () => {
+  for (
+    const args of [
+      ["token"],
+      ["token", "rotate"],
+      ["token", "add"],
+      ["token", "add", "a", "b", "--ops"],
+      ["token", "add", "ci"],
+      ["token", "list", "extra"],
+      ["token", "list", "--prefix", "a/"],
+      ["token", "remove"],
+      ["token", "remove", "ci", "--read-only"],
+      ["token", "add", "ci", "--ops", "--url", "http://x"],
+      ["members", "--prefix", "a/"],
+      ["members", "--ops"],
+    ]
+  ) {
+    const run = await adminInProcess(["--server", deadServerUrl(), ...args], {
+      env: { EPAXOS_CLUSTER_SECRET: SECRET },
+    });
+    assert.equal(run.code, 2, `${JSON.stringify(args)}: ${run.stderr}`);
+    assert.match(run.stderr, /^admin: /);
+  }
+  for (const command of ["token add NAME", "token list", "token remove NAME"]) {
+    assert.ok(USAGE.includes(command), command);
   }
 });

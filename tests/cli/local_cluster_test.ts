@@ -162,3 +162,85 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "local cluster --tls: https on its ports, certificates made once under data/tls and reused",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "epaxos-local-tls-" }));
+    const ports = freePorts(3);
+    const urls = ports.map((port) => `https://127.0.0.1:${port}`);
+    const caPath = `${dir}/data/tls/ca.pem`;
+    const started: Watched[] = [];
+    let client: Deno.HttpClient | undefined;
+    // Trusts the CA once the launcher has made it.
+    const tlsFetch: typeof fetch = async (input, init) => {
+      client ??= Deno.createHttpClient({ caCerts: [await Deno.readTextFile(caPath)] });
+      return await fetch(input, { ...init, client });
+    };
+    const launch = async () => {
+      const launched = watch(
+        [...await taskArgs("start"), "--tls", "--base-port", String(ports[0])],
+        {
+          cwd: dir,
+        },
+      );
+      started.push(launched);
+      await waitUntil(
+        async () =>
+          (await Promise.all(urls.map((url) => answers(`${url}/readyz`, tlsFetch)))).every(Boolean),
+        { deadlineMs: 60_000, what: "the local TLS cluster to be ready" },
+      );
+      return launched;
+    };
+    const stop = async (process: Watched) => {
+      tryKill(process.child.pid, "SIGTERM");
+      await process.child.status;
+    };
+    try {
+      const first = await launch();
+      assert.ok(first.lines.some((line) => line.startsWith(`launcher: made ${caPath}`)));
+      // The launcher prints the README's examples, with the CA, once it sees them ready.
+      const example = `curl --cacert ${caPath} -X PUT ${urls[0]}/kv/greeting`;
+      await waitUntil(() => first.lines.some((line) => line.includes(example)), {
+        deadlineMs: 10_000,
+        what: "the launcher's curl examples",
+      });
+      for (const id of [0, 1, 2]) {
+        assert.equal((await Deno.stat(`${dir}/data/tls/local-${id}.key.pem`)).mode! & 0o777, 0o600);
+      }
+      assert.equal((await Deno.stat(`${dir}/data/tls/ca-key.pem`)).mode! & 0o777, 0o600);
+      const put = await tlsFetch(`${urls[0]}/kv/greeting`, { method: "PUT", body: "hello" });
+      assert.equal(put.status, 200, await put.text());
+      assert.equal(await (await tlsFetch(`${urls[2]}/kv/greeting`)).text(), "hello");
+      // `deno task admin` over https: the CA through DENO_CERT, the local secret found by itself.
+      const admin = await new Deno.Command(Deno.execPath(), {
+        args: [...await taskArgs("admin"), "--server", urls[0]!, "members"],
+        cwd: dir,
+        env: { NO_COLOR: "1", EPAXOS_CLUSTER_SECRET: "", DENO_CERT: caPath },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(admin.code, 0, new TextDecoder().decode(admin.stderr));
+      const ca = await Deno.readTextFile(caPath);
+      await stop(first);
+
+      // Again: the same CA and certificates, the data kept.
+      const second = await launch();
+      assert.ok(!second.lines.some((line) => line.startsWith("launcher: made")));
+      assert.equal(await Deno.readTextFile(caPath), ca);
+      assert.equal(await (await tlsFetch(`${urls[1]}/kv/greeting`)).text(), "hello");
+    } catch (error) {
+      const output = started.map((p) => p.lines.join("\n")).join("\n---\n");
+      throw new Error(`${(error as Error).message}\n${output}`, { cause: error });
+    } finally {
+      for (const process of started.reverse()) {
+        tryKill(process.child.pid, "SIGTERM");
+        await process.child.status;
+      }
+      client?.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -58,6 +58,8 @@ export async function startTestCluster(
         }
         return Promise.resolve(nodes[peer]!.configuration);
       },
+      // Wall-clock time as the process has it (expiry, TTLs: src/driver/expiry.ts).
+      wallClockOriginMs: performance.timeOrigin,
       ...nodeOptions,
       id,
       replicas,

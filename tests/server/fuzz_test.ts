@@ -703,9 +703,16 @@ Deno.test("with a client token, requests without it get 401 on every client rout
       ),
       { numRuns: 200 },
     );
-    // Operations and peer routes do not take the client token.
-    for (const path of ["/livez", "/readyz", "/status", "/metrics"]) {
+    // Probes and peer routes do not take the client token; the operations pages follow it.
+    for (const path of ["/livez", "/readyz"]) {
       assert.equal((await app.request(path)).status, 200, path);
+    }
+    for (const path of ["/status", "/metrics"]) {
+      assert.equal((await app.request(path)).status, 401, path);
+      const authorized = await app.request(path, {
+        headers: { authorization: `Bearer ${CLIENT_TOKEN}` },
+      });
+      assert.equal(authorized.status, 200, path);
     }
     const peer = await app.request(PEER_BATCH_PATH, {
       method: "POST",

@@ -309,7 +309,10 @@ Deno.test("CORS for configured origins: preflight and answers for them, nothing 
     });
     assert.equal(get.status, 200);
     assert.equal(get.headers.get("access-control-allow-origin"), ORIGIN);
-    assert.equal(get.headers.get("access-control-expose-headers"), "ETag,Kv-Version,Retry-After");
+    assert.equal(
+      get.headers.get("access-control-expose-headers"),
+      "ETag,Kv-Version,Kv-Expires,Retry-After",
+    );
     assert.equal(get.headers.get("etag"), `"${version}"`);
     assert.match(get.headers.get("vary") ?? "", /Origin/);
     // Refusals too, so the page can read why.
