@@ -23,7 +23,7 @@ import {
   waitUntil,
 } from "./process_cluster.ts";
 import type { FinishedRun, Scenario, ScenarioFindings } from "./scenarios.ts";
-import { Workload } from "./workload.ts";
+import { type ChaosWorkload, Workload, type WorkloadOptions } from "./workload.ts";
 
 /** Settings of one run. */
 export interface ChaosOptions {
@@ -151,7 +151,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   });
   // The slots a scenario ends with as members: the first `replicas`.
   const members = cluster.urls.slice(0, replicas);
-  const workload = new Workload({
+  const workloadOptions: WorkloadOptions = {
     // The cluster's members at the start (spare slots join later, if at all).
     urls: cluster.urls.slice(0, replicas),
     clients: options.clients ?? replicas * 2,
@@ -161,7 +161,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     ...(scenario.readersPerReplica === undefined
       ? {}
       : { readersPerReplica: scenario.readersPerReplica }),
-  });
+  };
+  const workload: ChaosWorkload = scenario.workload?.({ ...workloadOptions, cluster }) ??
+    new Workload(workloadOptions);
   const note = (line: string) => {
     const stamped = `${workload.elapsedSeconds().toFixed(1)}s ${line}`;
     events.push(stamped);
@@ -217,7 +219,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     } catch (error) {
       failures.push((error as Error).message);
     }
-    await workload.finalReads(cluster.urls[0]!);
+    await workload.finalReads(members);
     workload.close();
     const locals = await Promise.all(members.map(async (url) => {
       const values: (string | null)[] = [];
@@ -265,9 +267,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       });
       failures.push(...found.failures);
       figures = { ...found.figures };
-      if (Object.keys(figures).length > 0) {
-        note(`figures: ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(" ")}`);
-      }
+    }
+    const own = workload.findings?.();
+    if (own !== undefined) {
+      for (const line of own.notes ?? []) note(line);
+      failures.push(...own.failures);
+      figures = { ...figures, ...own.figures };
+    }
+    if (Object.keys(figures).length > 0) {
+      note(`figures: ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(" ")}`);
     }
   } finally {
     if (failures.length > 0 && options.historyOnFailure !== undefined) {

@@ -27,6 +27,12 @@ export interface ProcessCluster {
   running(id: number): boolean;
   /** The process id of replica `id`, while it runs. */
   pid(id: number): number | undefined;
+  /**
+   * How many processes replica `id` has had so far (every start, restart and
+   * join counts one): a client can tell how many incarnations of a replica
+   * may have received a request it kept resending.
+   */
+  starts(id: number): number;
   /** Sends `signal` to replica `id` (SIGKILL and SIGTERM wait for it to exit). */
   kill(id: number, signal?: Deno.Signal): Promise<void>;
   /** Starts replica `id` if it is not running, without waiting for it. */
@@ -215,6 +221,7 @@ export async function startProcessCluster(
   const fetcher = tls === undefined ? fetch : tls.fetch;
   const processes: (Deno.ChildProcess | undefined)[] = new Array(slots);
   const logs: string[][] = Array.from({ length: slots }, () => []);
+  const starts: number[] = new Array(slots).fill(0);
   const spawn = async (id: number, via?: string, memberId = id) => {
     const dataDir = `${root}/replica-${id}`;
     await Deno.mkdir(dataDir, { recursive: true });
@@ -258,6 +265,7 @@ export async function startProcessCluster(
       stdin: "null",
     }).spawn();
     processes[id] = child;
+    starts[id]!++;
     // The whole output goes to a file beside the data (kept for failure
     // reports); the tail stays in memory.
     await captureOutput(child, `${root}/replica-${id}.log`, logs[id]!, 200);
@@ -277,6 +285,7 @@ export async function startProcessCluster(
     fetch: fetcher,
     running: (id) => processes[id] !== undefined,
     pid: (id) => processes[id]?.pid,
+    starts: (id) => starts[id] ?? 0,
     async kill(id, signal = "SIGKILL") {
       const child = processes[id];
       if (child === undefined) return;

@@ -19,9 +19,12 @@ import {
 } from "./membership_scenario.ts";
 import { SNAPSHOT_INTERRUPTED } from "./snapshot_interrupt_scenario.ts";
 import { LEASE_SCENARIOS } from "./lease_scenarios.ts";
+import { KV_SCENARIOS } from "./kv_scenarios.ts";
 import type { SeededRandom } from "../runtime/random.ts";
 import type { FaultConfig } from "../transport/faults.ts";
 import type { ProcessCluster } from "./process_cluster.ts";
+import { blockLinks, killRandomReplicas } from "./nemeses.ts";
+import type { ChaosWorkload, WorkloadOptions } from "./workload.ts";
 
 /** What a nemesis can act on. */
 export interface NemesisContext {
@@ -67,6 +70,12 @@ export interface ScenarioFindings {
   readonly figures: Readonly<Record<string, number>>;
 }
 
+/** What a scenario's own workload is built from: the runner's settings and the cluster. */
+export interface ScenarioWorkloadOptions extends WorkloadOptions {
+  /** The replica processes (to tell how often a client's replica was restarted). */
+  readonly cluster: ProcessCluster;
+}
+
 /** One chaos scenario. */
 export interface Scenario {
   /** Name used on the command line. */
@@ -106,6 +115,11 @@ export interface Scenario {
    */
   readonly negative?: boolean;
   /**
+   * The scenario's own workload (Deno KV clients, `kv_workload.ts`); absent:
+   * the curl clients of `workload.ts`.
+   */
+  workload?(options: ScenarioWorkloadOptions): ChaosWorkload;
+  /**
    * Applies the faults for the fault phase; healing is done by the runner
    * afterwards. It may return its own verdict, called once the history is
    * complete, with what it measured during the fault phase in its closure.
@@ -129,18 +143,12 @@ async function everyLink(context: NemesisContext, faults: FaultConfig["default"]
   await context.sleep(context.faultMs);
 }
 
-/** Blocks the directed links `from -> to` for which `blocked(from, to)` holds. */
+/** Blocks the directed links for which `blocked(from, to)` holds for the fault phase. */
 async function partition(
   context: NemesisContext,
   blocked: (from: number, to: number) => boolean,
 ): Promise<void> {
-  for (let from = 0; from < context.replicas; from++) {
-    const links: Record<string, { blocked: boolean }> = {};
-    for (let to = 0; to < context.replicas; to++) {
-      if (from !== to && blocked(from, to)) links[String(to)] = { blocked: true };
-    }
-    await context.setFaults(from, { links });
-  }
+  await blockLinks(context, blocked);
   await context.sleep(context.faultMs);
 }
 
@@ -152,17 +160,7 @@ export const SCENARIOS: readonly Scenario[] = [
     name: "kill-random",
     description: "SIGKILL a random replica, restart it; twice",
     availableDuringFault: true,
-    async inject(context) {
-      for (let round = 0; round < 2; round++) {
-        const victim = context.random.int(context.replicas);
-        context.note(`SIGKILL replica ${victim}`);
-        await context.cluster.kill(victim, "SIGKILL");
-        await context.sleep(context.faultMs / 4);
-        context.note(`restart replica ${victim}`);
-        await context.cluster.start(victim);
-        await context.sleep(context.faultMs / 4);
-      }
-    },
+    inject: (context) => killRandomReplicas(context, 2),
   },
   {
     name: "kill-f",
@@ -346,9 +344,15 @@ export const SCENARIOS: readonly Scenario[] = [
 
 /**
  * Every scenario: those above, then those with quorum leases
- * (`lease_scenarios.ts`; tests/chaos/lease_chaos_test.ts runs them at CI size).
+ * (`lease_scenarios.ts`; tests/chaos/lease_chaos_test.ts runs them at CI
+ * size), then those with Deno KV clients (`kv_scenarios.ts`;
+ * tests/chaos/kv_chaos_test.ts).
  */
-export const EVERY_SCENARIO: readonly Scenario[] = [...SCENARIOS, ...LEASE_SCENARIOS];
+export const EVERY_SCENARIO: readonly Scenario[] = [
+  ...SCENARIOS,
+  ...LEASE_SCENARIOS,
+  ...KV_SCENARIOS,
+];
 
 /** The scenario called `name`. */
 export function scenarioNamed(name: string): Scenario | undefined {

@@ -73,8 +73,52 @@ export interface WorkloadCounts {
   cancelled: number;
 }
 
+/** What a scenario's own workload reports once the run is over ({@linkcode ChaosWorkload.findings}). */
+export interface WorkloadFindings {
+  /** Failed checks (the run fails if any). */
+  readonly failures: readonly string[];
+  /** Measured figures, by name. */
+  readonly figures: Readonly<Record<string, number>>;
+  /** Lines for the run's events (what a negative check caught, say). */
+  readonly notes?: readonly string[];
+}
+
+/**
+ * What the chaos runner (`chaos.ts`) drives: the curl clients of
+ * {@linkcode Workload}, or a scenario's own (`kv_workload.ts`: Deno KV
+ * clients).
+ */
+export interface ChaosWorkload {
+  /** The history of the operations whose linearizability the runner checks. */
+  readonly recorder: HistoryRecorder;
+  /** Outcome counts. */
+  readonly counts: WorkloadCounts;
+  /** Why operations were withdrawn, with counts (for failure reports). */
+  readonly cancelReasons: ReadonlyMap<string, number>;
+  /** Successful operations per second since the start. */
+  readonly timeline: readonly number[];
+  /** Seconds since the workload was created. */
+  elapsedSeconds(): number;
+  /** The replica (index into the members) client `process` talks to, if it is a client. */
+  replicaOf(process: number | string): number | undefined;
+  /** Starts every client. */
+  start(): void;
+  /** Stops issuing new operations and waits (boundedly) for those in flight. */
+  stop(): Promise<void>;
+  /**
+   * Reads every key once more through consensus after convergence, so that
+   * the checker verifies no acknowledged write was lost; `urls` are the
+   * members' base URLs.
+   */
+  finalReads(urls: readonly string[]): Promise<void>;
+  /** Releases the clients (after `stop` and `finalReads`). */
+  close(): void;
+  /** The workload's own checks, once `finalReads` is done. */
+  findings?(): WorkloadFindings;
+}
+
 /** Runs clients until stopped; records the history and a per-second timeline. */
-export class Workload {
+export class Workload implements ChaosWorkload {
   readonly recorder: HistoryRecorder;
   readonly counts: WorkloadCounts = { ok: 0, fail: 0, info: 0, cancelled: 0 };
   /** Why operations were withdrawn, with counts (for failure reports). */
@@ -140,10 +184,12 @@ export class Workload {
   }
 
   /**
-   * Reads every key once more through consensus, as one more client, so the
-   * checker verifies that no acknowledged write was lost.
+   * Reads every key once more through consensus, as one more client, through
+   * the first of `urls`, so the checker verifies that no acknowledged write
+   * was lost.
    */
-  async finalReads(url: string): Promise<void> {
+  async finalReads(urls: readonly string[]): Promise<void> {
+    const url = urls[0]!;
     const process = `final`;
     for (let key = 0; key < this.#options.keys; key++) {
       await this.#get(process, { url, key: `chaos-${key}`, known: new Map() });
