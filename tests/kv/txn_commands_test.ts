@@ -313,8 +313,8 @@ Deno.test("atomic accesses: checks read, mutations write, a versionstamped key i
   assert.deepEqual(kvConflicts.accesses(curl), [{ key: "k", write: true }]);
   // Two writes of different keys in one bucket conflict; in different buckets they do not.
   const keysByBucket = new Map<number, string[]>();
-  for (let i = 0; i < 5000; i++) {
-    const k = databaseKey("app", bytes(i >> 8, i & 255));
+  for (let i = 0; i < 100_000; i++) {
+    const k = databaseKey("app", bytes(i >> 16, (i >> 8) & 255, i & 255));
     const bucket = stampBucketOf("app", k);
     keysByBucket.set(bucket, [...(keysByBucket.get(bucket) ?? []), k]);
   }
@@ -414,7 +414,7 @@ Deno.test("describe lines of the multi-key commands", () => {
       request: "r",
       keys: [{ key: stampBucketKey("app", 3), version: "v" }, { key: "k", version: "1.0.0" }],
     }),
-    "expire(app:bucket 003@v, k@1.0.0)",
+    "expire(app:bucket 0003@v, k@1.0.0)",
   );
   assert.equal(
     describeKvCommand({ op: "put", request: "r", key: "k", value: bytes(), expiresAt: 5 }),
