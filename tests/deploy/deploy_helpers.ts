@@ -8,9 +8,11 @@
  */
 
 import assert from "node:assert/strict";
-import { parseArgs } from "../../src/cli/args.ts";
+import { option, parseArgs } from "../../src/cli/args.ts";
 import { REPLICA_ENV, REPLICA_FLAGS, REPLICA_OPTIONS } from "../../src/cli/replica.ts";
+import { TLS_FLAGS, TLS_OPTIONS } from "../../src/cli/replica_tls.ts";
 import { parseHostPort } from "../../src/net/endpoint.ts";
+import type { ClusterConfig } from "../../src/server/config.ts";
 
 /** The repository's root. */
 export const ROOT = new URL("../../", import.meta.url);
@@ -105,7 +107,65 @@ export function assertReplicaCommand(
       assert.ok(REPLICA_ENV_NAMES.has(name), `${where}: ${name} is a variable a replica reads`);
     }
   }
-  return parseArgs(command.args, { options: REPLICA_OPTIONS, flags: REPLICA_FLAGS });
+  const args = parseArgs(command.args, {
+    options: [...REPLICA_OPTIONS, ...TLS_OPTIONS],
+    flags: [...REPLICA_FLAGS, ...TLS_FLAGS],
+  });
+  // A `--join`ed replica has no cluster file: its TLS files come by flags,
+  // and must be readable under the permissions given.
+  for (const name of TLS_OPTIONS) {
+    const path = option(args, name);
+    if (path !== undefined) {
+      assert.ok(path.startsWith("/"), `${where}: --${name} ${path} is absolute`);
+      assert.ok(within(path, command.read), `${where}: reads --${name} ${path}`);
+    }
+  }
+  const cert = args.options.has("tls-cert");
+  assert.equal(args.options.has("tls-key"), cert, `${where}: --tls-cert and --tls-key together`);
+  if (args.options.has("join") && cert) {
+    assert.ok(args.options.has("tls-ca"), `${where}: a --join with TLS needs --tls-ca`);
+  }
+  return args;
+}
+
+/** The variables that would make a TLS replica trust roots besides the cluster CA. */
+export const EXTRA_ROOT_VARIABLES: readonly string[] = ["DENO_CERT", "NODE_EXTRA_CA_CERTS"];
+
+/**
+ * Asserts that a replica runs on TLS as the README's "TLS" section asks: every
+ * member's URL is https with a certificate and key, the cluster names its CA,
+ * each of these files lies within the `--allow-read` paths of `command` (as
+ * absolute paths: a replica reads them relative to its working directory),
+ * and the environment `env` makes it trust the cluster CA alone
+ * (`DENO_TLS_CA_STORE` set empty; `DENO_CERT` and `NODE_EXTRA_CA_CERTS` not
+ * set, and named in `unset` when the target can unset them).
+ */
+export function assertReplicaTls(
+  cluster: ClusterConfig,
+  command: Pick<ReplicaCommand, "read">,
+  env: Readonly<Record<string, string | undefined>>,
+  where: string,
+): void {
+  const ca = cluster.tls?.ca;
+  assert.ok(ca !== undefined, `${where}: the cluster file names its CA`);
+  const files = [ca];
+  for (const replica of cluster.replicas) {
+    assert.equal(new URL(replica.url).protocol, "https:", `${where}: ${replica.url} is https`);
+    assert.ok(replica.tls !== undefined, `${where}: ${replica.name} has a certificate and key`);
+    files.push(replica.tls.cert, replica.tls.key);
+  }
+  for (const file of files) {
+    assert.ok(file.startsWith("/"), `${where}: ${file} is absolute`);
+    assert.ok(within(file, command.read), `${where}: the replica may read ${file}`);
+  }
+  assert.ok(
+    !files.some((file) => /(^|\/)ca-key\.pem$/.test(file)),
+    `${where}: no replica reads the CA's key`,
+  );
+  assert.equal(env.DENO_TLS_CA_STORE, "", `${where}: DENO_TLS_CA_STORE is set empty`);
+  for (const name of EXTRA_ROOT_VARIABLES) {
+    assert.equal(env[name], undefined, `${where}: ${name} is not set`);
+  }
 }
 
 /** The port of `EPAXOS_LISTEN` in `env`. */
@@ -126,7 +186,9 @@ export function dockerfile(): { entrypoint: string[]; env: Record<string, string
   const entrypoint = JSON.parse(entry.slice("ENTRYPOINT ".length)) as string[];
   const env: Record<string, string> = {};
   for (const line of lines.filter((line) => line.startsWith("ENV "))) {
-    for (const match of line.slice(4).matchAll(/(\w+)=(\S+)/g)) env[match[1]!] = match[2]!;
+    for (const match of line.slice(4).matchAll(/(\w+)=("[^"]*"|\S*)/g)) {
+      env[match[1]!] = match[2]!.replace(/^"(.*)"$/, "$1");
+    }
   }
   return { entrypoint, env };
 }

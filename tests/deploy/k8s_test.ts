@@ -7,12 +7,14 @@
  */
 
 import assert from "node:assert/strict";
-import { parseAllDocuments } from "yaml";
+import { parse as parseYaml, parseAllDocuments } from "yaml";
 import { REPLICA_ENV } from "../../src/cli/replica.ts";
-import { parseClusterConfig } from "../../src/server/config.ts";
+import { type ClusterConfig, parseClusterConfig } from "../../src/server/config.ts";
 import {
   assertReplicaCommand,
+  assertReplicaTls,
   dockerfile,
+  EXTRA_ROOT_VARIABLES,
   listenPort,
   readDeployFile,
   replicaCommand,
@@ -26,7 +28,13 @@ function manifests(): Map<string, Manifest> {
   const byKindAndName = new Map<string, Manifest>();
   const files = [...Deno.readDirSync(new URL("deploy/k8s/", new URL("../../", import.meta.url)))]
     .map((entry) => entry.name).filter((name) => name.endsWith(".yaml")).sort();
-  assert.deepEqual(files, ["configmap.yaml", "pdb.yaml", "services.yaml", "statefulset.yaml"]);
+  assert.deepEqual(files, [
+    "configmap.yaml",
+    "pdb.yaml",
+    "prometheus.yaml",
+    "services.yaml",
+    "statefulset.yaml",
+  ]);
   for (const file of files) {
     for (const document of parseAllDocuments(readDeployFile(`deploy/k8s/${file}`))) {
       assert.deepEqual(document.errors, [], `${file} parses`);
@@ -94,9 +102,13 @@ Deno.test("k8s: the replica's command is the image's, with the variables it read
     "metadata.name",
   );
   assertReplicaCommand(command, env, "statefulset.yaml");
-  // The same permissions and script as the image's entrypoint.
+  // The same permissions and script as the image's entrypoint, and the TLS
+  // Secret's directory (the image's /etc/epaxos is the ConfigMap here).
   const image = replicaCommand(dockerfile().entrypoint);
-  assert.deepEqual({ ...command, args: [] }, { ...image, args: [] });
+  assert.deepEqual(
+    { ...command, args: [], read: command.read.filter((path) => path !== TLS_DIRECTORY) },
+    { ...image, args: [] },
+  );
   assert.match(script, /\/etc\/epaxos\/args-\$EPAXOS_ID/);
 });
 
@@ -114,16 +126,18 @@ Deno.test("k8s: secrets come from the Secret, as the cluster file says", () => {
 
 Deno.test("k8s: ports, probes, volumes and the cluster file agree", () => {
   const port = listenPort(env);
-  const http = container.ports.find((item: { name: string }) => item.name === "http");
-  assert.equal(http.containerPort, port);
+  const https = container.ports.find((item: { name: string }) => item.name === "https");
+  assert.equal(https.containerPort, port);
   for (const service of [headless, clients]) {
     assert.deepEqual(service.spec.ports.map((item: { targetPort: string }) => item.targetPort), [
-      "http",
+      "https",
     ]);
   }
-  assert.deepEqual(container.readinessProbe.httpGet, { path: "/readyz", port: "http" });
-  assert.deepEqual(container.livenessProbe.httpGet, { path: "/livez", port: "http" });
-  assert.deepEqual(container.startupProbe.httpGet, { path: "/livez", port: "http" });
+  // Over HTTPS: the replica serves TLS only on its port.
+  const probe = (path: string) => ({ scheme: "HTTPS", path, port: "https" });
+  assert.deepEqual(container.readinessProbe.httpGet, probe("/readyz"));
+  assert.deepEqual(container.livenessProbe.httpGet, probe("/livez"));
+  assert.deepEqual(container.startupProbe.httpGet, probe("/livez"));
 
   const mounts = new Map<string, { mountPath: string; readOnly?: boolean }>(
     container.volumeMounts.map((mount: { name: string }) => [mount.name, mount]),
@@ -146,13 +160,77 @@ Deno.test("k8s: ports, probes, volumes and the cluster file agree", () => {
   cluster.replicas.forEach((replica, id) => {
     assert.equal(
       replica.url,
-      `http://${statefulSet.metadata.name}-${id}.${headless.metadata.name}:${port}`,
+      `https://${statefulSet.metadata.name}-${id}.${headless.metadata.name}:${port}`,
     );
   });
   // A read-only root: Deno writes only to the data volume (and /tmp).
   assert.equal(container.securityContext.readOnlyRootFilesystem, true);
   assert.ok(mounts.has("tmp"));
 });
+
+/** Where the Secret `epaxos-tls` is mounted. */
+const TLS_DIRECTORY = "/etc/epaxos-tls";
+
+Deno.test("k8s: TLS from the Secret epaxos-tls, readable, trusting the cluster CA alone", () => {
+  const command = replicaCommand(execLine!.split(/\s+/).slice(1, -1));
+  const cluster = parseClusterConfig(configMap.data["cluster.json"]);
+  // Set empty in the pod's env; DENO_CERT and NODE_EXTRA_CA_CERTS unset by the script.
+  assertReplicaTls(cluster, command, env, "statefulset.yaml with configmap.yaml");
+  const before = script.slice(0, script.indexOf(execLine!));
+  assert.match(before, new RegExp(`^\\s*unset ${EXTRA_ROOT_VARIABLES.join(" ")}$`, "m"));
+  const volume = pod.volumes.find((item: { name: string }) => item.name === "tls");
+  assert.equal(volume.secret.secretName, "epaxos-tls");
+  // Keys readable by the pod's group (fsGroup) and no one else.
+  assert.equal(volume.secret.defaultMode, 0o440);
+  assert.equal(pod.securityContext.fsGroup, pod.securityContext.runAsGroup);
+  const mount = container.volumeMounts.find((item: { name: string }) => item.name === "tls");
+  assert.deepEqual(mount, { name: "tls", mountPath: TLS_DIRECTORY, readOnly: true });
+  // Every file the cluster file names is a key of the Secret the runbook makes.
+  const runbook = readDeployFile("deploy/k8s/RUNBOOK.md");
+  assert.match(runbook, /create secret generic epaxos-tls --from-file=tls\/ca\.pem/);
+  assert.match(runbook, /for f in tls\/epaxos-\*\.pem/);
+  assert.match(runbook, /deno task certs --config cluster\.json --out tls --renew/);
+  for (const replica of cluster.replicas) {
+    assert.equal(replica.tls!.cert, `${TLS_DIRECTORY}/${replica.name}.cert.pem`);
+    assert.equal(replica.tls!.key, `${TLS_DIRECTORY}/${replica.name}.key.pem`);
+  }
+});
+
+Deno.test("k8s: Prometheus scrapes every pod over https with an ops token and the CA", () => {
+  const cluster = parseClusterConfig(configMap.data["cluster.json"]);
+  const config = parseYaml(get("ConfigMap/epaxos-prometheus").data["prometheus.yml"]);
+  assertScrape(config, cluster, "deploy/k8s/prometheus.yaml");
+  assertScrape(
+    parseYaml(readDeployFile("deploy/prometheus.yml")),
+    parseClusterConfig(readDeployFile("deploy/clusters/aws3.json")),
+    "deploy/prometheus.yml",
+  );
+  assert.throws(
+    () =>
+      assertScrape(
+        parseYaml(readDeployFile("deploy/prometheus.yml").replace("scheme: https", "scheme: http")),
+        parseClusterConfig(readDeployFile("deploy/clusters/aws3.json")),
+        "http",
+      ),
+    /scheme/,
+  );
+});
+
+/** A scrape job for every member of `cluster`, over https, with a token and the cluster CA. */
+function assertScrape(config: Manifest, cluster: ClusterConfig, where: string): void {
+  const [job] = config.scrape_configs;
+  assert.equal(job.scheme, "https", `${where}: scheme`);
+  assert.equal(job.metrics_path, "/metrics", `${where}: metrics_path`);
+  assert.equal(job.authorization.type, "Bearer", `${where}: a bearer token`);
+  assert.ok(job.authorization.credentials_file.startsWith("/"), `${where}: token from a file`);
+  assert.ok(job.tls_config.ca_file.endsWith("ca.pem"), `${where}: the cluster CA`);
+  assert.equal(job.tls_config.insecure_skip_verify, undefined, `${where}: verified`);
+  assert.deepEqual(
+    job.static_configs[0].targets,
+    cluster.replicas.map((replica) => new URL(replica.url).host),
+    `${where}: the members' hosts, as their certificates name them`,
+  );
+}
 
 Deno.test("k8s: the args-<id> of the runbook are flags the replica takes", () => {
   const runbook = readDeployFile("deploy/k8s/RUNBOOK.md");
@@ -164,7 +242,7 @@ Deno.test("k8s: the args-<id> of the runbook are flags the replica takes", () =>
       {
         ...command,
         net: true,
-        read: ["/etc/epaxos", "/data"],
+        read: ["/etc/epaxos", TLS_DIRECTORY, "/data"],
         write: ["/data"],
         env: [...Object.values(REPLICA_ENV)],
       },

@@ -8,7 +8,15 @@
 
 import assert from "node:assert/strict";
 import { REPLICA_ENV } from "../../src/cli/replica.ts";
-import { assertReplicaCommand, readDeployFile, replicaCommand } from "./deploy_helpers.ts";
+import { parseClusterConfig } from "../../src/server/config.ts";
+import {
+  assertReplicaCommand,
+  assertReplicaTls,
+  EXTRA_ROOT_VARIABLES,
+  readDeployFile,
+  replicaCommand,
+  within,
+} from "./deploy_helpers.ts";
 
 /** A unit file: each section's keys, each with its values in order (a key may repeat). */
 type Unit = Map<string, Map<string, string[]>>;
@@ -80,10 +88,13 @@ Deno.test("systemd: a unit with a user, its state directory and restart on failu
   assert.equal(unit.get("Install")?.get("WantedBy")?.[0], "multi-user.target");
 });
 
+/** The unit's `deno run` command line, without `$EPAXOS_ARGS`. */
+const unitCommand = replicaCommand(one("ExecStart").split(" ").slice(0, -1));
+
 Deno.test("systemd: the command line and the variables agree with the replica", () => {
   const words = one("ExecStart").split(" ");
   assert.equal(words.at(-1), "$EPAXOS_ARGS", "the environment file's extra flags, split");
-  const command = replicaCommand(words.slice(0, -1));
+  const command = unitCommand;
   assert.deepEqual(command.denoFlags, ["--cached-only"]);
   assertReplicaCommand(command, environment, "epaxos-kv.service");
   assert.equal(one("WorkingDirectory") + "/" + command.script, "/opt/epaxos-kv/src/cli/replica.ts");
@@ -117,7 +128,7 @@ Deno.test("systemd: the example environment file sets the id, the secrets and ex
       {
         ...command,
         net: true,
-        read: ["/etc/epaxos-kv/cluster.json", "/var/lib/epaxos-kv"],
+        read: unitCommand.read,
         write: [environment[REPLICA_ENV.data]!],
         env: [...Object.values(REPLICA_ENV)],
       },
@@ -142,4 +153,42 @@ Deno.test("systemd: hardened, without what V8 cannot run under", () => {
   }
   // V8's JIT writes the code it runs: W^X memory would kill the replica.
   assert.equal(service.get("MemoryDenyWriteExecute"), undefined);
+});
+
+Deno.test("systemd: TLS from /etc/epaxos-kv/tls, trusting the cluster CA alone", () => {
+  // The unit sets DENO_TLS_CA_STORE empty and unsets the variables that add roots.
+  const unset = (service.get("UnsetEnvironment") ?? []).flatMap((line) => line.split(/\s+/));
+  for (const name of EXTRA_ROOT_VARIABLES) {
+    assert.ok(unset.includes(name), `UnsetEnvironment names ${name}`);
+  }
+  // The cluster file the runbook installs (aws3.json) names files the unit may read.
+  const cluster = parseClusterConfig(readDeployFile("deploy/clusters/aws3.json"));
+  assertReplicaTls(cluster, unitCommand, environment, "epaxos-kv.service with aws3.json");
+  // The TLS directory is read, never written (the replica cannot change its own key).
+  assert.ok(!unitCommand.write.some((path) => within("/etc/epaxos-kv/tls/ca.pem", [path])));
+  const runbook = readDeployFile("deploy/systemd/RUNBOOK.md");
+  assert.match(runbook, /install -d -o root -g epaxos -m 0750 \/etc\/epaxos-kv\/tls/);
+  assert.match(runbook, /-m 0640 tls\/va\.key\.pem \/etc\/epaxos-kv\/tls\/va\.key\.pem/);
+  assert.match(runbook, /deno task certs --config cluster\.json --out tls --renew/);
+});
+
+Deno.test("systemd: a joining replica's TLS flags outside the permissions are refused", () => {
+  const flags = "--join https://va.epaxos.internal:8001 --url https://ie.epaxos.internal:8001 " +
+    "--tls-cert /srv/ie.cert.pem --tls-key /etc/epaxos-kv/tls/ie.key.pem --tls-ca /etc/epaxos-kv/tls/ca.pem";
+  const command = replicaCommand(["deno", "run", "src/cli/replica.ts", ...flags.split(" ")]);
+  assert.throws(
+    () =>
+      assertReplicaCommand(
+        {
+          ...command,
+          net: true,
+          read: unitCommand.read,
+          write: unitCommand.write,
+          env: unitCommand.env,
+        },
+        environment,
+        "outside",
+      ),
+    /reads --tls-cert \/srv\/ie\.cert\.pem/,
+  );
 });
