@@ -207,6 +207,15 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       onError: (c) => problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`),
     }),
     async (c) => {
+      // The body (at most MAX_VALUE_BYTES, bodyLimit above) is read before
+      // any refusal: over HTTP/2, an answer sent while the client is still
+      // sending resets the stream, and curl reports that as an error (exit
+      // 92) instead of showing the 400 (13 of 40 runs of the README's weak
+      // If-Match example over h2, 0 of 40 over HTTP/1.1).
+      const value = new Uint8Array(await c.req.arrayBuffer());
+      if (value.length > MAX_VALUE_BYTES) {
+        return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
+      }
       const parsed = keyFromPath(c);
       if ("error" in parsed) return parsed.error;
       const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
@@ -216,10 +225,6 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       const ttlText = c.req.query("ttl");
       const ttl = ttlText === undefined ? undefined : parseTtl(ttlText);
       if (ttl !== undefined && "problem" in ttl) return problem(c, 400, ttl.problem);
-      const value = new Uint8Array(await c.req.arrayBuffer());
-      if (value.length > MAX_VALUE_BYTES) {
-        return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
-      }
       // Made absolute here, by this replica's clock; still a blind write
       // without a condition, answered at commit.
       const expiresAt = ttl === undefined ? undefined : expiresAtOf(node.wallClockMs(), ttl.ms);
