@@ -235,8 +235,10 @@ export function readVerdict<C>(
   // row: a later write may have been replaced by a Nop, which orders
   // nothing, and been applied before an earlier one (the executor skips
   // Nops for the same reason; tests/core/lease_read_nop_test.ts).
+  // Only rows above the executed frontier matter here, so the small map of
+  // recent keys answers (`ConflictIndex.collectRecent`, swept each tick).
   const latest = emptyInstanceDeps(s.n);
-  s.index.collect(accesses, latest);
+  s.index.collectRecent(accesses, latest);
   const executed = s.progress.executed;
   for (let row = 0; row < s.n; row++) {
     const lowest = Math.max(executed[row]!, latest[row]! - MAX_READ_WALK);

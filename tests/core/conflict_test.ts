@@ -92,6 +92,60 @@ Deno.test("forgetting only drops keys whose every instance is below the floor", 
   assert.deepEqual(deps, [5, 0, 5]);
 });
 
+Deno.test("collectRecent answers what collect does in every row above the swept frontier", () => {
+  fc.assert(fc.property(
+    fc.array(fc.tuple(instanceArbitrary, fc.nat(3)), { maxLength: 30 }),
+    fc.array(accessArbitrary, { minLength: 1, maxLength: 3 }),
+    (history, query) => {
+      const index = new ConflictIndex(3);
+      const numbers = [0, 0, 0];
+      // The executed frontier rises by a few instances now and then, and the
+      // index is swept at each rise (as the replica does each tick).
+      const executed = [0, 0, 0];
+      for (const [instance, rise] of history) {
+        const number = ++numbers[instance.owner]!;
+        index.add(instance.owner, number, instance.accesses, instance.seq);
+        const row = number % 3;
+        executed[row] = Math.min(numbers[row]!, executed[row]! + rise);
+        index.sweepRecent(executed);
+      }
+      const full = emptyInstanceDeps(3);
+      index.collect(query, full);
+      const recent = emptyInstanceDeps(3);
+      index.collectRecent(query, recent);
+      for (let row = 0; row < 3; row++) {
+        if (full[row]! > executed[row]!) assert.equal(recent[row], full[row], `row ${row}`);
+        assert.ok(recent[row]! <= full[row]!);
+      }
+    },
+  ));
+});
+
+Deno.test("a sweep keeps a key while any of its instances is above the executed frontier", () => {
+  const index = new ConflictIndex(2);
+  index.add(0, 1, [{ key: "done", write: true }], 1);
+  index.add(0, 2, [{ key: "pending", write: true }], 2);
+  index.add(1, 1, [{ key: "pending", write: false }], 3);
+  assert.equal(index.recentSize, 2);
+  // Row 0 executed up to 2, row 1 not at all: "pending" has a read of row 1 above it.
+  assert.equal(index.sweepRecent([2, 0]), 1);
+  assert.equal(index.recentSize, 1);
+  const deps = emptyInstanceDeps(2);
+  index.collectRecent([{ key: "pending", write: true }], deps);
+  assert.deepEqual(deps, [2, 1, 4]);
+  // A swept key adds nothing, although the full index still knows its write.
+  const swept = emptyInstanceDeps(2);
+  index.collectRecent([{ key: "done", write: false }], swept);
+  assert.deepEqual(swept, [0, 0, 0]);
+  index.collect([{ key: "done", write: false }], swept);
+  assert.deepEqual(swept, [1, 0, 2]);
+  // Written again: recent again.
+  index.add(1, 2, [{ key: "done", write: true }], 5);
+  const again = emptyInstanceDeps(2);
+  index.collectRecent([{ key: "done", write: false }], again);
+  assert.deepEqual(again, [1, 2, 6]);
+});
+
 Deno.test("a batch touches the union of its members' keys, writing where any member writes", () => {
   const model: ConflictModel<{ key: string; write: boolean }> = {
     accesses: (command) => [{ key: command.key, write: command.write }],
