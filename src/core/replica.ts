@@ -384,8 +384,8 @@ export class Replica<C> {
     if (tick % timing.forgetTicks === 0) {
       this.#s.index.forgetBelow(this.#s.progress.rotateForgetFloor());
     }
-    // Bounded by the keys written in one tick and those still unexecuted.
-    this.#s.index.sweepRecent(this.#s.progress.executed);
+    // Amortized: a sweep once the recent keys doubled.
+    this.#s.index.maybeSweepRecent(this.#s.progress.executed);
     const deferred = this.#s.deferredReproposals;
     if (deferred.length > 0 && !this.#s.fenced()) {
       // The change that fenced this replica became a Nop: its epoch goes on.

@@ -6,6 +6,7 @@ import {
   batchAccesses,
   ConflictIndex,
   type ConflictModel,
+  RECENT_SWEEP_SLACK,
 } from "../../src/core/conflict.ts";
 import { depsContain, emptyInstanceDeps, seqOf } from "../../src/core/deps.ts";
 
@@ -144,6 +145,31 @@ Deno.test("a sweep keeps a key while any of its instances is above the executed 
   const again = emptyInstanceDeps(2);
   index.collectRecent([{ key: "done", write: false }], again);
   assert.deepEqual(again, [1, 2, 6]);
+});
+
+Deno.test("recent keys are swept once they doubled past the slack, and stay bounded", () => {
+  const index = new ConflictIndex(1);
+  let number = 0;
+  const write = (key: string) => index.add(0, ++number, [{ key, write: true }], number);
+  for (let i = 0; i < RECENT_SWEEP_SLACK - 1; i++) write(`k${i}`);
+  assert.equal(index.maybeSweepRecent([number]), 0);
+  assert.equal(index.recentSize, RECENT_SWEEP_SLACK - 1);
+  write("last");
+  // Everything executed: all swept.
+  assert.equal(index.maybeSweepRecent([number]), RECENT_SWEEP_SLACK);
+  assert.equal(index.recentSize, 0);
+  // Nothing executed any more: the map grows to twice the kept keys plus the slack, no further.
+  const frontier = [number];
+  for (let i = 0; i < 10 * RECENT_SWEEP_SLACK; i++) {
+    write(`u${i}`);
+    index.maybeSweepRecent(frontier);
+    assert.ok(index.recentSize <= 10 * RECENT_SWEEP_SLACK);
+  }
+  assert.equal(index.recentSize, 10 * RECENT_SWEEP_SLACK);
+  // A key swept out is still in the full index.
+  const deps = emptyInstanceDeps(1);
+  index.collect([{ key: "k0", write: false }], deps);
+  assert.deepEqual(deps, [1, 2]);
 });
 
 Deno.test("a batch touches the union of its members' keys, writing where any member writes", () => {
