@@ -172,15 +172,7 @@ export class ConflictIndex {
    * only ever rise.
    */
   collect(accesses: readonly Access[], into: number[]): void {
-    for (const access of accesses) {
-      if (access.end !== undefined) {
-        raise(into, access.write ? this.#anyAccess : this.#anyWrite);
-        continue;
-      }
-      const entry = this.#keys.get(access.key);
-      raise(into, entry === undefined ? this.#absentFloor : access.write ? entry.any : entry.write);
-      if (this.#hasSpans) raise(into, access.write ? this.#spanAccess : this.#spanWrite);
-    }
+    this.#collectFrom(this.#keys, this.#absentFloor, accesses, into);
   }
 
   /**
@@ -191,13 +183,24 @@ export class ConflictIndex {
    * rises (the lease read check), at the cost of a lookup in a small map.
    */
   collectRecent(accesses: readonly Access[], into: number[]): void {
+    this.#collectFrom(this.#recent, undefined, accesses, into);
+  }
+
+  /** {@linkcode collect} with point keys looked up in `keys`; one it lacks adds `absent`. */
+  #collectFrom(
+    keys: Map<string, KeyEntry>,
+    absent: Deps | undefined,
+    accesses: readonly Access[],
+    into: number[],
+  ): void {
     for (const access of accesses) {
       if (access.end !== undefined) {
         raise(into, access.write ? this.#anyAccess : this.#anyWrite);
         continue;
       }
-      const entry = this.#recent.get(access.key);
-      if (entry !== undefined) raise(into, access.write ? entry.any : entry.write);
+      const entry = keys.get(access.key);
+      const found = entry === undefined ? absent : access.write ? entry.any : entry.write;
+      if (found !== undefined) raise(into, found);
       if (this.#hasSpans) raise(into, access.write ? this.#spanAccess : this.#spanWrite);
     }
   }
@@ -226,20 +229,7 @@ export class ConflictIndex {
    * must never fall below a frontier given before. Returns the keys left out.
    */
   sweepRecent(executed: Deps): number {
-    let swept = 0;
-    for (const [key, entry] of this.#recent) {
-      let covered = true;
-      for (let r = 0; r < this.#replicas; r++) {
-        if (entry.any[r]! > executed[r]!) {
-          covered = false;
-          break;
-        }
-      }
-      if (covered) {
-        this.#recent.delete(key);
-        swept++;
-      }
-    }
+    const swept = deleteCovered(this.#recent, executed, this.#replicas);
     this.#recentKept = this.#recent.size;
     return swept;
   }
@@ -278,22 +268,27 @@ export class ConflictIndex {
    */
   forgetBelow(globalFloor: Deps): number {
     raise(this.#absentFloor, globalFloor);
-    let forgotten = 0;
-    for (const [key, entry] of this.#keys) {
-      let covered = true;
-      for (let r = 0; r < this.#replicas; r++) {
-        if (entry.any[r]! > globalFloor[r]!) {
-          covered = false;
-          break;
-        }
-      }
-      if (covered) {
-        this.#keys.delete(key);
-        forgotten++;
+    return deleteCovered(this.#keys, globalFloor, this.#replicas);
+  }
+}
+
+/** Deletes from `keys` every key whose instances are all at or below `floor`; returns how many. */
+function deleteCovered(keys: Map<string, KeyEntry>, floor: Deps, replicas: number): number {
+  let deleted = 0;
+  for (const [key, entry] of keys) {
+    let covered = true;
+    for (let r = 0; r < replicas; r++) {
+      if (entry.any[r]! > floor[r]!) {
+        covered = false;
+        break;
       }
     }
-    return forgotten;
+    if (covered) {
+      keys.delete(key);
+      deleted++;
+    }
   }
+  return deleted;
 }
 
 /** Raises row `owner` to `number` and the `seq` entry to `above`. */
