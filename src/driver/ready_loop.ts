@@ -27,6 +27,11 @@ import type { CommitAnswer } from "./answer.ts";
 import type { DriverMetrics } from "./metrics.ts";
 import type { ReplicaDriverOptions } from "./options.ts";
 
+/** A storage commit slower than this (ms) is logged. */
+export const SLOW_COMMIT_MS = 20;
+/** Slow storage commits are logged at most once in this many ms. */
+export const SLOW_COMMIT_LOG_INTERVAL_MS = 1000;
+
 /** What the loop needs of its driver. */
 export interface ReadyLoopHost {
   /** This replica's id (for logs). */
@@ -71,6 +76,9 @@ export class ReadyLoop {
   #flushMarkers = false;
   /** Effects of executions not yet persisted, by instance key. */
   #pendingEffects = new Map<number, readonly KvMutation[]>();
+  /** When the last slow-commit line was logged (clock ms), and slow commits since then. */
+  #slowCommitLoggedAt = -Infinity;
+  #slowCommitsUnlogged = 0;
   /** A `soon` callback is queued to run the loop. */
   #scheduled = false;
   /** The loop is running (on this stack). */
@@ -255,13 +263,26 @@ export class ReadyLoop {
 
   #observeCommit(elapsedMs: number, records: number, effects: number): void {
     this.#host.metrics.storageCommitSeconds.observe(elapsedMs / 1000);
-    if (elapsedMs > 20) {
-      this.#host.options.log?.(
-        `slow storage commit: ${
-          Math.round(elapsedMs)
-        } ms for ${records} records and ${effects} effects`,
-      );
+    if (elapsedMs <= SLOW_COMMIT_MS) return;
+    // At most one line a second: on a loaded machine every commit can be
+    // slow, and a line each (~100 a second) cost 1.2 % of the main thread.
+    const now = this.#host.clock.now();
+    if (now - this.#slowCommitLoggedAt < SLOW_COMMIT_LOG_INTERVAL_MS) {
+      this.#slowCommitsUnlogged++;
+      return;
     }
+    const unlogged = this.#slowCommitsUnlogged;
+    this.#slowCommitLoggedAt = now;
+    this.#slowCommitsUnlogged = 0;
+    this.#host.options.log?.(
+      `slow storage commit: ${
+        Math.round(elapsedMs)
+      } ms for ${records} records and ${effects} effects${
+        unlogged === 0
+          ? ""
+          : ` (and ${unlogged} more over ${SLOW_COMMIT_MS} ms since the last line)`
+      }`,
+    );
   }
 
   #idle(): boolean {
