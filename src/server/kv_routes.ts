@@ -11,7 +11,13 @@
 
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { keyProblem, listPrefixProblem, MAX_LIST_LIMIT, MAX_VALUE_BYTES } from "../kv/commands.ts";
+import {
+  keyProblem,
+  listPrefixProblem,
+  MAX_LIST_LIMIT,
+  MAX_VALUE_BYTES,
+  type VersionCondition,
+} from "../kv/commands.ts";
 import type { KvEntry, KvResult } from "../kv/state_machine.ts";
 import type { ReplicaDriver } from "../driver/driver.ts";
 import { ClientAccess } from "./access.ts";
@@ -72,6 +78,24 @@ function conditionOf(c: Context): ReturnType<typeof writeCondition> {
     ifNoneMatch: c.req.header("if-none-match"),
     cas: c.req.query("cas"),
   });
+}
+
+/**
+ * What a write (PUT or DELETE of `/kv/KEY`) names: its key and condition,
+ * once the key is valid, the caller may write it, and the condition parses;
+ * otherwise the answer that refuses it.
+ */
+function writeTarget(
+  c: Context,
+  access: ClientAccess,
+): { key: string; condition: VersionCondition | undefined } | { error: Response } {
+  const parsed = keyFromPath(c);
+  if ("error" in parsed) return parsed;
+  const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
+  if (refused !== undefined) return { error: refused };
+  const condition = conditionOf(c);
+  if ("problem" in condition) return { error: problem(c, 400, condition.problem) };
+  return { key: parsed.key, condition: condition.condition };
 }
 
 /** The `?consistency=` of a read, or undefined if it is neither value. */
@@ -216,12 +240,8 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       if (value.length > MAX_VALUE_BYTES) {
         return problem(c, 413, `Value is larger than ${MAX_VALUE_BYTES} bytes`);
       }
-      const parsed = keyFromPath(c);
-      if ("error" in parsed) return parsed.error;
-      const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
-      if (refused !== undefined) return refused;
-      const condition = conditionOf(c);
-      if ("problem" in condition) return problem(c, 400, condition.problem);
+      const target = writeTarget(c, access);
+      if ("error" in target) return target.error;
       const ttlText = c.req.query("ttl");
       const ttl = ttlText === undefined ? undefined : parseTtl(ttlText);
       if (ttl !== undefined && "problem" in ttl) return problem(c, 400, ttl.problem);
@@ -231,18 +251,18 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
       // A KvError that stops the command reaches the app's onError.
       const result = await node.submit({
         op: "put",
-        key: parsed.key,
+        key: target.key,
         value,
-        ...(condition.condition === undefined ? {} : { ifVersion: condition.condition }),
+        ...(target.condition === undefined ? {} : { ifVersion: target.condition }),
         ...(expiresAt === undefined ? {} : { expiresAt }),
       });
       if (result.op !== "put") return problem(c, 500, "Unexpected result");
       if (!result.ok) return preconditionFailed(c, result.current);
       c.header("ETag", etagOf(result.version));
-      if (expiresAt === undefined) return c.json({ key: parsed.key, version: result.version });
+      if (expiresAt === undefined) return c.json({ key: target.key, version: result.version });
       c.header(EXPIRES_HEADER, formatExpiry(expiresAt));
       return c.json({
-        key: parsed.key,
+        key: target.key,
         version: result.version,
         expiresAt: formatExpiry(expiresAt),
       });
@@ -250,16 +270,12 @@ export function kvRoutes(options: KvRoutesOptions): Hono {
   );
 
   routes.on("DELETE", KEY_PATHS, async (c) => {
-    const parsed = keyFromPath(c);
-    if ("error" in parsed) return parsed.error;
-    const refused = access.authorize(c, { kind: "key", key: parsed.key, write: true });
-    if (refused !== undefined) return refused;
-    const condition = conditionOf(c);
-    if ("problem" in condition) return problem(c, 400, condition.problem);
+    const target = writeTarget(c, access);
+    if ("error" in target) return target.error;
     const result = await node.submit({
       op: "delete",
-      key: parsed.key,
-      ...(condition.condition === undefined ? {} : { ifVersion: condition.condition }),
+      key: target.key,
+      ...(target.condition === undefined ? {} : { ifVersion: target.condition }),
     });
     if (result.op !== "delete") return problem(c, 500, "Unexpected result");
     if (!result.ok) return preconditionFailed(c, result.current);
