@@ -83,6 +83,15 @@ export const MAX_STAMP_COUNTER = Number.MAX_SAFE_INTEGER;
 
 const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
 const STAMP_PATTERN = /^[0-9a-f]{20}$/;
+
+/**
+ * Whether `version` is written as a versionstamp: 20 lowercase hex digits
+ * (10 bytes), whatever its counter ({@linkcode isVersionstamp} also wants a
+ * counter this store gives).
+ */
+export function isVersionstampText(version: string): boolean {
+  return STAMP_PATTERN.test(version);
+}
 const DATA_TAG = "\u0000d";
 const BUCKET_TAG = "\u0000s";
 
@@ -316,7 +325,7 @@ export function stampSuffixOf(versionTag: string | undefined): string {
 
 /** The counter of versionstamp `version`, or `undefined` if it is not one this store gives. */
 export function versionstampCounter(version: string): number | undefined {
-  if (!STAMP_PATTERN.test(version)) return undefined;
+  if (!isVersionstampText(version)) return undefined;
   const counter = parseInt(version.slice(0, 16), 16);
   return Number.isSafeInteger(counter) ? counter : undefined;
 }
@@ -328,7 +337,7 @@ export function isVersionstamp(version: string): boolean {
 
 /** The 10 bytes of a versionstamp in hex (Deno KV's `KvEntry.versionstamp`). */
 export function versionstampBytes(version: string): Uint8Array {
-  if (!/^[0-9a-f]{20}$/.test(version)) {
+  if (!isVersionstampText(version)) {
     throw new RangeError(`Not a versionstamp: ${JSON.stringify(version)}`);
   }
   return Uint8Array.fromHex(version);

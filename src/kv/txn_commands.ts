@@ -20,6 +20,7 @@ import {
   databaseNameProblem,
   isDatabaseDataKey,
   isStampBucketKey,
+  isVersionstampText,
   MAX_DATABASE_READ_KEY_BYTES,
   MAX_DATABASE_VALUE_BYTES,
   stampBucketKey,
@@ -187,9 +188,6 @@ export const MAX_EXPIRE_KEYS = 256;
 const MAX_RANGE_BOUND_LENGTH = 4096;
 /** Longest version a check or an expiry names. */
 const MAX_VERSION_LENGTH = 256;
-/** A versionstamp, as a database's check names it. */
-const VERSIONSTAMP_PATTERN = /^[0-9a-f]{20}$/;
-
 const MUTATION_KINDS: ReadonlySet<string> = new Set([
   "set",
   "delete",
@@ -228,7 +226,7 @@ function checkProblem(database: string | undefined, check: unknown): string | un
   const version = check.version;
   if (version === null) return undefined;
   if (typeof version !== "string") return "Check version is not a string or null";
-  if (database !== undefined && !VERSIONSTAMP_PATTERN.test(version)) {
+  if (database !== undefined && !isVersionstampText(version)) {
     return "Check versionstamp is not 10 bytes";
   }
   if (version.length === 0 || version.length > MAX_VERSION_LENGTH) {
