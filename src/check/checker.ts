@@ -282,7 +282,10 @@ class KeySearch<S, I, O> {
     this.#model = model;
     this.#operations = operations;
     this.#members = members;
-    this.#inputs = members.map((index) => operations[index].input);
+    // Searched with writes of unobserved values merged (see the model's
+    // `mergeUnobservedWrites`); reports describe the original operations.
+    this.#inputs = model.mergeUnobservedWrites?.(members.map((index) => operations[index])) ??
+      members.map((index) => operations[index].input);
     this.#outputs = members.map((index) => operations[index].output);
 
     // Entries 0 .. 2n-1 before sorting: i < n is the call of operation i,

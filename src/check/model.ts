@@ -47,6 +47,18 @@ export interface Model<S, I, O> {
    * inputs as interchangeable.
    */
   inputKey?(input: I): string;
+  /**
+   * Optional: one key's inputs rewritten so that writes of values no
+   * operation of the key can observe all write one placeholder value. Must
+   * return inputs (one per operation, in order) under which `step` accepts
+   * exactly the same sequences. It lets the state cache and reduction 3 of the
+   * search treat those writes as one state and one input: with many timed-out
+   * writes of unique values, the difference between a search of seconds and
+   * one that runs out of budget.
+   */
+  mergeUnobservedWrites?(
+    operations: readonly { readonly input: I; readonly output: O | undefined }[],
+  ): I[];
   /** One line describing an operation, e.g. `cas 1 -> 2 = false`. */
   describeOperation(input: I, output: O | undefined): string;
   /** One line describing a state, e.g. `"v1"` or `absent`. */

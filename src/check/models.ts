@@ -66,6 +66,53 @@ export interface KvOutput {
   readonly ok?: boolean;
 }
 
+/**
+ * The placeholder every unobserved write is given: a value no operation
+ * mentions, so that a state holding it is told apart from every observed one.
+ */
+function unobservedPlaceholder(mentioned: ReadonlySet<string>): string {
+  let placeholder = "\u0000unobserved";
+  while (mentioned.has(placeholder)) placeholder += "\u0000";
+  return placeholder;
+}
+
+/**
+ * The rewrite behind `mergeUnobservedWrites` for stores of strings read by
+ * get and compared by cas. A value is observed when a get returned it or a
+ * cas expected it (whatever the cas's outcome). Two states holding
+ * unobserved values are indistinguishable: every get with an answer rejects
+ * both (its answer is observed, or null), every cas compares false on both
+ * (its `from` is observed), and writes ignore the state. So a write of an
+ * unobserved value can write the placeholder instead, and `step` accepts the
+ * same sequences.
+ */
+function mergeWritesOfUnobservedValues<I extends { readonly f: string }>(
+  operations: readonly { readonly input: I; readonly output: unknown }[],
+  isRead: (input: I) => boolean,
+  writtenValue: (input: I) => string | undefined,
+): I[] {
+  const observed = new Set<string>();
+  const mentioned = new Set<string>();
+  for (const { input, output } of operations) {
+    const read = (output as { value?: OptionalValue } | undefined)?.value;
+    if (isRead(input) && typeof read === "string") observed.add(read);
+    if (input.f === "cas") {
+      const from = (input as unknown as { from: OptionalValue }).from;
+      if (from !== null) observed.add(from);
+      mentioned.add((input as unknown as { to: string }).to);
+    }
+    const written = writtenValue(input);
+    if (written !== undefined) mentioned.add(written);
+  }
+  for (const value of observed) mentioned.add(value);
+  const placeholder = unobservedPlaceholder(mentioned);
+  return operations.map(({ input }) => {
+    const written = writtenValue(input);
+    if (written === undefined || observed.has(written)) return input;
+    return { ...input, value: placeholder };
+  });
+}
+
 function accept<S>(state: S): StepResult<S> {
   return { ok: true, state };
 }
@@ -118,6 +165,12 @@ export const registerModel: Model<OptionalValue, RegisterInput, RegisterOutput> 
   hash: hashOptional,
   isBlindWrite: (input) => input.f === "write",
   inputKey: (input) => JSON.stringify(input),
+  mergeUnobservedWrites: (operations) =>
+    mergeWritesOfUnobservedValues(
+      operations,
+      (input) => input.f === "read",
+      (input) => input.f === "write" ? input.value : undefined,
+    ),
   describeOperation(input, output) {
     switch (input.f) {
       case "read":
@@ -237,6 +290,12 @@ export const kvModel: Model<OptionalValue, KvInput, KvOutput> = {
   hash: hashOptional,
   isBlindWrite: (input) => input.f === "put" || input.f === "delete",
   inputKey: (input) => JSON.stringify(input),
+  mergeUnobservedWrites: (operations) =>
+    mergeWritesOfUnobservedValues(
+      operations,
+      (input) => input.f === "get",
+      (input) => input.f === "put" ? input.value : undefined,
+    ),
   describeOperation(input, output) {
     const suffix = output === undefined ? " (indeterminate)" : "";
     switch (input.f) {

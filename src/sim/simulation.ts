@@ -652,7 +652,9 @@ export class Simulation {
       }
       throw new InvariantViolation(
         "linearizability",
-        `${verdict.verdict} on key ${failed?.key ?? "?"} (${verdict.keys.length} keys checked)`,
+        `${verdict.verdict} on key ${failed?.key ?? "?"} (${verdict.keys.length} keys checked)${
+          failed?.explanation === undefined ? "" : `: ${failed.explanation}`
+        }`,
       );
     }
   }

@@ -6,6 +6,8 @@ import {
   describeCheckResult,
   HistoryRecorder,
   type KvEvent,
+  kvHistoryFromEvents,
+  kvModel,
   type Operation,
   type RegisterInput,
   registerModel,
@@ -374,6 +376,68 @@ Deno.test("many concurrent indeterminate writes stay tractable", () => {
   assert.equal(result.verdict, "not-linearizable");
   assert.ok(result.steps < 1_000_000, `took ${result.steps} steps`);
   assert.equal(checkKvEvents(events.slice(0, -2)).verdict, "linearizable");
+});
+
+Deno.test("timed-out writes no one observed are searched as one, and failed cas still sees them", () => {
+  // The shape of swarm seed 730347213: many clients' writes of unique values
+  // time out, and none is read again; failed compare-and-sets are
+  // interleaved. Merging the unobserved writes into one value decides it in
+  // a few hundred steps; searched one by one, it runs out of budget.
+  const events: KvEvent[] = [
+    { process: 200, type: "invoke", f: "put", key: "k", value: "a" },
+    { process: 200, type: "ok", f: "put", key: "k" },
+  ];
+  for (let p = 0; p < 20; p++) {
+    events.push({ process: p, type: "invoke", f: "put", key: "k", value: `timed-out-${p}` });
+  }
+  for (let p = 0; p < 20; p++) events.push({ process: p, type: "info", f: "put", key: "k" });
+  for (let i = 0; i < 6; i++) {
+    events.push({ process: 100, type: "invoke", f: "cas", key: "k", from: "a", to: `c${i}` });
+    events.push({ process: 100, type: "fail", f: "cas", key: "k" });
+    events.push({ process: 101, type: "invoke", f: "put", key: "k", value: `b${i}` });
+    events.push({ process: 101, type: "ok", f: "put", key: "k" });
+    events.push({ process: 100, type: "invoke", f: "get", key: "k" });
+    events.push({ process: 100, type: "ok", f: "get", key: "k", value: `b${i}` });
+    events.push({ process: 101, type: "invoke", f: "put", key: "k", value: "a" });
+    events.push({ process: 101, type: "ok", f: "put", key: "k" });
+  }
+  const { operations } = kvHistoryFromEvents(events);
+  const linearizable = checkOperations(kvModel, operations);
+  assert.equal(linearizable.verdict, "linearizable");
+  assert.ok(linearizable.steps < 10_000, `took ${linearizable.steps} steps`);
+
+  const staleRead: KvEvent[] = [
+    ...events,
+    { process: 100, type: "invoke", f: "get", key: "k" },
+    { process: 100, type: "ok", f: "get", key: "k", value: "never-written" },
+  ];
+  const stale = kvHistoryFromEvents(staleRead).operations;
+  const refuted = checkOperations(kvModel, stale);
+  assert.equal(refuted.verdict, "not-linearizable");
+  assert.ok(refuted.steps < 10_000, `took ${refuted.steps} steps`);
+  const unmerged = { ...kvModel, mergeUnobservedWrites: undefined };
+  assert.equal(checkOperations(unmerged, stale, { maxStepsPerKey: 1_000_000 }).verdict, "unknown");
+});
+
+Deno.test("an unobserved timed-out write can still be what made a cas fail", () => {
+  // put a; put W (timed out, never read); cas a -> b failed. Only W taking
+  // effect before the cas explains the failure; merging W's value must keep it.
+  const steps: Step[] = [
+    [0, "put", "k", "a"],
+    [0, "ok"],
+    [1, "put", "k", "w"],
+    [1, "info"],
+    [2, "cas", "k", "a", "b"],
+    [2, "fail"],
+  ];
+  assert.equal(verdictOf(steps), "linearizable");
+  // Without W, the failed cas cannot be explained.
+  assert.equal(verdictOf(steps.filter(([process]) => process !== 1)), "not-linearizable");
+  // A cas that expected W's value observes it: it is not merged away.
+  assert.equal(
+    verdictOf([...steps, [3, "cas", "k", "w", "c"], [3, "ok"], [4, "get", "k"], [4, "read", "c"]]),
+    "linearizable",
+  );
 });
 
 Deno.test("register operations built by hand; equal positions count as concurrent", () => {
