@@ -148,7 +148,9 @@ Deno.test("without a reachable quorum a write is refused and nothing is proposed
     cluster.network.setDown(1, true);
     cluster.network.setDown(2, true);
     const node = cluster.nodes[0]!;
-    await waitFor(() => !node.quorumReachable(), 10_000, "peers to be considered unreachable");
+    // The contact window is 3 s; the deadline leaves room for a loaded CI
+    // machine (a fresh-clone run once timed out at 10 s).
+    await waitFor(() => !node.quorumReachable(), 30_000, "peers to be considered unreachable");
     const proposedBefore = node.metrics.commandsProposed;
     await assert.rejects(
       node.submit({ op: "put", key: "x", value: text("y") }),
