@@ -129,7 +129,27 @@ export function fedWatchHub(node: ReplicaDriver, maxWatchers?: number): WatchHub
   return hub;
 }
 
-/** The KV Connect routes of one replica, to mount at `/databases`. */
+/** Where {@linkcode kvConnectRoute} is mounted. */
+export const KV_CONNECT_BASE_PATH = "/databases";
+
+/**
+ * The answer to an error thrown under {@linkcode KV_CONNECT_BASE_PATH}, in
+ * the protocol's manner (plain text): a client error's own status and
+ * message, else 500 (logged). The app's `onError` calls it for those paths.
+ */
+export function kvConnectErrorResponse(error: Error, c: Context, replicaId: number): Response {
+  if (error instanceof KvError && error.status < 500) {
+    return refuse(c, error.status, error.message);
+  }
+  console.error(`replica ${replicaId}: KV Connect ${c.req.path}: ${error.stack ?? error}`);
+  return refuse(c, 500, "An internal server error occurred.");
+}
+
+/**
+ * The KV Connect routes of one replica, to mount at
+ * {@linkcode KV_CONNECT_BASE_PATH}; the app's error handler answers with
+ * {@linkcode kvConnectErrorResponse} there.
+ */
 export function kvConnectRoute(options: KvConnectOptions): Hono {
   const { node } = options;
   const access = options.access ?? new ClientAccess({
@@ -144,13 +164,10 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
   const ids = new DatabaseIds();
   const app = new Hono();
 
-  app.onError((error, c) => {
-    if (error instanceof KvError && error.status < 500) {
-      return refuse(c, error.status, error.message);
-    }
-    console.error(`replica ${node.id}: KV Connect ${c.req.path}: ${error.stack ?? error}`);
-    return refuse(c, 500, "An internal server error occurred.");
-  });
+  // No `app.onError` here: Hono's `route` would wrap every handler and
+  // middleware of a sub-app with one in a compose of its own (measured: 4.6 %
+  // of the server's CPU per atomic write). The app's error handler answers
+  // for these paths with `kvConnectErrorResponse` instead.
 
   // The database name of every route.
   app.use("/:name/*", async (c, next) => {

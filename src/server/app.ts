@@ -23,7 +23,12 @@ import { corsMiddleware } from "./cors.ts";
 import { headerLimit } from "./header_limit.ts";
 import { kvRoutes } from "./kv_routes.ts";
 import { methodNotAllowed } from "./method_not_allowed.ts";
-import { fedWatchHub, kvConnectRoute } from "../kvconnect/routes.ts";
+import {
+  fedWatchHub,
+  KV_CONNECT_BASE_PATH,
+  kvConnectErrorResponse,
+  kvConnectRoute,
+} from "../kvconnect/routes.ts";
 import { kvProblem, problem } from "./problem.ts";
 import { snapshotRoute } from "./snapshot_route.ts";
 import { renderMetrics } from "./render_metrics.ts";
@@ -95,6 +100,9 @@ export function createApp(options: AppOptions): Hono {
   const protocolRefusals = new ProtocolRefusals();
 
   app.onError((error, c) => {
+    if (c.req.path.startsWith(`${KV_CONNECT_BASE_PATH}/`)) {
+      return kvConnectErrorResponse(error, c, node.id);
+    }
     if (error instanceof KvError) return kvProblem(c, error);
     console.error(`replica ${node.id}: ${c.req.method} ${c.req.path}: ${error.stack ?? error}`);
     return problem(c, 500, "Internal error");
@@ -267,7 +275,7 @@ export function createApp(options: AppOptions): Hono {
     }),
   );
 
-  app.route("/databases", kvConnectRoute({ ...options, watchHub, access })); // Deno KV's protocol, before the curl API's bearer check
+  app.route(KV_CONNECT_BASE_PATH, kvConnectRoute({ ...options, watchHub, access })); // Deno KV's protocol, before the curl API's bearer check
   // --- Client routes -----------------------------------------------------
   app.route(
     "/",
