@@ -169,20 +169,20 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
   // of the server's CPU per atomic write). The app's error handler answers
   // for these paths with `kvConnectErrorResponse` instead.
 
-  // The database name of every route.
-  app.use("/:name/*", async (c, next) => {
-    const problem = databaseNameProblem(c.req.param("name")!);
-    if (problem !== undefined) return refuse(c, 400, problem);
-    await next();
-    return undefined;
+  // Each route checks the database name, its credentials and its body's
+  // bound in one middleware: every middleware more is one more level of
+  // Hono's compose on each request.
+  const exchangeLimit = bodyLimit({
+    maxSize: MAX_EXCHANGE_BODY_BYTES,
+    onError: (c) => refuse(c, 413, "The metadata exchange body is too large."),
   });
-
   app.post(
     "/:name/connect",
-    bodyLimit({
-      maxSize: MAX_EXCHANGE_BODY_BYTES,
-      onError: (c) => refuse(c, 413, "The metadata exchange body is too large."),
-    }),
+    (c, next) => {
+      const problem = databaseNameProblem(c.req.param("name")!);
+      if (problem !== undefined) return Promise.resolve(refuse(c, 400, problem));
+      return exchangeLimit(c, next);
+    },
     async (c) => {
       const name = c.req.param("name");
       const auth = exchangeHolder(c.req.header("authorization"), access, name);
@@ -214,32 +214,41 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     },
   );
 
-  // Every data-path request: the protocol version, the token and what its
-  // holder may do now, the database id.
-  const checkedAs = (operation: string, write: boolean): MiddlewareHandler => async (c, next) => {
-    const name = c.req.param("name")!;
-    const version = c.req.header("x-denokv-version");
-    if (version !== "2" && version !== "3") {
-      return refuse(c, 400, "Expected protocol version 2 or 3 in x-denokv-version.");
-    }
-    const token = bearerToken(c.req.header("authorization"));
-    if (token === undefined) return refuse(c, 401, "Malformed authorization header.");
-    const holder: TokenHolder | undefined = await tokens.verify(token, name, Date.now());
-    if (holder === undefined) return refuse(c, 401, "Invalid access token.");
-    const refusal = dataPathRefusal(holder, access, operation, name, write);
-    if (refusal !== undefined) return refuse(c, refusal.status, refusal.message);
-    if (c.req.header("x-denokv-database-id") !== await ids.of(name)) {
-      return refuse(c, 400, "Invalid database id.");
-    }
-    await next();
-    return undefined;
+  // Every data-path request: the database name, the protocol version, the
+  // token and what its holder may do now, the database id, then the body's
+  // bound (as `limit` does, inline).
+  const checkedAs = (
+    operation: string,
+    write: boolean,
+    maxBodyBytes: number,
+  ): MiddlewareHandler => {
+    const limited = limit(maxBodyBytes);
+    return async (c, next) => {
+      const name = c.req.param("name")!;
+      const nameProblem = databaseNameProblem(name);
+      if (nameProblem !== undefined) return refuse(c, 400, nameProblem);
+      const version = c.req.header("x-denokv-version");
+      if (version !== "2" && version !== "3") {
+        return refuse(c, 400, "Expected protocol version 2 or 3 in x-denokv-version.");
+      }
+      const token = bearerToken(c.req.header("authorization"));
+      if (token === undefined) return refuse(c, 401, "Malformed authorization header.");
+      const holder: TokenHolder | undefined = await tokens.verify(token, name, Date.now());
+      if (holder === undefined) return refuse(c, 401, "Invalid access token.");
+      const refusal = dataPathRefusal(holder, access, operation, name, write);
+      if (refusal !== undefined) return refuse(c, refusal.status, refusal.message);
+      if (c.req.header("x-denokv-database-id") !== await ids.of(name)) {
+        return refuse(c, 400, "Invalid database id.");
+      }
+      return await limited(c, next);
+    };
   };
 
-  const checkedRead = checkedAs("snapshot_read", false);
-  const checkedWrite = checkedAs("atomic_write", true);
-  const checkedWatch = checkedAs("watch", false);
+  const checkedRead = checkedAs("snapshot_read", false, MAX_READ_BODY_BYTES);
+  const checkedWrite = checkedAs("atomic_write", true, MAX_WRITE_BODY_BYTES);
+  const checkedWatch = checkedAs("watch", false, MAX_WATCH_BODY_BYTES);
 
-  app.post("/:name/snapshot_read", checkedRead, limit(MAX_READ_BODY_BYTES), async (c) => {
+  app.post("/:name/snapshot_read", checkedRead, async (c) => {
     const name = c.req.param("name")!;
     const ranges = readRangesOf(decodeSnapshotRead(await body(c)));
     // An empty range reads nothing at any point: only the others are read.
@@ -275,7 +284,7 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     return protobuf(encodeSnapshotReadOutput(output));
   });
 
-  app.post("/:name/atomic_write", checkedWrite, limit(MAX_WRITE_BODY_BYTES), async (c) => {
+  app.post("/:name/atomic_write", checkedWrite, async (c) => {
     const name = c.req.param("name")!;
     const write = atomicWriteOf(decodeAtomicWrite(await body(c)));
     const command: Omit<AtomicCommand, "request"> = {
@@ -315,7 +324,7 @@ export function kvConnectRoute(options: KvConnectOptions): Hono {
     return refuse(c, 400, result.message);
   });
 
-  app.post("/:name/watch", checkedWatch, limit(MAX_WATCH_BODY_BYTES), async (c) => {
+  app.post("/:name/watch", checkedWatch, async (c) => {
     const name = c.req.param("name")!;
     const keys = watchKeysOf(decodeWatch(await body(c)));
     if (node.retired !== undefined || node.joining) {
