@@ -20,6 +20,7 @@ import {
   versionstampSuffix,
 } from "./database_keys.ts";
 import { entryOf, type KvEntry, LE64_ENCODING } from "./entry.ts";
+import { sumV8, V8_ENCODING } from "./v8_sum.ts";
 import {
   type AtomicCommand,
   type AtomicResult,
@@ -152,6 +153,12 @@ export function executeAtomic(
       case "sum":
       case "min":
       case "max": {
+        if (mutation.kind === "sum" && mutation.encoding === V8_ENCODING) {
+          const outcome = sumV8(get(mutation.key), mutation.value, mutation);
+          if (!outcome.ok) return invalid(outcome.message);
+          staged.set(mutation.key, entryOf(outcome.value, version, { encoding: outcome.encoding }));
+          break;
+        }
         const existing = get(mutation.key);
         let value = mutation.value;
         if (existing !== undefined) {

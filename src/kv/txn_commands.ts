@@ -11,6 +11,7 @@
  */
 
 import type { Access } from "../core/conflict.ts";
+import { V8_ENCODING, type V8SumBounds, v8SumProblem } from "./v8_sum.ts";
 import { CURL_SPACE_END, keyProblem, MAX_VALUE_BYTES, prefixEnd, utf8Length } from "./curl_keys.ts";
 import {
   databaseDataPrefix,
@@ -52,7 +53,12 @@ export interface WrittenValue {
 export type AtomicMutation =
   | ({ readonly kind: "set"; readonly key: string } & WrittenValue)
   | { readonly kind: "delete"; readonly key: string }
-  | ({ readonly kind: "sum" | "min" | "max"; readonly key: string } & WrittenValue)
+  | ({ readonly kind: "min" | "max"; readonly key: string } & WrittenValue)
+  /**
+   * A `KvU64` sum (operand LE64, or 8 bytes on the curl API), or, in a
+   * database, denokv's sum of a V8 Number or BigInt with its bounds (`v8_sum.ts`).
+   */
+  | ({ readonly kind: "sum"; readonly key: string } & WrittenValue & V8SumBounds)
   /** Writes `key ‖ versionstamp` (Deno KV databases only). */
   | ({ readonly kind: "setSuffixVersionstamped"; readonly key: string } & WrittenValue);
 
@@ -253,6 +259,24 @@ function mutationProblem(database: string | undefined, mutation: unknown): strin
   if (value.length > maxValue) return `Value too large (max ${maxValue} bytes)`;
   if (!isEncoding(mutation.encoding)) return "Unknown value encoding";
   if (!isExpiry(mutation.expiresAt)) return "Expiry is not a time in ms since the epoch";
+  const bounded = mutation.sumMin !== undefined || mutation.sumMax !== undefined ||
+    mutation.sumClamp !== undefined;
+  if (bounded && (kind !== "sum" || mutation.encoding !== V8_ENCODING)) {
+    return "Sum bounds are only for a sum of a V8 value";
+  }
+  if (kind === "sum" && mutation.encoding === V8_ENCODING) {
+    // denokv's `sum_v8`: a Number or BigInt operand, bounds of its type.
+    if (database === undefined) return "A sum of a V8 value needs a Deno KV database";
+    const isBytes = (bound: unknown) => bound === undefined || bound instanceof Uint8Array;
+    if (!isBytes(mutation.sumMin) || !isBytes(mutation.sumMax)) return "Sum bounds are not bytes";
+    if (mutation.sumClamp !== undefined && typeof mutation.sumClamp !== "boolean") {
+      return "Sum clamp is not a boolean";
+    }
+    return v8SumProblem(value, {
+      ...(mutation.sumMin === undefined ? {} : { sumMin: mutation.sumMin as Uint8Array }),
+      ...(mutation.sumMax === undefined ? {} : { sumMax: mutation.sumMax as Uint8Array }),
+    });
+  }
   if (kind === "sum" || kind === "min" || kind === "max") {
     // denokv's `mutate_le64`: the operand must be a KvU64.
     if (

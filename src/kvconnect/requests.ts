@@ -9,6 +9,7 @@
  */
 
 import { ClientRequestError } from "../errors.ts";
+import { v8SumProblem } from "../kv/v8_sum.ts";
 import {
   MAX_DATABASE_KEY_BYTES,
   MAX_DATABASE_READ_KEY_BYTES,
@@ -63,6 +64,12 @@ export type MutationRequest =
     readonly encoding: number;
     /** Absolute expiry, ms since the epoch (the client's clock); absent: never. */
     readonly expiresAt?: number;
+    /** A V8 sum's lowest result, V8-encoded (`v8_sum.ts`); absent: none. */
+    readonly sumMin?: Uint8Array;
+    /** A V8 sum's highest result, V8-encoded; absent: none. */
+    readonly sumMax?: Uint8Array;
+    /** Whether a V8 sum's result outside its bounds is clamped (else refused); absent: false. */
+    readonly sumClamp?: boolean;
   };
 
 /** An atomic write, checked. */
@@ -173,13 +180,17 @@ export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
     ) {
       refuse(`The value encoding ${value.encoding} is unknown.`);
     }
-    if (
+    // denokv's `sum_v8`: a sum of a V8 Number or BigInt, with optional bounds.
+    const v8Sum = kind === "sum" && value.encoding === ValueEncoding.VE_V8;
+    if (v8Sum) {
+      const problem = v8SumProblem(value.data, mutation);
+      if (problem !== undefined) refuse(problem);
+    } else if (
       (kind === "sum" || kind === "min" || kind === "max") &&
       (value.encoding !== ValueEncoding.VE_LE64 || value.data.length !== 8 ||
         mutation.sumMin.length > 0 || mutation.sumMax.length > 0)
     ) {
-      // denokv's `mutate_le64`; the V8 sums with bounds of newer denokv
-      // servers are not offered (Deno's `sum()` sends a KvU64).
+      // denokv's `mutate_le64`: min and max, and a sum of a KvU64.
       refuse(`Failed to perform '${kind}' mutation on a non-U64 operand`);
     }
     // 0 and -1: no expiry; Deno's client sends 1 for a time at or before the epoch.
@@ -193,6 +204,9 @@ export function atomicWriteOf(write: AtomicWrite): AtomicWriteRequest {
       value: value.data,
       encoding: value.encoding,
       ...(expireAt > 0n ? { expiresAt: Number(expireAt) } : {}),
+      ...(v8Sum && mutation.sumMin.length > 0 ? { sumMin: mutation.sumMin } : {}),
+      ...(v8Sum && mutation.sumMax.length > 0 ? { sumMax: mutation.sumMax } : {}),
+      ...(v8Sum && mutation.sumClamp ? { sumClamp: true } : {}),
     };
   });
   if (total > MAX_ATOMIC_PAYLOAD_BYTES) refuse("The total size of the atomic write is too large.");

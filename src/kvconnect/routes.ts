@@ -376,13 +376,9 @@ function atomicMutation(name: string, mutation: MutationRequest): AtomicMutation
   const problem = databaseKeyProblem(name, key, MAX_DATABASE_KEY_BYTES);
   if (problem !== undefined) throw new ClientRequestError(problem, 400);
   if (mutation.kind === "delete") return { kind: "delete", key };
-  return {
-    kind: mutation.kind,
-    key,
-    value: mutation.value,
-    encoding: mutation.encoding,
-    ...(mutation.expiresAt === undefined ? {} : { expiresAt: mutation.expiresAt }),
-  };
+  // The request's fields are the command's (the value, its encoding, expiry,
+  // a V8 sum's bounds), with the key in the state's keyspace.
+  return { ...mutation, key };
 }
 
 function wireEntry(key: Uint8Array, entry: KvEntry): WireEntry {

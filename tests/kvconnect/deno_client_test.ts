@@ -109,6 +109,20 @@ async function everyOperation(cluster: ProcessCluster): Promise<void> {
       /Failed to perform 'sum' mutation on a non-U64 value in the database/,
     );
     assert.equal((await c.get(["n", "text"])).value, "not a number");
+    // Sums of plain numbers and bigints (denokv's V8 sums, outside Deno's
+    // typed API), at different replicas.
+    const sum = (key: Deno.KvKey, value: number | bigint) =>
+      ({ type: "sum", key, value }) as unknown as Deno.KvMutation;
+    await a.atomic().mutate(sum(["n", "float"], 1.5)).commit();
+    await b.atomic().mutate(sum(["n", "float"], 2)).commit();
+    assert.equal((await c.get(["n", "float"])).value, 3.5);
+    await c.atomic().mutate(sum(["n", "big"], 2n ** 70n)).commit();
+    await a.atomic().mutate(sum(["n", "big"], -1n)).commit();
+    assert.equal((await b.get(["n", "big"])).value, 2n ** 70n - 1n);
+    await assert.rejects(
+      a.atomic().mutate(sum(["n", "sum"], 1)).commit(),
+      /Cannot sum KvU64 with Number/,
+    );
 
     // A multi-key atomic: all or nothing.
     const both = await a.atomic().set(["pair", 1], "one").set(["pair", 2], "two").commit();

@@ -148,6 +148,28 @@ Deno.test("atomic writes: Deno KV's limits, valid versionstamps, kinds and encod
           value: { data: le64(1), encoding: 1 },
         }],
       },
+      // A V8 sum (denokv's `sum_v8`) whose operand is not a V8 number.
+      "Some of the parameters are not valid V8 values",
+    ],
+    [
+      {
+        mutations: [{
+          key: key(1),
+          mutationType: MutationType.M_SUM,
+          value: { data: le64(1), encoding: 3 },
+        }],
+      },
+      "Failed to perform 'sum' mutation on a non-U64 operand",
+    ],
+    [
+      {
+        mutations: [{
+          key: key(1),
+          mutationType: MutationType.M_SUM,
+          value: { data: le64(1), encoding: 2 },
+          sumMin: le64(0),
+        }],
+      },
       "Failed to perform 'sum' mutation on a non-U64 operand",
     ],
     [

@@ -549,7 +549,7 @@ dbTest("atomic mutation type=sum wrong type in mutation", async (db) => {
         .mutate({ key: ["a"], value: 1, type: "sum" })
         .commit();
     },
-    TypeError,
+    REMOTE_REFUSAL, // epaxos-kv: was TypeError
     "Cannot sum KvU64 with Number",
   );
 });

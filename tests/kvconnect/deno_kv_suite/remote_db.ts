@@ -160,10 +160,6 @@ export const SKIPPED_TESTS: ReadonlyMap<string, string> = new Map([
     "remote backend invalid version",
     "needs Deno's own test server answering metadata version 1000 (`localhost:4545`)",
   ],
-  [
-    "atomic mutation type=sum wrong type in mutation",
-    "V8 sums (an untyped `mutate({ type: \"sum\", value: 1 })`, denokv's `sum_v8` with `sum_min`/`sum_max`/`sum_clamp`) are not implemented: the server refuses every non-KvU64 sum operand before proposing, with `Failed to perform 'sum' mutation on a non-U64 operand`, where denokv, reading the stored KvU64, says `Cannot sum KvU64 with Number`",
-  ],
 ]);
 
 /** Why test `name` is skipped, or `undefined` if it runs. */
