@@ -8,6 +8,7 @@
  * deno task start                                  # local cluster: 3 replicas on 127.0.0.1:8001-8003, data under ./data/
  * deno task start --tls                            # the same on https, certificates made once under data/tls/ (CA: data/tls/ca.pem)
  * deno task start --replicas 5 --base-port 9001    # a local cluster of another size
+ * deno task start --cors-origin http://localhost:5173   # pages of that origin may call it (repeatable)
  * deno task start --config cluster.json --id 2     # one replica of a real cluster, as each region runs it
  *                 [--data DIR] [--listen HOST:PORT]
  * deno task start --config data/local-cluster.json --id 1   # one replica of the local cluster, alone
@@ -52,6 +53,7 @@ import { isLoopbackUrl } from "../net/endpoint.ts";
 import { clusterCaOnlyEnvironment, type TlsPaths } from "../net/tls.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 import { TLS_FLAGS, TLS_OPTIONS } from "./replica_tls.ts";
+import { corsOriginsOption } from "./replica.ts";
 import { cacheReplicaModules, localClusterTls, startTlsPaths, tlsArgs } from "./start_tls.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -201,6 +203,8 @@ export function replicaCommand(options: {
   readonly readFiles?: readonly string[];
   /** Its TLS files, read at start and again for reloads. */
   readonly tls?: TlsPaths;
+  /** Origins whose pages may call it from a browser (`--cors-origin`, repeated). */
+  readonly corsOrigins?: readonly string[];
 }): string[] {
   const { tls } = options;
   const read = new Set([
@@ -237,6 +241,7 @@ export function replicaCommand(options: {
     options.listen,
     ...(options.logMessages ? ["--log-messages"] : []),
     ...(options.restore === undefined ? [] : ["--restore", options.restore]),
+    ...(options.corsOrigins ?? []).flatMap((origin) => ["--cors-origin", origin]),
   ];
 }
 
@@ -366,6 +371,7 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
   const restore = restoreFile === undefined
     ? undefined
     : await existingFile(restoreFile, "--restore");
+  const corsOrigins = corsOriginsOption(args);
   const children: ChildSpec[] = [];
   for (let id = 0; id < replicas; id++) {
     const dataDir = await ensureDir(`${dataRoot}/replica-${id}`);
@@ -378,6 +384,7 @@ async function startLocalCluster(args: ReturnType<typeof parseArgs>): Promise<nu
         listen: `127.0.0.1:${basePort + id}`,
         secrets: [secret],
         logMessages: args.flags.has("log-messages"),
+        corsOrigins,
         ...(restore === undefined ? {} : { restore }),
         ...(tls === undefined ? {} : { tls: { ...tls.replicas[id]!, ca: tls.ca } }),
       }),
@@ -475,6 +482,7 @@ async function startOne(args: ReturnType<typeof parseArgs>): Promise<number> {
       listen,
       secrets,
       logMessages: args.flags.has("log-messages"),
+      corsOrigins: corsOriginsOption(args),
       ...(restore === undefined ? {} : { restore }),
       ...(tls === undefined ? {} : { tls }),
     }).concat(tlsArgs(args)),
@@ -556,6 +564,7 @@ async function startJoin(args: ReturnType<typeof parseArgs>): Promise<number> {
       "--listen",
       listen,
       ...(args.flags.has("log-messages") ? ["--log-messages"] : []),
+      ...corsOriginsOption(args).flatMap((origin) => ["--cors-origin", origin]),
       ...tlsArgs(args),
     ],
     env: {
@@ -591,6 +600,7 @@ if (import.meta.main) {
         "restore",
         "join",
         "url",
+        "cors-origin",
         ...TLS_OPTIONS,
       ],
       flags: ["log-messages", "tls", ...TLS_FLAGS],

@@ -109,6 +109,23 @@ Deno.test("--restore reaches the replica with read permission on the backup only
   assert.equal(write, "--allow-write=/c/replica-0");
 });
 
+Deno.test("--cors-origin reaches every replica it starts, once per origin", () => {
+  const common = {
+    configPath: "/c/cluster.json",
+    id: 0,
+    dataDir: "/c/replica-0",
+    listen: "127.0.0.1:9101",
+    secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+  };
+  assert.ok(!replicaCommand(common).includes("--cors-origin"));
+  const args = replicaCommand({
+    ...common,
+    corsOrigins: ["http://localhost:5173", "https://app.example"],
+  });
+  const flags = args.flatMap((arg, i) => arg === "--cors-origin" ? [args[i + 1]] : []);
+  assert.deepEqual(flags, ["http://localhost:5173", "https://app.example"]);
+});
+
 Deno.test("a replica of another cluster file keeps its data under data/<name> by default", () => {
   const replica = { id: 2, name: "ie", url: "http://ie.internal:8001" };
   assert.equal(defaultDataDir("/etc/epaxos/cluster.json", replica), "data/ie");
