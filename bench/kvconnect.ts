@@ -13,6 +13,8 @@
  * - `kv-atomic`: `kv.atomic().set(key, value).commit()` through one
  *   `Deno.Kv` per client (`Deno.openKv`), keys uniform over `--keys`;
  * - `put`: blind `PUT /kv/key` (answered at commit), the same keys;
+ * - `put-h2`: the same PUTs over cleartext HTTP/2, the protocol Deno's KV
+ *   client speaks (`put` speaks HTTP/1.1), for reference;
  * - `kv-check-set` and `put-if-match`: the same guarded by the version the
  *   client's last write of the key got (answered after execution), for
  *   reference.
@@ -536,6 +538,8 @@ export async function runKvConnectBench(
     ratio_atomic_to_put_runs: pairedRatios(modeRuns, "kv-atomic", "put"),
     ratio_atomic_to_put_paired: median(pairedRatios(modeRuns, "kv-atomic", "put")),
     server_cpu_atomic_to_put: cpuRatioOf(modes, "kv-atomic", "put"),
+    ratio_atomic_to_put_h2: ratioOf(modes, "kv-atomic", "put-h2"),
+    server_cpu_atomic_to_put_h2: cpuRatioOf(modes, "kv-atomic", "put-h2"),
     ratio_check_set_to_put_if_match: ratioOf(modes, "kv-check-set", "put-if-match"),
     modes,
     watch: {

@@ -15,6 +15,8 @@
  * - `kv-check-set`: the same guarded by a check of the versionstamp the
  *   client's last write of that key got (each client owns 16 keys);
  * - `put`: `PUT /kv/{tag}-{i}` (blind, answered at commit), keys uniform;
+ * - `put-h2`: the same over cleartext HTTP/2 (prior knowledge), the protocol
+ *   Deno's KV client speaks, where `put` speaks HTTP/1.1;
  * - `put-if-match`: `PUT` with `If-Match` of the version its last write got
  *   (`If-None-Match: *` first; each client owns 16 keys), answered after execution;
  * - `watch`: one writer `Deno.Kv` at the first URL sets a key `samples`
@@ -33,7 +35,7 @@ import { LatencyHistogram } from "./report.ts";
 /** What one load process does. */
 export interface LoadSpec {
   /** The mode (module documentation). */
-  readonly mode: "kv-atomic" | "kv-check-set" | "put" | "put-if-match" | "watch";
+  readonly mode: "kv-atomic" | "kv-check-set" | "put" | "put-h2" | "put-if-match" | "watch";
   /** Replica base URLs; client `i` uses `urls[(firstClient + i) % urls.length]`. */
   readonly urls: readonly string[];
   /** Clients in this process. */
@@ -129,7 +131,11 @@ function curlClients(spec: LoadSpec): Client[] {
   return Array.from({ length: spec.clients }, (_, i) => {
     const number = spec.firstClient + i;
     const url = spec.urls[number % spec.urls.length]!;
-    if (spec.mode === "put") {
+    if (spec.mode === "put" || spec.mode === "put-h2") {
+      // One client (connection pool) each, as each Deno.Kv has its own.
+      const client = spec.mode === "put-h2"
+        ? Deno.createHttpClient({ http1: false, http2: true })
+        : undefined;
       return async (tally: Tally) => {
         const key = `${spec.tag}-${Math.floor(Math.random() * spec.keys)}`;
         const startedAt = performance.now();
@@ -137,6 +143,7 @@ function curlClients(spec: LoadSpec): Client[] {
           method: "PUT",
           body: text,
           signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+          ...(client === undefined ? {} : { client }),
         });
         await response.body?.cancel();
         if (response.ok) tally.done(startedAt);

@@ -9,7 +9,13 @@
 import { integerOption, option, parseArgs, UsageError } from "../../src/cli/args.ts";
 
 /** The throughput modes, in the order a run measures them (interleaved). */
-export const THROUGHPUT_MODES = ["kv-atomic", "put", "kv-check-set", "put-if-match"] as const;
+export const THROUGHPUT_MODES = [
+  "kv-atomic",
+  "put",
+  "put-h2",
+  "kv-check-set",
+  "put-if-match",
+] as const;
 
 /** A throughput mode (`load.ts` describes each). */
 export type ThroughputMode = typeof THROUGHPUT_MODES[number];
@@ -291,6 +297,14 @@ export interface KvConnectReport {
   readonly ratio_atomic_to_put_paired: number | null;
   /** Median server CPU per atomic commit over median server CPU per blind PUT. */
   readonly server_cpu_atomic_to_put: number | null;
+  /**
+   * Median atomic commits per second over median blind PUTs per second over
+   * HTTP/2 (`put-h2`), the protocol Deno's KV client speaks: what is left of
+   * the gap once both speak it.
+   */
+  readonly ratio_atomic_to_put_h2: number | null;
+  /** Median server CPU per atomic commit over median server CPU per blind PUT over HTTP/2. */
+  readonly server_cpu_atomic_to_put_h2: number | null;
   /** Median check-guarded atomic sets over median conditional PUTs. */
   readonly ratio_check_set_to_put_if_match: number | null;
   readonly modes: readonly ModeSummary[];
@@ -406,6 +420,9 @@ export function reportTable(report: KvConnectReport): string {
     }, median ${show(report.ratio_atomic_to_put_paired)}x); server CPU per op atomic / PUT: ${
       show(report.server_cpu_atomic_to_put)
     }x; ` +
+    `atomic / PUT over HTTP/2: ${show(report.ratio_atomic_to_put_h2)}x (server CPU ${
+      show(report.server_cpu_atomic_to_put_h2)
+    }x); ` +
     `check-set / If-Match PUT: ${show(report.ratio_check_set_to_put_if_match)}x`,
     "",
     "| mode | replica submit→answer p50 ms | p99 ms | propose→decide p50 ms | p99 ms | fast path | commands/instance | storage commits/s | ms each |",

@@ -136,6 +136,8 @@ Deno.test("summary: medians per mode, errors summed, ratio of medians, a table",
     ratio_atomic_to_put_runs: pairedRatios(runs, "kv-atomic", "put"),
     ratio_atomic_to_put_paired: 0.8,
     server_cpu_atomic_to_put: cpuRatioOf(modes, "kv-atomic", "put"),
+    ratio_atomic_to_put_h2: null,
+    server_cpu_atomic_to_put_h2: null,
     ratio_check_set_to_put_if_match: null,
     modes,
     watch: {
@@ -153,6 +155,7 @@ Deno.test("summary: medians per mode, errors summed, ratio of medians, a table",
   });
   assert.match(table, /\| kv-atomic \| 800 \| 800 \/ 900 \/ 100 \|/);
   assert.match(table, /atomic \/ PUT: 0\.727x \(goal ≥ 0\.8x; each round: 0\.8 \/ 0\.75 \/ 0\.091/);
+  assert.match(table, /atomic \/ PUT over HTTP\/2: –x/);
 });
 
 Deno.test({
