@@ -166,8 +166,24 @@ export function deriveConfig(request: SimRequest): SimConfig {
     amnesia: faults !== undefined && random.next() < 0.3,
     memberChanges: memberChanges(request, random),
     // From a stream of their own: every draw above is as it was without leases.
-    leases: deriveLeases(request.seed, replicas, request.leases),
+    leases: faultFreeLeases(deriveLeases(request.seed, replicas, request.leases), faults),
   };
+}
+
+/**
+ * The lease settings of a run without faults: no process stalls in local
+ * reads. A stall (up to 2.5 lease lengths, the replica answering nothing) is
+ * a fault like a pause; drawn anyway, it broke the fault-free runs' promise
+ * of fast commits only and no timeouts (seed 792194872, n = 3: a 4,070 ms
+ * stall of replica 0 left 9 operations indeterminate; 23 of 300 fault-free
+ * runs with leases failed so). The draw stays, so that no other is moved.
+ */
+function faultFreeLeases(
+  leases: SimLeases | undefined,
+  faults: SimConfig["faults"],
+): SimLeases | undefined {
+  if (leases === undefined || faults !== undefined) return leases;
+  return { ...leases, readStallShare: 0 };
 }
 
 /**
