@@ -84,14 +84,16 @@ Deno.test("the local cluster file points at the secret file, which each replica 
   });
 });
 
+/** A replica of a cluster file under /c, its secret in the environment. */
+const common = {
+  configPath: "/c/cluster.json",
+  id: 0,
+  dataDir: "/c/replica-0",
+  listen: "127.0.0.1:9101",
+  secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
+};
+
 Deno.test("--restore reaches the replica with read permission on the backup only", () => {
-  const common = {
-    configPath: "/c/cluster.json",
-    id: 0,
-    dataDir: "/c/replica-0",
-    listen: "127.0.0.1:9101",
-    secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
-  };
   const plain = replicaCommand(common);
   assert.ok(!plain.includes("--restore"));
   const args = replicaCommand({ ...common, restore: "/b/backup.jsonl" });
@@ -110,13 +112,6 @@ Deno.test("--restore reaches the replica with read permission on the backup only
 });
 
 Deno.test("--cors-origin reaches every replica it starts, once per origin", () => {
-  const common = {
-    configPath: "/c/cluster.json",
-    id: 0,
-    dataDir: "/c/replica-0",
-    listen: "127.0.0.1:9101",
-    secrets: [{ env: "EPAXOS_CLUSTER_SECRET" }],
-  };
   assert.ok(!replicaCommand(common).includes("--cors-origin"));
   const args = replicaCommand({
     ...common,
