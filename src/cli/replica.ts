@@ -28,10 +28,8 @@ import { faultRoutes } from "../server/fault_routes.ts";
 import {
   type ClusterConfig,
   ConfigError,
-  corsOriginProblem,
   defaultListenAddress,
   loadClusterConfig,
-  MAX_CORS_ORIGINS,
   resolveSecret,
 } from "../server/config.ts";
 import {
@@ -41,6 +39,7 @@ import {
   normalizedUrl,
   positionCount,
 } from "../core/configuration.ts";
+import { corsOriginsOption } from "./cors_option.ts";
 import { fetchConfiguration, joinProblem } from "./join.ts";
 import {
   DEFAULT_MAX_HELD_COMMANDS,
@@ -154,28 +153,6 @@ export function clockRateOption(args: ParsedArgs): number | undefined {
     );
   }
   return rate;
-}
-
-/**
- * `--cors-origin ORIGIN`, repeatable: origins whose pages may call this
- * replica from a browser (CORS), added to the cluster file's `corsOrigins`;
- * absent, none. Each must be an origin as browsers send it
- * (`corsOriginProblem`), at most {@linkcode MAX_CORS_ORIGINS} of them.
- *
- * @throws {UsageError} if one is not such an origin, or there are too many.
- */
-export function corsOriginsOption(args: ParsedArgs): string[] {
-  const origins = args.options.get("cors-origin") ?? [];
-  if (origins.length > MAX_CORS_ORIGINS) {
-    throw new UsageError(
-      `--cors-origin is given ${origins.length} times; at most ${MAX_CORS_ORIGINS}`,
-    );
-  }
-  for (const origin of origins) {
-    const problem = corsOriginProblem(origin);
-    if (problem !== undefined) throw new UsageError(`--cors-origin: ${problem}`);
-  }
-  return [...new Set(origins)];
 }
 
 /** Settings of {@linkcode peerSnapshotFetch}. */

@@ -53,7 +53,7 @@ import { isLoopbackUrl } from "../net/endpoint.ts";
 import { clusterCaOnlyEnvironment, type TlsPaths } from "../net/tls.ts";
 import { integerOption, option, parseArgs, UsageError } from "./args.ts";
 import { TLS_FLAGS, TLS_OPTIONS } from "./replica_tls.ts";
-import { corsOriginsOption } from "./replica.ts";
+import { corsOriginsOption } from "./cors_option.ts";
 import { cacheReplicaModules, localClusterTls, startTlsPaths, tlsArgs } from "./start_tls.ts";
 
 const ROOT = new URL("../../", import.meta.url);

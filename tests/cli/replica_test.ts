@@ -2,13 +2,13 @@ import assert from "node:assert/strict";
 import { parseArgs, UsageError } from "../../src/cli/args.ts";
 import {
   clockRateOption,
-  corsOriginsOption,
   joinStoreProblem,
   MAX_SNAPSHOT_RATE_MBPS,
   peerSnapshotFetch,
   runReplica,
   snapshotRateOption,
 } from "../../src/cli/replica.ts";
+import { corsOriginsOption } from "../../src/cli/cors_option.ts";
 import { SnapshotRefusedError } from "../../src/net/snapshot_fetch.ts";
 import { DEFAULT_SNAPSHOT_RATE_MBPS } from "../../src/server/snapshot_route.ts";
 
