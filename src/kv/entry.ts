@@ -59,3 +59,28 @@ export function entryOf(
   if (extra.expiresAt !== undefined) entry.expiresAt = extra.expiresAt;
   return entry;
 }
+
+/** 2^64 - 1: a `KvU64` operation is taken mod 2^64. */
+export const U64_MASK = (1n << 64n) - 1n;
+
+/** The value of an 8-byte little-endian unsigned integer. */
+export function readLe64(bytes: Uint8Array): bigint {
+  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+}
+
+/** The 8 little-endian bytes of `value` (taken mod 2^64). */
+export function le64Bytes(value: bigint): Uint8Array {
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, value & U64_MASK, true);
+  return bytes;
+}
+
+/**
+ * Whether an entry holds a 64-bit unsigned integer that sum/min/max may
+ * combine: 8 bytes, encoded LE64 (denokv's `KvValue::U64`), or 8 bytes with
+ * no encoding (a curl value).
+ */
+export function isU64Entry(entry: KvEntry): boolean {
+  return entry.value.length === 8 &&
+    (entry.encoding === undefined || entry.encoding === LE64_ENCODING);
+}

@@ -19,7 +19,15 @@ import {
   versionstampOf,
   versionstampSuffix,
 } from "./database_keys.ts";
-import { entryOf, type KvEntry, LE64_ENCODING } from "./entry.ts";
+import {
+  entryOf,
+  isU64Entry,
+  type KvEntry,
+  LE64_ENCODING,
+  le64Bytes,
+  readLe64,
+  U64_MASK,
+} from "./entry.ts";
 import { sumV8, V8_ENCODING } from "./v8_sum.ts";
 import {
   type AtomicCommand,
@@ -55,30 +63,6 @@ export interface ExpireExecution {
 
 const NO_CHANGES: ReadonlyMap<string, KvEntry | undefined> = new Map();
 const EMPTY = new Uint8Array(0);
-const U64_MASK = (1n << 64n) - 1n;
-
-/** The value of an 8-byte little-endian unsigned integer. */
-export function readLe64(bytes: Uint8Array): bigint {
-  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-}
-
-/** The 8 little-endian bytes of `value` (taken mod 2^64). */
-export function le64Bytes(value: bigint): Uint8Array {
-  const bytes = new Uint8Array(8);
-  new DataView(bytes.buffer).setBigUint64(0, value & U64_MASK, true);
-  return bytes;
-}
-
-/**
- * Whether an entry holds a 64-bit unsigned integer that sum/min/max may
- * combine: 8 bytes, encoded LE64 (denokv's `KvValue::U64`), or 8 bytes with
- * no encoding (a curl value).
- */
-export function isU64Entry(entry: KvEntry): boolean {
-  return entry.value.length === 8 &&
-    (entry.encoding === undefined || entry.encoding === LE64_ENCODING);
-}
-
 /** What a sum/min/max makes of the current value `current` and the operand. */
 function combine(kind: "sum" | "min" | "max", current: bigint, operand: bigint): bigint {
   switch (kind) {

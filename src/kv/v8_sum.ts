@@ -21,13 +21,11 @@
  * @module
  */
 
-import { type KvEntry, LE64_ENCODING } from "./entry.ts";
+import { isU64Entry, type KvEntry, LE64_ENCODING, le64Bytes, readLe64, U64_MASK } from "./entry.ts";
 import { decodeV8Number, encodeV8Number, type V8Number } from "./v8_numbers.ts";
 
 /** Deno KV's V8 value encoding. */
 export const V8_ENCODING = 1;
-
-const U64_MAX = (1n << 64n) - 1n;
 
 /** The bounds of a V8 sum, as the mutation carries them. */
 export interface V8SumBounds {
@@ -76,11 +74,7 @@ function parseOperands(
 
 /** The stored value as a sum operand: a `KvU64`, a Number or a BigInt. */
 function storedOperand(entry: KvEntry): V8Number | { kind: "KvU64"; value: bigint } | undefined {
-  if (entry.encoding === LE64_ENCODING || entry.encoding === undefined) {
-    if (entry.value.length !== 8) return undefined;
-    const view = new DataView(entry.value.buffer, entry.value.byteOffset, 8);
-    return { kind: "KvU64", value: view.getBigUint64(0, true) };
-  }
+  if (isU64Entry(entry)) return { kind: "KvU64", value: readLe64(entry.value) };
   if (entry.encoding === V8_ENCODING) return decodeV8Number(entry.value);
   return undefined;
 }
@@ -118,12 +112,10 @@ export function sumV8(
   const clamp = bounds.sumClamp === true;
   if (
     current.kind === "KvU64" && value.kind === "BigInt" && min === undefined &&
-    max === undefined && !clamp && value.value >= 0n && value.value <= U64_MAX
+    max === undefined && !clamp && value.value >= 0n && value.value <= U64_MASK
   ) {
-    const sum = (current.value + value.value) & U64_MAX;
-    const bytes = new Uint8Array(8);
-    new DataView(bytes.buffer).setBigUint64(0, sum, true);
-    return { ok: true, value: bytes, encoding: LE64_ENCODING };
+    // Wrapping, as a KvU64 sum (`le64Bytes` takes it mod 2^64).
+    return { ok: true, value: le64Bytes(current.value + value.value), encoding: LE64_ENCODING };
   }
   if (current.kind === "Number" && value.kind === "Number") {
     const result = bounded(current.value + value.value, {
