@@ -348,15 +348,24 @@ export function summarizeModes(runs: readonly ModeRun[]): ModeSummary[] {
   });
 }
 
+/** Mode `a`'s median `field` over mode `b`'s, or null when either is missing or `b`'s is 0. */
+function medianRatio(
+  modes: readonly ModeSummary[],
+  field: "ops_per_s" | "server_us_per_op",
+  pair: { readonly a: ThroughputMode; readonly b: ThroughputMode },
+): number | null {
+  const top = modes.find((mode) => mode.mode === pair.a)?.[field] ?? null;
+  const bottom = modes.find((mode) => mode.mode === pair.b)?.[field] ?? null;
+  return top === null || bottom === null || bottom === 0 ? null : round(top / bottom, 3);
+}
+
 /** Median ops/s of `a` over that of `b`, or null. */
 export function ratioOf(
   modes: readonly ModeSummary[],
   a: ThroughputMode,
   b: ThroughputMode,
 ): number | null {
-  const top = modes.find((mode) => mode.mode === a)?.ops_per_s ?? null;
-  const bottom = modes.find((mode) => mode.mode === b)?.ops_per_s ?? null;
-  return top === null || bottom === null || bottom === 0 ? null : round(top / bottom, 3);
+  return medianRatio(modes, "ops_per_s", { a, b });
 }
 
 /** Per round that measured both, ops/s of `a` over that of `b`. */
@@ -382,9 +391,7 @@ export function cpuRatioOf(
   a: ThroughputMode,
   b: ThroughputMode,
 ): number | null {
-  const top = modes.find((mode) => mode.mode === a)?.server_us_per_op ?? null;
-  const bottom = modes.find((mode) => mode.mode === b)?.server_us_per_op ?? null;
-  return top === null || bottom === null || bottom === 0 ? null : round(top / bottom, 3);
+  return medianRatio(modes, "server_us_per_op", { a, b });
 }
 
 const show = (value: number | null | undefined) =>
