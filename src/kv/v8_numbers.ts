@@ -67,21 +67,16 @@ export function decodeV8Number(bytes: Uint8Array): V8Number | undefined {
   const tag = bytes[offset++];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (tag) {
-    case TAG_INT32: {
-      const read = readVarint(bytes, offset);
-      if (read === undefined || read.next !== bytes.length || read.value > 0xffff_ffff) {
-        return undefined;
-      }
-      // Zigzag: 0, -1, 1, -2, ...
-      const value = read.value % 2 === 0 ? read.value / 2 : -(read.value + 1) / 2;
-      return { kind: "Number", value };
-    }
+    case TAG_INT32:
     case TAG_UINT32: {
       const read = readVarint(bytes, offset);
       if (read === undefined || read.next !== bytes.length || read.value > 0xffff_ffff) {
         return undefined;
       }
-      return { kind: "Number", value: read.value };
+      if (tag === TAG_UINT32) return { kind: "Number", value: read.value };
+      // Zigzag: 0, -1, 1, -2, ...
+      const value = read.value % 2 === 0 ? read.value / 2 : -(read.value + 1) / 2;
+      return { kind: "Number", value };
     }
     case TAG_DOUBLE:
       if (offset + 8 !== bytes.length) return undefined;

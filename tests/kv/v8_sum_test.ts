@@ -36,6 +36,10 @@ Deno.test("V8 numbers: every form V8 writes is read, and what is written V8 read
     assert.equal(deserialize(encodeV8Number({ kind: "Number", value })), value);
   }
   assert.ok(Number.isNaN(decodeV8Number(v8(NaN))?.value as number));
+  // `U` (uint32), which V8 reads though its serializer writes `I` or `N`.
+  const uint32 = new Uint8Array([0xff, 0x0f, 0x55, 0x80, 0x01]);
+  assert.equal(deserialize(uint32), 128);
+  assert.deepEqual(decodeV8Number(uint32), { kind: "Number", value: 128 });
   const bigints = [0n, 1n, -1n, 2n ** 63n, 2n ** 64n, -(2n ** 64n) - 1n, 3n ** 100n, -(7n ** 80n)];
   for (const value of bigints) {
     assert.deepEqual(decodeV8Number(v8(value)), { kind: "BigInt", value }, String(value));
