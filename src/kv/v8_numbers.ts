@@ -28,6 +28,9 @@ const TAG_UINT32 = 0x55; // "U"
 const TAG_DOUBLE = 0x4e; // "N"
 const TAG_BIGINT = 0x5a; // "Z"
 
+/** Each byte's two hexadecimal digits. */
+const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+
 /** Reads a base-128 varint at `offset`; undefined past the end or beyond 2^53. */
 function readVarint(
   bytes: Uint8Array,
@@ -88,10 +91,11 @@ export function decodeV8Number(bytes: Uint8Array): V8Number | undefined {
       const negative = read.value % 2 === 1;
       const length = Math.floor(read.value / 2);
       if (length % 8 !== 0 || read.next + length !== bytes.length) return undefined;
-      let value = 0n;
-      for (let i = length - 8; i >= 0; i -= 8) {
-        value = (value << 64n) | view.getBigUint64(read.next + i, true);
-      }
+      // Through hexadecimal, in time linear in the digits: shifting a
+      // BigInt up word by word is quadratic (64 ms for a 64 KiB operand).
+      const hex = new Array<string>(length);
+      for (let i = 0; i < length; i++) hex[length - 1 - i] = HEX_BYTES[bytes[read.next + i]!]!;
+      const value = length === 0 ? 0n : BigInt(`0x${hex.join("")}`);
       return { kind: "BigInt", value: negative ? -value : value };
     }
     default:
@@ -108,17 +112,18 @@ export function encodeV8Number(value: V8Number): Uint8Array {
     return bytes;
   }
   const negative = value.value < 0n;
-  let magnitude = negative ? -value.value : value.value;
-  const digits: bigint[] = [];
-  while (magnitude > 0n) {
-    digits.push(magnitude & 0xffff_ffff_ffff_ffffn);
-    magnitude >>= 64n;
-  }
+  // Through hexadecimal, linear in the digits (see `decodeV8Number`); the
+  // digits are whole 64-bit words, least significant first.
+  const magnitude = negative ? -value.value : value.value;
+  const text = magnitude === 0n ? "" : magnitude.toString(16);
+  const length = Math.ceil(text.length / 16) * 8;
+  const hex = text.padStart(length * 2, "0");
   const head: number[] = [TAG_HEADER, WRITTEN_VERSION, TAG_BIGINT];
-  writeVarint(digits.length * 8 * 2 + (negative ? 1 : 0), head);
-  const bytes = new Uint8Array(head.length + digits.length * 8);
+  writeVarint(length * 2 + (negative ? 1 : 0), head);
+  const bytes = new Uint8Array(head.length + length);
   bytes.set(head);
-  const view = new DataView(bytes.buffer);
-  digits.forEach((digit, i) => view.setBigUint64(head.length + i * 8, digit, true));
+  for (let i = 0; i < length; i++) {
+    bytes[head.length + i] = parseInt(hex.slice(hex.length - 2 * (i + 1), hex.length - 2 * i), 16);
+  }
   return bytes;
 }
