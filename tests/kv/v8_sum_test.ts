@@ -50,6 +50,15 @@ Deno.test("V8 numbers: every form V8 writes is read, and what is written V8 read
   }
 });
 
+Deno.test("V8 numbers: a BigInt as large as a value may be is read and written as V8 does", () => {
+  for (const value of [(1n << (8n * 65000n)) - 1n, -(3n ** 50000n)]) {
+    const bytes = v8(value);
+    assert.ok(bytes.length > 8000);
+    assert.deepEqual(decodeV8Number(bytes), { kind: "BigInt", value });
+    assert.deepEqual(encodeV8Number({ kind: "BigInt", value }), bytes);
+  }
+});
+
 Deno.test("V8 numbers: other values and malformed bytes are not numbers", () => {
   for (const value of ["1", true, null, undefined, [1], { a: 1 }, new Uint8Array(8)]) {
     assert.equal(decodeV8Number(v8(value)), undefined, JSON.stringify(value));
